@@ -1,0 +1,36 @@
+# pgdr: `make demo` and `make test` work from a clean clone; both create the virtualenv they need.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
+PYTEST := $(BIN)/python -m pytest
+
+.PHONY: venv test test-fast demo bench clean
+
+$(STAMP): requirements.txt
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## every test, slow scale tests included (what CI runs)
+test: venv
+	$(PYTEST) tests
+
+## the fast set only: skips tests marked slow
+test-fast: venv
+	$(PYTEST) tests -m "not slow"
+
+## a throwaway cluster, S3 endpoint and Slack receiver; runs pg_backup_daily through Airflow
+demo: venv
+	$(BIN)/python -m harness.demo
+
+## backup benchmark against the bare PostgreSQL tools (builds a >= 1 GB database)
+bench: venv
+	$(BIN)/python bench/backup_bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

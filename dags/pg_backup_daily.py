@@ -1,0 +1,54 @@
+"""
+### pg_backup_daily
+
+Daily logical backup of every protected database (setting `pgdr_databases`), one mapped
+task group per database:
+
+1. `dump_and_upload`: pg_dump (directory format, parallel, one snapshot) and the cluster's
+   globals, checked with `pg_restore --list`, compressed with zstd, uploaded to S3 with
+   server-side encryption and a SHA-256 checksum per object;
+2. `verify_and_seal`: every object checked in S3 (size, SHA-256 computed by S3, encryption),
+   then `manifest.json` written last and an Asset event emitted.
+
+A failed or partial run leaves no manifest behind; failures are posted to Slack.
+See docs/operations.md and docs/configuration.md.
+"""
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import DAG, task_group
+
+from pgdr.alerts import on_task_failure
+from pgdr.assets import LOGICAL_BACKUP
+from pgdr.operators.backup import LogicalBackupOperator, SealBackupOperator
+from pgdr.operators.base import ProtectedDatabasesOperator
+
+with DAG(
+    dag_id="pg_backup_daily",
+    description="Daily encrypted, checksummed, verified logical backup of each protected database to S3",
+    schedule="0 2 * * *",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    max_active_tasks=8,
+    dagrun_timeout=timedelta(hours=6),
+    default_args={
+        "owner": "data-platform",
+        "retries": 2,
+        "retry_delay": timedelta(minutes=5),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=30),
+        "on_failure_callback": on_task_failure,
+    },
+    tags=["pgdr", "backup"],
+    doc_md=__doc__,
+) as dag:
+    databases = ProtectedDatabasesOperator(task_id="protected_databases", retries=0)
+
+    @task_group(group_id="backup")
+    def backup_database(conn_id: str):
+        dump = LogicalBackupOperator(task_id="dump_and_upload", conn_id=conn_id)
+        SealBackupOperator(task_id="verify_and_seal", backup=dump.output, outlets=[LOGICAL_BACKUP])
+
+    backup_database.expand(conn_id=databases.output)

@@ -1,0 +1,204 @@
+"""Throwaway PostgreSQL 15 clusters made with initdb in a temporary directory.
+
+The server refuses to run as root, so when the caller is root every server-side
+command runs as the unprivileged ``postgres`` user through ``runuser``.
+Clusters listen on 127.0.0.1 only, on a port chosen free at start, and are
+configured for physical backups and WAL streaming (wal_level=replica, senders,
+slots) so later stages can use the same harness.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg2
+
+SUPERUSER = "postgres"
+
+
+def pg_bindir() -> Path:
+    """The PostgreSQL 15 binaries: $PGDR_PG_BINDIR, else Debian's location."""
+    configured = os.environ.get("PGDR_PG_BINDIR")
+    candidates = [configured] if configured else []
+    candidates.append("/usr/lib/postgresql/15/bin")
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "initdb").exists():
+            return Path(candidate)
+    raise RuntimeError(
+        "PostgreSQL 15 server tools not found; install postgresql-15 "
+        "or set PGDR_PG_BINDIR"
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _server_user() -> str | None:
+    """The user the server must run as, or None to run as ourselves."""
+    return "postgres" if os.geteuid() == 0 else None
+
+
+def _as_server_user(argv: list[str]) -> list[str]:
+    user = _server_user()
+    return ["runuser", "-u", user, "--", *argv] if user else argv
+
+
+def _chown_to_server_user(path: Path) -> None:
+    user = _server_user()
+    if user:
+        entry = pwd.getpwnam(user)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+@dataclass
+class PgCluster:
+    """A running cluster. Use :func:`start_cluster` or the context manager."""
+
+    base_dir: Path
+    port: int
+    bindir: Path = field(default_factory=pg_bindir)
+    host: str = "127.0.0.1"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.base_dir / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.base_dir / "run"
+
+    @property
+    def log_file(self) -> Path:
+        return self.base_dir / "server.log"
+
+    def dsn(self, dbname: str = "postgres", user: str = SUPERUSER, password: str | None = None) -> str:
+        parts = [f"host={self.host}", f"port={self.port}", f"dbname={dbname}", f"user={user}"]
+        if password is not None:
+            parts.append(f"password={password}")
+        return " ".join(parts)
+
+    def connect(self, dbname: str = "postgres", user: str = SUPERUSER, password: str | None = None, autocommit: bool = True):
+        conn = psycopg2.connect(self.dsn(dbname, user, password))
+        conn.autocommit = autocommit
+        return conn
+
+    def execute(self, sql: str, dbname: str = "postgres", params=None) -> list[tuple]:
+        """Run one statement as the superuser; returns rows when there are any."""
+        conn = self.connect(dbname)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql, params)
+                return cur.fetchall() if cur.description else []
+        finally:
+            conn.close()
+
+    def create_backup_role(self, name: str, password: str) -> None:
+        """The role pgdr backs up as: sees every row (BYPASSRLS, pg_read_all_data), no superuser."""
+        from psycopg2 import sql
+
+        conn = self.connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql.SQL("CREATE ROLE {} LOGIN BYPASSRLS REPLICATION PASSWORD %s IN ROLE pg_read_all_data")
+                            .format(sql.Identifier(name)), (password,))
+                cur.execute(sql.SQL("GRANT EXECUTE ON FUNCTION pg_control_system() TO {}").format(sql.Identifier(name)))
+        finally:
+            conn.close()
+
+    def tool_env(self) -> dict[str, str]:
+        """Environment for running client tools as the superuser against this cluster."""
+        env = dict(os.environ)
+        env.update(PGHOST=self.host, PGPORT=str(self.port), PGUSER=SUPERUSER)
+        return env
+
+    def initdb(self) -> None:
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.socket_dir.mkdir(exist_ok=True)
+        for path in (self.base_dir, self.socket_dir):
+            _chown_to_server_user(path)
+        subprocess.run(
+            _as_server_user([
+                str(self.bindir / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER,
+                "--auth-local=trust", "--auth-host=scram-sha-256", "--data-checksums",
+                "--encoding=UTF8", "--locale=C.UTF-8",
+            ]),
+            check=True, capture_output=True,
+        )
+        with open(self.data_dir / "postgresql.auto.conf", "a") as conf:
+            conf.write(
+                "\n# pgdr test harness\n"
+                f"listen_addresses = '{self.host}'\n"
+                f"port = {self.port}\n"
+                f"unix_socket_directories = '{self.socket_dir}'\n"
+                "wal_level = replica\n"
+                "max_wal_senders = 10\n"
+                "max_replication_slots = 10\n"
+                "wal_keep_size = '256MB'\n"
+                "fsync = on\n"
+                "shared_buffers = '256MB'\n"
+                "max_wal_size = '2GB'\n"
+                "checkpoint_timeout = '15min'\n"
+                "password_encryption = 'scram-sha-256'\n"
+            )
+        # The harness superuser connects without a password over loopback;
+        # every other role (the backup role above all) must authenticate.
+        (self.data_dir / "pg_hba.conf").write_text(
+            "local all all trust\n"
+            f"host all {SUPERUSER} 127.0.0.1/32 trust\n"
+            "host all all 127.0.0.1/32 scram-sha-256\n"
+            f"host replication {SUPERUSER} 127.0.0.1/32 trust\n"
+            "host replication all 127.0.0.1/32 scram-sha-256\n"
+        )
+
+    def start(self) -> None:
+        subprocess.run(
+            _as_server_user([
+                str(self.bindir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file),
+                "-w", "-t", "60", "start",
+            ]),
+            check=True, capture_output=True,
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        if (self.data_dir / "postmaster.pid").exists():
+            subprocess.run(
+                _as_server_user([str(self.bindir / "pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "stop"]),
+                capture_output=True,
+            )
+
+    def destroy(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    def __enter__(self) -> "PgCluster":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.destroy()
+
+
+def start_cluster(base_dir: Path | None = None) -> PgCluster:
+    """initdb a new cluster in a fresh temporary directory and start it."""
+    if base_dir is None:
+        base_dir = Path(tempfile.mkdtemp(prefix="pgdr-pg-"))
+    cluster = PgCluster(base_dir=Path(base_dir), port=free_port())
+    try:
+        cluster.initdb()
+        cluster.start()
+    except BaseException:
+        log = cluster.log_file.read_text() if cluster.log_file.exists() else ""
+        cluster.destroy()
+        if log:
+            raise RuntimeError(f"PostgreSQL failed to start:\n{log[-2000:]}")
+        raise
+    return cluster

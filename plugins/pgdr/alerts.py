@@ -1,0 +1,117 @@
+"""Slack alerts a team can act on: what failed, where, the evidence, the next step.
+
+Messages are Block Kit payloads built by pure functions; they carry ids, counts,
+sizes and error text only, never row data, and every string passes Airflow's
+secrets masker before it leaves. Sending goes through the slack provider's
+SlackWebhookHook; an alert that cannot be delivered is logged and never hides
+the failure it was reporting.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+RUNBOOK = "docs/RUNBOOK_DISASTER_RECOVERY.md"
+MAX_ERROR_CHARS = 700
+SEVERITY_EMOJI = {"critical": ":red_circle:", "warning": ":large_orange_circle:", "info": ":large_green_circle:"}
+
+
+def redact(text: str) -> str:
+    """Mask every secret Airflow knows of (connection passwords, sensitive variables)."""
+    try:
+        from airflow.sdk._shared.secrets_masker import redact as airflow_redact
+    except ImportError:  # pragma: no cover - older layouts
+        return text
+    return str(airflow_redact(text))
+
+
+def short_error(error: object) -> str:
+    text = redact(str(error) or type(error).__name__).strip()
+    if len(text) > MAX_ERROR_CHARS:
+        text = text[:MAX_ERROR_CHARS] + " …"
+    return text
+
+
+def _fields(pairs: list[tuple[str, Any]]) -> dict:
+    return {"type": "section",
+            "fields": [{"type": "mrkdwn", "text": f"*{name}*\n{value}"} for name, value in pairs if value not in (None, "")]}
+
+
+def build_alert(*, severity: str, title: str, facts: list[tuple[str, Any]], details: str | None = None,
+                next_step: str | None = None, log_url: str | None = None) -> dict:
+    """A Block Kit payload: header, facts, details as code, next step, log link."""
+    emoji = SEVERITY_EMOJI.get(severity, "")
+    fallback = f"[{severity.upper()}] {title}"
+    blocks: list[dict] = [
+        {"type": "header", "text": {"type": "plain_text", "text": f"{title}"[:150]}},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": f"{emoji} *{severity.upper()}*"}]},
+        _fields(facts),
+    ]
+    if details:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"```{details}```"}})
+    if next_step:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*Next step:* {next_step}"}})
+    if log_url:
+        blocks.append({"type": "actions", "elements": [
+            {"type": "button", "text": {"type": "plain_text", "text": "Open task log"}, "url": log_url}]})
+    return {"text": fallback, "blocks": blocks}
+
+
+def task_failure_alert(*, dag_id: str, task_id: str, map_index: int | None, run_id: str, try_number: int | None,
+                       database: str | None, error: object, log_url: str | None) -> dict:
+    task_label = task_id if map_index is None or map_index < 0 else f"{task_id}[{map_index}]"
+    return build_alert(
+        severity="critical",
+        title=f"pgdr: {dag_id} failed" + (f" for {database}" if database else ""),
+        facts=[("DAG", dag_id), ("Task", task_label), ("Database", database or "n/a"),
+               ("Run", run_id), ("Try", try_number)],
+        details=short_error(error),
+        next_step=f"read the task log, fix the cause and clear the task; see {RUNBOOK}#a-backup-failed",
+        log_url=log_url,
+    )
+
+
+def slack_conn_id_for_alerts() -> str:
+    """The alert connection even when the other settings are the very thing that is broken."""
+    from pgdr.settings import PREFIX, SettingsError, load_settings, setting_default
+
+    try:
+        return load_settings().slack_conn_id
+    except SettingsError:
+        from airflow.sdk import Variable
+
+        return Variable.get(PREFIX + "slack_conn_id", default=None) or setting_default("slack_conn_id")
+
+
+def send_alert(payload: dict, conn_id: str | None = None) -> bool:
+    """Post to Slack; on failure log that the alert was not delivered and return False."""
+    try:
+        from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
+
+        conn_id = conn_id or slack_conn_id_for_alerts()
+        SlackWebhookHook(slack_webhook_conn_id=conn_id, timeout=15).send_dict(payload)
+    except Exception as err:  # noqa: BLE001 - an alert must never mask the original failure
+        log.error("ALERT NOT DELIVERED to Slack (connection %s): %s; alert was: %s",
+                  conn_id, short_error(err), payload.get("text"))
+        return False
+    log.info("alert delivered to Slack (connection %s): %s", conn_id, payload.get("text"))
+    return True
+
+
+def on_task_failure(context: dict) -> None:
+    """on_failure_callback for every pgdr task."""
+    ti = context.get("ti") or context.get("task_instance")
+    task = context.get("task")
+    database = getattr(task, "conn_id", None) or getattr(task, "database", None)
+    if database is not None and not isinstance(database, str):
+        database = None
+    payload = task_failure_alert(
+        dag_id=getattr(ti, "dag_id", "?"), task_id=getattr(ti, "task_id", "?"),
+        map_index=getattr(ti, "map_index", None), run_id=getattr(ti, "run_id", "?"),
+        try_number=getattr(ti, "try_number", None), database=database,
+        error=context.get("exception") or "unknown error", log_url=getattr(ti, "log_url", None),
+    )
+    send_alert(payload)

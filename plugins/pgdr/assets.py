@@ -1,0 +1,5 @@
+"""Airflow Assets that pgdr DAGs update; each event's extra names the backup."""
+
+from airflow.sdk import Asset
+
+LOGICAL_BACKUP = Asset(name="pgdr_logical_backup", uri="pgdr://backups/logical", group="pgdr")

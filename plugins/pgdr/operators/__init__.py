@@ -1,0 +1,1 @@
+"""pgdr operators, one module per lifecycle stage: backup, verify, retention, restore."""

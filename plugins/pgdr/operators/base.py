@@ -1,0 +1,49 @@
+"""Shared mechanics of pgdr operators: settings read at run time, hooks made lazily."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from airflow.sdk import BaseOperator
+
+if TYPE_CHECKING:
+    from pgdr.settings import Settings
+    from pgdr.storage import BackupStore
+
+
+class PgdrBaseOperator(BaseOperator):
+    """Base for pgdr operators. Settings are loaded when the task runs, never at parse time."""
+
+    ui_color = "#e8f1fb"
+
+    @cached_property
+    def settings(self) -> "Settings":
+        from pgdr.settings import load_settings
+
+        return load_settings()
+
+    @cached_property
+    def store(self) -> "BackupStore":
+        from pgdr.storage import BackupStore
+
+        return BackupStore.from_settings(self.settings, self.log)
+
+    def require_protected(self, conn_id: str) -> str:
+        if conn_id not in self.settings.databases:
+            raise ValueError(
+                f"{conn_id!r} is not a protected database; pgdr_databases lists {list(self.settings.databases)}"
+            )
+        return conn_id
+
+
+class ProtectedDatabasesOperator(PgdrBaseOperator):
+    """Returns the validated list of protected connection ids (the ``pgdr_databases`` setting)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+
+    def execute(self, context) -> list[str]:
+        databases = list(self.settings.databases)
+        self.log.info("protected databases: %s", ", ".join(databases))
+        return databases

@@ -1,0 +1,226 @@
+"""Typed pgdr settings, read from Airflow Variables named ``pgdr_<name>``.
+
+Every setting is therefore also settable as the environment variable
+``AIRFLOW_VAR_PGDR_<NAME>``. :func:`parse_settings` is pure (a mapping of raw
+strings in, a validated :class:`Settings` out) so it tests without Airflow;
+:func:`load_settings` reads the Variables and is only ever called while a task
+runs, never when a DAG file is parsed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+PREFIX = "pgdr_"
+
+# Airflow connection ids: letters, digits, '_', '-', '.'; nothing that could
+# escape a path or a shell.
+_CONN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,249}$")
+# S3 bucket names per AWS rules (lower case, 3-63, no leading/trailing dot or dash).
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+_PREFIX_PART = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or invalid; the message names the Variable."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str | None
+    description: str
+    example: str
+
+
+# The single list of settings: docs/configuration.md documents exactly these.
+SETTINGS: tuple[Setting, ...] = (
+    Setting("databases", '["care_commons_db"]',
+            "JSON list of the postgres connection ids to protect; each is backed up by its own mapped task.",
+            '["care_commons_db", "billing_db"]'),
+    Setting("s3_bucket", None,
+            "Bucket that receives every backup (required).", "acme-pgdr-backups"),
+    Setting("s3_prefix", "pgdr",
+            "Key prefix inside the bucket: objects go to <prefix>/<database>/<kind>/<backup_id>/.", "prod/pgdr"),
+    Setting("staging_dir", "/tmp/pgdr-staging",
+            "Local directory where a backup is written before upload, and where recent copies are kept.",
+            "/opt/airflow/staging"),
+    Setting("kms_key_id", "",
+            "KMS key id or ARN for SSE-KMS; empty means SSE-S3 (AES256). Objects are always encrypted.",
+            "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"),
+    Setting("aws_conn_id", "backup_s3",
+            "Airflow connection (aws) used for S3; put endpoint_url in its extra for S3-compatible stores.",
+            "backup_s3"),
+    Setting("slack_conn_id", "slack_alerts",
+            "Airflow connection (slackwebhook) that receives alerts.", "slack_alerts"),
+    Setting("local_retention_days", "30",
+            "Days a local staging copy is kept after a verified upload; older copies are removed. 0 keeps none.",
+            "7"),
+    Setting("dump_jobs", "2",
+            "Parallel pg_dump jobs (directory format); also the parallelism a restore can use.", "4"),
+    Setting("compression_level", "3",
+            "zstd level (1-19) for dump files; 3 beats gzip -6 in both size and speed.", "3"),
+    Setting("include_role_passwords", "false",
+            "Include role password hashes in the globals dump (pg_dumpall). Off by default: "
+            "restored roles then need their passwords set again.", "false"),
+    Setting("pg_bindir", "/usr/lib/postgresql/15/bin",
+            "Directory holding the PostgreSQL 15 client tools (pg_dump, pg_dumpall, pg_restore).",
+            "/usr/lib/postgresql/15/bin"),
+    Setting("multipart_chunk_mb", "64",
+            "Multipart upload part size in MiB (files larger than this are sent in parts).", "128"),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    databases: tuple[str, ...]
+    s3_bucket: str
+    s3_prefix: str
+    staging_dir: Path
+    kms_key_id: str
+    aws_conn_id: str
+    slack_conn_id: str
+    local_retention_days: int
+    dump_jobs: int
+    compression_level: int
+    include_role_passwords: bool
+    pg_bindir: Path
+    multipart_chunk_mb: int
+
+    @property
+    def part_size(self) -> int:
+        return self.multipart_chunk_mb * 1024 * 1024
+
+    @property
+    def sse_args(self) -> dict[str, str]:
+        """boto3 ExtraArgs for server-side encryption: SSE-KMS with a key, else SSE-S3."""
+        if self.kms_key_id:
+            return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.kms_key_id}
+        return {"ServerSideEncryption": "AES256"}
+
+    @property
+    def expected_sse(self) -> str:
+        return "aws:kms" if self.kms_key_id else "AES256"
+
+
+def _fail(name: str, problem: str, value: Any) -> SettingsError:
+    shown = value if len(str(value)) <= 200 else str(value)[:200] + "..."
+    return SettingsError(f"setting {PREFIX}{name} (env AIRFLOW_VAR_{(PREFIX + name).upper()}): {problem}; got {shown!r}")
+
+
+def _conn_id(name: str, value: str) -> str:
+    value = value.strip()
+    if not _CONN_ID.match(value):
+        raise _fail(name, "must be an Airflow connection id (letters, digits, '_', '-', '.')", value)
+    return value
+
+
+def _databases(name: str, value: str) -> tuple[str, ...]:
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as err:
+        raise _fail(name, f"must be a JSON list of connection ids ({err.msg})", value) from None
+    if not isinstance(parsed, list) or not parsed or not all(isinstance(item, str) for item in parsed):
+        raise _fail(name, "must be a non-empty JSON list of connection id strings", value)
+    ids = tuple(_conn_id(name, item) for item in parsed)
+    if len(set(ids)) != len(ids):
+        raise _fail(name, "lists a connection id twice", value)
+    return ids
+
+
+def _bucket(name: str, value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise _fail(name, "is required: the S3 bucket that receives backups", value)
+    if not _BUCKET.match(value) or ".." in value:
+        raise _fail(name, "is not a valid S3 bucket name", value)
+    return value
+
+
+def _prefix(name: str, value: str) -> str:
+    value = value.strip().strip("/")
+    parts = value.split("/") if value else []
+    if not parts or any(not _PREFIX_PART.match(p) or p in (".", "..") for p in parts):
+        raise _fail(name, "must be a non-empty key prefix of letters, digits, '_', '-', '.' parts joined by '/'", value)
+    return value
+
+
+def _abs_path(name: str, value: str) -> Path:
+    path = Path(value.strip())
+    if not value.strip() or not path.is_absolute():
+        raise _fail(name, "must be an absolute directory path", value)
+    return path
+
+
+def _int_in(low: int, high: int) -> Callable[[str, str], int]:
+    def parse(name: str, value: str) -> int:
+        try:
+            number = int(value.strip())
+        except ValueError:
+            raise _fail(name, "must be a whole number", value) from None
+        if not low <= number <= high:
+            raise _fail(name, f"must be between {low} and {high}", value)
+        return number
+    return parse
+
+
+def _bool(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off", ""):
+        return False
+    raise _fail(name, "must be true or false", value)
+
+
+def _kms(name: str, value: str) -> str:
+    value = value.strip()
+    if value and not re.match(r"^[A-Za-z0-9:/_\-]+$", value):
+        raise _fail(name, "must be a KMS key id, alias or ARN (or empty for SSE-S3)", value)
+    return value
+
+
+_PARSERS: dict[str, Callable[[str, str], Any]] = {
+    "databases": _databases,
+    "s3_bucket": _bucket,
+    "s3_prefix": _prefix,
+    "staging_dir": _abs_path,
+    "kms_key_id": _kms,
+    "aws_conn_id": _conn_id,
+    "slack_conn_id": _conn_id,
+    "local_retention_days": _int_in(0, 3650),
+    "dump_jobs": _int_in(1, 64),
+    "compression_level": _int_in(1, 19),
+    "include_role_passwords": _bool,
+    "pg_bindir": _abs_path,
+    "multipart_chunk_mb": _int_in(5, 5120),
+}
+
+
+def parse_settings(raw: Mapping[str, str | None]) -> Settings:
+    """Validate raw values keyed by short name (``databases``); missing keys take defaults."""
+    values = {}
+    for setting in SETTINGS:
+        value = raw.get(setting.name)
+        if value is None:
+            value = setting.default if setting.default is not None else ""
+        values[setting.name] = _PARSERS[setting.name](setting.name, str(value))
+    assert set(values) == {f.name for f in fields(Settings)}
+    return Settings(**values)
+
+
+def load_settings() -> Settings:
+    """Read every ``pgdr_*`` Variable (env ``AIRFLOW_VAR_PGDR_*`` included) and validate."""
+    from airflow.sdk import Variable
+
+    raw = {setting.name: Variable.get(PREFIX + setting.name, default=None) for setting in SETTINGS}
+    return parse_settings(raw)
+
+
+def setting_default(name: str) -> str | None:
+    return next(s.default for s in SETTINGS if s.name == name)

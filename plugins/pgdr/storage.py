@@ -1,0 +1,146 @@
+"""The backup store in S3: uploads, post-upload checks, manifests, the catalog.
+
+Layout: ``<prefix>/<database>/<kind>/<backup_id>/...`` with ``manifest.json``
+written last. Every object is written with server-side encryption and a
+SHA-256 checksum that S3 computes itself, so a check after upload compares the
+server's own figure with ours without downloading anything.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from pgdr.manifest import MANIFEST_NAME, Manifest, ManifestError, is_backup_id
+from pgdr.progress import Progress
+
+
+class UploadCheckError(RuntimeError):
+    """An uploaded object does not match what was sent."""
+
+
+@dataclass(frozen=True)
+class ObjectCheck:
+    key: str
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def checksum_matches(expected: str, reported: str | None) -> bool:
+    """Compare S3 ChecksumSHA256 values; some stores omit the ``-<parts>`` suffix."""
+    if not reported:
+        return False
+    return expected.split("-")[0] == reported.split("-")[0]
+
+
+class BackupStore:
+    def __init__(self, *, client, bucket: str, prefix: str, sse_args: dict[str, str], part_size: int,
+                 log: logging.Logger) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix
+        self.sse_args = sse_args
+        self.part_size = part_size
+        self.log = log
+
+    @classmethod
+    def from_settings(cls, settings, log: logging.Logger) -> "BackupStore":
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        client = S3Hook(aws_conn_id=settings.aws_conn_id).get_conn()
+        return cls(client=client, bucket=settings.s3_bucket, prefix=settings.s3_prefix,
+                   sse_args=settings.sse_args, part_size=settings.part_size, log=log)
+
+    @property
+    def expected_sse(self) -> str:
+        return self.sse_args["ServerSideEncryption"]
+
+    def is_multipart(self, size: int) -> bool:
+        return size >= self.part_size
+
+    def _transfer_config(self):
+        from boto3.s3.transfer import TransferConfig
+
+        return TransferConfig(multipart_threshold=self.part_size, multipart_chunksize=self.part_size,
+                              max_concurrency=4, use_threads=True)
+
+    def upload_file(self, path: Path, key: str, sha256: str, metadata: dict[str, str], progress: Progress) -> None:
+        extra = dict(self.sse_args)
+        extra["ChecksumAlgorithm"] = "SHA256"
+        extra["Metadata"] = {"sha256": sha256, **metadata}
+        self.client.upload_file(str(path), self.bucket, key, ExtraArgs=extra, Config=self._transfer_config(),
+                                Callback=progress)
+
+    def upload_files(self, items: list[tuple[Path, str, str, dict[str, str]]], workers: int = 2) -> float:
+        """Upload (path, key, sha256, metadata) items; returns seconds taken."""
+        total = sum(path.stat().st_size for path, *_ in items)
+        progress = Progress(f"upload to s3://{self.bucket}", self.log, total=total)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(self.upload_file, path, key, sha, meta, progress)
+                       for path, key, sha, meta in sorted(items, key=lambda item: -item[0].stat().st_size)]
+            for future in futures:
+                future.result()
+        progress.finish()
+        return progress.elapsed
+
+    def check_object(self, key: str, size: int, sha256: str, s3_checksum: str) -> ObjectCheck:
+        """Size, server-computed SHA-256 and server-side encryption of one stored object."""
+        head = self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+        problems = []
+        if head["ContentLength"] != size:
+            problems.append(f"size {head['ContentLength']} != expected {size}")
+        reported = head.get("ChecksumSHA256")
+        if not checksum_matches(s3_checksum, reported):
+            problems.append(f"S3 SHA-256 {reported or 'missing'} != expected {s3_checksum} (sha256 {sha256})")
+        if head.get("Metadata", {}).get("sha256") != sha256:
+            problems.append("sha256 metadata missing or different")
+        encryption = head.get("ServerSideEncryption")
+        if encryption != self.expected_sse:
+            problems.append(f"server-side encryption {encryption or 'none'} != expected {self.expected_sse}")
+        return ObjectCheck(key, tuple(problems))
+
+    def put_manifest(self, backup_prefix: str, manifest: Manifest) -> str:
+        manifest.validate()
+        key = f"{backup_prefix}/{MANIFEST_NAME}"
+        body = manifest.to_json().encode()
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json",
+                               ChecksumAlgorithm="SHA256", **self.sse_args)
+        return key
+
+    def delete_keys(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": key} for key in keys[start:start + 1000]]
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+
+    def list_keys(self, prefix: str) -> list[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        keys = []
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix.rstrip("/") + "/"):
+            keys.extend(obj["Key"] for obj in page.get("Contents", []))
+        return keys
+
+    def complete_backups(self, database: str, kind: str) -> list[str]:
+        """Backup ids that have a manifest, oldest first. Others are incomplete: never listed."""
+        base = f"{self.prefix}/{database}/{kind}/"
+        ids = set()
+        for key in self.list_keys(base):
+            rest = key[len(base):].split("/")
+            if len(rest) == 2 and rest[1] == MANIFEST_NAME and is_backup_id(rest[0]):
+                ids.add(rest[0])
+        return sorted(ids)
+
+    def read_manifest(self, key: str) -> Manifest:
+        body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        try:
+            return Manifest.from_json(body)
+        except ManifestError as err:
+            raise ManifestError(f"{key}: {err}") from None
+
+    def read_json(self, key: str) -> dict:
+        return json.loads(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())

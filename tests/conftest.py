@@ -78,6 +78,25 @@ def run_dag(dag_id: str, conf: dict | None = None):
     return dag.test(run_conf=conf)
 
 
+def run_dag_in_child(dag_id: str, conf: dict | None = None):
+    """Run a DAG in a child process (output captured whole); returns (dag_run, output)."""
+    import json
+    import subprocess
+
+    from airflow.models.dagrun import DagRun
+    from airflow.settings import Session
+
+    argv = [sys.executable, "-m", "harness.run_dag", dag_id]
+    if conf is not None:
+        argv += ["--conf", json.dumps(conf)]
+    result = subprocess.run(argv, cwd=REPO_ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=900)
+    output = result.stdout + result.stderr
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "run_id" in outcome, output[-3000:]
+    dag_run = Session().query(DagRun).filter(DagRun.dag_id == dag_id, DagRun.run_id == outcome["run_id"]).one()
+    return dag_run, output
+
+
 def task_states(dag_run) -> dict[str, str]:
     from airflow.settings import Session
 
@@ -87,10 +106,30 @@ def task_states(dag_run) -> dict[str, str]:
 
 
 def xcom_values(dag_run, task_id: str) -> list:
-    from airflow.models.xcom import XCom
+    from airflow.models.xcom import XComModel as XCom
     from airflow.settings import Session
 
     session = Session()
     rows = session.query(XCom).filter(XCom.dag_id == dag_run.dag_id, XCom.run_id == dag_run.run_id,
                                       XCom.task_id == task_id, XCom.key == "return_value").all()
     return [XCom.deserialize_value(row) for row in rows]
+
+
+def all_xcom_text(dag_run) -> str:
+    from airflow.models.xcom import XComModel as XCom
+    from airflow.settings import Session
+
+    rows = Session().query(XCom).filter(XCom.dag_id == dag_run.dag_id, XCom.run_id == dag_run.run_id).all()
+    return "\n".join(str(row.value) for row in rows)
+
+
+def argv_recording_bindir(directory: Path, record: Path) -> Path:
+    """A bindir whose pg_* tools record their argv, then exec the real tool."""
+    from harness.pg_cluster import pg_bindir
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for tool in ("pg_dump", "pg_dumpall", "pg_restore", "psql"):
+        script = directory / tool
+        script.write_text(f'#!/bin/sh\necho "{tool} $*" >> "{record}"\nexec "{pg_bindir()}/{tool}" "$@"\n')
+        script.chmod(0o755)
+    return directory

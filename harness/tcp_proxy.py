@@ -1,20 +1,28 @@
-"""A TCP proxy on 127.0.0.1 that goes down for good after a number of bytes.
+"""A TCP proxy on 127.0.0.1 in front of a real endpoint, for observing and breaking traffic.
 
-It stands between the code under test and a real endpoint to simulate the
-endpoint failing part-way through a transfer: requests before the cut succeed,
-the connection carrying the cut is reset, and later connections are refused.
+It records the HTTP request lines that pass (method and path, in order), so a
+test can tell in which order objects were written; and, given
+``cut_after_bytes``, it goes down for good part-way through a transfer: requests
+before the cut succeed, the connection carrying the cut is reset, and later
+connections are refused.
 """
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
+import time
 
 from harness.pg_cluster import free_port
 
 
-class FlakyProxy:
-    def __init__(self, target_port: int, cut_after_bytes: int) -> None:
+_REQUEST_LINE = re.compile(rb"(GET|PUT|POST|DELETE|HEAD) (/[^ \r\n]*) HTTP/1\.1\r\n")
+
+
+class TcpProxy:
+    def __init__(self, target_port: int, cut_after_bytes: int | None = None) -> None:
+        self.requests: list[tuple[float, str, str]] = []
         self.target_port = target_port
         self.cut_after_bytes = cut_after_bytes
         self.bytes_forwarded = 0
@@ -49,8 +57,10 @@ class FlakyProxy:
                     break
                 if counts:
                     with self._lock:
+                        for match in _REQUEST_LINE.finditer(data):
+                            self.requests.append((time.monotonic(), match.group(1).decode(), match.group(2).decode()))
                         self.bytes_forwarded += len(data)
-                        over = self.bytes_forwarded > self.cut_after_bytes
+                        over = self.cut_after_bytes is not None and self.bytes_forwarded > self.cut_after_bytes
                     if over:
                         self.go_down()
                         return
@@ -63,6 +73,9 @@ class FlakyProxy:
                     sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+    def stop(self) -> None:
+        self.go_down()
 
     def go_down(self) -> None:
         """Stop listening and reset every open connection."""

@@ -133,3 +133,37 @@ def argv_recording_bindir(directory: Path, record: Path) -> Path:
         script.write_text(f'#!/bin/sh\necho "{tool} $*" >> "{record}"\nexec "{pg_bindir()}/{tool}" "$@"\n')
         script.chmod(0o755)
     return directory
+
+
+def download_backup(client, bucket: str, manifest: dict, target: Path) -> Path:
+    """Fetch a backup with a plain S3 client, check each object's sha256, unpack the zstd files."""
+    import hashlib
+
+    import zstandard
+
+    prefix = manifest["objects"][0]["key"][: -len(manifest["objects"][0]["name"])]
+    for obj in manifest["objects"]:
+        assert obj["key"] == prefix + obj["name"]
+        path = target / obj["name"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        body = client.get_object(Bucket=bucket, Key=obj["key"])["Body"].read()
+        assert hashlib.sha256(body).hexdigest() == obj["sha256"], obj["key"]
+        if path.suffix == ".zst":
+            path.with_suffix("").write_bytes(zstandard.ZstdDecompressor().decompressobj().decompress(body))
+        else:
+            path.write_bytes(body)
+    return target
+
+
+def restore_by_hand(cluster, files: Path, jobs: int = 2) -> None:
+    """The runbook's manual restore with the bare tools: globals first, then pg_restore --create."""
+    import subprocess
+
+    from harness.pg_cluster import pg_bindir
+
+    env = cluster.tool_env()
+    # "role postgres already exists" is expected and harmless, so no ON_ERROR_STOP here
+    subprocess.run([str(pg_bindir() / "psql"), "-X", "-q", "-d", "postgres", "-f", str(files / "globals.sql")],
+                   env=env, check=True, capture_output=True)
+    subprocess.run([str(pg_bindir() / "pg_restore"), "--create", "--exit-on-error", f"--jobs={jobs}",
+                    "-d", "postgres", str(files / "dump")], env=env, check=True, capture_output=True)

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
-import zstandard
 
-from conftest import all_xcom_text, argv_recording_bindir, run_dag, run_dag_in_child, task_states, xcom_values
-from harness.pg_cluster import SUPERUSER, pg_bindir, start_cluster
+from conftest import (all_xcom_text, argv_recording_bindir, download_backup, restore_by_hand, run_dag,
+                      run_dag_in_child, task_states, xcom_values)
+from harness.pg_cluster import start_cluster
 from harness.stack import BACKUP_PASSWORD, BUCKET, CONN_ID, DBNAME, postgres_conn
 from harness.synthetic import fingerprint, owners_and_grants
 from harness.tcp_proxy import TcpProxy
@@ -121,41 +119,20 @@ def test_manifest_is_the_last_object_written(stack, backup_run):
     assert object_paths <= written
 
 
-def _download_and_unpack(stack, manifest: dict, target: Path) -> Path:
-    client = stack.s3.client()
-    prefix = f"e2e/{CONN_ID}/logical/{manifest['backup_id']}/"
-    for obj in manifest["objects"]:
-        path = target / obj["key"][len(prefix):]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        body = client.get_object(Bucket=BUCKET, Key=obj["key"])["Body"].read()
-        assert hashlib.sha256(body).hexdigest() == obj["sha256"]
-        if path.suffix == ".zst":
-            path.with_suffix("").write_bytes(zstandard.ZstdDecompressor().decompressobj().decompress(body))
-        else:
-            path.write_bytes(body)
-    return target
-
-
 def test_restore_into_a_brand_new_cluster_gives_identical_tables_owners_and_grants(stack, backup_run, tmp_path):
     manifest = _manifest(stack, backup_run)
-    files = _download_and_unpack(stack, manifest, tmp_path / "download")
+    files = download_backup(stack.s3.client(), BUCKET, manifest, tmp_path / "download")
     globals_sql = (files / "globals.sql").read_text()
     assert "CREATE ROLE care_commons_app" in globals_sql
     assert "SCRAM-SHA-256$" not in globals_sql and "PASSWORD 'md5" not in globals_sql, "password hashes dumped"
-    bindir = pg_bindir()
     with start_cluster() as fresh:
         existing = {row[0] for row in fresh.execute("SELECT rolname FROM pg_roles")}
         assert "care_commons_app" not in existing
-        env = fresh.tool_env()
-        # globals first: roles and grants; "role postgres already exists" is expected and harmless
-        subprocess.run([str(bindir / "psql"), "-X", "-q", "-d", "postgres", "-f", str(files / "globals.sql")],
-                       env=env, check=True, capture_output=True)
-        subprocess.run([str(bindir / "pg_restore"), "--create", "--exit-on-error", "--jobs=2", "-d", "postgres",
-                        str(files / "dump")], env=env, check=True, capture_output=True)
-        assert fingerprint(fresh, DBNAME) == fingerprint(stack.cluster, DBNAME)
+        restore_by_hand(fresh, files)
+        restored = fingerprint(fresh, DBNAME)
+        assert restored == fingerprint(stack.cluster, DBNAME)
         assert owners_and_grants(fresh, DBNAME) == owners_and_grants(stack.cluster, DBNAME)
-        restored_counts = {table: fingerprint(fresh, DBNAME)[table][0] for table in manifest["row_counts"]}
-        assert restored_counts == manifest["row_counts"]
+        assert {table: restored[table][0] for table in manifest["row_counts"]} == manifest["row_counts"]
 
 
 def test_asset_event_names_the_backup(backup_run):
@@ -174,7 +151,7 @@ def test_asset_event_names_the_backup(backup_run):
 
 def test_progress_is_logged_and_the_staging_copy_kept(backup_run):
     output = backup_run["output"]
-    assert "pg_dump done:" in output and "MB/s" in output
+    assert "pg_dump + zstd done:" in output and "MB/s" in output
     assert "upload to s3://" in output
     (seal,) = backup_run["seal"]
     copy = backup_run["staging"] / CONN_ID / "logical" / seal["backup_id"]

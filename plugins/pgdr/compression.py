@@ -5,6 +5,8 @@ Memory stays bounded by the chunk size whatever the size of the input.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +52,38 @@ def compress_file(source: Path, target: Path, level: int, part_size: int, thread
         sink = _HashingSink(handle, digest)
         with compressor.stream_writer(sink, size=source.stat().st_size, closefd=False) as writer:
             while block := reader.read(CHUNK):
+                raw_size += len(block)
+                newlines += block.count(b"\n")
+                writer.write(block)
+                if progress is not None:
+                    progress.add(len(block))
+    return CompressedFile(target, raw_size, newlines, digest.finish())
+
+
+def compress_growing_file(source: Path, target: Path, level: int, part_size: int,
+                          is_finished: Callable[[], bool], progress=None, poll: float = 0.02) -> CompressedFile:
+    """Compress a file while another process is still writing it.
+
+    Reads what has been written so far; when nothing new is there, waits, until
+    ``is_finished`` says the writer has closed the file, then drains the rest.
+    The compression thus runs alongside the dump instead of after it.
+    """
+    compressor = zstandard.ZstdCompressor(level=level, write_checksum=True)
+    digest = StreamDigest(part_size)
+    raw_size = 0
+    newlines = 0
+    with open(source, "rb") as reader, open(target, "wb") as handle:
+        sink = _HashingSink(handle, digest)
+        with compressor.stream_writer(sink, closefd=False) as writer:
+            while True:
+                block = reader.read(CHUNK)
+                if not block:
+                    if not is_finished():
+                        time.sleep(poll)
+                        continue
+                    block = reader.read(CHUNK)  # anything written just before the close
+                    if not block:
+                        break
                 raw_size += len(block)
                 newlines += block.count(b"\n")
                 writer.write(block)

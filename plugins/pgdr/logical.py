@@ -3,18 +3,23 @@
 Why this shape (measured, see docs/backup-format.md): pg_dump's built-in gzip is
 single-threaded and dominates the time of ``pg_dump -Fc``. The directory format
 dumps tables in parallel (``-j``) and is the format pg_restore restores in
-parallel; we dump it uncompressed and compress each file with zstd afterwards,
-which is both faster and smaller than gzip. ``toc.dat`` stays uncompressed so
+parallel. We let pg_dump write it uncompressed and compress each table's file
+with zstd *while pg_dump is still writing it* (the file is followed as it grows;
+inotify says when pg_dump has closed it), handing each finished file on at once
+so its upload overlaps the rest of the dump. ``toc.dat`` stays uncompressed so
 ``pg_restore --list`` works on it directly.
 
-Row counts come from the very snapshot pg_dump uses: we export a snapshot from a
-REPEATABLE READ transaction, hand it to pg_dump with ``--snapshot`` and count
-every table inside that transaction. The dump's own line counts must agree.
+Row counts are exact and from the very snapshot the dump used: every table's
+data file is COPY text, one line per row, and the lines are counted while the
+file is compressed. The snapshot is exported from our own REPEATABLE READ
+transaction and handed to pg_dump with ``--snapshot``, so the set of tables we
+expect and the data pg_dump writes come from the same moment.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import re
 import subprocess
 import threading
@@ -23,16 +28,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pgdr.compression import SUFFIX, CompressedFile, compress_file, compress_stream
+from pgdr.compression import SUFFIX, compress_growing_file, compress_stream
+from pgdr.fswatch import DirectoryWatch
 from pgdr.manifest import utc_now_iso
 from pgdr.pgtools import PgTarget, PgToolError, libpq_env, run_tool, stderr_tail, tool_path, tool_version
-from pgdr.progress import DirectoryWatcher, Progress
+from pgdr.progress import Progress, human_bytes
 
 # pg_try_advisory_lock(key1, key2): 'pgdr' and the logical-backup slot.
 LOCK_KEYS = (0x70676472, 1)
 
 COPY_TRAILER_NEWLINES = 3
-_TOC_DATA = re.compile(r"^(\d+); \d+ \d+ TABLE DATA (\S+) (\S+) ")
+_TOC_DATA = re.compile(r"^(\d+); \d+ (\d+) TABLE DATA ")
 
 
 class BackupBusy(RuntimeError):
@@ -116,10 +122,11 @@ def _check_row_visibility(cur) -> None:
         )
 
 
-def _user_tables(cur) -> list[tuple[str, str]]:
+def _user_tables(cur) -> dict[int, str]:
+    """oid -> "schema.table" for every ordinary table outside the system schemas and extensions."""
     cur.execute(
         """
-        SELECT n.nspname, c.relname
+        SELECT c.oid::bigint, n.nspname || '.' || c.relname
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind = 'r'
           AND n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -129,16 +136,20 @@ def _user_tables(cur) -> list[tuple[str, str]]:
         ORDER BY 1, 2
         """
     )
-    return [tuple(row) for row in cur.fetchall()]
+    return {int(oid): name for oid, name in cur.fetchall()}
 
 
-def _table_data_entries(toc_listing: str) -> dict[str, str]:
-    """dump id -> "schema.table" for every TABLE DATA entry of ``pg_restore --list``."""
+def _table_data_entries(toc_listing: str) -> dict[str, int]:
+    """dump id -> table oid for every TABLE DATA entry of ``pg_restore --list``.
+
+    Lines read ``<dump id>; <catalog tableoid> <oid> TABLE DATA <schema> <name> <owner>``;
+    the oid is used rather than the names, which are printed unquoted.
+    """
     entries = {}
     for line in toc_listing.splitlines():
         match = _TOC_DATA.match(line)
         if match:
-            entries[match.group(1)] = f"{match.group(2)}.{match.group(3)}"
+            entries[match.group(1)] = int(match.group(2))
     return entries
 
 
@@ -151,8 +162,8 @@ class LogicalBackup:
     """
 
     def __init__(self, *, target: PgTarget, connect: Callable[[], object], workdir: Path, bindir: Path,
-                 jobs: int, level: int, part_size: int, include_role_passwords: bool,
-                 log: logging.Logger) -> None:
+                 jobs: int, level: int, part_size: int, include_role_passwords: bool, log: logging.Logger,
+                 on_file: Callable[[DumpedFile], None] | None = None) -> None:
         self.target = target
         self.connect = connect
         self.workdir = workdir
@@ -162,6 +173,7 @@ class LogicalBackup:
         self.part_size = part_size
         self.include_role_passwords = include_role_passwords
         self.log = log
+        self.on_file = on_file  # called with each finished file, from worker threads, as soon as it is ready
         self._conn = None
 
     def close(self) -> None:
@@ -199,61 +211,115 @@ class LogicalBackup:
         tools = {name: tool_version(self.bindir, name) for name in ("pg_dump", "pg_dumpall", "pg_restore")}
 
         dump_dir = self.workdir / "dump"
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        dump_dir.mkdir(parents=True)
         cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         cur.execute("SET LOCAL row_security = off")
         cur.execute("SELECT pg_export_snapshot()")
         (snapshot_id,) = cur.fetchone()
-        self.log.info("exported snapshot %s; dumping %s with %d jobs", snapshot_id, self.target.describe(), self.jobs)
+        tables = _user_tables(cur)
+        self.log.info("exported snapshot %s; dumping %s (%d tables) with %d jobs", snapshot_id,
+                      self.target.describe(), len(tables), self.jobs)
 
         with libpq_env(self.target) as env:
             argv = [tool_path(self.bindir, "pg_dump"), "--format=directory", f"--jobs={self.jobs}",
                     "--compress=0", f"--snapshot={snapshot_id}", "--no-sync",
                     f"--file={dump_dir}", self.target.dbname]
-            progress = Progress("pg_dump", self.log)
-            self.log.info("running %s", " ".join(["pg_dump", *argv[1:-1]]))
-            process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            stderr_holder: list[str] = []
-            reader = threading.Thread(target=lambda: stderr_holder.append(process.stderr.read()), daemon=True)
-            reader.start()
-            try:
-                with DirectoryWatcher(dump_dir, progress):
-                    tables = _user_tables(cur)
-                    row_counts = {}
-                    for schema, table in tables:
-                        cur.execute(f"SELECT count(*) FROM ONLY {_quote_ident(schema)}.{_quote_ident(table)}")
-                        row_counts[f"{schema}.{table}"] = cur.fetchone()[0]
-                    returncode = process.wait()
-            except BaseException:
-                process.kill()
-                process.wait()
-                raise
-            reader.join()
+            compressed = self._dump_and_compress(argv, env, dump_dir, seconds)
             cur.execute("COMMIT")
-            if returncode != 0:
-                raise PgToolError(f"pg_dump failed (exit {returncode}): {stderr_tail(''.join(stderr_holder))}")
-            seconds["dump"] = progress.elapsed
-            progress.finish()
 
             listing = run_tool([tool_path(self.bindir, "pg_restore"), "--list", str(dump_dir)], env, self.log).stdout
-            data_entries = _table_data_entries(listing)
             if not listing.strip():
                 raise PgToolError("pg_restore --list found no entries in the dump")
+            data_entries = _table_data_entries(listing)
             self.log.info("pg_restore --list: %d entries, %d with table data",
                           sum(1 for line in listing.splitlines() if line and not line.startswith(";")),
                           len(data_entries))
+            toc = dump_dir / "toc.dat"
+            from pgdr.digest import file_digest
 
+            toc_digest = file_digest(toc, self.part_size)
+            self._hand_on(DumpedFile("dump/toc.dat", toc, "toc", "none", toc_digest.size, toc_digest))
             globals_file = self._dump_globals(env)
+            self._hand_on(globals_file)
 
-        files = self._compress_dump(dump_dir, data_entries, row_counts, seconds)
-        files.append(globals_file)
-        finished_at = utc_now_iso()
+        row_counts = _row_counts(compressed, data_entries, tables)
+        files = [f for f, _ in compressed.values()]
+        files += [DumpedFile("dump/toc.dat", toc, "toc", "none", toc_digest.size, toc_digest), globals_file]
         return LogicalDump(
-            started_at=started_at, finished_at=finished_at, server_version=version,
+            started_at=started_at, finished_at=utc_now_iso(), server_version=version,
             server_version_num=version_num, system_identifier=system_identifier, snapshot_id=snapshot_id,
             row_counts=row_counts, files=files, tool_versions=tools, jobs=self.jobs, level=self.level,
             seconds=seconds,
         )
+
+    def _hand_on(self, dumped: DumpedFile) -> None:
+        if self.on_file is not None:
+            self.on_file(dumped)
+
+    def _dump_and_compress(self, argv: list[str], env: dict[str, str], dump_dir: Path,
+                           seconds: dict[str, float]) -> dict[str, tuple[DumpedFile, int]]:
+        """Run pg_dump and compress each table file as it is written; returns dump id -> (file, rows)."""
+        watch = DirectoryWatch(dump_dir)
+        dumped = Progress("pg_dump + zstd", self.log)
+        results: dict[str, tuple[DumpedFile, int]] = {}
+
+        def follow(name: str) -> None:
+            source = dump_dir / name
+            target = source.with_name(name + SUFFIX)
+            result = compress_growing_file(source, target, self.level, self.part_size,
+                                           is_finished=lambda: watch.is_finished(name), progress=dumped)
+            source.unlink()
+            rows = max(result.newlines - COPY_TRAILER_NEWLINES, 0)
+            dumped_file = DumpedFile(f"dump/{target.name}", target, "table_data", "zstd", result.raw_size,
+                                     result.digest)
+            results[name.split(".")[0]] = (dumped_file, rows)
+            self._hand_on(dumped_file)
+
+        self.log.info("running %s", " ".join(["pg_dump", *argv[1:-1]]))
+        process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        stderr_holder: list[str] = []
+        reader = threading.Thread(target=lambda: stderr_holder.append(process.stderr.read()), daemon=True)
+        reader.start()
+        # pg_dump -jN has at most N data files open at once; one more thread keeps up with the next
+        pool = ThreadPoolExecutor(max_workers=self.jobs + 1, thread_name_prefix="pgdr-zstd")
+        futures = []
+        try:
+            while True:
+                exited = process.poll() is not None
+                if exited:
+                    watch.writer_exited.set()
+                try:
+                    while True:
+                        name = watch.created.get(timeout=0 if exited else 0.05)
+                        if name.endswith(".dat") and name != "toc.dat":
+                            futures.append(pool.submit(follow, name))
+                except queue.Empty:
+                    pass
+                for future in [f for f in futures if f.done()]:
+                    future.result()  # a compression error stops the dump at once
+                if exited:
+                    break
+            reader.join()
+            if process.returncode != 0:
+                raise PgToolError(f"pg_dump failed (exit {process.returncode}): {stderr_tail(''.join(stderr_holder))}")
+            for future in futures:
+                future.result()
+        except BaseException:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            watch.writer_exited.set()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            watch.close()
+        seconds["dump_and_compress"] = dumped.elapsed
+        raw = sum(f.raw_size for f, _ in results.values())
+        stored = sum(f.digest.size for f, _ in results.values())
+        self.log.info("%s; zstd -%d: %s -> %s (%.1fx); followed writes with %s", dumped.finish(), self.level,
+                      human_bytes(raw), human_bytes(stored), raw / max(stored, 1),
+                      "inotify" if watch.uses_inotify else "polling")
+        return results
 
     def _dump_globals(self, env: dict[str, str]) -> DumpedFile:
         argv = [tool_path(self.bindir, "pg_dumpall"), "--globals-only", f"--database={self.target.dbname}"]
@@ -272,43 +338,17 @@ class LogicalBackup:
             raise PgToolError(f"pg_dumpall failed (exit {returncode}): {stderr_tail(b''.join(errors).decode(errors='replace'))}")
         return DumpedFile("globals.sql" + SUFFIX, target, "globals", "zstd", compressed.raw_size, compressed.digest)
 
-    def _compress_dump(self, dump_dir: Path, data_entries: dict[str, str], row_counts: dict[str, int],
-                       seconds: dict[str, float]) -> list[DumpedFile]:
-        sources = sorted((p for p in dump_dir.iterdir() if p.is_file()), key=lambda p: -p.stat().st_size)
-        total = sum(p.stat().st_size for p in sources)
-        progress = Progress("compress (zstd)", self.log, total=total)
 
-        def one(source: Path) -> tuple[Path, CompressedFile | None]:
-            if source.name == "toc.dat":
-                return source, None
-            target = source.with_name(source.name + SUFFIX)
-            result = compress_file(source, target, self.level, self.part_size, progress=progress)
-            source.unlink()
-            return source, result
-
-        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
-            results = list(pool.map(one, sources))
-        seconds["compress"] = progress.elapsed
-        progress.finish()
-
-        from pgdr.digest import file_digest
-
-        files = []
-        mismatches = []
-        for source, compressed in results:
-            if compressed is None:
-                digest = file_digest(source, self.part_size)
-                files.append(DumpedFile(f"dump/{source.name}", source, "toc", "none", digest.size, digest))
-                continue
-            dump_id = source.name.split(".")[0]
-            table = data_entries.get(dump_id)
-            if table is not None and table in row_counts:
-                # COPY text format, one line per row; pg_dump 15 ends each data file with "\\.\n\n\n"
-                dumped_rows = max(compressed.newlines - COPY_TRAILER_NEWLINES, 0)
-                if dumped_rows != row_counts[table]:
-                    mismatches.append(f"{table}: dump holds {dumped_rows} rows, snapshot count {row_counts[table]}")
-            files.append(DumpedFile(f"dump/{compressed.path.name}", compressed.path, "table_data", "zstd",
-                                    compressed.raw_size, compressed.digest))
-        if mismatches:
-            raise PgToolError("the dump does not match the snapshot's row counts: " + "; ".join(mismatches[:5]))
-        return files
+def _row_counts(compressed: dict[str, tuple[DumpedFile, int]], data_entries: dict[str, int],
+                tables: dict[int, str]) -> dict[str, int]:
+    """Every user table's row count, from its data file; a table without data in the dump is an error."""
+    counts = {}
+    for dump_id, oid in data_entries.items():
+        if oid in tables:
+            if dump_id not in compressed:
+                raise PgToolError(f"the TOC lists data for {tables[oid]} but pg_dump wrote no file {dump_id}.dat")
+            counts[tables[oid]] = compressed[dump_id][1]
+    missing = sorted(set(tables.values()) - set(counts))
+    if missing:
+        raise PgToolError(f"the dump holds no data entry for {len(missing)} table(s): {', '.join(missing[:10])}")
+    return dict(sorted(counts.items()))

@@ -70,39 +70,3 @@ class Progress:
         line = f"{self.label} done: {human_bytes(self.done)} in {self.elapsed:.1f} s, {self.rate / 1e6:.1f} MB/s"
         self.log.info("%s", line)
         return line
-
-
-class DirectoryWatcher:
-    """Reports the growing size of a directory while a tool writes into it."""
-
-    def __init__(self, path, progress: Progress, interval: float = 2.0) -> None:
-        self.path = path
-        self.progress = progress
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _size(self) -> int:
-        total = 0
-        try:
-            for entry in self.path.iterdir():
-                try:
-                    total += entry.stat().st_size
-                except FileNotFoundError:
-                    pass
-        except FileNotFoundError:
-            pass
-        return total
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.progress.set(self._size())
-
-    def __enter__(self) -> "DirectoryWatcher":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.progress.set(self._size())

@@ -39,6 +39,32 @@ def checksum_matches(expected: str, reported: str | None) -> bool:
     return expected.split("-")[0] == reported.split("-")[0]
 
 
+class UploadQueue:
+    """Uploads that start as soon as each file is ready, while the backup is still being made."""
+
+    def __init__(self, store: "BackupStore", workers: int) -> None:
+        self.store = store
+        self.keys: list[str] = []
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pgdr-upload")
+        self._futures = []
+        self.progress = Progress(f"upload to s3://{store.bucket}", store.log)
+
+    def submit(self, path: Path, key: str, sha256: str, metadata: dict[str, str]) -> None:
+        self.keys.append(key)
+        self._futures.append(self._pool.submit(self.store.upload_file, path, key, sha256, metadata, self.progress))
+
+    def finish(self) -> float:
+        """Wait for every upload; the first failure is raised. Returns seconds since the first upload began."""
+        for future in self._futures:
+            future.result()
+        self._pool.shutdown(wait=True)
+        self.progress.finish()
+        return self.progress.elapsed
+
+    def cancel(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 class BackupStore:
     def __init__(self, *, client, bucket: str, prefix: str, sse_args: dict[str, str], part_size: int,
                  log: logging.Logger) -> None:
@@ -79,15 +105,14 @@ class BackupStore:
 
     def upload_files(self, items: list[tuple[Path, str, str, dict[str, str]]], workers: int = 2) -> float:
         """Upload (path, key, sha256, metadata) items; returns seconds taken."""
-        total = sum(path.stat().st_size for path, *_ in items)
-        progress = Progress(f"upload to s3://{self.bucket}", self.log, total=total)
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(self.upload_file, path, key, sha, meta, progress)
-                       for path, key, sha, meta in sorted(items, key=lambda item: -item[0].stat().st_size)]
-            for future in futures:
-                future.result()
-        progress.finish()
-        return progress.elapsed
+        queue = UploadQueue(self, workers)
+        try:
+            for path, key, sha, meta in sorted(items, key=lambda item: -item[0].stat().st_size):
+                queue.submit(path, key, sha, meta)
+            return queue.finish()
+        except BaseException:
+            queue.cancel()
+            raise
 
     def check_object(self, key: str, size: int, sha256: str, s3_checksum: str) -> ObjectCheck:
         """Size, server-computed SHA-256 and server-side encryption of one stored object."""
@@ -104,6 +129,21 @@ class BackupStore:
         if encryption != self.expected_sse:
             problems.append(f"server-side encryption {encryption or 'none'} != expected {self.expected_sse}")
         return ObjectCheck(key, tuple(problems))
+
+    def check_backup(self, prefix: str, objects) -> list[str]:
+        """Problems with a backup's stored objects (empty when every one is intact and nothing else is there)."""
+        problems = []
+        for obj in objects:
+            check = self.check_object(obj.key, obj.size, obj.sha256, obj.s3_checksum)
+            if not check.ok:
+                problems.append(f"{check.key}: {'; '.join(check.problems)}")
+        listed = {obj.key for obj in objects}
+        for key in self.list_keys(prefix):
+            if key.endswith("/" + MANIFEST_NAME):
+                problems.append(f"{key} already exists")
+            elif key not in listed:
+                problems.append(f"{key}: not part of this backup")
+        return problems
 
     def put_manifest(self, backup_prefix: str, manifest: Manifest) -> str:
         manifest.validate()

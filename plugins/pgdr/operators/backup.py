@@ -26,10 +26,9 @@ class LogicalBackupOperator(PgdrBaseOperator):
     def execute(self, context) -> dict[str, Any]:
         from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-        from pgdr import __version__, staging
-        from pgdr.compression import zstandard_version
-        from pgdr.logical import LogicalBackup
-        from pgdr.manifest import Manifest, ObjectEntry, backup_prefix, new_backup_id, utc_now_iso
+        from pgdr import staging
+        from pgdr.backup import run_logical_backup
+        from pgdr.manifest import backup_prefix, new_backup_id
         from pgdr.pgtools import PgTarget
         from pgdr.progress import human_bytes
 
@@ -45,61 +44,27 @@ class LogicalBackupOperator(PgdrBaseOperator):
             raise RuntimeError(f"staging directory {work} already exists; another backup is writing there")
         self.log.info("logical backup %s of %s to s3://%s/%s/", backup_id, target.describe(),
                       settings.s3_bucket, prefix)
-
-        attempted_keys: list[str] = []
+        ti = context["ti"]
         try:
-            with LogicalBackup(target=target, connect=hook.get_conn, workdir=work, bindir=settings.pg_bindir,
-                               jobs=settings.dump_jobs, level=settings.compression_level,
-                               part_size=settings.part_size,
-                               include_role_passwords=settings.include_role_passwords, log=self.log) as backup:
-                dump = backup.run()
-                metadata = {"pgdr-backup-id": backup_id, "pgdr-database": database}
-                items = [(f.path, f"{prefix}/{f.name}", f.digest.sha256, metadata) for f in dump.files]
-                attempted_keys = [key for _, key, _, _ in items]
-                upload_seconds = self.store.upload_files(items, workers=settings.dump_jobs)
+            manifest = run_logical_backup(
+                database=database, backup_id=backup_id, prefix=prefix, target=target, connect=hook.get_conn,
+                store=self.store, workdir=work, bindir=settings.pg_bindir, jobs=settings.dump_jobs,
+                level=settings.compression_level, include_role_passwords=settings.include_role_passwords,
+                kms_key_id=settings.kms_key_id, airflow={"dag_id": ti.dag_id, "run_id": ti.run_id,
+                                                         "task_id": ti.task_id}, log=self.log)
         except BaseException:
             staging.discard(work)
-            if attempted_keys:
-                self._remove_partial_upload(attempted_keys)
             raise
-
-        objects = [
-            ObjectEntry(name=f.name, key=f"{prefix}/{f.name}", size=f.digest.size, sha256=f.digest.sha256,
-                        role=f.role, compression=f.compression, raw_size=f.raw_size,
-                        s3_checksum=f.digest.s3_checksum(self.store.is_multipart(f.digest.size)))
-            for f in dump.files
-        ]
-        ti = context["ti"]
-        manifest = Manifest(
-            backup_id=backup_id, kind="logical", database=database, dbname=target.dbname,
-            started_at=dump.started_at, finished_at=utc_now_iso(), server_version=dump.server_version,
-            server_version_num=dump.server_version_num, system_identifier=dump.system_identifier,
-            objects=objects, row_counts=dump.row_counts,
-            tool_versions={**dump.tool_versions, "pgdr": __version__, "zstandard": zstandard_version()},
-            encryption={"sse": self.store.expected_sse, "kms_key_id": settings.kms_key_id or None},
-            dump={"tool": "pg_dump", "format": "directory", "jobs": dump.jobs,
-                  "compression": f"zstd:{dump.level} per file (toc.dat uncompressed)",
-                  "snapshot": dump.snapshot_id, "raw_size": dump.raw_size,
-                  "seconds": {**{k: round(v, 2) for k, v in dump.seconds.items()}, "upload": round(upload_seconds, 2)}},
-            airflow={"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id},
-        ).validate()
 
         final = staging.keep(work)
         if settings.local_retention_days == 0:
             staging.discard(final)
         staging.prune(settings.staging_dir, database, "logical", settings.local_retention_days, self.log)
-        self.log.info("uploaded %d objects, %s (raw %s), %d tables, %d rows", len(objects),
-                      human_bytes(manifest.total_size), human_bytes(dump.raw_size), len(dump.row_counts),
-                      sum(dump.row_counts.values()))
+        self.log.info("backup %s: %d objects, %s stored from %s dumped, %d tables, %d rows, %.1f s",
+                      backup_id, len(manifest.objects), human_bytes(manifest.total_size),
+                      human_bytes(manifest.dump["raw_size"]), len(manifest.row_counts),
+                      sum(manifest.row_counts.values()), manifest.dump["seconds"]["total"])
         return {"database": database, "backup_id": backup_id, "prefix": prefix, "manifest": manifest.to_dict()}
-
-    def _remove_partial_upload(self, keys: list[str]) -> None:
-        try:
-            self.store.delete_keys(keys)
-            self.log.warning("removed the partial upload (%d objects); no manifest was written", len(keys))
-        except Exception as err:  # noqa: BLE001 - the store may be the thing that is down
-            self.log.warning("could not remove the partial upload (%s); it has no manifest, so it is "
-                             "never listed, restored or counted", type(err).__name__)
 
 
 class SealBackupOperator(PgdrBaseOperator):
@@ -116,25 +81,19 @@ class SealBackupOperator(PgdrBaseOperator):
         self.backup = backup
 
     def execute(self, context) -> dict[str, Any]:
-        from pgdr.manifest import MANIFEST_NAME, Manifest
+        from pgdr.manifest import Manifest
         from pgdr.progress import human_bytes
         from pgdr.storage import UploadCheckError
 
         manifest = Manifest.from_dict(self.backup["manifest"])
         self.conn_id = manifest.database
         prefix = self.backup["prefix"]
-        checks = [self.store.check_object(o.key, o.size, o.sha256, o.s3_checksum) for o in manifest.objects]
-        problems = [f"{check.key}: {'; '.join(check.problems)}" for check in checks if not check.ok]
-        listed = {o.key for o in manifest.objects}
-        stray = [key for key in self.store.list_keys(prefix) if key not in listed]
-        problems += [f"{key}: not part of this backup" for key in stray if not key.endswith("/" + MANIFEST_NAME)]
-        if any(key.endswith("/" + MANIFEST_NAME) for key in stray):
-            problems.append(f"{prefix}/{MANIFEST_NAME} already exists")
+        problems = self.store.check_backup(prefix, manifest.objects)
         if problems:
-            raise UploadCheckError(f"backup {manifest.backup_id} failed its post-upload check; no manifest "
+            raise UploadCheckError(f"backup {manifest.backup_id} failed its check before sealing; no manifest "
                                    f"written: " + " | ".join(problems[:10]))
         self.log.info("all %d objects verified in S3: sizes, SHA-256 computed by S3, encryption %s",
-                      len(checks), self.store.expected_sse)
+                      len(manifest.objects), self.store.expected_sse)
         manifest_key = self.store.put_manifest(prefix, manifest)
         self.log.info("sealed backup %s of %s: s3://%s/%s (%d objects, %s)", manifest.backup_id,
                       manifest.database, self.store.bucket, manifest_key, len(manifest.objects),

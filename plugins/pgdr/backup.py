@@ -1,0 +1,90 @@
+"""The logical backup of one database, from snapshot to checked objects in S3.
+
+Dump, compression and upload overlap: each table's file is uploaded as soon as
+it is compressed, while pg_dump is still writing the others. Every object is
+then checked in S3 (size, S3's own SHA-256, encryption). The result is the
+manifest that the seal step writes last. Airflow-free, so the operator and
+bench/ run exactly the same work.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pgdr import __version__
+from pgdr.compression import zstandard_version
+from pgdr.logical import LogicalBackup
+from pgdr.manifest import Manifest, ObjectEntry, utc_now_iso
+from pgdr.pgtools import PgTarget
+from pgdr.storage import BackupStore, UploadCheckError, UploadQueue
+
+
+def run_logical_backup(*, database: str, backup_id: str, prefix: str, target: PgTarget,
+                       connect: Callable[[], object], store: BackupStore, workdir: Path, bindir: Path,
+                       jobs: int, level: int, include_role_passwords: bool, kms_key_id: str | None,
+                       airflow: dict, log: logging.Logger) -> Manifest:
+    """Take, upload and check one logical backup; returns its manifest (not yet written).
+
+    On failure the objects it uploaded are removed (best effort: when S3 itself is
+    down they stay, without a manifest, and are never listed).
+    """
+    started = time.monotonic()
+    uploads = UploadQueue(store, workers=jobs)
+    metadata = {"pgdr-backup-id": backup_id, "pgdr-database": database}
+
+    def upload(dumped) -> None:
+        uploads.submit(dumped.path, f"{prefix}/{dumped.name}", dumped.digest.sha256, metadata)
+
+    try:
+        with LogicalBackup(target=target, connect=connect, workdir=workdir, bindir=bindir, jobs=jobs, level=level,
+                           part_size=store.part_size, include_role_passwords=include_role_passwords, log=log,
+                           on_file=upload) as backup:
+            dump = backup.run()
+        upload_started = time.monotonic()
+        uploads.finish()
+        upload_tail = time.monotonic() - upload_started
+        objects = [
+            ObjectEntry(name=f.name, key=f"{prefix}/{f.name}", size=f.digest.size, sha256=f.digest.sha256,
+                        role=f.role, compression=f.compression, raw_size=f.raw_size,
+                        s3_checksum=f.digest.s3_checksum(store.is_multipart(f.digest.size)))
+            for f in dump.files
+        ]
+        check_started = time.monotonic()
+        problems = store.check_backup(prefix, objects)
+        if problems:
+            raise UploadCheckError(f"backup {backup_id} failed its post-upload check: " + " | ".join(problems[:10]))
+        check_seconds = time.monotonic() - check_started
+    except BaseException:
+        uploads.cancel()
+        _remove_partial_upload(store, uploads.keys, log)
+        raise
+    log.info("post-upload check passed for all %d objects: size, SHA-256 computed by S3, encryption %s",
+             len(objects), store.expected_sse)
+    seconds = {**{k: round(v, 2) for k, v in dump.seconds.items()}, "upload_after_dump": round(upload_tail, 2),
+               "check": round(check_seconds, 2), "total": round(time.monotonic() - started, 2)}
+    return Manifest(
+        backup_id=backup_id, kind="logical", database=database, dbname=target.dbname,
+        started_at=dump.started_at, finished_at=utc_now_iso(), server_version=dump.server_version,
+        server_version_num=dump.server_version_num, system_identifier=dump.system_identifier,
+        objects=objects, row_counts=dump.row_counts,
+        tool_versions={**dump.tool_versions, "pgdr": __version__, "zstandard": zstandard_version()},
+        encryption={"sse": store.expected_sse, "kms_key_id": kms_key_id or None},
+        dump={"tool": "pg_dump", "format": "directory", "jobs": dump.jobs,
+              "compression": f"zstd:{dump.level} per file (toc.dat uncompressed)",
+              "snapshot": dump.snapshot_id, "raw_size": dump.raw_size, "seconds": seconds},
+        airflow=airflow,
+    ).validate()
+
+
+def _remove_partial_upload(store: BackupStore, keys: list[str], log: logging.Logger) -> None:
+    if not keys:
+        return
+    try:
+        store.delete_keys(keys)
+        log.warning("removed the partial upload (%d objects); no manifest was written", len(keys))
+    except Exception as err:  # noqa: BLE001 - the store may be the thing that is down
+        log.warning("could not remove the partial upload (%s); it has no manifest, so it is never listed, "
+                    "restored or counted", type(err).__name__)

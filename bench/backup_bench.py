@@ -67,7 +67,7 @@ PARALLEL_RESTORE = {
     "pg_dump -Fd -j2": ("yes", "directory format, gzip per table: pg_restore -j reads it directly"),
 }
 DEFAULT_JOBS = 2        # pgdr setting dump_jobs
-DEFAULT_LEVEL = 3       # pgdr setting compression_level
+DEFAULT_LEVEL = 1       # pgdr setting compression_level
 DEFAULT_PART_MB = 64    # pgdr setting multipart_chunk_mb
 MEMORY_BOUND_RATIO = 1.25
 TIME_TARGET = 0.3
@@ -604,7 +604,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="minimum pg_database_size of the big database in MiB (default 1024)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=DEFAULT_JOBS, help="pgdr dump_jobs and pg_dump -Fd -j (default 2)")
-    parser.add_argument("--level", type=int, default=DEFAULT_LEVEL, help="pgdr compression_level (default 3)")
+    parser.add_argument("--level", type=int, default=DEFAULT_LEVEL, help="pgdr compression_level (default 1)")
     parser.add_argument("--part-mb", type=int, default=DEFAULT_PART_MB, help="pgdr multipart_chunk_mb (default 64)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--keep", action="store_true",

@@ -169,10 +169,19 @@ def test_no_password_in_argv_logs_or_xcom(backup_run):
 # --- failures -------------------------------------------------------------------------------
 
 
+def _phi_samples(stack) -> list[str]:
+    rows = stack.cluster.execute("SELECT last_name, ssn, date_of_birth::text FROM clients WHERE ssn IS NOT NULL LIMIT 20",
+                                 dbname=DBNAME)
+    return [value for row in rows for value in row if value and len(value) >= 6]
+
+
 def _assert_failure_alert(stack, needle: str) -> str:
     posts = stack.slack.wait_for(1)
     assert posts, "no Slack alert was received"
     text = json.dumps(posts[-1]["payload"])
+    leaked = [value for value in _phi_samples(stack) if value in text]
+    assert not leaked, f"row data in the alert: {leaked}"
+    assert BACKUP_PASSWORD not in text
     assert "pg_backup_daily" in text and CONN_ID in text and "backup.dump_and_upload" in text
     assert needle in text, text
     assert "/dags/pg_backup_daily/runs/" in text, "the alert carries no log link"

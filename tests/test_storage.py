@@ -31,7 +31,7 @@ def _upload(store, tmp_path, name, size):
     path = tmp_path / name
     path.write_bytes(os.urandom(size))
     digest = file_digest(path, PART)
-    store.upload_files([(path, f"p/{name}", digest.sha256, {"pgdr-backup-id": "x"})])
+    store.upload_files([(path, f"p/{name}", digest, {"pgdr-backup-id": "x"})])
     return path, digest
 
 

@@ -36,7 +36,7 @@ def run_logical_backup(*, database: str, backup_id: str, prefix: str, target: Pg
     metadata = {"pgdr-backup-id": backup_id, "pgdr-database": database}
 
     def upload(dumped) -> None:
-        uploads.submit(dumped.path, f"{prefix}/{dumped.name}", dumped.digest.sha256, metadata)
+        uploads.submit(dumped.path, f"{prefix}/{dumped.name}", dumped.digest, metadata)
 
     try:
         with LogicalBackup(target=target, connect=connect, workdir=workdir, bindir=bindir, jobs=jobs, level=level,

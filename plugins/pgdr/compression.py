@@ -14,7 +14,7 @@ import zstandard
 
 from pgdr.digest import Digest, StreamDigest
 
-CHUNK = 1 << 20
+CHUNK = 4 << 20
 SUFFIX = ".zst"
 
 

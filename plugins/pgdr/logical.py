@@ -224,7 +224,13 @@ class LogicalBackup:
             argv = [tool_path(self.bindir, "pg_dump"), "--format=directory", f"--jobs={self.jobs}",
                     "--compress=0", f"--snapshot={snapshot_id}", "--no-sync",
                     f"--file={dump_dir}", self.target.dbname]
-            compressed = self._dump_and_compress(argv, env, dump_dir, seconds)
+            # the globals are small and independent of the snapshot: dump them alongside
+            globals_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pgdr-globals")
+            globals_future = globals_pool.submit(self._dump_globals, env)
+            try:
+                compressed = self._dump_and_compress(argv, env, dump_dir, seconds)
+            finally:
+                globals_pool.shutdown(wait=True)
             cur.execute("COMMIT")
 
             listing = run_tool([tool_path(self.bindir, "pg_restore"), "--list", str(dump_dir)], env, self.log).stdout
@@ -239,12 +245,20 @@ class LogicalBackup:
 
             toc_digest = file_digest(toc, self.part_size)
             self._hand_on(DumpedFile("dump/toc.dat", toc, "toc", "none", toc_digest.size, toc_digest))
-            globals_file = self._dump_globals(env)
+            # anything else pg_dump wrote (blobs.toc for large objects) travels as it is
+            handled = {f.path.name for f, _ in compressed.values()} | {"toc.dat"}
+            extra_files = []
+            for path in sorted(p for p in dump_dir.iterdir() if p.is_file() and p.name not in handled):
+                digest = file_digest(path, self.part_size)
+                extra_files.append(DumpedFile(f"dump/{path.name}", path, "other", "none", digest.size, digest))
+                self._hand_on(extra_files[-1])
+            globals_file = globals_future.result()
             self._hand_on(globals_file)
 
         row_counts = _row_counts(compressed, data_entries, tables)
         files = [f for f, _ in compressed.values()]
-        files += [DumpedFile("dump/toc.dat", toc, "toc", "none", toc_digest.size, toc_digest), globals_file]
+        files += [DumpedFile("dump/toc.dat", toc, "toc", "none", toc_digest.size, toc_digest), *extra_files,
+                  globals_file]
         return LogicalDump(
             started_at=started_at, finished_at=utc_now_iso(), server_version=version,
             server_version_num=version_num, system_identifier=system_identifier, snapshot_id=snapshot_id,

@@ -63,8 +63,9 @@ SETTINGS: tuple[Setting, ...] = (
             "7"),
     Setting("dump_jobs", "2",
             "Parallel pg_dump jobs (directory format); also the parallelism a restore can use.", "4"),
-    Setting("compression_level", "3",
-            "zstd level (1-19) for dump files; 3 beats gzip -6 in both size and speed.", "3"),
+    Setting("compression_level", "1",
+            "zstd level (1-19) for dump files. 1 is smaller than pg_dump's gzip -6 at about 7x its speed "
+            "(bench/README.md); 3 is 10% smaller again at twice the CPU.", "3"),
     Setting("include_role_passwords", "false",
             "Include role password hashes in the globals dump (pg_dumpall). Off by default: "
             "restored roles then need their passwords set again.", "false"),

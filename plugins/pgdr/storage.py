@@ -8,14 +8,59 @@ server's own figure with ours without downloading anything.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from pgdr.digest import Digest
 from pgdr.manifest import MANIFEST_NAME, Manifest, ManifestError, is_backup_id
 from pgdr.progress import Progress
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+class _FileSlice(io.RawIOBase):
+    """A seekable window onto part of an open file, so a part streams without being held in memory."""
+
+    def __init__(self, handle, offset: int, length: int) -> None:
+        self._handle = handle
+        self._offset = offset
+        self._length = length
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, position: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._length}[whence]
+        self._position = max(0, min(self._length, base + position))
+        return self._position
+
+    def read(self, size: int = -1) -> bytes:
+        remaining = self._length - self._position
+        if size is None or size < 0 or size > remaining:
+            size = remaining
+        self._handle.seek(self._offset + self._position)
+        data = self._handle.read(size)
+        self._position += len(data)
+        return data
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 class UploadCheckError(RuntimeError):
@@ -49,9 +94,9 @@ class UploadQueue:
         self._futures = []
         self.progress = Progress(f"upload to s3://{store.bucket}", store.log)
 
-    def submit(self, path: Path, key: str, sha256: str, metadata: dict[str, str]) -> None:
+    def submit(self, path: Path, key: str, digest: Digest, metadata: dict[str, str]) -> None:
         self.keys.append(key)
-        self._futures.append(self._pool.submit(self.store.upload_file, path, key, sha256, metadata, self.progress))
+        self._futures.append(self._pool.submit(self.store.upload_file, path, key, digest, metadata, self.progress))
 
     def finish(self) -> float:
         """Wait for every upload; the first failure is raised. Returns seconds since the first upload began."""
@@ -90,25 +135,50 @@ class BackupStore:
     def is_multipart(self, size: int) -> bool:
         return size >= self.part_size
 
-    def _transfer_config(self):
-        from boto3.s3.transfer import TransferConfig
+    def upload_file(self, path: Path, key: str, digest: Digest, metadata: dict[str, str], progress: Progress) -> None:
+        """Upload with server-side encryption and the SHA-256 we computed while writing the file.
 
-        return TransferConfig(multipart_threshold=self.part_size, multipart_chunksize=self.part_size,
-                              max_concurrency=4, use_threads=True)
-
-    def upload_file(self, path: Path, key: str, sha256: str, metadata: dict[str, str], progress: Progress) -> None:
+        Sending our checksum (whole object, or per part) lets S3 refuse bytes that differ from
+        what we hashed, and spares both sides a second pass over the data.
+        """
         extra = dict(self.sse_args)
-        extra["ChecksumAlgorithm"] = "SHA256"
-        extra["Metadata"] = {"sha256": sha256, **metadata}
-        self.client.upload_file(str(path), self.bucket, key, ExtraArgs=extra, Config=self._transfer_config(),
-                                Callback=progress)
+        extra["Metadata"] = {"sha256": digest.sha256, **metadata}
+        if not self.is_multipart(digest.size):
+            with open(path, "rb") as body:
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentLength=digest.size,
+                                       ChecksumAlgorithm="SHA256", ChecksumSHA256=_b64(bytes.fromhex(digest.sha256)),
+                                       **extra)
+            progress.add(digest.size)
+            return
+        upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, ChecksumAlgorithm="SHA256",
+                                                        **extra)["UploadId"]
+        try:
+            parts = []
+            with open(path, "rb") as handle:
+                for number, part_digest in enumerate(digest.part_sha256, start=1):
+                    offset = (number - 1) * self.part_size
+                    length = min(self.part_size, digest.size - offset)
+                    checksum = _b64(part_digest)
+                    response = self.client.upload_part(
+                        Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number,
+                        Body=_FileSlice(handle, offset, length), ContentLength=length, ChecksumSHA256=checksum)
+                    parts.append({"ETag": response["ETag"], "PartNumber": number, "ChecksumSHA256": checksum})
+                    progress.add(length)
+            self.client.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id,
+                                                  MultipartUpload={"Parts": parts})
+        except BaseException:
+            try:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            except Exception:  # noqa: BLE001 - the original failure is what matters
+                pass
+            raise
 
-    def upload_files(self, items: list[tuple[Path, str, str, dict[str, str]]], workers: int = 2) -> float:
-        """Upload (path, key, sha256, metadata) items; returns seconds taken."""
+    def upload_files(self, items: list[tuple[Path, str, Digest, dict[str, str]]], workers: int = 2) -> float:
+        """Upload (path, key, digest, metadata) items; returns seconds taken."""
         queue = UploadQueue(self, workers)
         try:
-            for path, key, sha, meta in sorted(items, key=lambda item: -item[0].stat().st_size):
-                queue.submit(path, key, sha, meta)
+            for path, key, digest, meta in sorted(items, key=lambda item: -item[2].size):
+                queue.submit(path, key, digest, meta)
             return queue.finish()
         except BaseException:
             queue.cancel()

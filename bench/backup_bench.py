@@ -8,11 +8,10 @@ and a moto S3 server, then times, ``--repeat`` times each with the order of the
 variants alternating between repeats:
 
 ``pgdr``
-    The backup task's work: ``LogicalBackup(...).run()`` (pg_dump -Fd -Z0 -j2 on
+    The backup task's work: ``pgdr.backup.run_logical_backup`` (pg_dump -Fd -Z0 -j2 on
     an exported snapshot, row counts, pg_restore --list, pg_dumpall globals,
-    per-file zstd level 3 with sha256), ``BackupStore.upload_files`` of every
-    file to the moto server and ``BackupStore.check_object`` of every object
-    (the post-upload verification the seal task does). It runs in a child
+    per-file zstd following the dump, with sha256), uploads to the moto server
+    overlapping the dump, and the post-upload check of every object. It runs in a child
     Python process so that process's own peak RSS is the task's peak memory.
 ``seed``
     The seed project's backup: ``pg_dump -Fc db | gzip > f.gz && gunzip -t f.gz``.
@@ -656,9 +655,9 @@ def main(argv: list[str] | None = None) -> int:
         print_report(summary, bench)
         machine = machine_info(bench)
         finished_at = dt.datetime.now(dt.timezone.utc)
-        pgdr_args = (f"LogicalBackup(jobs={args.jobs}, level={args.level}, part_size={args.part_mb} MiB, "
-                     "include_role_passwords=False).run() + BackupStore.upload_files(workers=jobs) + "
-                     "check_object of every object; SSE AES256")
+        pgdr_args = (f"run_logical_backup(jobs={args.jobs}, level={args.level}, part_size={args.part_mb} MiB, "
+                     "include_role_passwords=False): dump, zstd and upload overlapped, then the "
+                     "post-upload check of every object; SSE AES256")
         document = {
             "benchmark": "pgdr logical backup vs bare PostgreSQL tools",
             "command": "python bench/backup_bench.py " + " ".join(a for a in (argv if argv is not None else sys.argv[1:])),

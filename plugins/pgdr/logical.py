@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pgdr import sql
 from pgdr.compression import SUFFIX, compress_growing_file, compress_stream
 from pgdr.fswatch import DirectoryWatch
 from pgdr.manifest import utc_now_iso
@@ -105,15 +106,7 @@ def _check_row_visibility(cur) -> None:
     (bypasses,) = cur.fetchone()
     if bypasses:
         return
-    cur.execute(
-        """
-        SELECT n.nspname || '.' || c.relname
-        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relkind IN ('r', 'p') AND c.relrowsecurity
-          AND NOT pg_has_role(current_user, c.relowner, 'USAGE')
-        ORDER BY 1
-        """
-    )
+    cur.execute(sql.load("backup_rls_hidden_tables"))
     hidden = [row[0] for row in cur.fetchall()]
     if hidden:
         raise RowVisibilityError(
@@ -124,18 +117,7 @@ def _check_row_visibility(cur) -> None:
 
 def _user_tables(cur) -> dict[int, str]:
     """oid -> "schema.table" for every ordinary table outside the system schemas and extensions."""
-    cur.execute(
-        """
-        SELECT c.oid::bigint, n.nspname || '.' || c.relname
-        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relkind = 'r'
-          AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-          AND n.nspname NOT LIKE 'pg\\_toast%%' AND n.nspname NOT LIKE 'pg\\_temp%%'
-          AND NOT EXISTS (SELECT 1 FROM pg_depend d
-                          WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
-        ORDER BY 1, 2
-        """
-    )
+    cur.execute(sql.load("backup_user_tables"))
     return {int(oid): name for oid, name in cur.fetchall()}
 
 

@@ -21,8 +21,10 @@ from airflow.sdk import DAG, task_group
 
 from pgdr.alerts import on_task_failure
 from pgdr.assets import LOGICAL_BACKUP
+from pgdr.deadlines import deadline_alert
 from pgdr.operators.backup import LogicalBackupOperator, SealBackupOperator
 from pgdr.operators.base import ProtectedDatabasesOperator
+from pgdr.settings import deadline_minutes
 
 with DAG(
     dag_id="pg_backup_daily",
@@ -33,6 +35,7 @@ with DAG(
     max_active_runs=1,
     max_active_tasks=8,
     dagrun_timeout=timedelta(hours=6),
+    deadline=deadline_alert("pg_backup_daily", deadline_minutes("backup_deadline_minutes")),
     default_args={
         "owner": "data-platform",
         "retries": 2,

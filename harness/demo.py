@@ -84,7 +84,10 @@ def main() -> int:
             for post in stack.slack.posts:
                 _say("Slack alert: " + json.dumps(post["payload"].get("text")))
             return 1
-        return _report(stack, BUCKET, CONN_ID, run_seconds, db_size)
+        status = _report(stack, BUCKET, CONN_ID, run_seconds, db_size)
+        if status != 0:
+            return status
+        return _verify(stack, BUCKET, workdir)
     except KeyboardInterrupt:
         _say("\ninterrupted: cleaning up")
         return 130
@@ -124,6 +127,29 @@ def _report(stack, bucket: str, conn_id: str, run_seconds: float, db_size: int) 
     _say("  (the S3 endpoint is moto's server on this machine; its speed is part of the upload figure)")
     _say(f"  Slack alerts posted: {len(stack.slack.posts)}")
     return 0 if verified == len(manifest["objects"]) else 1
+
+
+def _verify(stack, bucket: str, workdir: Path) -> int:
+    _say("")
+    _say("running pg_backup_verify through Airflow (what runs every six hours) ...")
+    log_path = workdir / "airflow-verify.log"
+    with open(log_path, "wb") as log_file:
+        result = subprocess.run([sys.executable, "-m", "harness.run_dag", "pg_backup_verify"], cwd=REPO_ROOT,
+                                env=dict(os.environ), stdout=log_file, stderr=subprocess.STDOUT)
+    log_text = log_path.read_text(errors="replace")
+    outcome = json.loads(log_text.strip().splitlines()[-1]) if result.returncode == 0 else {}
+    client = stack.s3.client()
+    reports = sorted(obj["Key"] for obj in client.list_objects_v2(
+        Bucket=bucket, Prefix="pgdr/reports/verify/").get("Contents", []))
+    if not reports:
+        _say("no verification report was written; the last log lines:")
+        _say("\n".join(log_text.splitlines()[-30:]))
+        return 1
+    report = json.loads(client.get_object(Bucket=bucket, Key=reports[-1])["Body"].read())
+    for check in report["results"]:
+        _say(f"  {check['check']:<15} {check['status'].upper():<8} {check['summary']}")
+    _say(f"  report: s3://{bucket}/{reports[-1]}; verification run {outcome.get('state', 'failed')}")
+    return 0 if outcome.get("state") == "success" else 1
 
 
 if __name__ == "__main__":

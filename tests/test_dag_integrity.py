@@ -9,6 +9,7 @@ from conftest import REPO_ROOT
 
 EXPECTED = {
     "pg_backup_daily": {"schedule": "0 2 * * *", "tags": {"pgdr", "backup"}},
+    "pg_backup_verify": {"schedule": "0 */6 * * *", "tags": {"pgdr", "verify"}},
 }
 
 
@@ -68,3 +69,12 @@ def test_per_database_work_is_a_mapped_task_group(dagbag):
     assert isinstance(group, MappedTaskGroup)
     seal = dag.get_task("backup.verify_and_seal")
     assert [asset.name for asset in seal.outlets] == ["pgdr_logical_backup"]
+
+
+def test_each_verification_check_is_its_own_task_and_the_report_runs_after_all(dagbag):
+    dag = dagbag.get_dag("pg_backup_verify")
+    checks = {f"verify.{name}" for name in ("freshness", "integrity", "deep_check", "bucket_posture")}
+    assert {t.task_id for t in dag.tasks} == checks | {"protected_databases", "verify.report"}
+    report = dag.get_task("verify.report")
+    assert checks <= report.upstream_task_ids
+    assert report.trigger_rule == "all_done"

@@ -16,7 +16,7 @@ PART = 5 * 1024 * 1024
 @pytest.fixture(scope="module")
 def s3():
     server = start_s3_server()
-    server.create_bucket("store-test")
+    server.create_bucket("store-test", object_lock=False, hardened=False)
     yield server
     server.stop()
 

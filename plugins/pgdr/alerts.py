@@ -74,6 +74,52 @@ def task_failure_alert(*, dag_id: str, task_id: str, map_index: int | None, run_
     )
 
 
+NEXT_STEPS = {
+    "freshness": "#verification-freshness-failed",
+    "integrity": "#verification-integrity-failed",
+    "deep_check": "#verification-integrity-failed",
+    "bucket_posture": "#bucket-posture",
+    "all": "",
+}
+
+
+def _evidence_lines(evidence: list[dict], limit: int = 8) -> str:
+    lines = []
+    for item in evidence[:limit]:
+        parts = [f"{name}={value}" for name, value in item.items() if value not in (None, "", [])]
+        lines.append("; ".join(parts))
+    if len(evidence) > limit:
+        lines.append(f"... and {len(evidence) - limit} more")
+    return short_error("\n".join(lines)) if lines else ""
+
+
+def verification_alert(*, database: str, result: dict, reason: str, log_url: str | None) -> dict:
+    """A verification finding (or its resolution, or the daily all-clear) as Block Kit."""
+    check = result["check"]
+    if reason == "digest":
+        return build_alert(severity="info", title=f"pgdr: all clear for {database}",
+                           facts=[("Database", database)], details=result["summary"], log_url=log_url)
+    if reason == "resolved":
+        return build_alert(severity="info", title=f"pgdr: {check} passes again for {database}",
+                           facts=[("Database", database), ("Check", check)], details=short_error(result["summary"]),
+                           log_url=log_url)
+    severity = "critical" if result["status"] == "failed" else "warning"
+    label = {"new": "", "changed": " (changed)", "reminder": " (still failing)"}.get(reason, "")
+    return build_alert(
+        severity=severity,
+        title=f"pgdr: {check} {result['status']} for {database}{label}",
+        facts=[("Database", database), ("Check", check), ("Kind", result.get("kind")),
+               ("Backup", result.get("backup_id")), ("Failing since", result.get("since"))],
+        details=short_error(result["summary"]) + ("\n" + _evidence_lines(result["evidence"]) if result["evidence"] else ""),
+        next_step=f"follow {RUNBOOK}{NEXT_STEPS.get(check, '')}",
+        log_url=log_url,
+    )
+
+
+class AlreadyAlerted(RuntimeError):
+    """A failure whose alert has been posted by the task itself (no second, generic alert)."""
+
+
 def slack_conn_id_for_alerts() -> str:
     """The alert connection even when the other settings are the very thing that is broken."""
     from pgdr.settings import PREFIX, SettingsError, load_settings, setting_default
@@ -103,6 +149,8 @@ def send_alert(payload: dict, conn_id: str | None = None) -> bool:
 
 def on_task_failure(context: dict) -> None:
     """on_failure_callback for every pgdr task."""
+    if isinstance(context.get("exception"), AlreadyAlerted):
+        return
     ti = context.get("ti") or context.get("task_instance")
     task = context.get("task")
     database = getattr(task, "conn_id", None) or getattr(task, "database", None)

@@ -69,6 +69,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("include_role_passwords", "false",
             "Include role password hashes in the globals dump (pg_dumpall). Off by default: "
             "restored roles then need their passwords set again.", "false"),
+    Setting("freshness_hours", "25",
+            "pg_backup_verify fails freshness when the newest good backup of a kind is older than this "
+            "(hours, decimals allowed).", "25"),
+    Setting("alert_reminder_hours", "24",
+            "A failing check is posted when it starts failing or its evidence changes, then again "
+            "after this many hours while it keeps failing.", "12"),
+    Setting("daily_digest", "false",
+            "Post one all-clear message a day when every verification check passes.", "true"),
     Setting("pg_bindir", "/usr/lib/postgresql/15/bin",
             "Directory holding the PostgreSQL 15 client tools (pg_dump, pg_dumpall, pg_restore).",
             "/usr/lib/postgresql/15/bin"),
@@ -90,6 +98,9 @@ class Settings:
     dump_jobs: int
     compression_level: int
     include_role_passwords: bool
+    freshness_hours: float
+    alert_reminder_hours: float
+    daily_digest: bool
     pg_bindir: Path
     multipart_chunk_mb: int
 
@@ -170,6 +181,18 @@ def _int_in(low: int, high: int) -> Callable[[str, str], int]:
     return parse
 
 
+def _float_in(low: float, high: float) -> Callable[[str, str], float]:
+    def parse(name: str, value: str) -> float:
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise _fail(name, "must be a number", value) from None
+        if not low < number <= high:
+            raise _fail(name, f"must be above {low:g} and at most {high:g}", value)
+        return number
+    return parse
+
+
 def _bool(name: str, value: str) -> bool:
     lowered = value.strip().lower()
     if lowered in ("true", "1", "yes", "on"):
@@ -198,6 +221,9 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "dump_jobs": _int_in(1, 64),
     "compression_level": _int_in(1, 19),
     "include_role_passwords": _bool,
+    "freshness_hours": _float_in(0.0, 24 * 366),
+    "alert_reminder_hours": _float_in(0.0, 24 * 366),
+    "daily_digest": _bool,
     "pg_bindir": _abs_path,
     "multipart_chunk_mb": _int_in(5, 5120),
 }
@@ -225,3 +251,20 @@ def load_settings() -> Settings:
 
 def setting_default(name: str) -> str | None:
     return next(s.default for s in SETTINGS if s.name == name)
+
+
+# Deadlines are computed by the scheduler when a run is created, from the DAG as parsed, so
+# these two are read from the environment at parse time (no database access), with defaults.
+DEADLINE_SETTINGS = {
+    "backup_deadline_minutes": ("120", "pg_backup_daily must finish within this many minutes of being queued."),
+    "verify_deadline_minutes": ("60", "pg_backup_verify must finish within this many minutes of being queued."),
+}
+
+
+def deadline_minutes(name: str) -> int:
+    """A deadline setting from AIRFLOW_VAR_PGDR_<NAME>, read when the DAG file is parsed."""
+    import os
+
+    default, _ = DEADLINE_SETTINGS[name]
+    raw = os.environ.get(f"AIRFLOW_VAR_{(PREFIX + name).upper()}", default)
+    return _int_in(1, 7 * 24 * 60)(name, raw)

@@ -254,3 +254,65 @@ class BackupStore:
 
     def read_json(self, key: str) -> dict:
         return json.loads(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+
+    def read_json_or_none(self, key: str) -> dict | None:
+        try:
+            return self.read_json(key)
+        except self.client.exceptions.NoSuchKey:
+            return None
+
+    def put_json(self, key: str, document: dict) -> str:
+        body = json.dumps(document, indent=2, sort_keys=True, default=str).encode()
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json",
+                               ChecksumAlgorithm="SHA256", **self.sse_args)
+        return key
+
+    def catalog(self, database: str, kind: str, read_markers: bool = True):
+        """Every backup of a database and kind, oldest first, with its verification marker."""
+        from pgdr.catalog import MARKER_NAME, BackupEntry, entries_from_keys
+
+        base = f"{self.prefix}/{database}/{kind}/"
+        entries = entries_from_keys(self.list_keys(base), base)
+        if not read_markers:
+            return entries
+        return [BackupEntry(e.backup_id, e.complete, e.has_marker,
+                            self.read_json_or_none(f"{base}{e.backup_id}/{MARKER_NAME}") if e.has_marker else None)
+                for e in entries]
+
+    def stream_digest(self, key: str, chunk: int = 4 << 20) -> dict:
+        """Download an object in chunks and hash it; returns size, sha256, encryption, metadata."""
+        import hashlib
+
+        response = self.client.get_object(Bucket=self.bucket, Key=key)
+        digest = hashlib.sha256()
+        size = 0
+        for block in response["Body"].iter_chunks(chunk):
+            digest.update(block)
+            size += len(block)
+        return {"size": size, "sha256": digest.hexdigest(), "sse": response.get("ServerSideEncryption"),
+                "metadata": response.get("Metadata", {})}
+
+    def bucket_posture(self) -> dict[str, dict]:
+        """Default encryption, versioning, Object Lock and public access block of the bucket."""
+        from botocore.exceptions import ClientError
+
+        def ask(call, **kwargs):
+            try:
+                return call(Bucket=self.bucket, **kwargs)
+            except ClientError as err:
+                return {"_error": err.response.get("Error", {}).get("Code", "error")}
+
+        encryption = ask(self.client.get_bucket_encryption)
+        rules = encryption.get("ServerSideEncryptionConfiguration", {}).get("Rules", [])
+        algorithms = [r.get("ApplyServerSideEncryptionByDefault", {}).get("SSEAlgorithm") for r in rules]
+        versioning = ask(self.client.get_bucket_versioning).get("Status") or "Disabled"
+        lock = ask(self.client.get_object_lock_configuration).get("ObjectLockConfiguration", {})
+        public = ask(self.client.get_public_access_block).get("PublicAccessBlockConfiguration", {})
+        blocked = all(public.get(flag) for flag in ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy",
+                                                     "RestrictPublicBuckets"))
+        return {
+            "default_encryption": {"ok": bool(algorithms), "found": algorithms or "none"},
+            "versioning": {"ok": versioning == "Enabled", "found": versioning},
+            "object_lock": {"ok": lock.get("ObjectLockEnabled") == "Enabled", "found": lock.get("ObjectLockEnabled", "Disabled")},
+            "public_access_blocked": {"ok": blocked, "found": public or "no public access block"},
+        }

@@ -1,0 +1,64 @@
+"""
+### pg_backup_verify
+
+Every six hours, per protected database (mapped task group `verify`), each check its own task:
+
+- `freshness`: the newest good backup of each kind is younger than `pgdr_freshness_hours`;
+- `integrity`: every object of the newest backup of each kind streamed from S3, sha256, size and
+  encryption compared with the manifest, and the format's own check (`pg_restore --list`);
+- `deep_check`: one older retained backup re-verified per run, the one verified longest ago;
+- `bucket_posture`: default encryption, versioning, Object Lock, public access block;
+- `report`: the JSON report to `<prefix>/reports/verify/`, Slack alerts on change (with reminders),
+  and the run ends failed when a check failed. A backup that fails is marked bad and never
+  offered for restore. See docs/operations.md.
+"""
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import DAG, task_group
+
+from pgdr.alerts import on_task_failure
+from pgdr.deadlines import deadline_alert
+from pgdr.operators.base import ProtectedDatabasesOperator
+from pgdr.operators.verify import (
+    BucketPostureOperator,
+    DeepCheckOperator,
+    FreshnessCheckOperator,
+    IntegrityCheckOperator,
+    VerificationReportOperator,
+)
+from pgdr.settings import deadline_minutes
+
+with DAG(
+    dag_id="pg_backup_verify",
+    description="Prove every six hours that the off-site backups are complete, intact, encrypted and fresh",
+    schedule="0 */6 * * *",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=timedelta(hours=3),
+    deadline=deadline_alert("pg_backup_verify", deadline_minutes("verify_deadline_minutes")),
+    default_args={
+        "owner": "data-platform",
+        "retries": 1,
+        "retry_delay": timedelta(minutes=2),
+        "retry_exponential_backoff": True,
+        "on_failure_callback": on_task_failure,
+    },
+    tags=["pgdr", "verify"],
+    doc_md=__doc__,
+) as dag:
+    databases = ProtectedDatabasesOperator(task_id="protected_databases", retries=0)
+
+    @task_group(group_id="verify")
+    def verify_database(conn_id: str):
+        checks = [
+            FreshnessCheckOperator(task_id="freshness", conn_id=conn_id, retries=0),
+            IntegrityCheckOperator(task_id="integrity", conn_id=conn_id),
+            DeepCheckOperator(task_id="deep_check", conn_id=conn_id),
+            BucketPostureOperator(task_id="bucket_posture", conn_id=conn_id, retries=0),
+        ]
+        checks >> VerificationReportOperator(task_id="report", conn_id=conn_id, trigger_rule="all_done", retries=0)
+
+    verify_database.expand(conn_id=databases.output)

@@ -1,0 +1,155 @@
+"""Verify stage: one operator per check, so the Airflow grid shows which one failed, and a report.
+
+Each check pushes its result (XCom key ``check_result``) and fails its task when the
+check fails. The report task runs after all of them (``trigger_rule=all_done``), writes
+the JSON report to S3, posts what changed to Slack, and ends failed when any check did.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from pgdr.alerts import AlreadyAlerted
+from pgdr.operators.base import PgdrBaseOperator
+
+CHECKS = ("freshness", "integrity", "deep_check", "bucket_posture")
+
+
+class CheckFailed(AlreadyAlerted):
+    """A verification check failed; the report task posts the alert."""
+
+
+class VerifyCheckOperator(PgdrBaseOperator):
+    """Runs one verification check against the backups of one protected database.
+
+    :param conn_id: the protected postgres connection id (templated)
+    """
+
+    template_fields = ("conn_id",)
+    check_name = ""
+
+    def __init__(self, *, conn_id: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.conn_id = conn_id
+
+    def run_check(self, database: str, context) -> dict:
+        raise NotImplementedError
+
+    def execute(self, context) -> dict[str, Any]:
+        database = self.require_protected(self.conn_id)
+        outcome = {**self.run_check(database, context), "database": database}
+        context["ti"].xcom_push(key="check_result", value=outcome)
+        self.log.info("%s for %s: %s: %s", outcome["check"], database, outcome["status"].upper(), outcome["summary"])
+        for item in outcome["evidence"][:20]:
+            self.log.info("  evidence: %s", item)
+        if outcome["status"] == "failed":
+            raise CheckFailed(f"{outcome['check']} failed for {database}: {outcome['summary']}")
+        return outcome
+
+
+class FreshnessCheckOperator(VerifyCheckOperator):
+    """The newest good backup of each kind is younger than ``pgdr_freshness_hours``."""
+
+    check_name = "freshness"
+
+    def run_check(self, database: str, context) -> dict:
+        from pgdr.verification import check_freshness
+
+        return check_freshness(self.store, database, self.settings.freshness_hours)
+
+
+class IntegrityCheckOperator(VerifyCheckOperator):
+    """Streams every object of the newest backup of each kind and checks it against the manifest."""
+
+    check_name = "integrity"
+    deep = False
+
+    def run_check(self, database: str, context) -> dict:
+        from pgdr.verification import check_integrity
+
+        return check_integrity(self.store, database, self.settings.pg_bindir, context["ti"].run_id, self.log,
+                               deep=self.deep)
+
+
+class DeepCheckOperator(IntegrityCheckOperator):
+    """Re-verifies one older retained backup per run, the one verified longest ago."""
+
+    check_name = "deep_check"
+    deep = True
+
+
+class BucketPostureOperator(VerifyCheckOperator):
+    """Default encryption, versioning, Object Lock and public access block of the backup bucket."""
+
+    check_name = "bucket_posture"
+
+    def run_check(self, database: str, context) -> dict:
+        from pgdr.verification import check_bucket_posture
+
+        return check_bucket_posture(self.store)
+
+
+class VerificationReportOperator(PgdrBaseOperator):
+    """Collects the checks' results, writes ``<prefix>/reports/verify/<time>-<database>.json``,
+    posts new, changed, reminded and resolved findings to Slack, and fails when a check failed.
+
+    :param conn_id: the protected postgres connection id (templated)
+    :param group_id: the task group holding the check tasks
+    """
+
+    template_fields = ("conn_id",)
+
+    def __init__(self, *, conn_id: str, group_id: str = "verify", **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.conn_id = conn_id
+        self.group_id = group_id
+
+    def execute(self, context) -> dict[str, Any]:
+        from pgdr.alert_policy import decide
+        from pgdr.alerts import send_alert, verification_alert
+        from pgdr.manifest import new_backup_id, utc_now_iso
+        from pgdr.verification import result
+
+        ti = context["ti"]
+        database = self.require_protected(self.conn_id)
+        map_index = ti.map_index if ti.map_index is not None and ti.map_index >= 0 else None
+        results = []
+        for check in CHECKS:
+            task_id = f"{self.group_id}.{check}"
+            found = ti.xcom_pull(task_ids=task_id, key="check_result", map_indexes=map_index)
+            if isinstance(found, list):
+                found = found[0] if found else None
+            results.append(found or result(check, "failed", f"the {check} check did not complete; see its task log",
+                                           [{"task": task_id}], fingerprint="did-not-complete"))
+        failed = [r for r in results if r["status"] == "failed"]
+        now = datetime.now(timezone.utc)
+        report = {"database": database, "run_id": ti.run_id, "dag_id": ti.dag_id, "written_at": utc_now_iso(),
+                  "status": "failed" if failed else "ok", "results": results}
+        settings = self.settings
+        report_key = f"{settings.s3_prefix}/reports/verify/{new_backup_id(now)}-{database}.json"
+        self.store.put_json(report_key, report)
+        self.log.info("verification report for %s: %s, s3://%s/%s", database, report["status"].upper(),
+                      self.store.bucket, report_key)
+
+        state_key = f"{settings.s3_prefix}/state/alerts/{database}.json"
+        posts, state = decide(self.store.read_json_or_none(state_key), results, now,
+                              settings.alert_reminder_hours, settings.daily_digest)
+        for reason, finding in posts:
+            check_task = f"{self.group_id}.{finding['check']}"
+            log_url = ti.log_url.replace(f"/tasks/{ti.task_id}", f"/tasks/{check_task}") if finding["check"] in CHECKS \
+                else ti.log_url
+            delivered = send_alert(verification_alert(database=database, result=finding, reason=reason, log_url=log_url))
+            if not delivered:
+                # forget it, so the next run posts it again
+                state["checks"].pop(f"{finding['check']}:{finding.get('kind') or '*'}", None)
+                self.log.error("the %s alert for %s was not delivered; the verification result stands: %s",
+                               finding["check"], database, report["status"].upper())
+        if not posts:
+            self.log.info("nothing new to post to Slack (findings unchanged since they were last posted)")
+        self.store.put_json(state_key, state)
+        if failed:
+            raise CheckFailed(f"verification of {database} failed: " + "; ".join(
+                f"{r['check']}: {r['summary']}" for r in failed) + f" (report s3://{self.store.bucket}/{report_key})")
+        return {"database": database, "status": report["status"], "report_key": report_key,
+                "checks": {r["check"]: r["status"] for r in results}}

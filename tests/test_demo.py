@@ -34,3 +34,36 @@ def test_demo_runs_the_daily_backup_and_cleans_up():
         assert os.listdir(scratch) == [], f"the demo left {os.listdir(scratch)} behind"
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def test_ctrl_c_during_the_demo_still_cleans_up():
+    import signal
+    import time
+
+    scratch = tempfile.mkdtemp(prefix="pgdr-demo-test-")
+    os.chmod(scratch, 0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PGDR_"))}
+    env.update(PGDR_DEMO_SCALE="0.05", TMPDIR=scratch, PYTHONUNBUFFERED="1")
+    process = subprocess.Popen([sys.executable, "-m", "harness.demo"], cwd=REPO_ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "running pg_backup_daily" in line:
+                time.sleep(2)  # the cluster, S3 endpoint and Airflow run are all up now
+                process.send_signal(signal.SIGINT)
+                break
+        rest, _ = process.communicate(timeout=120)
+        out = "".join(lines) + rest
+        assert process.returncode == 130, out[-2000:]
+        assert "interrupted: cleaning up" in out and "cleaned up" in out
+        assert os.listdir(scratch) == [], f"Ctrl-C left {os.listdir(scratch)} behind"
+    finally:
+        if process.poll() is None:
+            process.kill()
+        shutil.rmtree(scratch, ignore_errors=True)

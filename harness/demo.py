@@ -117,12 +117,13 @@ def _report(stack, bucket: str, conn_id: str, run_seconds: float, db_size: int) 
         _say(f"  {obj['name']:<28} {_human(obj['size']):>10} {obj['sha256'][:16]}… {status}")
     stored = sum(obj["size"] for obj in manifest["objects"])
     raw = manifest["dump"]["raw_size"]
-    seconds = manifest["dump"]["seconds"]
-    work = sum(seconds.values())
+    seconds = dict(manifest["dump"]["seconds"])
+    work = seconds.pop("total")
     _say(f"  checksums verified: {verified}/{len(manifest['objects'])} objects, downloaded again and re-hashed")
     _say(f"  tables: {len(manifest['row_counts'])}, rows: {sum(manifest['row_counts'].values()):,} (exact, from the dump's snapshot)")
     _say(f"  size: {_human(stored)} stored from {_human(raw)} dumped ({_human(db_size)} database), zstd")
-    _say(f"  duration: {work:.1f} s of backup work ({', '.join(f'{k} {v:.1f} s' for k, v in seconds.items())}), "
+    stages = ", ".join(f"{name.replace('_', ' ')} {value:.1f} s" for name, value in seconds.items())
+    _say(f"  duration: {work:.1f} s of backup work ({stages}), "
          f"{raw / max(work, 1e-9) / 1e6:.1f} MB/s; whole Airflow run {run_seconds:.1f} s")
     _say("  (the S3 endpoint is moto's server on this machine; its speed is part of the upload figure)")
     _say(f"  Slack alerts posted: {len(stack.slack.posts)}")

@@ -245,7 +245,7 @@ class Bench:
         self.s3 = start_s3_server()
         # Unversioned, unlike production: every run's objects are deleted afterwards so the
         # in-memory store stays small across repeats; upload and head requests are the same.
-        self.s3.create_bucket(self.args.bucket, versioning=False)
+        self.s3.create_bucket(self.args.bucket, object_lock=False, hardened=False)
         self.s3_client = self.s3.client()
 
     def stop_services(self) -> None:

@@ -1,0 +1,26 @@
+"""bench/backup_bench.py still runs end to end (tiny scale, one repeat): a benchmark that rots is no benchmark.
+No timing is asserted; the figures are only checked to be there."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_backup_bench_runs_and_writes_its_figures(tmp_path):
+    output = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, "bench/backup_bench.py", "--scale", "0.1", "--small-scale", "0.05", "--repeat", "1",
+         "--min-size-mb", "1", "--output", str(output)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    figures = json.loads(output.read_text())
+    assert set(figures["runs"]) == {"pgdr", "seed", "pg_dump -Fc", "pg_dump -Fd -j2"}
+    (pgdr,) = figures["runs"]["pgdr"]
+    assert pgdr["check_problems"] == [] and pgdr["rows"] > 0 and pgdr["peak_rss_bytes"] > 0
+    assert "vs seed" in result.stdout

@@ -41,23 +41,9 @@ class _HashingSink:
         self._handle.flush()
 
 
-def compress_file(source: Path, target: Path, level: int, part_size: int, threads: int = 0,
-                  progress=None) -> CompressedFile:
-    compressor = zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True,
-                                          threads=threads)
-    digest = StreamDigest(part_size)
-    raw_size = 0
-    newlines = 0
-    with open(source, "rb") as reader, open(target, "wb") as handle:
-        sink = _HashingSink(handle, digest)
-        with compressor.stream_writer(sink, size=source.stat().st_size, closefd=False) as writer:
-            while block := reader.read(CHUNK):
-                raw_size += len(block)
-                newlines += block.count(b"\n")
-                writer.write(block)
-                if progress is not None:
-                    progress.add(len(block))
-    return CompressedFile(target, raw_size, newlines, digest.finish())
+def compress_file(source: Path, target: Path, level: int, part_size: int, progress=None) -> CompressedFile:
+    """Compress a finished file."""
+    return compress_growing_file(source, target, level, part_size, is_finished=lambda: True, progress=progress)
 
 
 def compress_growing_file(source: Path, target: Path, level: int, part_size: int,

@@ -17,25 +17,30 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("dag_id")
-    parser.add_argument("--conf", default=None)
-    args = parser.parse_args()
-    sys.path[:0] = [str(REPO_ROOT / "plugins"), str(REPO_ROOT)]
+def load_dag_for_test(dag_id: str):
+    """Parse dags/ and return the DAG ready for dag.test(): import errors raised, retries off."""
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(str(REPO_ROOT / "dags"))
     if bag.import_errors:
-        print(json.dumps({"error": "import errors", "detail": {k: str(v) for k, v in bag.import_errors.items()}}))
-        return 2
-    dag = bag.get_dag(args.dag_id)
+        raise RuntimeError(f"DAG import errors: {bag.import_errors}")
+    dag = bag.get_dag(dag_id)
     for task in dag.tasks:
         task.retries = 0
     # dag.test() in Airflow 3.3.2 hands DagRun.update_state a DAG whose deadlines are still encoded
     # dicts instead of the ids the scheduler stores, and fails when the run ends. Deadlines only
     # fire under the scheduler anyway; tests/test_deadlines.py covers them.
     dag.deadline = None
+    return dag
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("dag_id")
+    parser.add_argument("--conf", default=None)
+    args = parser.parse_args()
+    sys.path[:0] = [str(REPO_ROOT / "plugins"), str(REPO_ROOT)]
+    dag = load_dag_for_test(args.dag_id)
     dag_run = dag.test(run_conf=json.loads(args.conf) if args.conf else None)
     sys.stdout.flush()
     print("\n" + json.dumps({"dag_id": dag_run.dag_id, "run_id": dag_run.run_id, "state": str(dag_run.state)}))

@@ -72,14 +72,9 @@ def load_dag(dag_id: str):
 
 def run_dag(dag_id: str, conf: dict | None = None):
     """Run a DAG for real with dag.test(); retries off so a failure ends the run at once."""
-    dag = load_dag(dag_id)
-    for task in dag.tasks:
-        task.retries = 0
-    # dag.test() in Airflow 3.3.2 hands DagRun.update_state a DAG whose deadlines are still encoded
-    # dicts instead of the ids the scheduler stores, and fails when the run ends. Deadlines only
-    # fire under the scheduler anyway; tests/test_deadlines.py covers them.
-    dag.deadline = None
-    return dag.test(run_conf=conf)
+    from harness.run_dag import load_dag_for_test
+
+    return load_dag_for_test(dag_id).test(run_conf=conf)
 
 
 def run_dag_in_child(dag_id: str, conf: dict | None = None):
@@ -95,6 +90,7 @@ def run_dag_in_child(dag_id: str, conf: dict | None = None):
         argv += ["--conf", json.dumps(conf)]
     result = subprocess.run(argv, cwd=REPO_ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=900)
     output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
     assert "run_id" in outcome, output[-3000:]
     dag_run = Session().query(DagRun).filter(DagRun.dag_id == dag_id, DagRun.run_id == outcome["run_id"]).one()

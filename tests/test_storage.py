@@ -8,7 +8,7 @@ import pytest
 
 from harness.s3_server import start_s3_server
 from pgdr.digest import file_digest
-from pgdr.storage import BackupStore
+from pgdr.storage import BackupStore, UploadQueue
 
 PART = 5 * 1024 * 1024
 
@@ -31,7 +31,9 @@ def _upload(store, tmp_path, name, size):
     path = tmp_path / name
     path.write_bytes(os.urandom(size))
     digest = file_digest(path, PART)
-    store.upload_files([(path, f"p/{name}", digest, {"pgdr-backup-id": "x"})])
+    uploads = UploadQueue(store, workers=2)
+    uploads.submit(path, f"p/{name}", digest, {"pgdr-backup-id": "x"})
+    uploads.finish()
     return path, digest
 
 
@@ -67,4 +69,5 @@ def test_only_backups_with_a_manifest_are_listed(s3):
         if with_manifest:
             client.put_object(Bucket="store-test", Key=f"{base}/manifest.json", Body=b"{}")
     client.put_object(Bucket="store-test", Key="p/db/logical/not-an-id/manifest.json", Body=b"{}")
-    assert _store(s3).complete_backups("db", "logical") == ["20261101T020000Z", "20261103T020000Z"]
+    entries = _store(s3).catalog("db", "logical")
+    assert [e.backup_id for e in entries if e.complete] == ["20261101T020000Z", "20261103T020000Z"]

@@ -7,7 +7,6 @@ Each test works on its own server-side copy of one real backup, under its own S3
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 
-def _key(result: dict) -> str:
+def finding_key(result: dict) -> str:
     return f"{result['check']}:{result.get('kind') or '*'}"
 
 
@@ -21,7 +21,7 @@ def decide(previous: dict | None, results: list[dict], now: datetime, reminder_h
     checks: dict[str, dict] = {}
     posts: list[tuple[str, dict]] = []
     for result in results:
-        key = _key(result)
+        key = finding_key(result)
         seen = before.get(key)
         if result["status"] in ("failed", "warning"):
             if seen is None or seen.get("fingerprint") != result["fingerprint"]:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from pgdr import sql
 from pgdr.compression import SUFFIX, compress_growing_file, compress_stream
+from pgdr.digest import Digest, file_digest
 from pgdr.fswatch import DirectoryWatch
 from pgdr.manifest import utc_now_iso
 from pgdr.pgtools import PgTarget, PgToolError, libpq_env, run_tool, stderr_tail, tool_path, tool_version
@@ -57,7 +58,7 @@ class DumpedFile:
     role: str
     compression: str
     raw_size: int
-    digest: object       # pgdr.digest.Digest
+    digest: Digest
 
 
 @dataclass
@@ -78,10 +79,6 @@ class LogicalDump:
     @property
     def raw_size(self) -> int:
         return sum(f.raw_size for f in self.files)
-
-    @property
-    def stored_size(self) -> int:
-        return sum(f.digest.size for f in self.files)
 
 
 def _quote_ident(name: str) -> str:
@@ -222,31 +219,26 @@ class LogicalBackup:
             self.log.info("pg_restore --list: %d entries, %d with table data",
                           sum(1 for line in listing.splitlines() if line and not line.startswith(";")),
                           len(data_entries))
-            toc = dump_dir / "toc.dat"
-            from pgdr.digest import file_digest
-
-            toc_digest = file_digest(toc, self.part_size)
-            self._hand_on(DumpedFile("dump/toc.dat", toc, "toc", "none", toc_digest.size, toc_digest))
-            # anything else pg_dump wrote (blobs.toc for large objects) travels as it is
-            handled = {f.path.name for f, _ in compressed.values()} | {"toc.dat"}
-            extra_files = []
-            for path in sorted(p for p in dump_dir.iterdir() if p.is_file() and p.name not in handled):
-                digest = file_digest(path, self.part_size)
-                extra_files.append(DumpedFile(f"dump/{path.name}", path, "other", "none", digest.size, digest))
-                self._hand_on(extra_files[-1])
-            globals_file = globals_future.result()
-            self._hand_on(globals_file)
+            # toc.dat, and anything else pg_dump wrote (blobs.toc for large objects), travel as they are
+            handled = {f.path.name for f, _ in compressed.values()}
+            tail_files = [self._as_is(path, "toc" if path.name == "toc.dat" else "other")
+                          for path in sorted(dump_dir.iterdir()) if path.is_file() and path.name not in handled]
+            tail_files.append(globals_future.result())
+            for dumped in tail_files:
+                self._hand_on(dumped)
 
         row_counts = _row_counts(compressed, data_entries, tables)
-        files = [f for f, _ in compressed.values()]
-        files += [DumpedFile("dump/toc.dat", toc, "toc", "none", toc_digest.size, toc_digest), *extra_files,
-                  globals_file]
+        files = [f for f, _ in compressed.values()] + tail_files
         return LogicalDump(
             started_at=started_at, finished_at=utc_now_iso(), server_version=version,
             server_version_num=version_num, system_identifier=system_identifier, snapshot_id=snapshot_id,
             row_counts=row_counts, files=files, tool_versions=tools, jobs=self.jobs, level=self.level,
             seconds=seconds,
         )
+
+    def _as_is(self, path: Path, role: str) -> DumpedFile:
+        digest = file_digest(path, self.part_size)
+        return DumpedFile(f"dump/{path.name}", path, role, "none", digest.size, digest)
 
     def _hand_on(self, dumped: DumpedFile) -> None:
         if self.on_file is not None:

@@ -60,9 +60,6 @@ class PgTarget:
     def describe(self) -> str:
         return f"{self.conn_id} ({self.user}@{self.host}:{self.port}/{self.dbname})"
 
-    def with_dbname(self, dbname: str) -> "PgTarget":
-        return PgTarget(self.conn_id, self.host, self.port, self.user, dbname, self.password, self.options)
-
 
 def _passfile_field(value: str) -> str:
     return value.replace("\\", "\\\\").replace(":", "\\:")

@@ -42,11 +42,6 @@ class Progress:
         if due:
             self.log.info("%s", self.line())
 
-    def set(self, done: int) -> None:
-        with self._lock:
-            delta = done - self.done
-        if delta > 0:
-            self.add(delta)
 
     @property
     def elapsed(self) -> float:

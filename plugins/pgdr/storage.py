@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pgdr.digest import Digest
-from pgdr.manifest import MANIFEST_NAME, Manifest, ManifestError, is_backup_id
+from pgdr.manifest import MANIFEST_NAME, Manifest, ManifestError
 from pgdr.progress import Progress
 
 
@@ -173,17 +173,6 @@ class BackupStore:
                 pass
             raise
 
-    def upload_files(self, items: list[tuple[Path, str, Digest, dict[str, str]]], workers: int = 2) -> float:
-        """Upload (path, key, digest, metadata) items; returns seconds taken."""
-        queue = UploadQueue(self, workers)
-        try:
-            for path, key, digest, meta in sorted(items, key=lambda item: -item[2].size):
-                queue.submit(path, key, digest, meta)
-            return queue.finish()
-        except BaseException:
-            queue.cancel()
-            raise
-
     def check_object(self, key: str, size: int, sha256: str, s3_checksum: str) -> ObjectCheck:
         """Size, server-computed SHA-256 and server-side encryption of one stored object."""
         head = self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
@@ -235,16 +224,6 @@ class BackupStore:
             keys.extend(obj["Key"] for obj in page.get("Contents", []))
         return keys
 
-    def complete_backups(self, database: str, kind: str) -> list[str]:
-        """Backup ids that have a manifest, oldest first. Others are incomplete: never listed."""
-        base = f"{self.prefix}/{database}/{kind}/"
-        ids = set()
-        for key in self.list_keys(base):
-            rest = key[len(base):].split("/")
-            if len(rest) == 2 and rest[1] == MANIFEST_NAME and is_backup_id(rest[0]):
-                ids.add(rest[0])
-        return sorted(ids)
-
     def read_manifest(self, key: str) -> Manifest:
         body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         try:
@@ -267,14 +246,12 @@ class BackupStore:
                                ChecksumAlgorithm="SHA256", **self.sse_args)
         return key
 
-    def catalog(self, database: str, kind: str, read_markers: bool = True):
+    def catalog(self, database: str, kind: str):
         """Every backup of a database and kind, oldest first, with its verification marker."""
         from pgdr.catalog import MARKER_NAME, BackupEntry, entries_from_keys
 
         base = f"{self.prefix}/{database}/{kind}/"
         entries = entries_from_keys(self.list_keys(base), base)
-        if not read_markers:
-            return entries
         return [BackupEntry(e.backup_id, e.complete, e.has_marker,
                             self.read_json_or_none(f"{base}{e.backup_id}/{MARKER_NAME}") if e.has_marker else None)
                 for e in entries]

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pgdr.catalog import MARKER_NAME, age_hours, newest_good, pick_deep_check
+from pgdr.catalog import MARKER_NAME, age_hours, newest_complete, newest_good, pick_deep_check
 from pgdr.manifest import MANIFEST_NAME, Manifest, backup_prefix, utc_now_iso
 from pgdr.pgtools import PgToolError, run_tool, tool_path
 
@@ -150,8 +150,7 @@ def check_integrity(store, database: str, bindir: Path, run_id: str, log: loggin
     evidence, checked = [], []
     for kind in VERIFIED_KINDS:
         entries = store.catalog(database, kind)
-        complete = [e for e in entries if e.complete]
-        newest = complete[-1] if complete else None
+        newest = newest_complete(entries)
         target = pick_deep_check(entries, newest.backup_id if newest else None) if deep else newest
         if target is None:
             continue

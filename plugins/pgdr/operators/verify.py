@@ -27,7 +27,6 @@ class VerifyCheckOperator(PgdrBaseOperator):
     """
 
     template_fields = ("conn_id",)
-    check_name = ""
 
     def __init__(self, *, conn_id: str, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -51,7 +50,6 @@ class VerifyCheckOperator(PgdrBaseOperator):
 class FreshnessCheckOperator(VerifyCheckOperator):
     """The newest good backup of each kind is younger than ``pgdr_freshness_hours``."""
 
-    check_name = "freshness"
 
     def run_check(self, database: str, context) -> dict:
         from pgdr.verification import check_freshness
@@ -62,7 +60,6 @@ class FreshnessCheckOperator(VerifyCheckOperator):
 class IntegrityCheckOperator(VerifyCheckOperator):
     """Streams every object of the newest backup of each kind and checks it against the manifest."""
 
-    check_name = "integrity"
     deep = False
 
     def run_check(self, database: str, context) -> dict:
@@ -75,14 +72,12 @@ class IntegrityCheckOperator(VerifyCheckOperator):
 class DeepCheckOperator(IntegrityCheckOperator):
     """Re-verifies one older retained backup per run, the one verified longest ago."""
 
-    check_name = "deep_check"
     deep = True
 
 
 class BucketPostureOperator(VerifyCheckOperator):
     """Default encryption, versioning, Object Lock and public access block of the backup bucket."""
 
-    check_name = "bucket_posture"
 
     def run_check(self, database: str, context) -> dict:
         from pgdr.verification import check_bucket_posture
@@ -106,7 +101,7 @@ class VerificationReportOperator(PgdrBaseOperator):
         self.group_id = group_id
 
     def execute(self, context) -> dict[str, Any]:
-        from pgdr.alert_policy import decide
+        from pgdr.alert_policy import decide, finding_key
         from pgdr.alerts import send_alert, verification_alert
         from pgdr.manifest import new_backup_id, utc_now_iso
         from pgdr.verification import result
@@ -139,10 +134,11 @@ class VerificationReportOperator(PgdrBaseOperator):
             check_task = f"{self.group_id}.{finding['check']}"
             log_url = ti.log_url.replace(f"/tasks/{ti.task_id}", f"/tasks/{check_task}") if finding["check"] in CHECKS \
                 else ti.log_url
-            delivered = send_alert(verification_alert(database=database, result=finding, reason=reason, log_url=log_url))
+            delivered = send_alert(verification_alert(database=database, result=finding, reason=reason,
+                                                      log_url=log_url), settings.slack_conn_id)
             if not delivered:
                 # forget it, so the next run posts it again
-                state["checks"].pop(f"{finding['check']}:{finding.get('kind') or '*'}", None)
+                state["checks"].pop(finding_key(finding), None)
                 self.log.error("the %s alert for %s was not delivered; the verification result stands: %s",
                                finding["check"], database, report["status"].upper())
         if not posts:

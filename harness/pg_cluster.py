@@ -115,6 +115,16 @@ class PgCluster:
         finally:
             conn.close()
 
+    def create_restore_role(self, name: str, password: str) -> None:
+        """The role pgdr restores as: a superuser that must authenticate (owners, RLS and roles restored exactly)."""
+        from psycopg2 import sql
+
+        self.execute(sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD %s").format(sql.Identifier(name)),
+                     params=(password,))
+
+    def database_names(self) -> list[str]:
+        return [row[0] for row in self.execute("SELECT datname FROM pg_database ORDER BY 1")]
+
     def tool_env(self) -> dict[str, str]:
         """Environment for running client tools as the superuser against this cluster."""
         env = dict(os.environ)

@@ -21,6 +21,9 @@ CONN_ID = "care_commons_db"
 BACKUP_ROLE = "pgdr_backup"
 BACKUP_PASSWORD = "pgdr-Backup-Secret-7f3a9c"
 BUCKET = "pgdr-backups"
+RESTORE_CONN_ID = "care_commons_admin"
+RESTORE_ROLE = "pgdr_restore"
+RESTORE_PASSWORD = "pgdr-Restore-Secret-2b8e41"
 
 
 def postgres_conn(cluster: PgCluster, dbname: str = DBNAME, user: str = BACKUP_ROLE,
@@ -44,12 +47,15 @@ class Stack:
         return {
             "AIRFLOW_CONN_CARE_COMMONS_DB": postgres_conn(self.cluster),
             "AIRFLOW_CONN_BACKUP_S3": json.dumps(s3_conn),
+            "AIRFLOW_CONN_CARE_COMMONS_ADMIN": postgres_conn(self.cluster, user=RESTORE_ROLE,
+                                                             password=RESTORE_PASSWORD),
             "AIRFLOW_CONN_SLACK_ALERTS": self.slack.airflow_conn(),
             "AIRFLOW_VAR_PGDR_DATABASES": json.dumps([CONN_ID]),
             "AIRFLOW_VAR_PGDR_S3_BUCKET": BUCKET,
             "AIRFLOW_VAR_PGDR_S3_PREFIX": "pgdr",
             "AIRFLOW_VAR_PGDR_STAGING_DIR": str(self.staging_dir),
             "AIRFLOW_VAR_PGDR_LOCAL_RETENTION_DAYS": "30",
+            "AIRFLOW_VAR_PGDR_RESTORE_CONN_IDS": json.dumps({CONN_ID: RESTORE_CONN_ID}),
         }
 
     def stop(self) -> None:
@@ -68,6 +74,7 @@ def start_stack(scale: float, staging_dir: Path, seed: int = 42) -> Stack:
     try:
         row_counts = create_care_commons(cluster, dbname=DBNAME, scale=scale, seed=seed)
         cluster.create_backup_role(BACKUP_ROLE, BACKUP_PASSWORD)
+        cluster.create_restore_role(RESTORE_ROLE, RESTORE_PASSWORD)
         s3 = start_s3_server()
         s3.create_bucket(BUCKET)
         slack = SlackReceiver()

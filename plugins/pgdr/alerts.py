@@ -163,3 +163,54 @@ def on_task_failure(context: dict) -> None:
         error=context.get("exception") or "unknown error", log_url=getattr(ti, "log_url", None),
     )
     send_alert(payload)
+
+
+def _seconds(value) -> str:
+    if value is None:
+        return ""
+    minutes, seconds = divmod(float(value), 60)
+    return f"{int(minutes)} min {seconds:.0f} s" if minutes else f"{seconds:.1f} s"
+
+
+def restore_alert(record: dict, log_url: str | None) -> dict:
+    """A manual restore's outcome: what was restored where, by whom, how long; or why it failed."""
+    plan = record.get("plan") or {}
+    names = plan.get("names") or {}
+    request = plan.get("request") or record.get("requested") or {}
+    result = record.get("result") or {}
+    facts = [("Database", record["database"]), ("Mode", request.get("mode")),
+             ("Backup", plan.get("backup_id") or request.get("backup")),
+             ("Target", f"{plan.get('target_conn_id', '?')} / {names.get('target_database', '?')}" if plan else None),
+             ("Triggered by", record.get("triggered_by")), ("Run", record.get("run_id"))]
+    if record["status"] != "succeeded":
+        return build_alert(severity="critical", title=f"pgdr: restore of {record['database']} {record['status']}",
+                           facts=facts, details=short_error(record.get("error") or "see the task log"),
+                           next_step=f"nothing was left half-restored; fix the cause and trigger pg_restore again, "
+                                     f"see {RUNBOOK}#restore-refused-or-failed", log_url=log_url)
+    seconds = result.get("seconds", {})
+    facts += [("Tables / rows", f"{result.get('tables')} / {result.get('rows')}"),
+              ("Took", _seconds(seconds.get("total")))]
+    if request.get("mode") == "replace":
+        step = (f"{names.get('target_database')} now holds backup {plan.get('backup_id')}; the old database is kept "
+                f"as {names.get('kept_database')} until pgdr_replaced_keep_hours have passed")
+    elif request.get("mode") == "tables":
+        step = (f"the rows are in schema {names.get('recovered_schema')} of {names.get('target_database')}; copy "
+                f"back what is needed, then drop the schema ({RUNBOOK}#accidental-deletion)")
+    else:
+        step = f"point the application or your checks at {names.get('target_database')}"
+    details = "row counts equal the manifest for every table restored"
+    if result.get("roles_created"):
+        details += f"\nroles created without passwords (set them): {', '.join(result['roles_created'])}"
+    return build_alert(severity="info", title=f"pgdr: restore of {record['database']} succeeded", facts=facts,
+                       details=details, next_step=step, log_url=log_url)
+
+
+def drill_alert(record: dict, log_url: str | None) -> dict:
+    """A restore drill that found a difference, failed, or ran over the RTO budget."""
+    facts = [("Database", record["database"]), ("Backup", record.get("backup_id")),
+             ("Measured RTO", _seconds(record.get("rto_seconds"))),
+             ("Projected RTO", _seconds(record.get("projected_rto_seconds"))),
+             ("Budget", _seconds(record.get("rto_budget_seconds"))), ("Run", record.get("run_id"))]
+    return build_alert(severity="critical", title=f"pgdr: restore drill failed for {record['database']}",
+                       facts=facts, details=_evidence_lines(record.get("problems") or []),
+                       next_step=f"follow {RUNBOOK}#a-restore-drill-failed", log_url=log_url)

@@ -82,6 +82,20 @@ SETTINGS: tuple[Setting, ...] = (
             "/usr/lib/postgresql/15/bin"),
     Setting("multipart_chunk_mb", "64",
             "Multipart upload part size in MiB (files larger than this are sent in parts).", "128"),
+    Setting("restore_conn_ids", "{}",
+            "JSON object: protected connection id -> the connection pg_restore uses on that server by default "
+            "(a role that may create databases and roles, normally a superuser). A database not listed is "
+            "restored through its own connection.", '{"care_commons_db": "care_commons_admin"}'),
+    Setting("drill_conn_ids", "{}",
+            "JSON object: protected connection id -> a scratch server for the monthly restore drill. A "
+            "database not listed is drilled on its own server (through its restore connection), in a scratch "
+            "database that is always dropped.", '{"care_commons_db": "drill_scratch"}'),
+    Setting("rto_budget_minutes", "60",
+            "Recovery time objective: pg_restore_test alerts when a drill's measured restore (download, "
+            "restore, verify) or the time projected for the database's current size exceeds it.", "45"),
+    Setting("replaced_keep_hours", "168",
+            "After a restore with mode replace, the old database is kept (renamed *_replaced_<time>) this "
+            "many hours, then pg_backup_verify drops it.", "72"),
 )
 
 
@@ -103,6 +117,16 @@ class Settings:
     daily_digest: bool
     pg_bindir: Path
     multipart_chunk_mb: int
+    restore_conn_ids: dict[str, str]
+    drill_conn_ids: dict[str, str]
+    rto_budget_minutes: float
+    replaced_keep_hours: float
+
+    def restore_conn_id(self, database: str) -> str:
+        return self.restore_conn_ids.get(database, database)
+
+    def drill_conn_id(self, database: str) -> str:
+        return self.drill_conn_ids.get(database) or self.restore_conn_id(database)
 
     @property
     def part_size(self) -> int:
@@ -143,6 +167,16 @@ def _databases(name: str, value: str) -> tuple[str, ...]:
     if len(set(ids)) != len(ids):
         raise _fail(name, "lists a connection id twice", value)
     return ids
+
+
+def _conn_map(name: str, value: str) -> dict[str, str]:
+    try:
+        parsed = json.loads(value or "{}")
+    except json.JSONDecodeError as err:
+        raise _fail(name, f"must be a JSON object of connection ids ({err.msg})", value) from None
+    if not isinstance(parsed, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in parsed.items()):
+        raise _fail(name, "must be a JSON object mapping a protected connection id to a connection id", value)
+    return {_conn_id(name, key): _conn_id(name, conn) for key, conn in parsed.items()}
 
 
 def _bucket(name: str, value: str) -> str:
@@ -226,6 +260,10 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "daily_digest": _bool,
     "pg_bindir": _abs_path,
     "multipart_chunk_mb": _int_in(5, 5120),
+    "restore_conn_ids": _conn_map,
+    "drill_conn_ids": _conn_map,
+    "rto_budget_minutes": _float_in(0.0, 7 * 24 * 60),
+    "replaced_keep_hours": _float_in(0.0, 24 * 366),
 }
 
 
@@ -238,7 +276,12 @@ def parse_settings(raw: Mapping[str, str | None]) -> Settings:
             value = setting.default if setting.default is not None else ""
         values[setting.name] = _PARSERS[setting.name](setting.name, str(value))
     assert set(values) == {f.name for f in fields(Settings)}
-    return Settings(**values)
+    settings = Settings(**values)
+    for map_name in ("restore_conn_ids", "drill_conn_ids"):
+        unknown = sorted(set(getattr(settings, map_name)) - set(settings.databases))
+        if unknown:
+            raise _fail(map_name, f"names {unknown}, which pgdr_databases does not list", raw.get(map_name))
+    return settings
 
 
 def load_settings() -> Settings:
@@ -268,3 +311,18 @@ def deadline_minutes(name: str) -> int:
     default, _ = DEADLINE_SETTINGS[name]
     raw = os.environ.get(f"AIRFLOW_VAR_{(PREFIX + name).upper()}", default)
     return _int_in(1, 7 * 24 * 60)(name, raw)
+
+
+def protected_databases_at_parse() -> list[str]:
+    """The protected databases as the environment names them, for the trigger form's suggestions.
+
+    Parse time has no database access, so a value set only in the Variables UI is not seen here;
+    the form then suggests the default, and the task validates against the real setting.
+    """
+    import os
+
+    raw = os.environ.get(f"AIRFLOW_VAR_{PREFIX.upper()}DATABASES") or setting_default("databases")
+    try:
+        return list(_databases("databases", raw))
+    except SettingsError:
+        return list(_databases("databases", setting_default("databases")))

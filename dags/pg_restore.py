@@ -1,0 +1,80 @@
+"""
+### pg_restore
+
+Restore a protected database from its backups in S3. Manual only: fill in the trigger form.
+
+* **new_database** (default): the backup into a new database, next to everything else;
+* **replace**: the live database replaced by the backup; type `RESTORE <database>` in *confirm*.
+  The backup is restored and verified under another name first, then swapped in by renaming;
+  the old database is kept as `<name>_replaced_<time>` for `pgdr_replaced_keep_hours`;
+* **tables**: the listed tables into schema `recovered_<time>` of the live database, nothing else
+  touched (the accidental-deletion path).
+
+`prepare` checks everything and changes nothing; `restore` does the work and compares every
+table's row count with the manifest; `report` writes the record to
+`<prefix>/reports/restore/` and posts it to Slack. See docs/RUNBOOK_DISASTER_RECOVERY.md.
+"""
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import DAG, Param
+
+from pgdr.alerts import on_task_failure
+from pgdr.operators.restore import PrepareRestoreOperator, RestoreBackupOperator, RestoreReportOperator
+from pgdr.settings import protected_databases_at_parse
+
+WHAT = "What to restore"
+WHERE = "Where to restore it"
+SAFETY = "Safety"
+
+with DAG(
+    dag_id="pg_restore",
+    description="Restore a protected database (new database, replace, or single tables) from a verified backup",
+    schedule=None,
+    allowed_run_types=["manual"],
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=timedelta(hours=6),
+    default_args={"owner": "data-platform", "retries": 0},
+    params={
+        "database": Param(
+            protected_databases_at_parse()[0], type="string", title="Database",
+            description="The protected database (its Airflow connection id) whose backup to restore.",
+            examples=protected_databases_at_parse(), section=WHAT),
+        "backup": Param(
+            "latest", type="string", title="Backup", pattern=r"^(latest|[0-9]{8}T[0-9]{6}Z)$",
+            description="'latest' = the newest verified backup, or a backup id such as 20261126T020000Z "
+                        "(see the verification reports or the bucket).", section=WHAT),
+        "mode": Param(
+            "new_database", type="string", title="Mode", enum=["new_database", "replace", "tables"],
+            values_display={"new_database": "New database (nothing existing is touched)",
+                            "replace": "Replace the live database (needs the confirmation below)",
+                            "tables": "Single tables into a recovered_<time> schema of the live database"},
+            description="How to restore.", section=WHAT),
+        "tables": Param(
+            [], type="array", items={"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_$]*\.[A-Za-z_][A-Za-z0-9_$]*$"},
+            title="Tables (mode tables)", description="schema.table, one per line, e.g. public.visits.",
+            section=WHAT),
+        "target_conn_id": Param(
+            "", type="string", title="Target server (connection id)", pattern=r"^([A-Za-z0-9][A-Za-z0-9_.\-]*)?$",
+            description="Airflow postgres connection of the server to restore into. Empty = the source's server "
+                        "(through pgdr_restore_conn_ids). For a site loss, the new server's connection.",
+            section=WHERE),
+        "target_database": Param(
+            "", type="string", title="Target database name", pattern=r"^([a-z_][a-z0-9_]{0,62})?$",
+            description="new_database: the name to create (empty = <name>_restored_<time>). tables: the database "
+                        "to recover into (empty = the source's). replace: leave empty.", section=WHERE),
+        "confirm": Param(
+            "", type="string", title="Confirmation (mode replace)", pattern=r"^(|RESTORE [A-Za-z0-9_.\-]+)$",
+            description="For replace only: type exactly RESTORE <database>, e.g. RESTORE care_commons_db.",
+            section=SAFETY),
+    },
+    tags=["pgdr", "restore"],
+    doc_md=__doc__,
+) as dag:
+    prepare = PrepareRestoreOperator(task_id="prepare")
+    restore = RestoreBackupOperator(task_id="restore", plan=prepare.output)
+    report = RestoreReportOperator(task_id="report", trigger_rule="all_done", on_failure_callback=on_task_failure)
+    prepare >> restore >> report

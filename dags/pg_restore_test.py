@@ -1,0 +1,46 @@
+"""
+### pg_restore_test
+
+Monthly restore drill of every protected database (setting `pgdr_databases`), one mapped
+task group per database:
+
+1. `drill`: the newest good backup restored into a scratch database (on the
+   `pgdr_drill_conn_ids` server when one is set), every table's row count compared with the
+   manifest, the integrity queries of `include/sql/drill_checks/` run, the RTO measured
+   (download + restore + verify) and projected for the database's current size; the record
+   goes to `<prefix>/reports/drill/`; an alert when anything differs or the RTO is over
+   `pgdr_rto_budget_minutes`;
+2. `drop_scratch`: makes sure the scratch database is gone, whatever happened.
+
+See docs/DISASTER_RECOVERY.md for the recovery times measured so far.
+"""
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import DAG, task_group
+
+from pgdr.alerts import on_task_failure
+from pgdr.operators.base import ProtectedDatabasesOperator
+from pgdr.operators.drill import DropScratchOperator, RestoreDrillOperator
+
+with DAG(
+    dag_id="pg_restore_test",
+    description="Monthly restore drill: restore the newest good backup, compare, check, measure the RTO",
+    schedule="0 4 1 * *",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=timedelta(hours=6),
+    default_args={"owner": "data-platform", "retries": 0, "on_failure_callback": on_task_failure},
+    tags=["pgdr", "restore", "drill"],
+    doc_md=__doc__,
+) as dag:
+    databases = ProtectedDatabasesOperator(task_id="protected_databases")
+
+    @task_group(group_id="drill")
+    def drill_database(conn_id: str):
+        drill = RestoreDrillOperator(task_id="restore_and_check", conn_id=conn_id)
+        drill >> DropScratchOperator(task_id="drop_scratch", conn_id=conn_id, trigger_rule="all_done")
+
+    drill_database.expand(conn_id=databases.output)

@@ -1,0 +1,165 @@
+"""Drill stage: restore the newest good backup into a scratch database and prove it, monthly."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from pgdr.alerts import AlreadyAlerted
+from pgdr.operators.restore import RestoreOperatorBase
+
+
+def _when(context) -> str:
+    from pgdr.restore_plan import stamp
+
+    dag_run = context.get("dag_run")
+    return stamp(getattr(dag_run, "run_after", None))
+
+
+class RestoreDrillOperator(RestoreOperatorBase):
+    """Restores the newest good backup of one protected database into a scratch database (on the
+    ``pgdr_drill_conn_ids`` server when one is set), compares row counts with the manifest, runs the
+    integrity queries, measures the RTO and projects it for the database's current size. The
+    scratch database is always dropped. Writes ``<prefix>/reports/drill/<time>-<database>.json``;
+    alerts and fails when anything differs or the RTO is over ``pgdr_rto_budget_minutes``.
+
+    :param conn_id: the protected postgres connection id (templated)
+    """
+
+    template_fields = ("conn_id",)
+
+    def __init__(self, *, conn_id: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.conn_id = conn_id
+
+    def execute(self, context) -> dict[str, Any]:
+        from pgdr.alerts import drill_alert, send_alert, short_error
+        from pgdr.catalog import newest_good
+        from pgdr.drill import drill_problems, run_integrity_checks, scratch_database
+        from pgdr.manifest import new_backup_id, utc_now_iso
+        from pgdr.restore import LogicalRestore, check_target_server, drop_database
+        from pgdr.restore_plan import RestoreNames, projected_rto_seconds
+
+        settings = self.settings
+        database = self.require_protected(self.conn_id)
+        ti = context["ti"]
+        when = _when(context)
+        scratch = scratch_database(database, when)
+        names = RestoreNames(scratch, scratch, None, None)
+        drill_conn_id = settings.drill_conn_id(database)
+        budget = settings.rto_budget_minutes * 60
+        record: dict[str, Any] = {"kind": "drill", "database": database, "run_id": ti.run_id,
+                                  "started_at": utc_now_iso(), "target_conn_id": drill_conn_id,
+                                  "scratch_database": scratch, "rto_budget_seconds": budget}
+        restore_error, failing, checks, outcome = None, [], [], None
+        rto = projected = None
+        target, connect = self.target(drill_conn_id)
+        try:
+            entries = self.store.catalog(database, "logical")
+            entry = newest_good(entries)
+            if entry is None:
+                raise RuntimeError(f"no complete, good backup of {database} to drill with")
+            manifest, prefix = self.manifest(database, entry.backup_id)
+            record.update(backup_id=entry.backup_id, backup_finished_at=manifest.finished_at,
+                          manifest_tables=len(manifest.row_counts), manifest_rows=sum(manifest.row_counts.values()))
+            self.refuse_damaged(database, manifest, prefix, entries, ti.run_id)
+            conn = connect("postgres")
+            try:
+                check_target_server(conn, manifest, names, "new_database")
+            finally:
+                conn.close()
+            workdir = Path(settings.staging_dir) / database / "drill" / f"{when}.partial"
+            started = time.monotonic()
+            outcome = LogicalRestore(
+                store=self.store, manifest=manifest, prefix=prefix, target=target, connect=connect, names=names,
+                mode="new_database", tables=(), workdir=workdir, bindir=settings.pg_bindir, jobs=settings.dump_jobs,
+                log=self.log, run_id=ti.run_id, analyze=False).run()
+            conn = connect(scratch)
+            try:
+                checks, failing = run_integrity_checks(conn)
+            finally:
+                conn.close()
+            rto = time.monotonic() - started
+            source_size = self._source_size(database)
+            projected = projected_rto_seconds(rto, outcome["database_size_bytes"], source_size)
+            record.update(source_size_bytes=source_size, restored_size_bytes=outcome["database_size_bytes"],
+                          tables=outcome["tables"], rows=outcome["rows"], roles_created=outcome["roles_created"],
+                          downloaded_bytes=outcome["downloaded_bytes"], stages=outcome["seconds"])
+            self.log.info("integrity checks: %d run, %d failing", len(checks), len(failing))
+        except Exception as err:  # noqa: BLE001 - a drill that breaks is itself the finding
+            restore_error = f"{type(err).__name__}: {short_error(err)}"
+            self.log.error("drill of %s failed: %s", database, restore_error)
+        finally:
+            self._drop_scratch(connect, scratch)
+
+        problems = drill_problems(restore_error=restore_error, failing_checks=failing, rto_seconds=rto,
+                                  projected_rto_seconds=projected, budget_seconds=budget)
+        record.update(finished_at=utc_now_iso(), status="failed" if problems else "ok", problems=problems,
+                      checks=checks, rto_seconds=round(rto, 2) if rto is not None else None,
+                      projected_rto_seconds=round(projected, 2) if projected is not None else None,
+                      scratch_dropped=True)
+        key = f"{settings.s3_prefix}/reports/drill/{new_backup_id()}-{database}.json"
+        self.store.put_json(key, record)
+        self.log.info("drill record: s3://%s/%s: %s; RTO %s s (projected for the current size %s s, budget %.0f s)",
+                      self.store.bucket, key, record["status"].upper(), record["rto_seconds"],
+                      record["projected_rto_seconds"], budget)
+        if problems:
+            send_alert(drill_alert(record, log_url=ti.log_url), settings.slack_conn_id)
+            raise AlreadyAlerted(f"restore drill of {database} failed: " +
+                                 "; ".join(p["problem"] for p in problems) + f" (record s3://{self.store.bucket}/{key})")
+        return {"database": database, "status": "ok", "record_key": key, "rto_seconds": record["rto_seconds"],
+                "projected_rto_seconds": record["projected_rto_seconds"]}
+
+    def _source_size(self, database: str) -> int:
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+        conn = PostgresHook(postgres_conn_id=database).get_conn()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_database_size(current_database())")
+                return int(cur.fetchone()[0])
+        finally:
+            conn.close()
+
+    def _drop_scratch(self, connect, scratch: str) -> None:
+        from pgdr.restore import drop_database
+
+        try:
+            conn = connect("postgres")
+            try:
+                drop_database(conn, scratch, self.log)
+            finally:
+                conn.close()
+        except Exception as err:  # noqa: BLE001 - the cleanup task tries again
+            self.log.error("could not drop the scratch database %s: %s", scratch, err)
+
+
+class DropScratchOperator(RestoreOperatorBase):
+    """Drops the drill's scratch database if it is still there (the drill task died mid-way).
+
+    :param conn_id: the protected postgres connection id (templated)
+    """
+
+    template_fields = ("conn_id",)
+
+    def __init__(self, *, conn_id: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.conn_id = conn_id
+
+    def execute(self, context) -> str:
+        from pgdr.drill import scratch_database
+        from pgdr.restore import database_exists, drop_database
+
+        database = self.require_protected(self.conn_id)
+        scratch = scratch_database(database, _when(context))
+        _, connect = self.target(self.settings.drill_conn_id(database))
+        conn = connect("postgres")
+        try:
+            if database_exists(conn, scratch):
+                drop_database(conn, scratch, self.log)
+                return f"dropped {scratch}"
+        finally:
+            conn.close()
+        self.log.info("scratch database %s is gone, as it should be", scratch)
+        return f"{scratch} already gone"

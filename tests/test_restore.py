@@ -1,0 +1,240 @@
+"""pg_restore end to end on real services: every mode, every refusal, checked from the outside.
+
+The restored databases are compared with the source by per-table fingerprints (row count
+and an order-independent hash of every row) and by owners and grants, read as the
+superuser with the harness's own queries, not pgdr's.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import run_dag, task_states, xcom_values
+from harness.pg_cluster import start_cluster
+from harness.stack import BUCKET, CONN_ID, DBNAME, RESTORE_PASSWORD, RESTORE_ROLE, postgres_conn
+from harness.synthetic import APP_ROLE, READONLY_ROLE, fingerprint, owners_and_grants
+
+PREFIX = "restore-e2e"
+
+
+@pytest.fixture(scope="module")
+def backed_up(stack, airflow_db, tmp_path_factory):
+    """One backup of the stack's database under its own prefix, and the source as it was then."""
+    env = stack.airflow_env()
+    env["AIRFLOW_VAR_PGDR_STAGING_DIR"] = str(tmp_path_factory.mktemp("restore-staging"))
+    env["AIRFLOW_VAR_PGDR_S3_PREFIX"] = PREFIX
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        dag_run = run_dag("pg_backup_daily")
+        assert str(dag_run.state) == "success", task_states(dag_run)
+        (seal,) = xcom_values(dag_run, "backup.verify_and_seal")
+    return {"env": env, "backup_id": seal["backup_id"], "fingerprint": fingerprint(stack.cluster, DBNAME),
+            "grants": owners_and_grants(stack.cluster, DBNAME)}
+
+
+@pytest.fixture()
+def restore_env(stack, backed_up, monkeypatch):
+    stack.slack.clear()
+    for name, value in backed_up["env"].items():
+        monkeypatch.setenv(name, value)
+    return backed_up
+
+
+def _restore(conf: dict):
+    dag_run = run_dag("pg_restore", conf={"database": CONN_ID, **conf})
+    return dag_run, task_states(dag_run)
+
+
+def _records(stack, prefix: str = PREFIX) -> list[dict]:
+    client = stack.s3.client()
+    keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/reports/restore/")
+                  .get("Contents", []))
+    return [json.loads(client.get_object(Bucket=BUCKET, Key=k)["Body"].read()) for k in keys]
+
+
+def test_new_database_is_identical_to_the_source_with_owners_and_grants(stack, restore_env):
+    before = stack.cluster.database_names()
+    dag_run, states = _restore({"target_database": "cc_restored_same_server"})
+    try:
+        assert str(dag_run.state) == "success", states
+        assert fingerprint(stack.cluster, "cc_restored_same_server") == restore_env["fingerprint"]
+        restored = owners_and_grants(stack.cluster, "cc_restored_same_server")
+        assert restored == restore_env["grants"]
+        assert set(stack.cluster.database_names()) - set(before) == {"cc_restored_same_server"}
+        record = _records(stack)[-1]
+        assert record["status"] == "succeeded" and record["triggered_by"]
+        assert record["result"]["row_counts_match"] and record["result"]["tables"] == len(stack.row_counts)
+        assert record["plan"]["backup_id"] == restore_env["backup_id"]
+        assert "confirm" not in record["requested"]
+        assert any("restore of care_commons_db succeeded" in text for text in stack.slack.texts())
+    finally:
+        stack.cluster.execute("DROP DATABASE IF EXISTS cc_restored_same_server WITH (FORCE)")
+
+
+def test_site_loss_restore_into_a_brand_new_cluster_creates_the_missing_roles(stack, restore_env, monkeypatch):
+    new_site = start_cluster()
+    try:
+        new_site.create_restore_role(RESTORE_ROLE, RESTORE_PASSWORD)
+        assert not new_site.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", params=(APP_ROLE,))
+        monkeypatch.setenv("AIRFLOW_CONN_NEW_SITE", postgres_conn(new_site, dbname="postgres", user=RESTORE_ROLE,
+                                                                  password=RESTORE_PASSWORD))
+        dag_run, states = _restore({"target_conn_id": "new_site", "target_database": DBNAME})
+        assert str(dag_run.state) == "success", states
+        assert fingerprint(new_site, DBNAME) == restore_env["fingerprint"]
+        assert owners_and_grants(new_site, DBNAME) == restore_env["grants"]
+        (outcome,) = xcom_values(dag_run, "restore")
+        assert set(outcome["roles_created"]) >= {APP_ROLE, READONLY_ROLE}
+        assert any("roles created without passwords" in text for text in stack.slack.texts())
+    finally:
+        new_site.destroy()
+
+
+@pytest.mark.parametrize("confirm", ["", "RESTORE billing_db", "RESTORE care_commons"])
+def test_replace_without_the_exact_confirmation_is_refused_and_changes_nothing(stack, restore_env, confirm):
+    stack.cluster.execute("CREATE TABLE public.added_after_backup (id int)", dbname=DBNAME)
+    try:
+        before = stack.cluster.database_names()
+        source = fingerprint(stack.cluster, DBNAME)
+        dag_run, states = _restore({"mode": "replace", "confirm": confirm})
+        assert str(dag_run.state) == "failed"
+        assert states["prepare"] == "failed" and states["restore"] == "upstream_failed"
+        assert states["report"] == "failed"  # the report ran, wrote the record, and marks the run failed
+        assert stack.cluster.database_names() == before
+        assert fingerprint(stack.cluster, DBNAME) == source
+        record = _records(stack)[-1]
+        assert record["status"] == "refused"
+        assert "type exactly 'RESTORE care_commons_db' in confirm" in record["error"]
+        assert any("restore of care_commons_db refused" in text for text in stack.slack.texts())
+    finally:
+        stack.cluster.execute("DROP TABLE public.added_after_backup", dbname=DBNAME)
+
+
+def test_replace_with_the_confirmation_swaps_in_the_backup_and_keeps_the_old_database(stack, restore_env):
+    stack.cluster.execute("CREATE TABLE public.added_after_backup (id int)", dbname=DBNAME)
+    stack.cluster.execute("INSERT INTO public.added_after_backup VALUES (1), (2)", dbname=DBNAME)
+    before = set(stack.cluster.database_names())
+    dag_run, states = _restore({"mode": "replace", "confirm": f"RESTORE {CONN_ID}"})
+    kept = sorted(set(stack.cluster.database_names()) - before)
+    try:
+        assert str(dag_run.state) == "success", states
+        assert fingerprint(stack.cluster, DBNAME) == restore_env["fingerprint"]
+        assert owners_and_grants(stack.cluster, DBNAME) == restore_env["grants"]
+        assert len(kept) == 1 and kept[0].startswith(f"{DBNAME}_replaced_")
+        assert stack.cluster.execute("SELECT count(*) FROM public.added_after_backup", dbname=kept[0]) == [(2,)]
+        (comment,) = stack.cluster.execute(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s", params=(kept[0],))
+        assert comment[0].startswith("pgdr: replaced by restore") and "keep until" in comment[0]
+        # the backup role (the application's view of the database) still reads it
+        assert stack.cluster.execute("SELECT has_database_privilege('pgdr_backup', %s, 'CONNECT')",
+                                     params=(DBNAME,)) == [(True,)]
+    finally:
+        for name in kept:
+            stack.cluster.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_tables_mode_recovers_deleted_rows_and_touches_nothing_else(stack, restore_env):
+    deleted = [row[0] for row in stack.cluster.execute(
+        "DELETE FROM public.visits v WHERE v.id IN (SELECT id FROM public.visits x WHERE NOT EXISTS "
+        "(SELECT 1 FROM public.evv_records e WHERE e.visit_id = x.id) ORDER BY id LIMIT 25) RETURNING v.id::text",
+        dbname=DBNAME)]
+    assert len(deleted) == 25
+    try:
+        before = fingerprint(stack.cluster, DBNAME)
+        databases = stack.cluster.database_names()
+        dag_run, states = _restore({"mode": "tables", "tables": ["public.visits"]})
+        assert str(dag_run.state) == "success", states
+        (outcome,) = xcom_values(dag_run, "restore")
+        schema = outcome["recovered_schema"]
+        assert schema.startswith("recovered_")
+        after = fingerprint(stack.cluster, DBNAME)
+        recovered = after.pop(f"{schema}.visits")
+        assert after == before, "the live tables must not change"
+        assert recovered[0] == stack.row_counts["public.visits"]
+        found = {row[0] for row in stack.cluster.execute(
+            f"SELECT id::text FROM {schema}.visits WHERE id::text = ANY(%s)", dbname=DBNAME, params=(deleted,))}
+        assert found == set(deleted)
+        assert stack.cluster.database_names() == databases, "the scratch database is dropped"
+        # only the restoring role can read the recovered copy: no grants came with it
+        assert stack.cluster.execute(f"SELECT has_table_privilege('{APP_ROLE}', '{schema}.visits', 'SELECT')",
+                                     dbname=DBNAME) == [(False,)]
+        # the runbook's next step: copy the deleted rows back
+        stack.cluster.execute(f"INSERT INTO public.visits SELECT * FROM {schema}.visits r WHERE NOT EXISTS "
+                              f"(SELECT 1 FROM public.visits v WHERE v.id = r.id)", dbname=DBNAME)
+        stack.cluster.execute(f"DROP SCHEMA {schema} CASCADE", dbname=DBNAME)
+        assert fingerprint(stack.cluster, DBNAME) == restore_env["fingerprint"]
+    finally:
+        stack.cluster.execute("SELECT 1", dbname=DBNAME)
+
+
+@pytest.mark.parametrize("conf, message", [
+    ({"backup": "20200101T000000Z"}, "backup 20200101T000000Z of care_commons_db does not exist; "
+                                     "the newest good backup is"),
+    ({"mode": "tables", "tables": ["public.no_such_table"]}, "holds no table public.no_such_table"),
+    ({"target_database": DBNAME}, f"database '{DBNAME}' already exists on the target"),
+    ({"mode": "replace", "confirm": f"RESTORE {CONN_ID}", "target_database": "postgres"},
+     "mode 'replace' replaces 'care_commons'"),
+])
+def test_bad_requests_are_refused_by_the_prepare_task_with_nothing_changed(stack, restore_env, conf, message):
+    before = stack.cluster.database_names()
+    dag_run, states = _restore(conf)
+    assert states["prepare"] == "failed" and states["restore"] == "upstream_failed", states
+    assert stack.cluster.database_names() == before
+    assert message in _records(stack)[-1]["error"]
+
+
+@pytest.mark.parametrize("conf", [
+    {"backup": "../../other/care_commons_db/logical/20261126T020000Z"},
+    {"backup": "20261126T020000Z/../x"},
+    {"target_database": 'x"; DROP DATABASE care_commons; --'},
+    {"target_database": "cc;drop"},
+    {"mode": "everything"},
+    {"tables": ["public.visits; DROP TABLE x"], "mode": "tables"},
+    {"confirm": "yes"},
+])
+def test_malformed_fields_are_refused_by_the_form_before_a_run_exists(stack, restore_env, conf):
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    before = stack.cluster.database_names()
+    with pytest.raises(ParamValidationError):
+        _restore(conf)
+    assert stack.cluster.database_names() == before
+
+
+def test_a_damaged_or_bad_backup_is_refused_naming_the_newest_good_one(stack, pgdr_env):
+    from pgdr.catalog import MARKER_NAME
+
+    first = run_dag("pg_backup_daily")
+    assert str(first.state) == "success"
+    import time
+
+    time.sleep(1.1)  # backup ids are per second
+    second = run_dag("pg_backup_daily")
+    assert str(second.state) == "success"
+    (old,) = xcom_values(first, "backup.verify_and_seal")
+    (new,) = xcom_values(second, "backup.verify_and_seal")
+    client = stack.s3.client()
+    prefix = pgdr_env["AIRFLOW_VAR_PGDR_S3_PREFIX"]
+    backup_dir = f"{prefix}/{CONN_ID}/logical/{new['backup_id']}"
+    table_key = next(o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix=backup_dir)["Contents"]
+                     if o["Key"].endswith(".dat.zst"))
+    body = bytearray(client.get_object(Bucket=BUCKET, Key=table_key)["Body"].read())
+    body[len(body) // 2] ^= 0xFF
+    client.put_object(Bucket=BUCKET, Key=table_key, Body=bytes(body), ServerSideEncryption="AES256")
+    before = stack.cluster.database_names()
+
+    dag_run, states = _restore({})  # latest = the damaged one
+    assert states["prepare"] == "failed", states
+    error = _records(stack, prefix)[-1]["error"]
+    assert f"backup {new['backup_id']} of {CONN_ID} is damaged" in error and table_key in error
+    assert f"the newest good backup is {old['backup_id']}" in error
+    marker = json.loads(client.get_object(Bucket=BUCKET, Key=f"{backup_dir}/{MARKER_NAME}")["Body"].read())
+    assert marker["status"] == "bad" and marker["check"] == "restore"
+
+    dag_run, states = _restore({"backup": new["backup_id"]})  # now marked bad
+    error = _records(stack, prefix)[-1]["error"]
+    assert f"backup {new['backup_id']} of {CONN_ID} was marked bad" in error
+    assert f"the newest good backup is {old['backup_id']}" in error
+    assert stack.cluster.database_names() == before

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: venv test test-fast demo bench clean
+.PHONY: venv test test-fast demo bench rto-table clean
 
 $(STAMP): requirements.txt
 	rm -rf $(VENV)
@@ -31,6 +31,11 @@ demo: venv
 ## backup benchmark against the bare PostgreSQL tools (builds a >= 1 GB database)
 bench: venv
 	$(BIN)/python bench/backup_bench.py
+
+## regenerate the recovery time table in docs/DISASTER_RECOVERY.md from the restore drill records:
+## from S3 (<prefix>/reports/drill/) when AIRFLOW_VAR_PGDR_S3_BUCKET is set, else from bench/results/drills/
+rto-table: venv
+	PYTHONPATH=plugins $(BIN)/python -m pgdr.rto_table $(if $(AIRFLOW_VAR_PGDR_S3_BUCKET),--from-s3,--from-dir bench/results/drills) --doc docs/DISASTER_RECOVERY.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache

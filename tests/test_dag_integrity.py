@@ -10,6 +10,8 @@ from conftest import REPO_ROOT
 EXPECTED = {
     "pg_backup_daily": {"schedule": "0 2 * * *", "tags": {"pgdr", "backup"}},
     "pg_backup_verify": {"schedule": "0 */6 * * *", "tags": {"pgdr", "verify"}},
+    "pg_restore_test": {"schedule": "0 4 1 * *", "tags": {"pgdr", "restore", "drill"}},
+    "pg_restore": {"schedule": None, "tags": {"pgdr", "restore"}},
 }
 
 
@@ -39,8 +41,11 @@ def test_dag_files_import_without_errors_or_io(dagbag):
 def test_schedule_tags_docs_and_concurrency(dagbag, dag_id):
     dag = dagbag.get_dag(dag_id)
     expected = EXPECTED[dag_id]
-    assert dag.timetable.expression == expected["schedule"]
-    assert str(dag.timetable.timezone) in ("UTC", "Timezone('UTC')")
+    if expected["schedule"] is None:
+        assert type(dag.timetable).__name__ == "NullTimetable"
+    else:
+        assert dag.timetable.expression == expected["schedule"]
+        assert str(dag.timetable.timezone) in ("UTC", "Timezone('UTC')")
     assert expected["tags"] <= set(dag.tags)
     assert dag.doc_md and dag_id in dag.doc_md
     assert dag.max_active_runs == 1, "two runs at once must not be possible"
@@ -78,3 +83,26 @@ def test_each_verification_check_is_its_own_task_and_the_report_runs_after_all(d
     report = dag.get_task("verify.report")
     assert checks <= report.upstream_task_ids
     assert report.trigger_rule == "all_done"
+
+
+def test_restore_is_manual_only_with_a_sectioned_trigger_form(dagbag):
+    dag = dagbag.get_dag("pg_restore")
+    assert list(dag.allowed_run_types) == ["manual"]
+    params = dag.params
+    assert set(params) == {"database", "backup", "mode", "tables", "target_conn_id", "target_database", "confirm"}
+    for name in params:
+        schema = params.get_param(name).schema
+        assert schema.get("title") and schema.get("section"), name
+        assert params.get_param(name).description, name
+    assert params.get_param("mode").schema["enum"] == ["new_database", "replace", "tables"]
+    assert set(params.get_param("mode").schema["values_display"]) == {"new_database", "replace", "tables"}
+    assert params["backup"] == "latest" and params["mode"] == "new_database" and params["confirm"] == ""
+    assert [t.task_id for t in dag.tasks] == ["prepare", "restore", "report"]
+    assert dag.get_task("report").trigger_rule == "all_done"
+
+
+def test_the_drill_cleans_up_in_a_teardown_so_the_run_fails_when_the_drill_does(dagbag):
+    dag = dagbag.get_dag("pg_restore_test")
+    drop = dag.get_task("drill.drop_scratch")
+    assert drop.is_teardown
+    assert "drill.restore_and_check" in drop.upstream_task_ids

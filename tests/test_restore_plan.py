@@ -1,0 +1,181 @@
+"""The pure parts of a restore: the form validated, the backup chosen, names, globals, statements."""
+
+from __future__ import annotations
+
+import pytest
+
+from pgdr.catalog import BackupEntry
+from pgdr.restore_plan import (
+    RestoreRefused,
+    RestoreRequest,
+    choose_backup,
+    compare_counts,
+    database_statements,
+    missing_role_statements,
+    parse_request,
+    projected_rto_seconds,
+    restore_names,
+)
+
+PROTECTED = ["care_commons_db", "billing_db"]
+
+
+def _form(**fields):
+    return {"database": "care_commons_db", "backup": "latest", "target_conn_id": "", "target_database": "",
+            "mode": "new_database", "tables": [], "confirm": "", **fields}
+
+
+def test_a_plain_form_is_accepted_with_defaults():
+    request = parse_request(_form(), PROTECTED)
+    assert request == RestoreRequest("care_commons_db", "latest", "", "", "new_database", (), "")
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"database": "other_db"}, "'other_db' is not a protected database"),
+    ({"backup": "../20261126T020000Z"}, "neither 'latest' nor a backup id"),
+    ({"backup": "20261126T020000Z/../../x"}, "neither 'latest' nor a backup id"),
+    ({"target_database": 'cc"; DROP DATABASE care_commons; --'}, "target_database"),
+    ({"target_database": "cc;drop"}, "is not allowed"),
+    ({"target_database": "CamelCase"}, "is not allowed"),
+    ({"target_database": "x" * 64}, "is not allowed"),
+    ({"target_conn_id": "../etc/passwd"}, "is not an Airflow connection id"),
+    ({"mode": "drop"}, "mode 'drop' is not one of"),
+    ({"mode": "tables"}, "needs the tables to restore"),
+    ({"mode": "tables", "tables": ["visits; DROP TABLE x"]}, "are not schema.table names"),
+    ({"tables": ["public.visits"]}, "only used with mode 'tables'"),
+    ({"mode": "replace"}, "type exactly 'RESTORE care_commons_db' in confirm (got nothing)"),
+    ({"mode": "replace", "confirm": "yes"}, "(got 'yes')"),
+    ({"mode": "replace", "confirm": "RESTORE billing_db"}, "type exactly 'RESTORE care_commons_db'"),
+    ({"mode": "replace", "confirm": "restore care_commons_db"}, "type exactly"),
+])
+def test_bad_fields_are_refused_naming_the_field(fields, message):
+    with pytest.raises(RestoreRefused) as refused:
+        parse_request(_form(**fields), PROTECTED)
+    assert message in str(refused.value)
+    assert str(refused.value).startswith("restore refused, nothing was changed")
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(RestoreRefused) as refused:
+        parse_request(_form(database="x", backup="y", mode="z"), PROTECTED)
+    assert str(refused.value).count(";") >= 2
+
+
+def test_replace_with_the_exact_confirmation_and_tables_as_text():
+    assert parse_request(_form(mode="replace", confirm="RESTORE care_commons_db"), PROTECTED).mode == "replace"
+    request = parse_request(_form(mode="tables", tables="public.visits, public.clients\npublic.visits"), PROTECTED)
+    assert request.tables == ("public.visits", "public.clients")
+
+
+def _entries():
+    good = {"status": "good", "verified_at": "2026-11-25T08:00:00+00:00"}
+    bad = {"status": "bad", "verified_at": "2026-11-26T08:00:00+00:00",
+           "problems": [{"problem": "sha256 mismatch", "key": "k"}]}
+    return [BackupEntry("20261123T020000Z", True, True, good),
+            BackupEntry("20261124T020000Z", True, False),
+            BackupEntry("20261125T020000Z", True, True, bad),
+            BackupEntry("20261126T020000Z", False, False)]
+
+
+def test_latest_is_the_newest_complete_backup_not_marked_bad():
+    assert choose_backup(_entries(), "latest", "db").backup_id == "20261124T020000Z"
+
+
+@pytest.mark.parametrize("requested, message", [
+    ("20200101T000000Z", "does not exist; the newest good backup is 20261124T020000Z"),
+    ("20261126T020000Z", "is incomplete (no manifest.json)"),
+    ("20261125T020000Z", "was marked bad by verification at 2026-11-26T08:00:00+00:00 (sha256 mismatch); "
+                         "the newest good backup is 20261124T020000Z"),
+])
+def test_unusable_backups_are_refused_naming_the_newest_good_one(requested, message):
+    with pytest.raises(RestoreRefused) as refused:
+        choose_backup(_entries(), requested, "db")
+    assert message in str(refused.value)
+
+
+def test_no_good_backup_at_all():
+    with pytest.raises(RestoreRefused, match="no complete, good backup"):
+        choose_backup([BackupEntry("20261126T020000Z", False, False)], "latest", "db")
+
+
+def test_names_fit_postgres_and_replace_cannot_target_another_database():
+    long = "a" * 60
+    names = restore_names(parse_request(_form(), PROTECTED), long, "20261126_020000")
+    assert len(names.target_database) == 63 and names.target_database.endswith("_restored_20261126_020000")
+    replace = restore_names(parse_request(_form(mode="replace", confirm="RESTORE care_commons_db"), PROTECTED),
+                            "care_commons", "20261126_020000")
+    assert replace.target_database == "care_commons"
+    assert replace.work_database == "care_commons_incoming_20261126_020000"
+    assert replace.kept_database == "care_commons_replaced_20261126_020000"
+    with pytest.raises(RestoreRefused, match="replaces 'care_commons'"):
+        restore_names(parse_request(_form(mode="replace", confirm="RESTORE care_commons_db",
+                                          target_database="postgres"), PROTECTED), "care_commons", "x")
+    tables = restore_names(parse_request(_form(mode="tables", tables=["public.visits"]), PROTECTED),
+                           "care_commons", "20261126_020000")
+    assert (tables.target_database, tables.recovered_schema) == ("care_commons", "recovered_20261126_020000")
+
+
+GLOBALS = '''\
+SET default_transaction_read_only = off;
+CREATE ROLE care_commons_app;
+ALTER ROLE care_commons_app WITH NOSUPERUSER INHERIT NOCREATEROLE NOCREATEDB LOGIN NOREPLICATION NOBYPASSRLS;
+CREATE ROLE "Odd ""Role""";
+ALTER ROLE "Odd ""Role""" WITH NOLOGIN;
+ALTER ROLE care_commons_app IN DATABASE care_commons SET work_mem TO '64MB';
+CREATE ROLE postgres;
+ALTER ROLE postgres WITH SUPERUSER INHERIT CREATEROLE CREATEDB LOGIN REPLICATION BYPASSRLS;
+GRANT care_commons_readonly TO care_commons_app GRANTED BY postgres;
+GRANT pg_read_all_data TO pgdr_backup GRANTED BY postgres;
+CREATE TABLESPACE fast OWNER postgres LOCATION '/mnt/fast';
+'''
+
+
+def test_only_missing_roles_are_created_and_existing_ones_left_alone():
+    statements, missing = missing_role_statements(GLOBALS, ["postgres", "pgdr_backup", "care_commons_readonly"])
+    assert missing == ["care_commons_app", 'Odd "Role"']
+    assert statements == [
+        "CREATE ROLE care_commons_app;",
+        "ALTER ROLE care_commons_app WITH NOSUPERUSER INHERIT NOCREATEROLE NOCREATEDB LOGIN NOREPLICATION NOBYPASSRLS;",
+        'CREATE ROLE "Odd ""Role""";',
+        'ALTER ROLE "Odd ""Role""" WITH NOLOGIN;',
+        "GRANT care_commons_readonly TO care_commons_app;",
+    ]
+    assert missing_role_statements(GLOBALS, ["postgres", "care_commons_app", 'Odd "Role"']) == ([], [])
+
+
+CREATE_SQL = """\
+CREATE DATABASE care_commons WITH TEMPLATE = template0 ENCODING = 'UTF8' LOCALE_PROVIDER = libc LOCALE = 'C.UTF-8';
+ALTER DATABASE care_commons OWNER TO care_commons_app;
+\\connect care_commons
+COMMENT ON DATABASE care_commons IS 'cc db';
+ALTER DATABASE care_commons SET "TimeZone" TO 'UTC';
+REVOKE CONNECT,TEMPORARY ON DATABASE care_commons FROM PUBLIC;
+GRANT CONNECT ON DATABASE care_commons TO care_commons_readonly;
+GRANT SELECT ON TABLE public.care_commons TO care_commons_readonly;
+ALTER DATABASE care_commons_other OWNER TO x;
+"""
+
+
+def test_database_level_statements_are_pointed_at_the_new_name():
+    create, after = database_statements(CREATE_SQL, "care_commons", "cc_restored")
+    assert create == ('CREATE DATABASE "cc_restored" WITH TEMPLATE = template0 ENCODING = \'UTF8\' '
+                      "LOCALE_PROVIDER = libc LOCALE = 'C.UTF-8';")
+    assert after == [
+        'ALTER DATABASE "cc_restored" OWNER TO care_commons_app;',
+        'COMMENT ON DATABASE "cc_restored" IS \'cc db\';',
+        'ALTER DATABASE "cc_restored" SET "TimeZone" TO \'UTC\';',
+        'REVOKE CONNECT,TEMPORARY ON DATABASE "cc_restored" FROM PUBLIC;',
+        'GRANT CONNECT ON DATABASE "cc_restored" TO care_commons_readonly;',
+    ]
+
+
+def test_counts_are_compared_table_by_table():
+    assert compare_counts({"a.t": 1, "a.u": 2}, {"a.t": 1, "a.u": 2, "a.v": 9}) == []
+    assert compare_counts({"a.t": 1, "a.u": 2}, {"a.t": 0}) == [
+        {"problem": "row count differs", "table": "a.t", "expected": 1, "found": 0},
+        {"problem": "table missing after restore", "table": "a.u", "expected": 2}]
+
+
+def test_rto_projects_linearly_with_size():
+    assert projected_rto_seconds(60, 1 << 30, 10 << 30) == 600
+    assert projected_rto_seconds(60, 0, 10 << 30) == 60

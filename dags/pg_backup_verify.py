@@ -21,6 +21,7 @@ from airflow.sdk import DAG, task_group
 from pgdr.alerts import on_task_failure
 from pgdr.deadlines import deadline_alert
 from pgdr.operators.base import ProtectedDatabasesOperator
+from pgdr.operators.restore import DropExpiredReplacedOperator
 from pgdr.operators.verify import (
     BucketPostureOperator,
     DeepCheckOperator,
@@ -62,3 +63,4 @@ with DAG(
         checks >> VerificationReportOperator(task_id="report", conn_id=conn_id, trigger_rule="all_done", retries=0)
 
     verify_database.expand(conn_id=databases.output)
+    DropExpiredReplacedOperator.partial(task_id="drop_expired_replaced").expand(conn_id=databases.output)

@@ -79,7 +79,8 @@ def test_per_database_work_is_a_mapped_task_group(dagbag):
 def test_each_verification_check_is_its_own_task_and_the_report_runs_after_all(dagbag):
     dag = dagbag.get_dag("pg_backup_verify")
     checks = {f"verify.{name}" for name in ("freshness", "integrity", "deep_check", "bucket_posture")}
-    assert {t.task_id for t in dag.tasks} == checks | {"protected_databases", "verify.report"}
+    assert {t.task_id for t in dag.tasks} == checks | {"protected_databases", "verify.report",
+                                                        "drop_expired_replaced"}
     report = dag.get_task("verify.report")
     assert checks <= report.upstream_task_ids
     assert report.trigger_rule == "all_done"

@@ -238,3 +238,23 @@ def test_a_damaged_or_bad_backup_is_refused_naming_the_newest_good_one(stack, pg
     assert f"backup {new['backup_id']} of {CONN_ID} was marked bad" in error
     assert f"the newest good backup is {old['backup_id']}" in error
     assert stack.cluster.database_names() == before
+
+
+def test_verification_drops_a_kept_database_only_after_its_keep_until_time(stack, restore_env):
+    from harness.stack import DBNAME as source
+
+    expired, current, foreign = f"{source}_replaced_20200101_000000", f"{source}_replaced_20990101_000000", "not_ours"
+    for name, comment in ((expired, "pgdr: replaced by restore r1; keep until 2020-01-08T00:00:00+00:00"),
+                          (current, "pgdr: replaced by restore r2; keep until 2099-01-08T00:00:00+00:00"),
+                          (foreign, "keep until 2000-01-01T00:00:00+00:00")):
+        stack.cluster.execute(f"CREATE DATABASE {name}")
+        stack.cluster.execute(f"COMMENT ON DATABASE {name} IS '{comment}'")
+    try:
+        dag_run = run_dag("pg_backup_verify")
+        assert task_states(dag_run)["drop_expired_replaced[0]"] == "success"
+        assert xcom_values(dag_run, "drop_expired_replaced") == [[expired]]
+        names = stack.cluster.database_names()
+        assert expired not in names and current in names and foreign in names
+    finally:
+        for name in (expired, current, foreign):
+            stack.cluster.execute(f"DROP DATABASE IF EXISTS {name}")

@@ -205,3 +205,36 @@ class RestoreReportOperator(RestoreOperatorBase):
         if status != "succeeded":
             raise AlreadyAlerted(f"restore {status}: {error or 'see the task logs'}")
         return {"status": status, "record_key": key}
+
+
+class DropExpiredReplacedOperator(RestoreOperatorBase):
+    """Drops the databases a ``replace`` restore kept, once ``pgdr_replaced_keep_hours`` have passed
+    (the time is recorded in the kept database's comment). Only databases carrying pgdr's comment
+    are ever considered.
+
+    :param conn_id: the protected postgres connection id (templated)
+    """
+
+    template_fields = ("conn_id",)
+
+    def __init__(self, *, conn_id: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.conn_id = conn_id
+
+    def execute(self, context) -> list[str]:
+        from pgdr.manifest import utc_now_iso
+        from pgdr.restore import drop_database, expired_kept_databases
+
+        database = self.require_protected(self.conn_id)
+        _, connect = self.target(self.settings.restore_conn_id(database))
+        conn = connect("postgres")
+        try:
+            expired = expired_kept_databases(conn, utc_now_iso())
+            for name, until in expired:
+                self.log.info("dropping %s, kept after a replace until %s", name, until)
+                drop_database(conn, name, self.log)
+        finally:
+            conn.close()
+        if not expired:
+            self.log.info("no replaced database has passed its keep-until time")
+        return [name for name, _ in expired]

@@ -258,3 +258,44 @@ def test_verification_drops_a_kept_database_only_after_its_keep_until_time(stack
     finally:
         for name in (expired, current, foreign):
             stack.cluster.execute(f"DROP DATABASE IF EXISTS {name}")
+
+
+def test_data_whose_hash_differs_during_download_never_lands_and_the_database_is_dropped(stack, restore_env,
+                                                                                         tmp_path):
+    """The S3-side check can be bypassed (a manifest edited by hand); the streaming hash still stops it."""
+    import dataclasses
+    import logging
+
+    import psycopg2
+
+    from pgdr.manifest import backup_prefix
+    from pgdr.pgtools import PgTarget
+    from pgdr.restore import LogicalRestore
+    from pgdr.restore_plan import RestoreNames
+    from pgdr.storage import BackupStore
+
+    store = BackupStore(client=stack.s3.client(), bucket=BUCKET, prefix=PREFIX, sse_args={"ServerSideEncryption": "AES256"},
+                        part_size=64 << 20, log=logging.getLogger("test"))
+    prefix = backup_prefix(PREFIX, CONN_ID, "logical", restore_env["backup_id"])
+    manifest = store.read_manifest(f"{prefix}/manifest.json")
+    largest = max((o for o in manifest.objects if o.role == "table_data"), key=lambda o: o.size)
+    manifest.objects = [dataclasses.replace(o, sha256="0" * 64) if o is largest else o for o in manifest.objects]
+    target = PgTarget(conn_id="admin", host=stack.cluster.host, port=stack.cluster.port, user=RESTORE_ROLE,
+                      dbname="postgres", password=RESTORE_PASSWORD)
+
+    def connect(dbname):
+        conn = psycopg2.connect(host=target.host, port=target.port, user=RESTORE_ROLE, password=RESTORE_PASSWORD,
+                                dbname=dbname)
+        conn.autocommit = True
+        return conn
+
+    before = stack.cluster.database_names()
+    restore = LogicalRestore(store=store, manifest=manifest, prefix=prefix, target=target, connect=connect,
+                             names=RestoreNames("cc_hash_check", "cc_hash_check", None, None), mode="new_database",
+                             tables=(), workdir=tmp_path / "work", bindir=stack.cluster.bindir, jobs=2,
+                             log=logging.getLogger("test"))
+    with pytest.raises(Exception) as failed:
+        restore.run()
+    assert f"{prefix}/{largest.name}: sha256" in str(failed.value) and "!= manifest 000000" in str(failed.value)
+    assert stack.cluster.database_names() == before
+    assert not (tmp_path / "work").exists()

@@ -9,7 +9,7 @@ import tempfile
 from conftest import REPO_ROOT
 
 
-def test_demo_runs_the_daily_backup_and_cleans_up():
+def test_demo_runs_the_daily_backup_verification_and_a_drill_and_cleans_up():
     # the demo's own temporary space, readable by the unprivileged server user, empty at the end
     scratch = tempfile.mkdtemp(prefix="pgdr-demo-test-")
     os.chmod(scratch, 0o755)
@@ -30,6 +30,11 @@ def test_demo_runs_the_daily_backup_and_cleans_up():
         for check in ("freshness", "integrity", "deep_check", "bucket_posture"):
             assert any(line.split()[:2] == [check, "OK"] for line in out.splitlines()), check
         assert "verification run success" in out
+        assert "running pg_restore_test" in out
+        rto = next(line for line in out.splitlines() if line.strip().startswith("RTO:"))
+        assert float(rto.split("RTO:")[1].split()[0]) > 0 and "projected for the current size" in rto
+        assert ", 0 failing" in out and "dropped afterwards: True" in out
+        assert "drill run success" in out
         assert "cleaned up" in out
         assert os.listdir(scratch) == [], f"the demo left {os.listdir(scratch)} behind"
     finally:

@@ -22,6 +22,8 @@ PREFIX = "restore-e2e"
 @pytest.fixture(scope="module")
 def backed_up(stack, airflow_db, tmp_path_factory):
     """One backup of the stack's database under its own prefix, and the source as it was then."""
+    # a per-database role setting travels in the globals, not in the dump
+    stack.cluster.execute(f"ALTER ROLE {APP_ROLE} IN DATABASE {DBNAME} SET work_mem = '64MB'")
     env = stack.airflow_env()
     env["AIRFLOW_VAR_PGDR_STAGING_DIR"] = str(tmp_path_factory.mktemp("restore-staging"))
     env["AIRFLOW_VAR_PGDR_S3_PREFIX"] = PREFIX
@@ -48,6 +50,11 @@ def _restore(conf: dict):
     return dag_run, task_states(dag_run)
 
 
+def _role_settings(cluster, dbname: str) -> list:
+    return cluster.execute("SELECT pg_get_userbyid(s.setrole), s.setconfig FROM pg_db_role_setting s "
+                           "JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = %s", params=(dbname,))
+
+
 def _records(stack, prefix: str = PREFIX) -> list[dict]:
     client = stack.s3.client()
     keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/reports/restore/")
@@ -63,6 +70,7 @@ def test_new_database_is_identical_to_the_source_with_owners_and_grants(stack, r
         assert fingerprint(stack.cluster, "cc_restored_same_server") == restore_env["fingerprint"]
         restored = owners_and_grants(stack.cluster, "cc_restored_same_server")
         assert restored == restore_env["grants"]
+        assert _role_settings(stack.cluster, "cc_restored_same_server") == [(APP_ROLE, ["work_mem=64MB"])]
         assert set(stack.cluster.database_names()) - set(before) == {"cc_restored_same_server"}
         record = _records(stack)[-1]
         assert record["status"] == "succeeded" and record["triggered_by"]
@@ -85,6 +93,7 @@ def test_site_loss_restore_into_a_brand_new_cluster_creates_the_missing_roles(st
         assert str(dag_run.state) == "success", states
         assert fingerprint(new_site, DBNAME) == restore_env["fingerprint"]
         assert owners_and_grants(new_site, DBNAME) == restore_env["grants"]
+        assert _role_settings(new_site, DBNAME) == [(APP_ROLE, ["work_mem=64MB"])]
         (outcome,) = xcom_values(dag_run, "restore")
         assert set(outcome["roles_created"]) >= {APP_ROLE, READONLY_ROLE}
         assert any("roles created without passwords" in text for text in stack.slack.texts())

@@ -151,6 +151,7 @@ COMMENT ON DATABASE care_commons IS 'cc db';
 ALTER DATABASE care_commons SET "TimeZone" TO 'UTC';
 REVOKE CONNECT,TEMPORARY ON DATABASE care_commons FROM PUBLIC;
 GRANT CONNECT ON DATABASE care_commons TO care_commons_readonly;
+ALTER ROLE care_commons_app IN DATABASE care_commons SET work_mem TO '64MB';
 GRANT SELECT ON TABLE public.care_commons TO care_commons_readonly;
 ALTER DATABASE care_commons_other OWNER TO x;
 """
@@ -166,6 +167,7 @@ def test_database_level_statements_are_pointed_at_the_new_name():
         'ALTER DATABASE "cc_restored" SET "TimeZone" TO \'UTC\';',
         'REVOKE CONNECT,TEMPORARY ON DATABASE "cc_restored" FROM PUBLIC;',
         'GRANT CONNECT ON DATABASE "cc_restored" TO care_commons_readonly;',
+        'ALTER ROLE care_commons_app IN DATABASE "cc_restored" SET work_mem TO \'64MB\';',
     ]
 
 
@@ -179,3 +181,4 @@ def test_counts_are_compared_table_by_table():
 def test_rto_projects_linearly_with_size():
     assert projected_rto_seconds(60, 1 << 30, 10 << 30) == 600
     assert projected_rto_seconds(60, 0, 10 << 30) == 60
+

@@ -475,7 +475,13 @@ class LogicalRestore:
         problems = compare_counts(expected, moved)
         self.clock.mark("verify", since)
         if problems:
-            raise RestoreFailed(f"recovered tables in {schema} differ from the manifest: {_describe(problems)}")
+            conn = self.connect(self.names.target_database)
+            try:
+                _run(conn, f"DROP SCHEMA {_quote(schema)} CASCADE")
+            finally:
+                conn.close()
+            raise RestoreFailed(f"recovered tables in {schema} differed from the manifest, so the schema was "
+                                f"dropped again: {_describe(problems)}")
         self.log.info("recovered %d table(s) into %s.%s: %s", len(moved), self.names.target_database, schema,
                       ", ".join(f"{t} ({n} rows)" for t, n in moved.items()))
         return self._result(moved, roles_created, piped, 0)
@@ -499,7 +505,13 @@ class LogicalRestore:
             except BaseException:
                 _run(conn, f"ALTER DATABASE {_quote(live)} WITH ALLOW_CONNECTIONS true")
                 raise
-            _run(conn, f"ALTER DATABASE {_quote(incoming)} RENAME TO {_quote(live)}")
+            try:
+                _run(conn, f"ALTER DATABASE {_quote(incoming)} RENAME TO {_quote(live)}")
+            except BaseException:
+                # put the live database back as it was; the incoming copy is dropped as a failed restore
+                _run(conn, f"ALTER DATABASE {_quote(kept)} RENAME TO {_quote(live)}")
+                _run(conn, f"ALTER DATABASE {_quote(live)} WITH ALLOW_CONNECTIONS true")
+                raise
             self.created.remove(incoming)
             seconds = time.monotonic() - window
             _run(conn, f"ALTER DATABASE {_quote(kept)} WITH ALLOW_CONNECTIONS true")

@@ -106,20 +106,21 @@ def choose_backup(entries: list[BackupEntry], requested: str, database: str) -> 
     """The backup to restore: the newest good one for 'latest', else the id asked for if it may be used."""
     good = newest_good(entries)
     hint = f"the newest good backup is {good.backup_id}" if good else "there is no good backup"
+    refused = "restore refused, nothing was changed: "
     if requested == "latest":
         if good is None:
-            raise RestoreRefused(f"no complete, good backup of {database} exists; nothing to restore")
+            raise RestoreRefused(f"{refused}no complete, good backup of {database} exists; nothing to restore")
         return good
     entry = next((e for e in entries if e.backup_id == requested), None)
     if entry is None:
-        raise RestoreRefused(f"backup {requested} of {database} does not exist; {hint}")
+        raise RestoreRefused(f"{refused}backup {requested} of {database} does not exist; {hint}")
     if not entry.complete:
-        raise RestoreRefused(f"backup {requested} of {database} is incomplete (no manifest.json) and is never "
-                             f"restored; {hint}")
+        raise RestoreRefused(f"{refused}backup {requested} of {database} is incomplete (no manifest.json) and is "
+                             f"never restored; {hint}")
     if entry.bad:
         problems = (entry.verification or {}).get("problems") or []
         first = problems[0].get("problem", "") if problems and isinstance(problems[0], dict) else ""
-        raise RestoreRefused(f"backup {requested} of {database} was marked bad by verification at "
+        raise RestoreRefused(f"{refused}backup {requested} of {database} was marked bad by verification at "
                              f"{entry.verified_at or '?'}" + (f" ({first})" if first else "") + f"; {hint}")
     return entry
 
@@ -219,8 +220,8 @@ def missing_role_statements(globals_sql: str, existing_roles: Iterable[str]) -> 
 # --- database-level statements of a dump --------------------------------------------------------
 
 def database_statements(create_sql: str, old_name: str, new_name: str) -> tuple[str | None, list[str]]:
-    """The dump's CREATE DATABASE and its database-level statements (owner, settings, comment,
-    privileges), taken from ``pg_restore --create --schema-only`` output and pointed at ``new_name``.
+    """The dump's CREATE DATABASE and its database-level statements (owner, settings, per-role
+    settings, comment, privileges), taken from ``pg_restore --create --schema-only`` output and pointed at ``new_name``.
 
     Returns (create statement, statements to run after the restore).
     """
@@ -231,6 +232,7 @@ def database_statements(create_sql: str, old_name: str, new_name: str) -> tuple[
         re.compile(rf"^(ALTER DATABASE ){re.escape(quoted_old)}( .*;)$"),
         re.compile(rf"^(COMMENT ON DATABASE ){re.escape(quoted_old)}( IS .*;)$"),
         re.compile(rf"^((?:GRANT|REVOKE) .* ON DATABASE ){re.escape(quoted_old)}( (?:TO|FROM) .*;)$"),
+        re.compile(rf"^(ALTER ROLE {_IDENT} IN DATABASE ){re.escape(quoted_old)}( SET .*;)$"),
     ]
     create, after = None, []
     for line in create_sql.splitlines():

@@ -91,14 +91,16 @@ class RestoreDrillOperator(RestoreOperatorBase):
             restore_error = f"{type(err).__name__}: {short_error(err)}"
             self.log.error("drill of %s failed: %s", database, restore_error)
         finally:
-            self._drop_scratch(connect, scratch)
+            dropped = self._drop_scratch(connect, scratch)
 
         problems = drill_problems(restore_error=restore_error, failing_checks=failing, rto_seconds=rto,
                                   projected_rto_seconds=projected, budget_seconds=budget)
+        if not dropped:
+            problems.append({"problem": "scratch database not dropped", "database": scratch})
         record.update(finished_at=utc_now_iso(), status="failed" if problems else "ok", problems=problems,
                       checks=checks, rto_seconds=round(rto, 2) if rto is not None else None,
                       projected_rto_seconds=round(projected, 2) if projected is not None else None,
-                      scratch_dropped=True)
+                      scratch_dropped=dropped)
         key = f"{settings.s3_prefix}/reports/drill/{new_backup_id()}-{database}.json"
         self.store.put_json(key, record)
         self.log.info("drill record: s3://%s/%s: %s; RTO %s s (projected for the current size %s s, budget %.0f s)",
@@ -122,7 +124,7 @@ class RestoreDrillOperator(RestoreOperatorBase):
         finally:
             conn.close()
 
-    def _drop_scratch(self, connect, scratch: str) -> None:
+    def _drop_scratch(self, connect, scratch: str) -> bool:
         from pgdr.restore import drop_database
 
         try:
@@ -131,8 +133,10 @@ class RestoreDrillOperator(RestoreOperatorBase):
                 drop_database(conn, scratch, self.log)
             finally:
                 conn.close()
-        except Exception as err:  # noqa: BLE001 - the cleanup task tries again
+        except Exception as err:  # noqa: BLE001 - the teardown task tries again
             self.log.error("could not drop the scratch database %s: %s", scratch, err)
+            return False
+        return True
 
 
 class DropScratchOperator(RestoreOperatorBase):

@@ -93,6 +93,28 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("rto_budget_minutes", "60",
             "Recovery time objective: pg_restore_test alerts when a drill's measured restore (download, "
             "restore, verify) or the time projected for the database's current size exceeds it.", "45"),
+    Setting("physical_backups", "true",
+            "pg_backup_daily also takes a physical base backup (pg_basebackup, checked with pg_verifybackup) of "
+            "each protected database's cluster; point-in-time recovery needs it and the WAL archive.", "true"),
+    Setting("wal_receiver_dir", "/var/lib/pgdr/wal",
+            "Directory where the WAL receiver (pg_receivewal) writes; pg_wal_archive ships it to S3, so the "
+            "Airflow worker running pg_wal_archive must see it (a shared volume).", "/var/lib/pgdr/wal"),
+    Setting("wal_ship_seconds", "15",
+            "pg_wal_archive ships new WAL (completed segments and the growing partial one) at least this "
+            "often; with the scheduler's gaps this bounds the commits a site loss can take.", "10"),
+    Setting("wal_archive_window_minutes", "10",
+            "Each pg_wal_archive run ships WAL for this long, then the next run takes over.", "10"),
+    Setting("replication_slot", "pgdr_receiver",
+            "Replication slot (and application_name) of the WAL receiver on each protected server.",
+            "pgdr_receiver"),
+    Setting("pitr_data_dir", "/var/lib/pgdr/pitr",
+            "Parent directory of the clusters point-in-time recovery creates (one subdirectory per restore).",
+            "/srv/pgdr/pitr"),
+    Setting("pitr_port", "5433",
+            "Port the cluster created by point-in-time recovery listens on (on the worker's host).", "5440"),
+    Setting("pitr_os_user", "postgres",
+            "Unprivileged OS user that runs a cluster created by point-in-time recovery when the worker "
+            "runs as root (PostgreSQL refuses to run as root).", "postgres"),
     Setting("replaced_keep_hours", "168",
             "After a restore with mode replace, the old database is kept (renamed *_replaced_<time>) this "
             "many hours, then pg_backup_verify drops it.", "72"),
@@ -120,6 +142,14 @@ class Settings:
     restore_conn_ids: dict[str, str]
     drill_conn_ids: dict[str, str]
     rto_budget_minutes: float
+    physical_backups: bool
+    wal_receiver_dir: Path
+    wal_ship_seconds: float
+    wal_archive_window_minutes: float
+    replication_slot: str
+    pitr_data_dir: Path
+    pitr_port: int
+    pitr_os_user: str
     replaced_keep_hours: float
 
     def restore_conn_id(self, database: str) -> str:
@@ -177,6 +207,13 @@ def _conn_map(name: str, value: str) -> dict[str, str]:
     if not isinstance(parsed, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in parsed.items()):
         raise _fail(name, "must be a JSON object mapping a protected connection id to a connection id", value)
     return {_conn_id(name, key): _conn_id(name, conn) for key, conn in parsed.items()}
+
+
+def _identifier(name: str, value: str) -> str:
+    value = value.strip()
+    if not re.match(r"^[a-z_][a-z0-9_]{0,62}$", value):
+        raise _fail(name, "must be a lower-case name of letters, digits and '_' (at most 63)", value)
+    return value
 
 
 def _bucket(name: str, value: str) -> str:
@@ -263,6 +300,14 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "restore_conn_ids": _conn_map,
     "drill_conn_ids": _conn_map,
     "rto_budget_minutes": _float_in(0.0, 7 * 24 * 60),
+    "physical_backups": _bool,
+    "wal_receiver_dir": _abs_path,
+    "wal_ship_seconds": _float_in(0.0, 3600),
+    "wal_archive_window_minutes": _float_in(0.0, 24 * 60),
+    "replication_slot": _identifier,
+    "pitr_data_dir": _abs_path,
+    "pitr_port": _int_in(1024, 65535),
+    "pitr_os_user": _identifier,
     "replaced_keep_hours": _float_in(0.0, 24 * 366),
 }
 

@@ -10,6 +10,10 @@ Restore a protected database from its backups in S3. Manual only: fill in the tr
 * **tables**: the listed tables into schema `recovered_<time>` of the live database, nothing else
   touched (the accidental-deletion path).
 
+With a **point in time** (`latest`, an ISO time or an LSN) the newest good base backup before it is
+restored into a new cluster and the WAL archive replayed up to it (`latest` includes the partial
+segment the WAL receiver shipped last: every acknowledged commit).
+
 `prepare` checks everything and changes nothing; `restore` does the work and compares every
 table's row count with the manifest; `report` writes the record to
 `<prefix>/reports/restore/` and posts it to Slack. See docs/RUNBOOK_DISASTER_RECOVERY.md.
@@ -47,6 +51,14 @@ with DAG(
             "latest", type="string", title="Backup", pattern=r"^(latest|[0-9]{8}T[0-9]{6}Z)$",
             description="'latest' = the newest verified backup, or a backup id such as 20261126T020000Z "
                         "(see the verification reports or the bucket).", section=WHAT),
+        "point_in_time": Param(
+            "", type="string", title="Point in time",
+            pattern=r"^(|latest|[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9:.]+(Z|[+-][0-9]{2}:?[0-9]{2})?|[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8})$",
+            description="Empty = the logical backup as it is. Otherwise point-in-time recovery from a base backup "
+                        "and the WAL archive: 'latest' (every commit the WAL receiver saw), an ISO time such as "
+                        "2026-11-26T14:30:00Z, or an LSN such as 0/3000060. Recovers into a new cluster on the "
+                        "worker (pgdr_pitr_data_dir, pgdr_pitr_port); with mode tables, the tables as they were "
+                        "then go into recovered_<time> of the live database.", section=WHAT),
         "mode": Param(
             "new_database", type="string", title="Mode", enum=["new_database", "replace", "tables"],
             values_display={"new_database": "New database (nothing existing is touched)",

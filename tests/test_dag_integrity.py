@@ -90,7 +90,8 @@ def test_restore_is_manual_only_with_a_sectioned_trigger_form(dagbag):
     dag = dagbag.get_dag("pg_restore")
     assert list(dag.allowed_run_types) == ["manual"]
     params = dag.params
-    assert set(params) == {"database", "backup", "mode", "tables", "target_conn_id", "target_database", "confirm"}
+    assert set(params) == {"database", "backup", "point_in_time", "mode", "tables", "target_conn_id",
+                           "target_database", "confirm"}
     for name in params:
         schema = params.get_param(name).schema
         assert schema.get("title") and schema.get("section"), name

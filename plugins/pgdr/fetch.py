@@ -26,7 +26,7 @@ from pathlib import Path
 import zstandard
 
 from pgdr.compression import CHUNK, SUFFIX
-from pgdr.manifest import Manifest, ObjectEntry
+from pgdr.manifest import ObjectEntry
 from pgdr.progress import Progress
 
 

@@ -436,55 +436,21 @@ class LogicalRestore:
         if problems:
             raise RestoreFailed(f"restored row counts differ from the manifest: {_describe(problems)}")
         schema = self.names.recovered_schema
-        conn = self.connect(scratch)
-        try:
-            _run(conn, f"CREATE SCHEMA {_quote(schema)}")
-            for table in self.tables:
-                table_schema, name = table.split(".", 1)
-                _run(conn, f"ALTER TABLE {_quote(table_schema)}.{_quote(name)} SET SCHEMA {_quote(schema)}")
-        finally:
-            conn.close()
-        # Moved into the live database without owners or grants: only the restoring role
-        # (and superusers) can read the recovered rows until someone decides otherwise.
-        with self._env_for(scratch) as dump_env, self._env_for(self.names.target_database) as restore_env:
-            dump = subprocess.Popen([self._tool("pg_dump"), "--format=custom", "--compress=0", "--no-password",
-                                     f"--schema={schema}", scratch], env=dump_env, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE)
-            try:
-                restore = subprocess.run([self._tool("pg_restore"), "--exit-on-error", "--no-owner", "--no-acl",
-                                          "--single-transaction", "--no-password",
-                                          f"--dbname={self.names.target_database}"],
-                                         stdin=dump.stdout, env=restore_env, capture_output=True, text=True)
-            finally:
-                dump.stdout.close()
-                dump_errors = dump.stderr.read().decode(errors="replace")
-                dump.wait()
-        if dump.returncode != 0:
-            raise RestoreFailed(f"pg_dump of the recovered tables failed: {stderr_tail(dump_errors)}")
-        if restore.returncode != 0:
-            raise RestoreFailed(f"moving the recovered tables into {self.names.target_database} failed (nothing "
-                                f"was changed there): {stderr_tail(restore.stderr)}")
+        moved = move_tables(source=dataclasses.replace(self.target, dbname=scratch), source_connect=self.connect,
+                            target=self.target, target_connect=self.connect,
+                            target_database=self.names.target_database, tables=self.tables, schema=schema,
+                            expected=expected, bindir=self.bindir, jobs=self.jobs, log=self.log,
+                            before_check=lambda: self._drop_scratch_now(scratch))
+        self.clock.mark("verify", since)
+        return self._result(moved, roles_created, piped, 0)
+
+    def _drop_scratch_now(self, scratch: str) -> None:
         conn = self._admin()
         try:
             drop_database(conn, scratch, self.log)
             self.created.remove(scratch)
         finally:
             conn.close()
-        moved = count_rows(self.connect, self.names.target_database, list(self.tables), self.jobs,
-                           schema_map={t.split(".", 1)[0]: schema for t in self.tables})
-        problems = compare_counts(expected, moved)
-        self.clock.mark("verify", since)
-        if problems:
-            conn = self.connect(self.names.target_database)
-            try:
-                _run(conn, f"DROP SCHEMA {_quote(schema)} CASCADE")
-            finally:
-                conn.close()
-            raise RestoreFailed(f"recovered tables in {schema} differed from the manifest, so the schema was "
-                                f"dropped again: {_describe(problems)}")
-        self.log.info("recovered %d table(s) into %s.%s: %s", len(moved), self.names.target_database, schema,
-                      ", ".join(f"{t} ({n} rows)" for t, n in moved.items()))
-        return self._result(moved, roles_created, piped, 0)
 
     # --- replace ---------------------------------------------------------------------------
     def _swap(self) -> None:
@@ -522,6 +488,59 @@ class LogicalRestore:
         self.log.info("swapped in %.2f s: %s is now the restored backup %s; the old database is kept as %s "
                       "until %s (%d connection(s) ended)", seconds, live, self.manifest.backup_id, kept,
                       self.keep_until, ended)
+
+
+def move_tables(*, source: PgTarget, source_connect: Connect, target: PgTarget, target_connect: Connect,
+                target_database: str, tables: tuple[str, ...], schema: str, expected: dict[str, int], bindir: Path,
+                jobs: int, log: logging.Logger, before_check: Callable[[], None] | None = None) -> dict[str, int]:
+    """Move ``tables`` of a disposable database (``source``) into schema ``schema`` of the target database.
+
+    They arrive without owners or grants, in one transaction: only the restoring role (and
+    superusers) can read the recovered rows until someone decides otherwise. The counts in
+    the target are compared with ``expected``; a difference drops the schema again.
+    """
+    conn = source_connect(source.dbname)
+    try:
+        _run(conn, f"CREATE SCHEMA {_quote(schema)}")
+        for table in tables:
+            table_schema, name = table.split(".", 1)
+            _run(conn, f"ALTER TABLE {_quote(table_schema)}.{_quote(name)} SET SCHEMA {_quote(schema)}")
+    finally:
+        conn.close()
+    target_db = dataclasses.replace(target, dbname=target_database)
+    with libpq_env(source) as dump_env, libpq_env(target_db) as restore_env:
+        dump = subprocess.Popen([tool_path(bindir, "pg_dump"), "--format=custom", "--compress=0", "--no-password",
+                                 f"--schema={schema}", source.dbname], env=dump_env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        try:
+            restore = subprocess.run([tool_path(bindir, "pg_restore"), "--exit-on-error", "--no-owner", "--no-acl",
+                                      "--single-transaction", "--no-password", f"--dbname={target_database}"],
+                                     stdin=dump.stdout, env=restore_env, capture_output=True, text=True)
+        finally:
+            dump.stdout.close()
+            dump_errors = dump.stderr.read().decode(errors="replace")
+            dump.wait()
+    if dump.returncode != 0:
+        raise RestoreFailed(f"pg_dump of the recovered tables failed: {stderr_tail(dump_errors)}")
+    if restore.returncode != 0:
+        raise RestoreFailed(f"moving the recovered tables into {target_database} failed (nothing was changed "
+                            f"there): {stderr_tail(restore.stderr)}")
+    if before_check is not None:
+        before_check()
+    moved = count_rows(target_connect, target_database, list(tables), jobs,
+                       schema_map={t.split(".", 1)[0]: schema for t in tables})
+    problems = compare_counts(expected, moved)
+    if problems:
+        conn = target_connect(target_database)
+        try:
+            _run(conn, f"DROP SCHEMA {_quote(schema)} CASCADE")
+        finally:
+            conn.close()
+        raise RestoreFailed(f"recovered tables in {schema} differed from what was restored, so the schema was "
+                            f"dropped again: {_describe(problems)}")
+    log.info("recovered %d table(s) into %s.%s: %s", len(moved), target_database, schema,
+             ", ".join(f"{t} ({n} rows)" for t, n in moved.items()))
+    return moved
 
 
 # pg_restore --list entry types restored before the data in tables mode

@@ -38,6 +38,7 @@ class RestoreRequest:
     mode: str
     tables: tuple[str, ...]
     confirm: str
+    point_in_time: str = ""  # "" = the logical backup as it is; else latest | ISO time | LSN
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -97,9 +98,20 @@ def parse_request(params: Mapping, protected: Iterable[str]) -> RestoreRequest:
         shown = f"{confirm!r}" if confirm else "nothing"
         problems.append(f"mode 'replace' overwrites the live database: type exactly "
                         f"{confirmation_text(database)!r} in confirm (got {shown})")
+    point_in_time = text("point_in_time")
+    if point_in_time:
+        if mode == "replace":
+            problems.append("mode 'replace' cannot take a point in time: recover into a new cluster (mode "
+                            "new_database), check it, then point the application at it")
+        if mode == "new_database" and (target_conn_id or target_database):
+            problems.append("with a point in time, mode 'new_database' recovers into a new cluster on this "
+                            "worker (settings pgdr_pitr_data_dir, pgdr_pitr_port): leave target_conn_id and "
+                            "target_database empty")
+        if backup != "latest":
+            problems.append("with a point in time, the base backup is chosen for you: leave backup at 'latest'")
     if problems:
         raise RestoreRefused("restore refused, nothing was changed: " + "; ".join(problems))
-    return RestoreRequest(database, backup, target_conn_id, target_database, mode, tables, confirm)
+    return RestoreRequest(database, backup, target_conn_id, target_database, mode, tables, confirm, point_in_time)
 
 
 def choose_backup(entries: list[BackupEntry], requested: str, database: str) -> BackupEntry:

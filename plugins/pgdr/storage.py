@@ -224,6 +224,14 @@ class BackupStore:
             keys.extend(obj["Key"] for obj in page.get("Contents", []))
         return keys
 
+    def list_objects(self, prefix: str) -> list[tuple[str, object]]:
+        """(key, LastModified) of every object under ``prefix``."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        found = []
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix.rstrip("/") + "/"):
+            found.extend((obj["Key"], obj["LastModified"]) for obj in page.get("Contents", []))
+        return found
+
     def read_manifest(self, key: str) -> Manifest:
         body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         try:

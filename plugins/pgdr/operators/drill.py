@@ -38,7 +38,7 @@ class RestoreDrillOperator(RestoreOperatorBase):
         from pgdr.catalog import newest_good
         from pgdr.drill import drill_problems, run_integrity_checks, scratch_database
         from pgdr.manifest import new_backup_id, utc_now_iso
-        from pgdr.restore import LogicalRestore, check_target_server, drop_database
+        from pgdr.restore import LogicalRestore, check_target_server
         from pgdr.restore_plan import RestoreNames, projected_rto_seconds
 
         settings = self.settings

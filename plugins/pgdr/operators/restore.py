@@ -35,13 +35,13 @@ class RestoreOperatorBase(PgdrBaseOperator):
         hook = PostgresHook(postgres_conn_id=conn_id)
         return PgTarget.from_connection(conn_id, hook.connection), connect
 
-    def manifest(self, database: str, backup_id: str):
+    def manifest(self, database: str, backup_id: str, kind: str = "logical"):
         from pgdr.manifest import MANIFEST_NAME, backup_prefix
 
-        prefix = backup_prefix(self.store.prefix, database, "logical", backup_id)
+        prefix = backup_prefix(self.store.prefix, database, kind, backup_id)
         return self.store.read_manifest(f"{prefix}/{MANIFEST_NAME}"), prefix
 
-    def refuse_damaged(self, database: str, manifest, prefix: str, entries, run_id: str) -> None:
+    def refuse_damaged(self, database: str, manifest, prefix: str, entries, run_id: str, kind: str = "logical") -> None:
         """HEAD every object (size, S3's SHA-256, encryption); a damaged backup is marked bad and refused."""
         from pgdr.restore_plan import RestoreRefused, newest_good_except
         from pgdr.verification import mark
@@ -56,7 +56,7 @@ class RestoreOperatorBase(PgdrBaseOperator):
                 continue
             problems.extend({"problem": p, "key": check.key} for p in check.problems)
         if problems:
-            mark(self.store, database, "logical", manifest.backup_id, problems, "restore", run_id)
+            mark(self.store, database, kind, manifest.backup_id, problems, "restore", run_id)
             other = newest_good_except(entries, manifest.backup_id)
             raise RestoreRefused(
                 f"restore refused, nothing was changed: backup {manifest.backup_id} of {database} is damaged "
@@ -69,7 +69,37 @@ class RestoreOperatorBase(PgdrBaseOperator):
         context["ti"].xcom_push(key=ERROR_KEY, value=f"{type(err).__name__}: {short_error(err)}")
 
 
-class PrepareRestoreOperator(RestoreOperatorBase):
+def pitr_name(dbname: str, when: str) -> str:
+    from pgdr.restore_plan import with_suffix
+
+    return with_suffix(f"{dbname}_pitr", f"_{when}")
+
+
+class PitrMixin:
+    """Point-in-time recovery: the base backup, the WAL plan, the new cluster."""
+
+    def pitr_choice(self, database: str, point_in_time: str):
+        """(target, base manifest, its prefix, WAL plan, base entries), or a refusal."""
+        from pgdr.pitr_plan import check_target_reachable, choose_base_backup, parse_target, plan_wal, wal_objects
+
+        target = parse_target(point_in_time)
+        entries = self.store.catalog(database, "base")
+        candidates, manifests = [], {}
+        for entry in entries:
+            if entry.complete and not entry.bad:
+                manifest, prefix = self.manifest(database, entry.backup_id, kind="base")
+                manifests[entry.backup_id] = (manifest, prefix)
+                candidates.append((entry.backup_id, {"finished_at": manifest.finished_at, "wal": manifest.wal}))
+        backup_id, _ = choose_base_backup(candidates, target)
+        manifest, prefix = manifests[backup_id]
+        wal_base = f"{self.store.prefix}/{database}/wal/"
+        found = wal_objects(self.store.list_objects(wal_base), wal_base)
+        plan = plan_wal(found, manifest.wal["start_wal_file"], target)
+        check_target_reachable(plan, target)
+        return target, manifest, prefix, plan, entries
+
+
+class PrepareRestoreOperator(RestoreOperatorBase, PitrMixin):
     """Validates the trigger form (``params``), chooses the backup, checks its objects in S3,
     the target server and the staging space. Changes nothing; returns the plan (XCom)."""
 
@@ -87,6 +117,8 @@ class PrepareRestoreOperator(RestoreOperatorBase):
         settings = self.settings
         request = parse_request(context["params"], settings.databases)
         self.conn_id = request.database
+        if request.point_in_time:
+            return self._prepare_pitr(request, context)
         entries = self.store.catalog(request.database, "logical")
         entry = choose_backup(entries, request.backup, request.database)
         manifest, prefix = self.manifest(request.database, entry.backup_id)
@@ -114,13 +146,54 @@ class PrepareRestoreOperator(RestoreOperatorBase):
         if not facts["superuser"]:
             self.log.warning("the target role is not a superuser: owners, row-level security and grants are "
                              "restored only where it is allowed to set them; pg_restore stops at the first error")
-        return {"request": request.to_dict(), "backup_id": entry.backup_id, "prefix": prefix,
+        return {"request": request.to_dict(), "backup_id": entry.backup_id, "prefix": prefix, "kind": "logical",
                 "target_conn_id": target_conn_id, "stamp": when,
                 "names": {"target_database": names.target_database, "work_database": names.work_database,
                           "kept_database": names.kept_database, "recovered_schema": names.recovered_schema}}
 
+    def _prepare_pitr(self, request, context) -> dict[str, Any]:
+        from pgdr.pitr import check_pitr_target
+        from pgdr.pitr_plan import WAL_SEGMENT_SIZE
+        from pgdr.restore import check_target_server
+        from pgdr.restore_plan import RestoreNames, RestoreRefused, stamp
 
-class RestoreBackupOperator(RestoreOperatorBase):
+        settings = self.settings
+        target, manifest, prefix, plan, entries = self.pitr_choice(request.database, request.point_in_time)
+        self.refuse_damaged(request.database, manifest, prefix, entries, context["ti"].run_id, kind="base")
+        when = stamp(context["dag_run"].run_after if context.get("dag_run") else None)
+        name = pitr_name(manifest.dbname, when)
+        raw = sum(o.raw_size or o.size for o in manifest.objects)
+        data_dir = check_pitr_target(settings.pitr_data_dir, name, settings.pitr_port,
+                                     int(raw * 1.2) + len(plan.segments) * WAL_SEGMENT_SIZE * 2)
+        plan_out = {"request": request.to_dict(), "backup_id": manifest.backup_id, "prefix": prefix, "kind": "pitr",
+                    "stamp": when, "target": target.describe(), "data_dir": str(data_dir),
+                    "port": settings.pitr_port, "wal_first": plan.first, "wal_last": plan.last,
+                    "wal_segments": len(plan.segments), "target_conn_id": "", "names": {
+                        "target_database": manifest.dbname, "work_database": manifest.dbname,
+                        "kept_database": None, "recovered_schema": None}}
+        if request.mode == "tables":
+            unknown = [t for t in request.tables if "." not in t]
+            if unknown:
+                raise RestoreRefused(f"restore refused, nothing was changed: {unknown} are not schema.table names")
+            target_conn_id = request.target_conn_id or settings.restore_conn_id(request.database)
+            names = RestoreNames(request.target_database or manifest.dbname, "", None, f"recovered_{when}")
+            _, connect = self.target(target_conn_id)
+            conn = connect("postgres")
+            try:
+                check_target_server(conn, manifest, names, "tables")
+            finally:
+                conn.close()
+            plan_out["target_conn_id"] = target_conn_id
+            plan_out["names"] = {"target_database": names.target_database, "work_database": "",
+                                 "kept_database": None, "recovered_schema": names.recovered_schema}
+        self.log.info("plan: point-in-time recovery of %s to %s from base backup %s (WAL %s .. %s, %d segments%s) "
+                      "into a new cluster at %s, port %d", request.database, target.describe(), manifest.backup_id,
+                      plan.first, plan.last, len(plan.segments),
+                      ", the last partial" if plan.segments[-1].partial else "", data_dir, settings.pitr_port)
+        return plan_out
+
+
+class RestoreBackupOperator(RestoreOperatorBase, PitrMixin):
     """Carries out the plan of :class:`PrepareRestoreOperator`; returns the result (XCom).
 
     :param plan: the prepare task's XCom (templated)
@@ -147,6 +220,8 @@ class RestoreBackupOperator(RestoreOperatorBase):
         request = plan["request"]
         self.conn_id = request["database"]
         settings = self.settings
+        if plan.get("kind") == "pitr":
+            return self._restore_pitr(plan, context)
         manifest, prefix = self.manifest(request["database"], plan["backup_id"])
         names = RestoreNames(**plan["names"])
         target, connect = self.target(plan["target_conn_id"])
@@ -166,6 +241,62 @@ class RestoreBackupOperator(RestoreOperatorBase):
         self.log.info("restore done in %.1f s (%s): %d tables, %d rows in %s", outcome["seconds"]["total"],
                       ", ".join(f"{k} {v:.1f} s" for k, v in outcome["seconds"].items() if k != "total"),
                       outcome["tables"], outcome["rows"], names.target_database)
+        return outcome
+
+    def _restore_pitr(self, plan: dict, context) -> dict[str, Any]:
+        from pathlib import Path
+
+        from pgdr.pitr import PointInTimeRecovery, connect_recovered
+        from pgdr.restore import count_rows
+
+        settings = self.settings
+        request = plan["request"]
+        target, manifest, prefix, wal, _ = self.pitr_choice(request["database"], request["point_in_time"])
+        if manifest.backup_id != plan["backup_id"]:
+            self.log.info("a newer base backup %s now fits the target (planned %s); using it", manifest.backup_id,
+                          plan["backup_id"])
+        restore_target, _ = self.target(settings.restore_conn_id(request["database"]))
+        recovery = PointInTimeRecovery(
+            store=self.store, manifest=manifest, prefix=prefix, wal=wal, target=target,
+            data_dir=Path(plan["data_dir"]), port=settings.pitr_port, os_user=settings.pitr_os_user,
+            login=restore_target.user, bindir=settings.pg_bindir, jobs=settings.dump_jobs, log=self.log)
+        outcome = recovery.run()
+        try:
+            def connect(dbname: str):
+                return connect_recovered(outcome, restore_target.user, dbname)
+
+            found = count_rows(connect, manifest.dbname, None, settings.dump_jobs)
+            outcome.update(mode=request["mode"], kind="pitr", database=request["database"],
+                           source_dbname=manifest.dbname, tables=len(found), rows=sum(found.values()),
+                           row_counts=found, backup_id=manifest.backup_id, target_database=manifest.dbname)
+            if request["mode"] == "tables":
+                from pgdr.restore import move_tables
+
+                target_pg, target_connect = self.target(plan["target_conn_id"])
+                recovered_pg = restore_target.__class__(
+                    conn_id="pitr", host=outcome["socket_dir"], port=outcome["port"], user=restore_target.user,
+                    dbname=manifest.dbname, password=None)
+                moved = move_tables(source=recovered_pg, source_connect=connect, target=target_pg,
+                                    target_connect=target_connect, target_database=plan["names"]["target_database"],
+                                    tables=tuple(request["tables"]), schema=plan["names"]["recovered_schema"],
+                                    expected={t: found[t] for t in request["tables"] if t in found},
+                                    bindir=settings.pg_bindir, jobs=settings.dump_jobs, log=self.log)
+                outcome.update(recovered_schema=plan["names"]["recovered_schema"], tables=len(moved),
+                               rows=sum(moved.values()), row_counts=moved,
+                               target_database=plan["names"]["target_database"])
+        except BaseException:
+            recovery.discard()
+            raise
+        if request["mode"] == "tables":
+            recovery.discard()
+            outcome["cluster"] = "removed after the tables were moved"
+        else:
+            outcome["cluster"] = f"running on port {outcome['port']}, data directory {outcome['data_dir']}"
+        self.log.info("recovered %s to %s: last transaction at %s, redo ended at %s; %d tables, %d rows; %s",
+                      request["database"], target.describe(), outcome.get("last_transaction_time"),
+                      outcome.get("redo_end_lsn"), outcome["tables"], outcome["rows"], outcome["cluster"])
+        if len(outcome.get("row_counts", {})) > 200:  # XCom stays small
+            outcome.pop("row_counts")
         return outcome
 
 

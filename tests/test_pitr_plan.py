@@ -1,0 +1,116 @@
+"""Point-in-time recovery planning: targets, the base backup chosen, the WAL needed, every refusal."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from pgdr.pitr_plan import (
+    Target,
+    check_target_reachable,
+    choose_base_backup,
+    format_lsn,
+    parse_lsn,
+    parse_target,
+    plan_wal,
+    recovery_end,
+    segment_name,
+    segment_number,
+    wal_objects,
+)
+from pgdr.restore_plan import RestoreRefused, parse_request
+
+BASE = "pgdr/db/wal/"
+T0 = datetime(2026, 11, 26, 2, 0, tzinfo=timezone.utc)
+
+
+def test_targets_parse_and_bad_ones_are_refused():
+    assert parse_target("latest") == Target("latest")
+    lsn = parse_target("0/3000060")
+    assert lsn.kind == "lsn" and lsn.lsn == 0x3000060 and format_lsn(lsn.lsn) == "0/3000060"
+    when = parse_target("2026-11-26T14:30:00+01:00")
+    assert when.kind == "time" and when.time == datetime(2026, 11, 26, 13, 30, tzinfo=timezone.utc)
+    assert parse_target("2026-11-26 14:30:00").time.tzinfo == timezone.utc
+    with pytest.raises(RestoreRefused, match="neither 'latest', an ISO time"):
+        parse_target("yesterday")
+
+
+def test_segment_names_follow_postgres():
+    assert segment_name(1, parse_lsn("0/3000060")) == "000000010000000000000003"
+    assert segment_name(2, parse_lsn("1/FF000000")) == "0000000200000001000000FF"
+    assert segment_number("000000010000000100000000") == (1, 256)
+
+
+def _found(*names, partial=None):
+    keys = [(f"{BASE}{n}.zst", T0) for n in names]
+    if partial:
+        keys.append((f"{BASE}{partial}.partial.zst", T0))
+    keys.append((f"{BASE}00000002.history.zst", T0))
+    return wal_objects(keys, BASE)
+
+
+def test_latest_takes_every_segment_and_the_partial_one_last():
+    found = _found("000000010000000000000002", "000000010000000000000003", partial="000000010000000000000004")
+    plan = plan_wal(found, "000000010000000000000002", Target("latest"))
+    assert [s.name for s in plan.segments] == ["000000010000000000000002", "000000010000000000000003",
+                                               "000000010000000000000004"]
+    assert plan.segments[-1].partial and not plan.segments[0].partial
+
+
+def test_a_completed_segment_wins_over_its_stale_partial():
+    found = wal_objects([(f"{BASE}000000010000000000000003.partial.zst", T0),
+                         (f"{BASE}000000010000000000000003.zst", T0)], BASE)
+    assert not found["000000010000000000000003"].partial
+
+
+def test_a_gap_is_refused_naming_the_missing_segment():
+    found = _found("000000010000000000000002", "000000010000000000000004", partial="000000010000000000000005")
+    with pytest.raises(RestoreRefused, match="segment 000000010000000000000003 is missing"):
+        plan_wal(found, "000000010000000000000002", Target("latest"))
+    # a target before the gap is fine
+    plan = plan_wal(found, "000000010000000000000002", parse_target("0/2FFFFFF"))
+    assert plan.last == "000000010000000000000002"
+
+
+def test_missing_start_segment_and_targets_past_the_archive_are_refused():
+    found = _found("000000010000000000000003")
+    with pytest.raises(RestoreRefused, match="000000010000000000000002, where the base backup starts"):
+        plan_wal(found, "000000010000000000000002", Target("latest"))
+    with pytest.raises(RestoreRefused, match="after the newest WAL shipped"):
+        plan_wal(_found("000000010000000000000002"), "000000010000000000000002", parse_target("0/5000000"))
+    plan = plan_wal(_found("000000010000000000000002"), "000000010000000000000002", Target("latest"))
+    with pytest.raises(RestoreRefused, match="after the newest WAL shipped"):
+        check_target_reachable(plan, parse_target("2026-11-26T03:00:00Z"))
+
+
+def _base(backup_id, finished, start, end):
+    return (backup_id, {"finished_at": finished, "wal": {"start_lsn": start, "end_lsn": end}})
+
+
+def test_the_newest_base_backup_before_the_target_is_chosen():
+    candidates = [_base("20261124T020000Z", "2026-11-24T02:01:00+00:00", "0/2000028", "0/2000100"),
+                  _base("20261125T020000Z", "2026-11-25T02:01:00+00:00", "0/5000028", "0/5000100")]
+    assert choose_base_backup(candidates, Target("latest"))[0] == "20261125T020000Z"
+    assert choose_base_backup(candidates, parse_target("2026-11-24T12:00:00Z"))[0] == "20261124T020000Z"
+    assert choose_base_backup(candidates, parse_target("0/4000000"))[0] == "20261124T020000Z"
+    with pytest.raises(RestoreRefused, match="before the oldest base backup \\(20261124T020000Z"):
+        choose_base_backup(candidates, parse_target("2026-11-23T00:00:00Z"))
+    with pytest.raises(RestoreRefused, match="no complete, good base backup"):
+        choose_base_backup([], Target("latest"))
+
+
+def test_the_recovery_end_is_read_from_the_server_log():
+    log = ("LOG:  redo done at 0/30001F0 system usage: CPU: user: 0.00 s\n"
+           "LOG:  last completed transaction was at log time 2026-11-26 02:03:04.123+00\n")
+    assert recovery_end(log) == {"last_transaction_time": "2026-11-26 02:03:04.123+00", "redo_end_lsn": "0/30001F0"}
+
+
+def test_the_form_refuses_point_in_time_combinations_that_make_no_sense():
+    form = {"database": "db", "backup": "latest", "mode": "new_database", "point_in_time": "latest"}
+    assert parse_request(form, ["db"]).point_in_time == "latest"
+    for extra, message in (({"mode": "replace", "confirm": "RESTORE db"}, "cannot take a point in time"),
+                           ({"target_database": "x"}, "leave target_conn_id and target_database empty"),
+                           ({"backup": "20261126T020000Z"}, "leave backup at 'latest'")):
+        with pytest.raises(RestoreRefused, match=message):
+            parse_request({**form, **extra}, ["db"])

@@ -28,6 +28,7 @@ from pgdr.operators.verify import (
     FreshnessCheckOperator,
     IntegrityCheckOperator,
     VerificationReportOperator,
+    WalCheckOperator,
 )
 from pgdr.settings import deadline_minutes
 
@@ -59,6 +60,7 @@ with DAG(
             IntegrityCheckOperator(task_id="integrity", conn_id=conn_id),
             DeepCheckOperator(task_id="deep_check", conn_id=conn_id),
             BucketPostureOperator(task_id="bucket_posture", conn_id=conn_id, retries=0),
+            WalCheckOperator(task_id="wal", conn_id=conn_id, retries=0),
         ]
         checks >> VerificationReportOperator(task_id="report", conn_id=conn_id, trigger_rule="all_done", retries=0)
 

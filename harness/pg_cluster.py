@@ -103,13 +103,14 @@ class PgCluster:
             conn.close()
 
     def create_backup_role(self, name: str, password: str) -> None:
-        """The role pgdr backs up as: sees every row (BYPASSRLS, pg_read_all_data), no superuser."""
+        """The role pgdr backs up as: sees every row (BYPASSRLS, pg_read_all_data), reads replication
+        statistics (pg_monitor), takes base backups (REPLICATION), no superuser."""
         from psycopg2 import sql
 
         conn = self.connect()
         try:
             with conn.cursor() as cur:
-                cur.execute(sql.SQL("CREATE ROLE {} LOGIN BYPASSRLS REPLICATION PASSWORD %s IN ROLE pg_read_all_data")
+                cur.execute(sql.SQL("CREATE ROLE {} LOGIN BYPASSRLS REPLICATION PASSWORD %s IN ROLE pg_read_all_data, pg_monitor")
                             .format(sql.Identifier(name)), (password,))
                 cur.execute(sql.SQL("GRANT EXECUTE ON FUNCTION pg_control_system() TO {}").format(sql.Identifier(name)))
         finally:

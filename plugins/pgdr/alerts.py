@@ -79,6 +79,7 @@ NEXT_STEPS = {
     "integrity": "#verification-integrity-failed",
     "deep_check": "#verification-integrity-failed",
     "bucket_posture": "#bucket-posture",
+    "wal": "#verification-wal-failed",
     "all": "",
 }
 

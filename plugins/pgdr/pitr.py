@@ -226,8 +226,12 @@ class PointInTimeRecovery:
         self.socket_dir.mkdir(mode=0o700)
         for stale in ("postmaster.pid", "postmaster.opts", "standby.signal"):
             (self.data_dir / stale).unlink(missing_ok=True)
-        target = {"latest": [], "time": [f"recovery_target_time = '{self.target.time.isoformat()}'"],
-                  "lsn": [f"recovery_target_lsn = '{self.target.text}'"]}[self.target.kind]
+        if self.target.kind == "time":
+            target = [f"recovery_target_time = '{self.target.time.isoformat()}'"]
+        elif self.target.kind == "lsn":
+            target = [f"recovery_target_lsn = '{self.target.text}'"]
+        else:
+            target = []
         overrides = [
             "", "# pgdr point-in-time recovery: these settings win over the source's",
             f"port = {self.port}",

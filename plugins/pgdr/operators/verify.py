@@ -13,7 +13,7 @@ from typing import Any
 from pgdr.alerts import AlreadyAlerted
 from pgdr.operators.base import PgdrBaseOperator
 
-CHECKS = ("freshness", "integrity", "deep_check", "bucket_posture")
+CHECKS = ("freshness", "integrity", "deep_check", "bucket_posture", "wal")
 
 
 class CheckFailed(AlreadyAlerted):
@@ -83,6 +83,20 @@ class BucketPostureOperator(VerifyCheckOperator):
         from pgdr.verification import check_bucket_posture
 
         return check_bucket_posture(self.store)
+
+
+class WalCheckOperator(VerifyCheckOperator):
+    """The WAL archive is continuous from the oldest base backup and current; the receiver is
+    connected (synchronous when configured), its slot healthy, the archiver not failing."""
+
+    def run_check(self, database: str, context) -> dict:
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+        from pgdr.wal_checks import check_wal
+
+        settings = self.settings
+        return check_wal(self.store, database, PostgresHook(postgres_conn_id=database).get_conn,
+                         settings.replication_slot, settings.wal_ship_seconds, settings.physical_backups)
 
 
 class VerificationReportOperator(PgdrBaseOperator):

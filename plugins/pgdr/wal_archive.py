@@ -1,0 +1,577 @@
+"""Shipping the WAL that pg_receivewal writes to S3, completed segments and the growing partial one.
+
+The receiver (:mod:`pgdr.wal_receiver`) streams WAL from the protected server into a local
+directory: ``<24 hex>`` files are completed segments, ``<24 hex>.partial`` is the segment being
+written, ``<8 hex>.history`` are timeline histories. :func:`ship_once` uploads what is new to
+``<prefix>/<database>/wal/<name>.zst`` (zstd, server-side encrypted, SHA-256 checked by S3):
+completed segments and histories once, the partial segment whenever its content changed, as
+``<segment>.partial.zst``, which is deleted once the completed segment is stored. What was shipped
+is remembered in ``<directory>/.pgdr-shipped.json`` so a restart uploads nothing twice; without that
+file a HEAD request on each key decides. :func:`ship_window` ships every few seconds for a while.
+
+The name helpers at the top are pure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import struct
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+WAL_SEGMENT_SIZE = 16 * 1024 * 1024   # PostgreSQL's default wal_segment_size
+STATE_NAME = ".pgdr-shipped.json"
+STATUS_NAME = "receiver.status.json"
+STATE_VERSION = 1
+COMPRESSION_LEVEL = 1
+
+_SEGMENT = re.compile(r"^[0-9A-F]{24}$")
+_PARTIAL = re.compile(r"^([0-9A-F]{24})\.partial$")
+_HISTORY = re.compile(r"^[0-9A-F]{8}\.history$")
+_LSN = re.compile(r"^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$")
+
+KIND_ORDER = {"history": 0, "segment": 1, "partial": 2}
+
+
+class WalArchiveError(RuntimeError):
+    """The local WAL cannot be shipped safely (it contradicts what the archive already holds)."""
+
+
+# ---------------------------------------------------------------- names and LSNs (pure)
+
+def _check_segment_size(segment_size: int) -> int:
+    if segment_size < 1 << 20 or segment_size > 1 << 30 or segment_size & (segment_size - 1):
+        raise ValueError(f"WAL segment size must be a power of two between 1 MiB and 1 GiB, got {segment_size}")
+    return segment_size
+
+
+def segments_per_log(segment_size: int = WAL_SEGMENT_SIZE) -> int:
+    """Segments per 4 GiB "log" (the middle 8 hex digits of a segment name)."""
+    return 0x100000000 // _check_segment_size(segment_size)
+
+
+def parse_segment(name: str) -> tuple[int, int, int]:
+    """``000000010000000A000000FF`` -> (timeline, log, seg) = (1, 10, 255)."""
+    if not _SEGMENT.match(name):
+        raise ValueError(f"not a WAL segment name (24 upper-case hex digits): {name!r}")
+    return int(name[0:8], 16), int(name[8:16], 16), int(name[16:24], 16)
+
+
+def segment_name(timeline: int, log: int, seg: int) -> str:
+    if not 1 <= timeline <= 0xFFFFFFFF or not 0 <= log <= 0xFFFFFFFF or not 0 <= seg <= 0xFFFFFFFF:
+        raise ValueError(f"timeline/log/seg out of range: {timeline}, {log}, {seg}")
+    return f"{timeline:08X}{log:08X}{seg:08X}"
+
+
+def segment_number(name: str, segment_size: int = WAL_SEGMENT_SIZE) -> int:
+    """The segment's number on its timeline (its start LSN divided by the segment size)."""
+    _, log, seg = parse_segment(name)
+    per_log = segments_per_log(segment_size)
+    if seg >= per_log:
+        raise ValueError(f"{name}: segment part {seg:#x} is beyond {per_log - 1:#x} for {segment_size}-byte segments")
+    return log * per_log + seg
+
+
+def next_segment(name: str, segment_size: int = WAL_SEGMENT_SIZE) -> str:
+    timeline, _, _ = parse_segment(name)
+    number = segment_number(name, segment_size) + 1
+    per_log = segments_per_log(segment_size)
+    return segment_name(timeline, number // per_log, number % per_log)
+
+
+def parse_lsn(lsn: str | int) -> int:
+    """``'16/B374D848'`` (pg_lsn text) -> int; ints pass through."""
+    if isinstance(lsn, int):
+        if lsn < 0 or lsn > 0xFFFFFFFFFFFFFFFF:
+            raise ValueError(f"LSN out of range: {lsn}")
+        return lsn
+    match = _LSN.match(str(lsn).strip())
+    if not match:
+        raise ValueError(f"not an LSN (expected like '16/B374D848'): {lsn!r}")
+    return (int(match.group(1), 16) << 32) | int(match.group(2), 16)
+
+
+def format_lsn(value: int) -> str:
+    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
+
+
+def segment_for_lsn(lsn: str | int, timeline: int, segment_size: int = WAL_SEGMENT_SIZE) -> str:
+    """The segment holding the byte at ``lsn`` (``pg_walfile_name`` differs exactly on a boundary,
+    where it names the previous segment, the one that ends there)."""
+    number = parse_lsn(lsn) // _check_segment_size(segment_size)
+    per_log = segments_per_log(segment_size)
+    return segment_name(timeline, number // per_log, number % per_log)
+
+
+def segment_start_lsn(name: str, segment_size: int = WAL_SEGMENT_SIZE) -> int:
+    return segment_number(name, segment_size) * segment_size
+
+
+def classify(name: str) -> str | None:
+    """'segment', 'partial', 'history' or None for anything else in the receiver's directory."""
+    if _SEGMENT.match(name):
+        return "segment"
+    if _PARTIAL.match(name):
+        return "partial"
+    if _HISTORY.match(name):
+        return "history"
+    return None
+
+
+def segment_of_partial(name: str) -> str:
+    match = _PARTIAL.match(name)
+    if not match:
+        raise ValueError(f"not a partial WAL segment name: {name!r}")
+    return match.group(1)
+
+
+def wal_prefix(prefix: str, database: str) -> str:
+    return f"{prefix}/{database}/wal"
+
+
+def wal_key(prefix: str, database: str, name: str) -> str:
+    """``<prefix>/<database>/wal/<name>.zst`` for a segment, ``<segment>.partial`` or ``<tli>.history``."""
+    if classify(name) is None:
+        raise ValueError(f"not a WAL file name: {name!r}")
+    return f"{wal_prefix(prefix, database)}/{name}.zst"
+
+
+@dataclass(frozen=True)
+class LocalWal:
+    name: str
+    kind: str        # segment | partial | history
+    path: Path
+    size: int
+    mtime_ns: int
+
+    @property
+    def sort_key(self) -> tuple:
+        # histories first (a restore needs them to follow a timeline), then segments in WAL order
+        return (KIND_ORDER[self.kind], self.name[8:] if self.kind != "history" else "", self.name)
+
+
+def scan(directory: Path) -> list[LocalWal]:
+    """The WAL files in the receiver's directory, histories first, then segments and partials in order."""
+    found = []
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            kind = classify(entry.name)
+            if kind is None or not entry.is_file(follow_symlinks=False):
+                continue
+            try:
+                stat = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:   # renamed by pg_receivewal while we looked
+                continue
+            found.append(LocalWal(entry.name, kind, Path(entry.path), stat.st_size, stat.st_mtime_ns))
+    return sorted(found, key=lambda item: item.sort_key)
+
+
+def new_state(database: str | None = None) -> dict:
+    return {"version": STATE_VERSION, "database": database, "system_identifier": None,
+            "segments": {}, "history": {}, "partials": {}, "synced_at": None}
+
+
+def needs_shipping(item: LocalWal, state: dict) -> bool:
+    """Pure: whether ``item`` differs from what ``state`` says was shipped."""
+    if item.kind == "segment":
+        return item.name not in state["segments"]
+    if item.kind == "history":
+        return item.name not in state["history"]
+    shipped = state["partials"].get(item.name)
+    if segment_of_partial(item.name) in state["segments"]:
+        return False  # a stale leftover: the completed segment is stored
+    return shipped is None or (shipped.get("size"), shipped.get("mtime_ns")) != (item.size, item.mtime_ns)
+
+
+def pending(files: list[LocalWal], state: dict) -> list[LocalWal]:
+    """Which local files need shipping according to ``state`` (in shipping order)."""
+    return [item for item in files if needs_shipping(item, state)]
+
+
+def unshipped_age(files: list[LocalWal], state: dict, now: float) -> float:
+    """Upper bound on the age (s) of the oldest WAL byte not yet shipped; 0 when everything is.
+
+    Everything written before the last complete ship began (``synced_at``) is shipped, so
+    unshipped bytes are at most ``now - synced_at`` old; before any complete ship, the oldest
+    pending file's modification time stands in.
+    """
+    todo = pending(files, state)
+    if not todo:
+        return 0.0
+    if state.get("synced_at"):
+        return max(0.0, now - float(state["synced_at"]))
+    return max(0.0, now - min(item.mtime_ns for item in todo) / 1e9)
+
+
+# ---------------------------------------------------------------- state file
+
+def load_state(directory: Path, database: str | None = None) -> dict:
+    """What was shipped from ``directory`` (a fresh state when there is no state file)."""
+    path = Path(directory) / STATE_NAME
+    try:
+        state = json.loads(path.read_text())
+    except FileNotFoundError:
+        return new_state(database)
+    except (OSError, json.JSONDecodeError) as err:
+        raise WalArchiveError(f"{path}: unreadable ship state ({err}); move it aside to re-check every "
+                              f"file against S3") from None
+    if state.get("version") != STATE_VERSION:
+        raise WalArchiveError(f"{path}: ship state version {state.get('version')!r}, expected {STATE_VERSION}")
+    if database and state.get("database") not in (None, database):
+        raise WalArchiveError(f"{path}: ship state belongs to {state.get('database')!r}, not {database!r}; "
+                              f"each protected database needs its own receiver directory")
+    for name, empty in new_state(database).items():
+        state.setdefault(name, empty)
+    return state
+
+
+def save_state(directory: Path, state: dict) -> None:
+    """Atomic: written to a temporary file in the same directory, fsynced, then renamed."""
+    path = Path(directory) / STATE_NAME
+    fd, temp = tempfile.mkstemp(prefix=STATE_NAME + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(state, handle, indent=1, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def read_receiver_status(directory: Path) -> dict | None:
+    """The receiver's status file (see :mod:`pgdr.wal_receiver`), or None when absent/unreadable."""
+    try:
+        return json.loads((Path(directory) / STATUS_NAME).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def receiver_health(directory: Path, now: float | None = None, stale_seconds: float = 60.0) -> tuple[bool, str]:
+    """(healthy, description) from the receiver's status file and heartbeat."""
+    status = read_receiver_status(directory)
+    if status is None:
+        return False, f"no receiver status file {STATUS_NAME} (is the WAL receiver running?)"
+    now = time.time() if now is None else now
+    age = now - float(status.get("heartbeat_at") or 0)
+    text = (f"receiver {status.get('state')} (pid {status.get('pid')}, restarts {status.get('restarts')}, "
+            f"heartbeat {age:.0f} s ago)")
+    if status.get("state") != "running":
+        last = status.get("last_error") or ""
+        return False, text + (f"; last error: {last.splitlines()[-1]}" if last else "")
+    if age > stale_seconds:
+        return False, text + "; status is stale, the supervisor is not running"
+    return True, text
+
+
+# ---------------------------------------------------------------- WAL page header
+
+_LONG_HEADER = struct.Struct("<HHIQI4xQII")  # magic, info, tli, pageaddr, rem_len, pad, sysid, seg_size, blcksz
+_XLP_LONG_HEADER = 0x0002
+
+
+@dataclass(frozen=True)
+class SegmentHeader:
+    timeline: int
+    pageaddr: int
+    system_identifier: str
+    segment_size: int
+
+
+def read_segment_header(path: Path) -> SegmentHeader | None:
+    """The long page header that starts every WAL segment, or None while it is still zeros."""
+    with open(path, "rb") as handle:
+        raw = handle.read(_LONG_HEADER.size)
+    if len(raw) < _LONG_HEADER.size:
+        return None
+    magic, info, tli, pageaddr, _, sysid, seg_size, _ = _LONG_HEADER.unpack(raw)
+    if magic == 0 or not info & _XLP_LONG_HEADER:
+        return None
+    return SegmentHeader(tli, pageaddr, str(sysid), seg_size)
+
+
+def _check_header(item: LocalWal, header: SegmentHeader | None, state: dict) -> dict[str, str]:
+    """Metadata from the segment's header, after checking it belongs here; raises on a stranger."""
+    if header is None:
+        return {}
+    segment = item.name if item.kind == "segment" else segment_of_partial(item.name)
+    timeline, _, _ = parse_segment(segment)
+    expected = segment_start_lsn(segment, header.segment_size) if header.segment_size else None
+    # the first segment of a new timeline starts as a copy of its parent's, page headers included
+    if header.timeline > timeline or header.pageaddr != expected:
+        raise WalArchiveError(f"{item.path}: header says timeline {header.timeline} at "
+                              f"{format_lsn(header.pageaddr)}, which does not match the file name")
+    known = state.get("system_identifier")
+    if known and known != header.system_identifier:
+        raise WalArchiveError(
+            f"{item.path} comes from database system {header.system_identifier}, but this directory has "
+            f"shipped WAL of system {known}; a receiver directory serves one cluster (clear it and the "
+            f"{STATE_NAME} file after checking, or point the receiver elsewhere)")
+    state["system_identifier"] = header.system_identifier
+    return {"system-identifier": header.system_identifier, "timeline": str(timeline),
+            "start-lsn": format_lsn(header.pageaddr),
+            "end-lsn": format_lsn(header.pageaddr + header.segment_size) if item.kind == "segment" else ""}
+
+
+# ---------------------------------------------------------------- shipping
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _snapshot(source: Path, target: Path, chunk: int = 4 << 20) -> tuple[str, int]:
+    """Copy a file that may be growing and hash exactly the bytes copied."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(source, "rb") as reader, open(target, "wb") as writer:
+        while block := reader.read(chunk):
+            digest.update(block)
+            size += len(block)
+            writer.write(block)
+    return digest.hexdigest(), size
+
+
+def _remote_raw_sha256(store, key: str) -> str | None:
+    """The raw-sha256 metadata of a stored object, or None when there is no such object."""
+    from botocore.exceptions import ClientError
+
+    try:
+        head = store.client.head_object(Bucket=store.bucket, Key=key)
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise
+    return head.get("Metadata", {}).get("raw-sha256", "")
+
+
+def _upload(store, item: LocalWal, source: Path, raw_sha256: str, raw_size: int, key: str, level: int,
+            work: Path, metadata: dict[str, str], log: logging.Logger) -> dict:
+    from pgdr.compression import compress_file
+    from pgdr.progress import Progress
+
+    compressed = compress_file(source, work / (item.name + ".zst"), level, store.part_size)
+    if compressed.raw_size != raw_size:
+        raise WalArchiveError(f"{item.path}: {compressed.raw_size} bytes compressed, {raw_size} hashed")
+    meta = {"raw-sha256": raw_sha256, "raw-size": str(raw_size), "wal-name": item.name, "wal-kind": item.kind,
+            "compression": "zstd", **{k: v for k, v in metadata.items() if v}}
+    store.upload_file(compressed.path, key, compressed.digest, meta, Progress(f"upload {key}", log))
+    check = store.check_object(key, compressed.digest.size, compressed.digest.sha256,
+                               compressed.digest.s3_checksum(store.is_multipart(compressed.digest.size)))
+    if not check.ok:
+        raise WalArchiveError(f"{key}: stored object differs from what was sent: {'; '.join(check.problems)}")
+    compressed.path.unlink()
+    return {"raw_sha256": raw_sha256, "raw_size": raw_size, "stored_sha256": compressed.digest.sha256,
+            "stored_size": compressed.digest.size, "key": key, "shipped_at": _now_iso()}
+
+
+def _delete_key(store, key: str) -> None:
+    store.client.delete_object(Bucket=store.bucket, Key=key)
+
+
+def _ship_item(store, database: str, item: LocalWal, state: dict, work: Path, level: int,
+               log: logging.Logger) -> tuple[dict, bool]:
+    """Ship one file if needed: (state record, uploaded?); not uploaded when S3 already holds
+    exactly these bytes, or a partial's content has not changed since its last ship.
+
+    Raises FileNotFoundError when pg_receivewal renamed the file away meanwhile.
+    """
+    from pgdr.digest import file_digest
+
+    key = wal_key(store.prefix, database, item.name)
+    header_meta = {} if item.kind == "history" else _check_header(item, read_segment_header(item.path), state)
+    if item.kind == "partial":
+        source = work / item.name
+        raw_sha256, raw_size = _snapshot(item.path, source)   # the bytes hashed are the bytes shipped
+        shipped = state["partials"].get(item.name)
+        if shipped and shipped.get("raw_sha256") == raw_sha256:
+            source.unlink()
+            return {**shipped, "size": item.size, "mtime_ns": item.mtime_ns}, False
+        if shipped is None and _remote_raw_sha256(store, key) == raw_sha256:   # shipped before the state was lost
+            source.unlink()
+            return {"raw_sha256": raw_sha256, "raw_size": raw_size, "key": key, "shipped_at": _now_iso(),
+                    "size": item.size, "mtime_ns": item.mtime_ns, "found_in_s3": True}, False
+    else:
+        source = item.path   # completed segments and histories never change
+        digest = file_digest(item.path, store.part_size)
+        raw_sha256, raw_size = digest.sha256, digest.size
+        remote = _remote_raw_sha256(store, key)
+        if remote is not None:
+            if remote != raw_sha256:
+                raise WalArchiveError(
+                    f"s3://{store.bucket}/{key} holds different content (raw sha256 {remote or 'not recorded'}) "
+                    f"than {item.path} ({raw_sha256}); refusing to overwrite archived WAL: is this directory "
+                    f"receiving from another cluster?")
+            return {"raw_sha256": raw_sha256, "raw_size": raw_size, "key": key, "shipped_at": _now_iso(),
+                    "found_in_s3": True}, False
+    try:
+        record = _upload(store, item, source, raw_sha256, raw_size, key, level, work, header_meta, log)
+    finally:
+        if item.kind == "partial":
+            source.unlink(missing_ok=True)
+    record.update(size=item.size, mtime_ns=item.mtime_ns)
+    return record, True
+
+
+_STATE_BUCKET = {"segment": "segments", "history": "history", "partial": "partials"}
+
+
+def ship_once(store, database: str, directory: Path, state: dict, log: logging.Logger,
+              level: int = COMPRESSION_LEVEL) -> dict:
+    """Upload every new history file and completed segment, and the partial segment if it changed.
+
+    ``state`` is updated and saved to ``<directory>/.pgdr-shipped.json`` after each object, so an
+    interruption repeats at most one upload. Returns what was uploaded, deleted, and how far behind
+    the archive was when the ship began (``lag_seconds``, an upper bound).
+    """
+    directory = Path(directory)
+    started = time.time()
+    clock = time.monotonic()
+    fresh = state.get("synced_at") is None   # nothing known: a partial object may exist for any segment
+    files = scan(directory)
+    lag = unshipped_age(files, state, started)
+    uploaded: list[dict] = []
+    deleted: list[str] = []
+    found_remote: list[str] = []
+    work = Path(tempfile.mkdtemp(prefix="pgdr-wal-"))
+    try:
+        for _ in range(3):
+            vanished = False
+            for item in pending(files, state):
+                try:
+                    outcome = _ship_item(store, database, item, state, work, level, log)
+                except FileNotFoundError:
+                    vanished = True   # a partial renamed to its completed segment as we read it
+                    continue
+                record, sent = outcome
+                state[_STATE_BUCKET[item.kind]][item.name] = record
+                save_state(directory, state)
+                if sent:
+                    uploaded.append({"name": item.name, "kind": item.kind, "raw_size": record["raw_size"],
+                                     "stored_size": record["stored_size"]})
+                elif record.get("found_in_s3"):
+                    found_remote.append(item.name)
+                if item.kind == "segment" and (fresh or item.name + ".partial" in state["partials"]):
+                    deleted.append(_retire_partial(store, database, item.name, state, directory))
+            # partial objects of segments stored earlier (a crash between upload and delete, say)
+            for name in list(state["partials"]):
+                if segment_of_partial(name) in state["segments"]:
+                    deleted.append(_retire_partial(store, database, segment_of_partial(name), state, directory))
+            files = scan(directory)
+            if not vanished or not pending(files, state):
+                break
+        remaining = pending(files, state)
+        _forget_missing(state, files)
+        # every file that had unshipped bytes when the ship began was read after that and shipped;
+        # what is pending now was written since (or was renamed away three times in a row)
+        if not (vanished and remaining):
+            state["synced_at"] = started
+        save_state(directory, state)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"uploaded": uploaded, "deleted": deleted, "found_in_s3": found_remote,
+            "raw_bytes": sum(u["raw_size"] for u in uploaded), "stored_bytes": sum(u["stored_size"] for u in uploaded),
+            "lag_seconds": round(lag, 3), "seconds": round(time.monotonic() - clock, 3),
+            "pending": [item.name for item in remaining]}
+
+
+def _retire_partial(store, database: str, segment: str, state: dict, directory: Path) -> str:
+    """Delete ``<segment>.partial.zst`` now that the completed segment is stored."""
+    name = segment + ".partial"
+    key = wal_key(store.prefix, database, name)
+    _delete_key(store, key)
+    if state["partials"].pop(name, None) is not None:
+        save_state(directory, state)
+    return key
+
+
+def _forget_missing(state: dict, files: list[LocalWal]) -> None:
+    """Drop state entries of files gone from the directory (pruned locally), keeping the state small.
+
+    A partial entry is kept while its file exists; a stale partial whose segment is stored is
+    retired by :func:`_retire_partial` instead.
+    """
+    present = {item.name for item in files}
+    for bucket in ("segments", "history"):
+        for name in [n for n in state[bucket] if n not in present]:
+            del state[bucket][name]
+
+
+def ship_window(store, database: str, directory: Path, seconds: float, interval: float, log: logging.Logger,
+                stop_event: threading.Event | None = None, level: int = COMPRESSION_LEVEL,
+                max_failure_seconds: float = 60.0) -> dict:
+    """Ship every ``interval`` seconds for ``seconds``, then once more; returns a summary.
+
+    A ship that fails (S3 unreachable, say) is retried at the next tick; failures lasting longer
+    than ``max_failure_seconds`` (the site-loss RPO), and the final ship failing, raise.
+    A :class:`WalArchiveError` (local WAL contradicting the archive) raises at once.
+    """
+    from pgdr.progress import human_bytes
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise WalArchiveError(f"WAL receiver directory {directory} does not exist; start the receiver "
+                              f"(python -m pgdr.wal_receiver --directory {directory} ...) first")
+    state = load_state(directory, database)
+    stop_event = stop_event or threading.Event()
+    deadline = time.monotonic() + seconds
+    summary = {"database": database, "ships": 0, "failed_ships": 0, "uploaded": 0, "raw_bytes": 0,
+               "stored_bytes": 0, "deleted": 0, "max_lag_seconds": 0.0, "max_ship_seconds": 0.0,
+               "receiver_healthy_checks": 0, "receiver": ""}
+    first_failure: float | None = None
+
+    def one(final: bool) -> None:
+        nonlocal first_failure
+        tick = time.monotonic()
+        try:
+            result = ship_once(store, database, directory, state, log, level=level)
+        except WalArchiveError:
+            raise
+        except Exception as err:  # noqa: BLE001 - retried at the next tick, bounded below
+            summary["failed_ships"] += 1
+            first_failure = first_failure if first_failure is not None else tick
+            failing = time.monotonic() - first_failure
+            if final or failing > max_failure_seconds:
+                raise WalArchiveError(f"shipping WAL of {database} has failed for {failing:.0f} s: {err}") from err
+            log.warning("ship failed (%s); retrying in %.0f s", err, interval)
+            return
+        first_failure = None
+        healthy, receiver = receiver_health(directory)
+        summary["receiver_healthy_checks"] += int(healthy)
+        summary["receiver"] = receiver
+        summary["ships"] += 1
+        summary["uploaded"] += len(result["uploaded"])
+        summary["deleted"] += len(result["deleted"])
+        summary["raw_bytes"] += result["raw_bytes"]
+        summary["stored_bytes"] += result["stored_bytes"]
+        summary["max_lag_seconds"] = max(summary["max_lag_seconds"], result["lag_seconds"])
+        summary["max_ship_seconds"] = max(summary["max_ship_seconds"], result["seconds"])
+        names = ", ".join(f"{u['name']}" for u in result["uploaded"]) or "nothing new"
+        log.info("%sshipped %s (%s -> %s) in %.2f s; lag before ship %.1f s%s; %s",
+                 "final ship: " if final else "", names, human_bytes(result["raw_bytes"]),
+                 human_bytes(result["stored_bytes"]), result["seconds"], result["lag_seconds"],
+                 f"; removed {len(result['deleted'])} stale partial object(s)" if result["deleted"] else "",
+                 receiver)
+        if not healthy:
+            log.warning("WAL receiver not healthy: %s", receiver)
+
+    while not stop_event.is_set() and time.monotonic() < deadline:
+        tick = time.monotonic()
+        one(final=False)
+        pause = min(interval - (time.monotonic() - tick), deadline - time.monotonic())
+        if pause > 0 and stop_event.wait(pause):
+            break
+    one(final=True)
+    return summary

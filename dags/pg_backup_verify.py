@@ -27,6 +27,7 @@ from pgdr.operators.verify import (
     DeepCheckOperator,
     FreshnessCheckOperator,
     IntegrityCheckOperator,
+    RecordMarkerOperator,
     VerificationReportOperator,
     WalCheckOperator,
 )
@@ -66,3 +67,4 @@ with DAG(
 
     verify_database.expand(conn_id=databases.output)
     DropExpiredReplacedOperator.partial(task_id="drop_expired_replaced").expand(conn_id=databases.output)
+    RecordMarkerOperator.partial(task_id="record_marker", retries=0).expand(conn_id=databases.output)

@@ -10,7 +10,11 @@ task group per database:
    (download + restore + verify) and projected for the database's current size; the record
    goes to `<prefix>/reports/drill/`; an alert when anything differs or the RTO is over
    `pgdr_rto_budget_minutes`;
-2. `drop_scratch`: makes sure the scratch database is gone, whatever happened.
+2. `drop_scratch`: makes sure the scratch database is gone, whatever happened;
+3. `pitr_drill` (when physical backups are on): point-in-time recovery to a random moment inside
+   the window the base backups and WAL cover, into a throwaway cluster, checked against the
+   recovery markers `pg_backup_verify` commits (exactly those committed before the moment are
+   there); the record goes to `<prefix>/reports/pitr-drill/`.
 
 See docs/DISASTER_RECOVERY.md for the recovery times measured so far.
 """
@@ -22,7 +26,7 @@ from airflow.sdk import DAG, task_group
 
 from pgdr.alerts import on_task_failure
 from pgdr.operators.base import ProtectedDatabasesOperator
-from pgdr.operators.drill import DropScratchOperator, RestoreDrillOperator
+from pgdr.operators.drill import DropScratchOperator, PitrDrillOperator, RestoreDrillOperator
 
 with DAG(
     dag_id="pg_restore_test",
@@ -31,6 +35,7 @@ with DAG(
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
+    max_active_tasks=1,  # one restore at a time on the workers: drills measure, they must not compete
     dagrun_timeout=timedelta(hours=6),
     default_args={"owner": "data-platform", "retries": 0, "on_failure_callback": on_task_failure},
     tags=["pgdr", "restore", "drill"],
@@ -43,5 +48,6 @@ with DAG(
         drill = RestoreDrillOperator(task_id="restore_and_check", conn_id=conn_id)
         # a teardown: it runs whatever happened, and the run's state is the drill's, not the cleanup's
         drill >> DropScratchOperator(task_id="drop_scratch", conn_id=conn_id).as_teardown()
+        PitrDrillOperator(task_id="pitr_drill", conn_id=conn_id)
 
     drill_database.expand(conn_id=databases.output)

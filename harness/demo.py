@@ -105,7 +105,7 @@ def main() -> int:
 def _report(stack, bucket: str, conn_id: str, run_seconds: float, db_size: int) -> int:
     client = stack.s3.client()
     keys = [obj["Key"] for obj in client.list_objects_v2(Bucket=bucket)["Contents"]]
-    manifest_key = next(key for key in keys if key.endswith("/manifest.json"))
+    manifest_key = next(key for key in keys if "/logical/" in key and key.endswith("/manifest.json"))
     manifest = json.loads(client.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
     _say("")
     _say(f"backup {manifest['backup_id']} of {conn_id} ({manifest['dbname']}, PostgreSQL {manifest['server_version']})")

@@ -56,6 +56,8 @@ class Stack:
             "AIRFLOW_VAR_PGDR_STAGING_DIR": str(self.staging_dir),
             "AIRFLOW_VAR_PGDR_LOCAL_RETENTION_DAYS": "30",
             "AIRFLOW_VAR_PGDR_RESTORE_CONN_IDS": json.dumps({CONN_ID: RESTORE_CONN_ID}),
+            # physical backups need a WAL receiver; the tests and bench that exercise them turn them on
+            "AIRFLOW_VAR_PGDR_PHYSICAL_BACKUPS": "false",
         }
 
     def stop(self) -> None:

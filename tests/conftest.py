@@ -128,7 +128,7 @@ def argv_recording_bindir(directory: Path, record: Path) -> Path:
     from harness.pg_cluster import pg_bindir
 
     directory.mkdir(parents=True, exist_ok=True)
-    for tool in ("pg_dump", "pg_dumpall", "pg_restore", "psql"):
+    for tool in ("pg_dump", "pg_dumpall", "pg_restore", "psql", "pg_basebackup", "pg_verifybackup"):
         script = directory / tool
         script.write_text(f'#!/bin/sh\necho "{tool} $*" >> "{record}"\nexec "{pg_bindir()}/{tool}" "$@"\n')
         script.chmod(0o755)

@@ -42,6 +42,7 @@ CONNECTION_VARS = {
     "AIRFLOW_CONN_CARE_COMMONS_DB": "postgres",
     "AIRFLOW_CONN_BACKUP_S3": "aws",
     "AIRFLOW_CONN_SLACK_ALERTS": "slackwebhook",
+    "AIRFLOW_CONN_CARE_COMMONS_ADMIN": "postgres",
 }
 PGDR_SETTINGS = [
     "AIRFLOW_VAR_PGDR_DATABASES",
@@ -478,3 +479,26 @@ def test_dockerfile_tools_and_pins():
     assert "zstandard==0.25.0" in text
     users = re.findall(r"^USER\s+(\S+)", text, re.M)
     assert users and users[-1] == "airflow", "the image must end as the airflow user"
+
+
+
+def test_the_wal_receiver_streams_synchronously_into_the_volume_pg_wal_archive_ships(compose, services, common_env):
+    receiver = services["pgdr-wal-receiver"]
+    argv = receiver["entrypoint"] + receiver["command"]
+    assert argv[:3] == ["python", "-m", "pgdr.wal_receiver"] and "--synchronous" in argv
+    assert argv[argv.index("--slot") + 1] == "pgdr_receiver"
+    directory = argv[argv.index("--directory") + 1]
+    env = {k: interpolate(v, DUMMY_ENV) for k, v in common_env.items()}
+    wal_root = env["AIRFLOW_VAR_PGDR_WAL_RECEIVER_DIR"]
+    assert directory == f"{wal_root}/care_commons_db", "pg_wal_archive reads <wal_receiver_dir>/<database>"
+    mounts = lambda service: {m.split(":")[0]: m.split(":")[1] for m in service["volumes"]}  # noqa: E731
+    assert mounts(receiver)["pgdr-wal"] == wal_root
+    assert mounts(compose["x-airflow-common"])["pgdr-wal"] == wal_root, "the workers see the receiver's WAL"
+    assert "pgdr-wal" in compose["volumes"] and "pgdr-pitr" in compose["volumes"]
+    assert "password" not in " ".join(argv).lower(), "the password travels in the environment only"
+    assert "--conninfo-env" in argv and "PGDR_RECEIVER_CONNINFO" in receiver["environment"]
+    assert receiver["depends_on"]["care-commons-db"]["condition"] == "service_healthy"
+    assert "receiver.status.json" in " ".join(receiver["healthcheck"]["test"])
+    db_args = " ".join(services["care-commons-db"]["command"])
+    assert "synchronous_standby_names=${PGDR_SYNCHRONOUS_STANDBY_NAMES:-pgdr_receiver}" in db_args
+    assert json.loads(env["AIRFLOW_VAR_PGDR_RESTORE_CONN_IDS"]) == {"care_commons_db": "care_commons_admin"}

@@ -12,6 +12,7 @@ EXPECTED = {
     "pg_backup_verify": {"schedule": "0 */6 * * *", "tags": {"pgdr", "verify"}},
     "pg_restore_test": {"schedule": "0 4 1 * *", "tags": {"pgdr", "restore", "drill"}},
     "pg_restore": {"schedule": None, "tags": {"pgdr", "restore"}},
+    "pg_wal_archive": {"schedule": "@continuous", "tags": {"pgdr", "wal"}},
 }
 
 
@@ -43,6 +44,8 @@ def test_schedule_tags_docs_and_concurrency(dagbag, dag_id):
     expected = EXPECTED[dag_id]
     if expected["schedule"] is None:
         assert type(dag.timetable).__name__ == "NullTimetable"
+    elif expected["schedule"] == "@continuous":
+        assert type(dag.timetable).__name__ == "ContinuousTimetable"
     else:
         assert dag.timetable.expression == expected["schedule"]
         assert str(dag.timetable.timezone) in ("UTC", "Timezone('UTC')")
@@ -55,7 +58,8 @@ def test_schedule_tags_docs_and_concurrency(dagbag, dag_id):
 def test_backup_tasks_retry_with_backoff_and_alert_on_failure(dagbag):
     dag = dagbag.get_dag("pg_backup_daily")
     by_id = {task.task_id: task for task in dag.tasks}
-    assert set(by_id) == {"protected_databases", "backup.dump_and_upload", "backup.verify_and_seal"}
+    assert set(by_id) == {"protected_databases", "backup.dump_and_upload", "backup.verify_and_seal",
+                          "backup.base_backup", "backup.seal_base"}
     for task_id in ("backup.dump_and_upload", "backup.verify_and_seal"):
         task = by_id[task_id]
         assert task.retries == 2
@@ -78,9 +82,9 @@ def test_per_database_work_is_a_mapped_task_group(dagbag):
 
 def test_each_verification_check_is_its_own_task_and_the_report_runs_after_all(dagbag):
     dag = dagbag.get_dag("pg_backup_verify")
-    checks = {f"verify.{name}" for name in ("freshness", "integrity", "deep_check", "bucket_posture")}
+    checks = {f"verify.{name}" for name in ("freshness", "integrity", "deep_check", "bucket_posture", "wal")}
     assert {t.task_id for t in dag.tasks} == checks | {"protected_databases", "verify.report",
-                                                        "drop_expired_replaced"}
+                                                        "drop_expired_replaced", "record_marker"}
     report = dag.get_task("verify.report")
     assert checks <= report.upstream_task_ids
     assert report.trigger_rule == "all_done"

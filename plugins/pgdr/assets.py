@@ -3,3 +3,4 @@
 from airflow.sdk import Asset
 
 LOGICAL_BACKUP = Asset(name="pgdr_logical_backup", uri="pgdr://backups/logical", group="pgdr")
+BASE_BACKUP = Asset(name="pgdr_base_backup", uri="pgdr://backups/base", group="pgdr")

@@ -271,6 +271,13 @@ class LogicalBackup:
         # pg_dump -jN has at most N data files open at once; one more thread keeps up with the next
         pool = ThreadPoolExecutor(max_workers=self.jobs + 1, thread_name_prefix="pgdr-zstd")
         futures = []
+        submitted: set[str] = set()
+
+        def submit(name: str) -> None:
+            if name.endswith(".dat") and name != "toc.dat" and name not in submitted:
+                submitted.add(name)
+                futures.append(pool.submit(follow, name))
+
         try:
             while True:
                 exited = process.poll() is not None
@@ -278,15 +285,16 @@ class LogicalBackup:
                     watch.writer_exited.set()
                 try:
                     while True:
-                        name = watch.created.get(timeout=0 if exited else 0.05)
-                        if name.endswith(".dat") and name != "toc.dat":
-                            futures.append(pool.submit(follow, name))
+                        submit(watch.created.get(timeout=0 if exited else 0.05))
                 except queue.Empty:
                     pass
                 for future in [f for f in futures if f.done()]:
                     future.result()  # a compression error stops the dump at once
                 if exited:
                     break
+            # files pg_dump created just before it exited may not have been reported yet
+            for path in sorted(dump_dir.glob("*.dat")):
+                submit(path.name)
             reader.join()
             if process.returncode != 0:
                 raise PgToolError(f"pg_dump failed (exit {process.returncode}): {stderr_tail(''.join(stderr_holder))}")

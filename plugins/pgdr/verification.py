@@ -25,8 +25,14 @@ from pgdr.catalog import MARKER_NAME, age_hours, newest_complete, newest_good, p
 from pgdr.manifest import MANIFEST_NAME, Manifest, backup_prefix, utc_now_iso
 from pgdr.pgtools import PgToolError, run_tool, tool_path
 
-# The kinds pgdr takes today; physical (base), files and config join as they land.
-VERIFIED_KINDS = ("logical",)
+# The kinds whose newest complete backup the integrity check (and, rotating, the deep check) verifies;
+# a kind with no backup yet is skipped there. Files and config join as they land.
+VERIFIED_KINDS = ("logical", "base")
+
+
+def freshness_kinds(physical_backups: bool) -> tuple[str, ...]:
+    """The kinds freshness demands: a base backup only while pgdr_physical_backups is on."""
+    return ("logical", "base") if physical_backups else ("logical",)
 
 
 def result(check: str, status: str, summary: str, evidence: list[dict] | None = None, *,
@@ -61,7 +67,56 @@ def _logical_toc_check(store, manifest: Manifest, prefix: str, bindir: Path, log
     return []
 
 
-FORMAT_CHECKS: dict[str, list[Callable]] = {"logical": [_logical_toc_check]}
+def _base_manifest_check(store, manifest: Manifest, prefix: str, bindir: Path, log: logging.Logger) -> list[dict]:
+    """The stored backup_manifest (pg_basebackup's own): intact, lists files, and its WAL range is the manifest's.
+
+    Cheap: the tar is not fetched again (its sha256 was checked above); pg_verifybackup runs on
+    the unpacked copy when a point-in-time recovery or a drill restores it.
+    """
+    from pgdr.physical import manifest_checksum_ok, parse_lsn
+
+    entry = next((o for o in manifest.objects if o.role == "backup_manifest"), None)
+    if entry is None:
+        return [{"problem": "the manifest lists no backup_manifest"}]
+    key = f"{prefix}/{entry.name}"
+    try:
+        body = store.client.get_object(Bucket=store.bucket, Key=key)["Body"].read()
+    except store.client.exceptions.NoSuchKey:
+        return []  # already reported as missing
+    try:
+        document = json.loads(body)
+    except ValueError as err:
+        return [{"problem": "backup_manifest is not JSON", "key": key, "error": str(err)[:200]}]
+    problems = []
+    if not manifest_checksum_ok(body):
+        problems.append({"problem": "backup_manifest fails its own Manifest-Checksum", "key": key})
+    files = document.get("Files") if isinstance(document, dict) else None
+    if not isinstance(files, list) or not files:
+        problems.append({"problem": "backup_manifest lists no files", "key": key})
+    ranges = document.get("WAL-Ranges") if isinstance(document, dict) else None
+    wal = manifest.wal or {}
+    if not isinstance(ranges, list) or not ranges:
+        problems.append({"problem": "backup_manifest lists no WAL-Ranges", "key": key})
+    else:
+        try:
+            found = {"start_lsn": parse_lsn(ranges[0]["Start-LSN"]), "end_lsn": parse_lsn(ranges[-1]["End-LSN"]),
+                     "timeline": int(ranges[0]["Timeline"])}
+            expected = {"start_lsn": parse_lsn(wal["start_lsn"]), "end_lsn": parse_lsn(wal["end_lsn"]),
+                        "timeline": int(wal["timeline"])}
+        except (KeyError, TypeError, ValueError) as err:
+            problems.append({"problem": "WAL range unreadable", "key": key, "error": f"{type(err).__name__}: {err}"})
+        else:
+            if found != expected:
+                problems.append({"problem": "backup_manifest WAL range differs from the manifest's", "key": key,
+                                 "expected": {"start_lsn": wal.get("start_lsn"), "end_lsn": wal.get("end_lsn"),
+                                              "timeline": wal.get("timeline")},
+                                 "found": {"start_lsn": ranges[0].get("Start-LSN"),
+                                           "end_lsn": ranges[-1].get("End-LSN"),
+                                           "timeline": ranges[0].get("Timeline")}})
+    return problems
+
+
+FORMAT_CHECKS: dict[str, list[Callable]] = {"logical": [_logical_toc_check], "base": [_base_manifest_check]}
 
 
 def verify_backup(store, database: str, kind: str, backup_id: str, bindir: Path,
@@ -113,10 +168,12 @@ def mark(store, database: str, kind: str, backup_id: str, problems: list[dict], 
         "problems": problems, "run_id": run_id})
 
 
-def check_freshness(store, database: str, limit_hours: float, now: datetime | None = None) -> dict:
+def check_freshness(store, database: str, limit_hours: float, now: datetime | None = None,
+                    kinds: tuple[str, ...] = ("logical",)) -> dict:
+    """The newest good backup of each of ``kinds`` (see :func:`freshness_kinds`) is younger than the limit."""
     now = now or datetime.now(timezone.utc)
     evidence, failed = [], False
-    for kind in VERIFIED_KINDS:
+    for kind in kinds:
         entries = store.catalog(database, kind)
         newest = newest_good(entries)
         incomplete_newer = [e.backup_id for e in entries if not e.complete

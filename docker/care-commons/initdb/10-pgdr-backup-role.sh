@@ -20,6 +20,8 @@ SELECT 'CREATE ROLE pgdr_backup'
 ALTER ROLE pgdr_backup WITH LOGIN BYPASSRLS REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE
   PASSWORD :'pgdr_backup_password';
 GRANT pg_read_all_data TO pgdr_backup;
+-- pg_monitor: verification reads pg_stat_replication, the slot and the archiver's statistics.
+GRANT pg_monitor TO pgdr_backup;
 COMMIT;
 SQL
 

@@ -1,4 +1,5 @@
-"""Backup stage: take a logical backup and upload it, then verify it and seal it with its manifest."""
+"""Backup stage: take a logical or a physical (base) backup and upload it, then verify it and seal it
+with its manifest."""
 
 from __future__ import annotations
 
@@ -67,11 +68,80 @@ class LogicalBackupOperator(PgdrBaseOperator):
         return {"database": database, "backup_id": backup_id, "prefix": prefix, "manifest": manifest.to_dict()}
 
 
+class PhysicalBackupOperator(PgdrBaseOperator):
+    """Copy the cluster of one protected database with pg_basebackup, prove the copy with
+    pg_verifybackup, then upload it as one ``data.tar.zst`` beside its ``backup_manifest``.
+
+    Returns (XCom) the backup's id, key prefix and draft manifest (kind ``base``, with its WAL
+    range); nothing local. A copy pg_verifybackup rejects is never uploaded; on any failure the
+    staging copy and any uploaded objects are removed and no manifest is written. Skipped when
+    ``pgdr_physical_backups`` is false.
+
+    :param conn_id: the protected postgres connection id (templated)
+    """
+
+    template_fields = ("conn_id",)
+
+    def __init__(self, *, conn_id: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.conn_id = conn_id
+
+    def execute(self, context) -> dict[str, Any]:
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from pgdr import staging
+        from pgdr.base_backup import run_base_backup
+        from pgdr.manifest import backup_prefix, new_backup_id
+        from pgdr.pgtools import PgTarget
+        from pgdr.progress import human_bytes
+
+        settings = self.settings
+        database = self.require_protected(self.conn_id)
+        if not settings.physical_backups:
+            reason = (f"physical backups are off (pgdr_physical_backups=false): no base backup of {database}; "
+                      "point-in-time recovery needs one")
+            self.log.info("skipped: %s", reason)
+            raise AirflowSkipException(reason)
+        hook = PostgresHook(postgres_conn_id=database)
+        target = PgTarget.from_connection(database, hook.connection)
+        backup_id = new_backup_id()
+        prefix = backup_prefix(settings.s3_prefix, database, "base", backup_id)
+        work = staging.work_dir(settings.staging_dir, database, "base", backup_id)
+        work.parent.mkdir(parents=True, exist_ok=True)
+        if work.exists():
+            raise RuntimeError(f"staging directory {work} already exists; another backup is writing there")
+        work.mkdir(mode=0o700)  # the copy holds health records: readable by this user only
+        self.log.info("base backup %s of the cluster of %s to s3://%s/%s/", backup_id, target.describe(),
+                      settings.s3_bucket, prefix)
+        ti = context["ti"]
+        try:
+            manifest = run_base_backup(
+                database=database, backup_id=backup_id, prefix=prefix, target=target, connect=hook.get_conn,
+                store=self.store, workdir=work, bindir=settings.pg_bindir, level=settings.compression_level,
+                kms_key_id=settings.kms_key_id, airflow={"dag_id": ti.dag_id, "run_id": ti.run_id,
+                                                         "task_id": ti.task_id}, log=self.log)
+        except BaseException:
+            staging.discard(work)
+            raise
+
+        final = staging.keep(work)
+        if settings.local_retention_days == 0:
+            staging.discard(final)
+        staging.prune(settings.staging_dir, database, "base", settings.local_retention_days, self.log)
+        self.log.info("base backup %s: %s stored from a %s cluster (tar %s), WAL %s .. %s, %.1f s", backup_id,
+                      human_bytes(manifest.total_size), human_bytes(manifest.dump["cluster_size"]),
+                      human_bytes(manifest.dump["raw_size"]), manifest.wal["start_lsn"], manifest.wal["end_lsn"],
+                      manifest.dump["seconds"]["total"])
+        return {"database": database, "backup_id": backup_id, "prefix": prefix, "manifest": manifest.to_dict()}
+
+
 class SealBackupOperator(PgdrBaseOperator):
     """Check every uploaded object in S3 (size, server-computed SHA-256, encryption), then write
-    ``manifest.json`` last and emit an Asset event naming the backup.
+    ``manifest.json`` last and emit an event naming the backup on each of its Asset outlets.
 
-    :param backup: the XCom result of :class:`LogicalBackupOperator` (templated)
+    :param backup: the XCom result of :class:`LogicalBackupOperator` or :class:`PhysicalBackupOperator`
+        (templated)
     """
 
     template_fields = ("backup",)
@@ -98,10 +168,12 @@ class SealBackupOperator(PgdrBaseOperator):
         self.log.info("sealed backup %s of %s: s3://%s/%s (%d objects, %s)", manifest.backup_id,
                       manifest.database, self.store.bucket, manifest_key, len(manifest.objects),
                       human_bytes(manifest.total_size))
-        from pgdr.assets import LOGICAL_BACKUP
+        from airflow.sdk import Asset
 
         extra = {"database": manifest.database, "kind": manifest.kind, "backup_id": manifest.backup_id,
                  "manifest_key": manifest_key, "bucket": self.store.bucket, "size": manifest.total_size}
-        context["outlet_events"][LOGICAL_BACKUP].extra = extra
+        for outlet in self.outlets:
+            if isinstance(outlet, Asset):
+                context["outlet_events"][outlet].extra = extra
         return {**extra, "objects": len(manifest.objects), "tables": len(manifest.row_counts),
                 "rows": sum(manifest.row_counts.values())}

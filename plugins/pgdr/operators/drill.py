@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pgdr.alerts import AlreadyAlerted
-from pgdr.operators.restore import RestoreOperatorBase
+from pgdr.operators.restore import PitrMixin, RestoreOperatorBase
 
 
 def _when(context) -> str:
@@ -167,3 +167,101 @@ class DropScratchOperator(RestoreOperatorBase):
             conn.close()
         self.log.info("scratch database %s is gone, as it should be", scratch)
         return f"{scratch} already gone"
+
+
+class PitrDrillOperator(RestoreOperatorBase, PitrMixin):
+    """Recovers the database to a random moment inside the window the base backups and WAL cover,
+    into a throwaway cluster, and checks that exactly the recovery markers committed before that
+    moment are there (see :mod:`pgdr.markers`). The cluster is always removed. Writes
+    ``<prefix>/reports/pitr-drill/<time>-<database>.json``; alerts and fails on any difference.
+
+    :param conn_id: the protected postgres connection id (templated)
+    """
+
+    template_fields = ("conn_id",)
+
+    def __init__(self, *, conn_id: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.conn_id = conn_id
+
+    def execute(self, context) -> dict[str, Any]:
+        import random
+        import socket
+        from datetime import datetime
+
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from pgdr.alerts import drill_alert, send_alert, short_error
+        from pgdr.manifest import new_backup_id, utc_now_iso
+        from pgdr.markers import choose_moment, expected_markers
+        from pgdr.pitr import PointInTimeRecovery, connect_recovered
+
+        settings = self.settings
+        database = self.require_protected(self.conn_id)
+        if not settings.physical_backups:
+            raise AirflowSkipException("physical backups are off (pgdr_physical_backups)")
+        ti = context["ti"]
+        markers = (self.store.read_json_or_none(f"{settings.s3_prefix}/state/markers/{database}.json") or {}
+                   ).get("markers", [])
+        good = [e for e in self.store.catalog(database, "base") if e.complete and not e.bad]
+        if not good:
+            raise RuntimeError(f"no good base backup of {database}: point-in-time recovery is impossible")
+        oldest, _ = self.manifest(database, good[0].backup_id, kind="base")
+        moment = choose_moment(markers, datetime.fromisoformat(oldest.finished_at), random.Random(ti.run_id))
+        if moment is None:
+            raise AirflowSkipException("no recovery marker after the oldest base backup yet (pg_backup_verify "
+                                       "commits one per run); the drill runs once there is one")
+        present, absent = expected_markers(markers, moment)
+        record: dict[str, Any] = {"kind": "pitr_drill", "database": database, "run_id": ti.run_id,
+                                  "started_at": utc_now_iso(), "target_time": moment.isoformat(),
+                                  "expected_present": len(present), "expected_absent": len(absent),
+                                  "rto_budget_seconds": settings.rto_budget_minutes * 60}
+        problems, recovery = [], None
+        started = time.monotonic()
+        try:
+            target, manifest, prefix, wal, _ = self.pitr_choice(database, moment.isoformat())
+            restore_target, _ = self.target(settings.restore_conn_id(database))
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+            from pgdr.drill import scratch_database
+
+            recovery = PointInTimeRecovery(
+                store=self.store, manifest=manifest, prefix=prefix, wal=wal, target=target,
+                data_dir=Path(settings.pitr_data_dir) / scratch_database(database, _when(context)), port=port,
+                os_user=settings.pitr_os_user, login=restore_target.user, bindir=settings.pg_bindir,
+                jobs=settings.dump_jobs, log=self.log)
+            outcome = recovery.run()
+            conn = connect_recovered(outcome, restore_target.user, manifest.dbname)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT id FROM pgdr.recovery_markers")
+                    found = {row[0] for row in cur.fetchall()}
+            finally:
+                conn.close()
+            missing, extra = sorted(present - found), sorted(absent & found)
+            if missing:
+                problems.append({"problem": "markers committed before the moment are missing", "ids": missing[:20]})
+            if extra:
+                problems.append({"problem": "markers committed after the moment are present", "ids": extra[:20]})
+            record.update(base_backup_id=manifest.backup_id, wal_first=wal.first, wal_last=wal.last,
+                          last_transaction_time=outcome.get("last_transaction_time"),
+                          redo_end_lsn=outcome.get("redo_end_lsn"), stages=outcome["seconds"],
+                          markers_found=len(found))
+        except Exception as err:  # noqa: BLE001 - a drill that breaks is itself the finding
+            problems.append({"problem": "point-in-time recovery failed", "error": f"{type(err).__name__}: "
+                                                                                  f"{short_error(err)}"})
+        finally:
+            if recovery is not None:
+                recovery.discard()
+        record.update(finished_at=utc_now_iso(), rto_seconds=round(time.monotonic() - started, 2),
+                      status="failed" if problems else "ok", problems=problems, cluster_removed=True)
+        key = f"{settings.s3_prefix}/reports/pitr-drill/{new_backup_id()}-{database}.json"
+        self.store.put_json(key, record)
+        self.log.info("point-in-time drill to %s: %s (%d markers expected, %d must be absent); record s3://%s/%s",
+                      moment.isoformat(), record["status"].upper(), len(present), len(absent), self.store.bucket, key)
+        if problems:
+            send_alert(drill_alert(record, log_url=ti.log_url), settings.slack_conn_id)
+            raise AlreadyAlerted(f"point-in-time drill of {database} failed: " +
+                                 "; ".join(p["problem"] for p in problems))
+        return {"database": database, "status": "ok", "record_key": key, "target_time": moment.isoformat()}

@@ -52,9 +52,10 @@ class FreshnessCheckOperator(VerifyCheckOperator):
 
 
     def run_check(self, database: str, context) -> dict:
-        from pgdr.verification import check_freshness
+        from pgdr.verification import check_freshness, freshness_kinds
 
-        return check_freshness(self.store, database, self.settings.freshness_hours)
+        return check_freshness(self.store, database, self.settings.freshness_hours,
+                               kinds=freshness_kinds(self.settings.physical_backups))
 
 
 class IntegrityCheckOperator(VerifyCheckOperator):
@@ -163,3 +164,41 @@ class VerificationReportOperator(PgdrBaseOperator):
                 f"{r['check']}: {r['summary']}" for r in failed) + f" (report s3://{self.store.bucket}/{report_key})")
         return {"database": database, "status": report["status"], "report_key": report_key,
                 "checks": {r["check"]: r["status"] for r in results}}
+
+
+class RecordMarkerOperator(PgdrBaseOperator):
+    """Commits a recovery marker into the protected database (through its restore connection) and
+    remembers it in ``<prefix>/state/markers/<database>.json``; the point-in-time drill checks
+    recovered data against these. Skipped when physical backups are off.
+
+    :param conn_id: the protected postgres connection id (templated)
+    """
+
+    template_fields = ("conn_id",)
+
+    def __init__(self, *, conn_id: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.conn_id = conn_id
+
+    def execute(self, context) -> dict[str, Any]:
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from pgdr.markers import record_marker, remember
+
+        database = self.require_protected(self.conn_id)
+        settings = self.settings
+        if not settings.physical_backups:
+            raise AirflowSkipException("physical backups are off (pgdr_physical_backups): no point-in-time drill")
+        source_dbname = PostgresHook(postgres_conn_id=database).connection.schema
+        conn = PostgresHook(postgres_conn_id=settings.restore_conn_id(database), database=source_dbname).get_conn()
+        try:
+            marker = record_marker(conn, context["ti"].run_id)
+        finally:
+            conn.close()
+        key = f"{settings.s3_prefix}/state/markers/{database}.json"
+        state = self.store.read_json_or_none(key) or {"database": database, "markers": []}
+        state["markers"] = remember(state["markers"], marker)
+        self.store.put_json(key, state)
+        self.log.info("recovery marker %d committed at %s in %s", marker["id"], marker["acknowledged_at"], database)
+        return marker

@@ -1,0 +1,78 @@
+"""The physical base backup of one protected database's cluster, from pg_basebackup to checked objects in S3.
+
+pg_basebackup copies the cluster, pg_verifybackup proves the copy before anything is
+uploaded, the copy goes up as one ``data.tar.zst`` beside its ``backup_manifest``, and
+both objects are checked in S3 (size, S3's own SHA-256, encryption). The result is the
+manifest (kind ``base``, with the WAL range) that the seal step writes last.
+Airflow-free, like :mod:`pgdr.backup`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pgdr import __version__
+from pgdr.backup import _remove_partial_upload
+from pgdr.compression import zstandard_version
+from pgdr.manifest import Manifest, ObjectEntry, utc_now_iso
+from pgdr.pgtools import PgTarget
+from pgdr.physical import FORMAT, PhysicalBackup
+from pgdr.storage import BackupStore, UploadCheckError, UploadQueue
+
+
+def run_base_backup(*, database: str, backup_id: str, prefix: str, target: PgTarget, connect: Callable[[], object],
+                    store: BackupStore, workdir: Path, bindir: Path, level: int, kms_key_id: str | None,
+                    airflow: dict, log: logging.Logger) -> Manifest:
+    """Take, verify, upload and check one base backup; returns its manifest (not yet written).
+
+    A copy that pg_verifybackup rejects is never uploaded. On a failure after the upload began,
+    the objects it uploaded are removed (best effort; without a manifest they are never listed).
+    """
+    started = time.monotonic()
+    with PhysicalBackup(target=target, connect=connect, workdir=workdir, bindir=bindir, level=level,
+                        part_size=store.part_size, label=f"pgdr-{backup_id}", log=log) as backup:
+        copy = backup.run()
+
+    uploads = UploadQueue(store, workers=2)
+    metadata = {"pgdr-backup-id": backup_id, "pgdr-database": database}
+    try:
+        upload_started = time.monotonic()
+        for f in copy.files:
+            uploads.submit(f.path, f"{prefix}/{f.name}", f.digest, metadata)
+        uploads.finish()
+        upload_seconds = time.monotonic() - upload_started
+        objects = [
+            ObjectEntry(name=f.name, key=f"{prefix}/{f.name}", size=f.digest.size, sha256=f.digest.sha256,
+                        role=f.role, compression=f.compression, raw_size=f.raw_size,
+                        s3_checksum=f.digest.s3_checksum(store.is_multipart(f.digest.size)))
+            for f in copy.files
+        ]
+        check_started = time.monotonic()
+        problems = store.check_backup(prefix, objects)
+        if problems:
+            raise UploadCheckError(f"backup {backup_id} failed its post-upload check: " + " | ".join(problems[:10]))
+        check_seconds = time.monotonic() - check_started
+    except BaseException:
+        uploads.cancel()
+        _remove_partial_upload(store, uploads.keys, log)
+        raise
+    log.info("post-upload check passed for both objects: size, SHA-256 computed by S3, encryption %s",
+             store.expected_sse)
+    seconds = {**copy.seconds, "upload": round(upload_seconds, 2), "check": round(check_seconds, 2),
+               "total": round(time.monotonic() - started, 2)}
+    return Manifest(
+        backup_id=backup_id, kind="base", database=database, dbname=target.dbname,
+        started_at=copy.started_at, finished_at=utc_now_iso(), server_version=copy.server_version,
+        server_version_num=copy.server_version_num, system_identifier=copy.system_identifier,
+        objects=objects, row_counts={},
+        tool_versions={**copy.tool_versions, "pgdr": __version__, "zstandard": zstandard_version()},
+        encryption={"sse": store.expected_sse, "kms_key_id": kms_key_id or None},
+        dump={"tool": "pg_basebackup", "format": FORMAT, "wal_method": "stream", "label": copy.label,
+              "compression": f"zstd:{copy.level} (backup_manifest uncompressed)", "level": copy.level,
+              "cluster_size": copy.cluster_size, "raw_size": copy.raw_size, "seconds": seconds},
+        wal=copy.wal,
+        airflow=airflow,
+    ).validate()

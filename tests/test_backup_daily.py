@@ -40,6 +40,7 @@ def backup_run(stack, airflow_db, tmp_path_factory):
     env.update({
         "AIRFLOW_VAR_PGDR_STAGING_DIR": str(work / "staging"),
         "AIRFLOW_VAR_PGDR_S3_PREFIX": "e2e",
+        "AIRFLOW_VAR_PGDR_PHYSICAL_BACKUPS": "true",
         "AIRFLOW_VAR_PGDR_PG_BINDIR": str(argv_recording_bindir(work / "bin", argv_log)),
     })
     with pytest.MonkeyPatch.context() as patch:

@@ -30,7 +30,8 @@ SERVER_USER = "postgres"
 
 
 @pytest.fixture(autouse=True)
-def _physical_backups_on(monkeypatch):
+def _physical_backups_on(pgdr_env, monkeypatch):
+    """The stack keeps physical backups off for the other tests; these turn them on (after pgdr_env)."""
     monkeypatch.setenv("AIRFLOW_VAR_PGDR_PHYSICAL_BACKUPS", "true")
 
 
@@ -46,7 +47,7 @@ def _lsn(text: str) -> int:
 
 @pytest.fixture(scope="module")
 def base_run(stack, airflow_db, tmp_path_factory):
-    """One successful run of pg_backup_daily with physical backups on (the default)."""
+    """One successful run of pg_backup_daily with physical backups on (the product default)."""
     work = tmp_path_factory.mktemp("base_run")
     argv_log = work / "argv.log"
     env = stack.airflow_env()
@@ -55,6 +56,7 @@ def base_run(stack, airflow_db, tmp_path_factory):
         "AIRFLOW_VAR_PGDR_S3_PREFIX": "base-e2e",
         "AIRFLOW_VAR_PGDR_PG_BINDIR": str(argv_recording_bindir(work / "bin", argv_log)),
         "AIRFLOW_VAR_PGDR_MULTIPART_CHUNK_MB": "5",  # the tar goes up in parts
+        "AIRFLOW_VAR_PGDR_PHYSICAL_BACKUPS": "true",
     })
     with pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():

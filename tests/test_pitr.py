@@ -307,7 +307,11 @@ def test_the_receiver_down_is_an_alert(site):
     site.base_backup()
     site.ship()
     dag_run = run_dag("pg_backup_verify")
-    assert task_states(dag_run)["verify.wal[0]"] == "success", task_states(dag_run)
+    states = task_states(dag_run)
+    assert states["verify.wal[0]"] == "success" and states["verify.integrity[0]"] == "success", states
+    (integrity,) = [r for r in site.store().read_json(sorted(site.store().list_keys(
+        f"{site.prefix}/reports/verify"))[-1])["results"] if r["check"] == "integrity"]
+    assert any(c.startswith("base/") for c in integrity["evidence"][0]["checked"])  # pg_verifybackup ran on it
     site.stop_receiver()
     time.sleep(1)
     site.stack.slack.clear()

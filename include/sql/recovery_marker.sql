@@ -8,4 +8,6 @@ CREATE TABLE IF NOT EXISTS pgdr.recovery_markers (
     run_id text NOT NULL
 );
 REVOKE ALL ON SCHEMA pgdr FROM PUBLIC;
+-- a marker must never wait for a synchronous standby that is down (it is read long after)
+SET LOCAL synchronous_commit TO local;
 INSERT INTO pgdr.recovery_markers (run_id) VALUES (%(run_id)s) RETURNING id, marked_at;

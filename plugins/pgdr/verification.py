@@ -70,8 +70,7 @@ def _logical_toc_check(store, manifest: Manifest, prefix: str, bindir: Path, log
 def _base_manifest_check(store, manifest: Manifest, prefix: str, bindir: Path, log: logging.Logger) -> list[dict]:
     """The stored backup_manifest (pg_basebackup's own): intact, lists files, and its WAL range is the manifest's.
 
-    Cheap: the tar is not fetched again (its sha256 was checked above); pg_verifybackup runs on
-    the unpacked copy when a point-in-time recovery or a drill restores it.
+    Cheap, and it runs before :func:`_base_verifybackup_check` unpacks the tar.
     """
     from pgdr.physical import manifest_checksum_ok, parse_lsn
 
@@ -116,7 +115,39 @@ def _base_manifest_check(store, manifest: Manifest, prefix: str, bindir: Path, l
     return problems
 
 
-FORMAT_CHECKS: dict[str, list[Callable]] = {"logical": [_logical_toc_check], "base": [_base_manifest_check]}
+def _base_verifybackup_check(store, manifest: Manifest, prefix: str, bindir: Path,
+                             log: logging.Logger) -> list[dict]:
+    """pg_verifybackup on the base backup itself: the tar fetched and unpacked into a temporary
+    directory, every file checked against the backup_manifest's SHA-256 and the WAL it needs
+    parsed from its pg_wal."""
+    from pgdr.fetch import download_object
+    from pgdr.pitr import unpack_base_backup
+
+    tar = next((o for o in manifest.objects if o.role == "base_tar"), None)
+    if tar is None:
+        return [{"problem": "the manifest lists no base_tar"}]
+    key = f"{prefix}/{tar.name}"
+    workdir = Path(tempfile.mkdtemp(prefix="pgdr-verify-base-"))
+    try:
+        archive = workdir / "data.tar.zst"
+        download_object(store, key, tar, archive)
+        unpack_base_backup(archive, workdir / "data")
+        archive.unlink()
+        run_tool([tool_path(bindir, "pg_verifybackup"), str(workdir / "data")],
+                 {"PATH": os.environ.get("PATH", "")}, log)
+    except PgToolError as err:
+        return [{"problem": "pg_verifybackup failed on the base backup", "key": key, "error": str(err)[:500]}]
+    except Exception as err:  # noqa: BLE001 - unreadable archive is the finding
+        return [{"problem": "the base backup could not be unpacked", "key": key,
+                 "error": f"{type(err).__name__}: {str(err)[:300]}"}]
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    log.info("pg_verifybackup passed on base backup %s", manifest.backup_id)
+    return []
+
+
+FORMAT_CHECKS: dict[str, list[Callable]] = {"logical": [_logical_toc_check],
+                                            "base": [_base_manifest_check, _base_verifybackup_check]}
 
 
 def verify_backup(store, database: str, kind: str, backup_id: str, bindir: Path,

@@ -31,6 +31,8 @@ demo: venv
 ## backup benchmark against the bare PostgreSQL tools (builds a >= 1 GB database)
 bench: venv
 	$(BIN)/python bench/backup_bench.py
+	$(BIN)/python bench/restore_bench.py
+	$(BIN)/python bench/pitr_bench.py
 
 ## regenerate the recovery time table in docs/DISASTER_RECOVERY.md from the restore drill records:
 ## from S3 (<prefix>/reports/drill/) when AIRFLOW_VAR_PGDR_S3_BUCKET is set, else from bench/results/drills/

@@ -24,3 +24,24 @@ def test_backup_bench_runs_and_writes_its_figures(tmp_path):
     (pgdr,) = figures["runs"]["pgdr"]
     assert pgdr["check_problems"] == [] and pgdr["rows"] > 0 and pgdr["peak_rss_bytes"] > 0
     assert "vs seed" in result.stdout
+
+
+def test_restore_bench_runs_and_writes_its_figures(tmp_path):
+    output = tmp_path / "restore.json"
+    drills = tmp_path / "drills"
+    result = subprocess.run(
+        [sys.executable, "bench/restore_bench.py", "--scale", "0.05", "--repeat", "1", "--output", str(output),
+         "--drills-dir", str(drills)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    figures = json.loads(output.read_text())
+    assert set(figures["runs"]) == {"pgdr", "pgdr_local", "bare", "bare_gzip", "bare_fifo"}
+    (pgdr,) = figures["runs"]["pgdr"]
+    assert pgdr["row_counts_match"] and pgdr["rows"] > 0 and pgdr["database_size_bytes"] > 0
+    assert pgdr["stages"]["total"] > 0 and pgdr["dag_run_seconds"] > 0 and pgdr["peak_rss_bytes"] > 0
+    assert set(figures["results"]["projections"]) == {"10 GB", "100 GB"}
+    (drill,) = figures["drills"]
+    assert drill["status"] == "ok"
+    (record,) = drills.glob("*.json")
+    assert json.loads(record.read_text())["kind"] == "drill"
+    assert "vs bare" in result.stdout

@@ -78,7 +78,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("daily_digest", "false",
             "Post one all-clear message a day when every verification check passes.", "true"),
     Setting("pg_bindir", "/usr/lib/postgresql/15/bin",
-            "Directory holding the PostgreSQL 15 client tools (pg_dump, pg_dumpall, pg_restore).",
+            "Directory holding the PostgreSQL 15 tools (pg_dump, pg_dumpall, pg_restore, pg_basebackup, "
+            "pg_verifybackup, pg_receivewal, pg_ctl).",
             "/usr/lib/postgresql/15/bin"),
     Setting("multipart_chunk_mb", "64",
             "Multipart upload part size in MiB (files larger than this are sent in parts).", "128"),

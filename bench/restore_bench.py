@@ -21,12 +21,12 @@ Slack receiver) and an Airflow home on SQLite, runs the real ``pg_backup_daily``
     what the restore costs when the download is free. Splits pgdr's figure into
     "restore path" and "download from moto".
 ``bare``
-    ``pg_restore -j2 --exit-on-error -d <new db>`` as the superuser, from the same
+    ``pg_restore -j2 --exit-on-error --verbose -d <new db>`` as the superuser, from the same
     backup downloaded to a local directory and its ``.dat.zst`` files decompressed into a
     plain directory-format dump first (download and decompression outside the timing,
     measured separately).
 ``bare_gzip``
-    ``pg_restore -j2 --exit-on-error -d <new db>`` of a plain ``pg_dump -Fd -j2`` (gzip)
+    ``pg_restore -j2 --exit-on-error --verbose -d <new db>`` of a plain ``pg_dump -Fd -j2`` (gzip)
     local dump of the same database, made once at the start: what an admin would have.
 ``bare_fifo`` (diagnostic)
     The ``bare`` restore again with the plain data files served through FIFOs by copy
@@ -1150,8 +1150,8 @@ def main(argv: list[str] | None = None) -> int:
                 "medians of --repeat runs",
             ],
             "notes": [
-                "moto (S3 server mode, a local Python child process on the same 2 cores) serves the downloads at "
-                "about 33 MB/s here; it is part of every pgdr-from-S3 figure",
+                "moto (S3 server mode, a local Python child process on the same 2 cores) serves the downloads; it "
+                "is part of every pgdr-from-S3 figure (its measured speed: results.download)",
                 "2-core, noisy virtual machine, shared with a developer running tests during the run",
                 "the source data and the local copies sit in the OS page cache (no cache drop)",
             ],

@@ -3,7 +3,7 @@
 PostgreSQL 15's pg_restore cannot read zstd, and waiting for every object to be
 downloaded and unpacked before pg_restore starts adds the whole download to the
 recovery time. So each table's data file is a named pipe (FIFO) in the restore
-directory: objects download in parallel, largest first, each hashed on the way
+directory: objects download in parallel, in the order pg_restore reads them, each hashed on the way
 and checked against the manifest; when pg_restore opens a table's file, and that
 object is complete and its sha256 matches, it is decompressed straight into the
 pipe. Data whose hash does not match never reaches the database; the restore is
@@ -64,6 +64,11 @@ def decompress_to(source: Path, handle) -> int:
     return written
 
 
+def _dump_id(obj: ObjectEntry) -> tuple[int, str]:
+    stem = obj.name.split("/")[-1].split(".")[0]
+    return (int(stem), obj.name) if stem.isdigit() else (1 << 62, obj.name)
+
+
 def plain_name(obj: ObjectEntry) -> str:
     """The file name pg_restore expects for a stored object (``3456.dat`` for ``dump/3456.dat.zst``)."""
     name = obj.name.split("/")[-1]
@@ -102,7 +107,9 @@ class PipedDataFiles:
                  workers: int, log: logging.Logger) -> None:
         self.store = store
         self.prefix = prefix
-        self.objects = sorted(objects, key=lambda o: o.size, reverse=True)
+        # pg_restore 15 reads a FIFO's size as 0, so its jobs take the data in dump-id order:
+        # download in that order, so the file it opens next is the one arriving first
+        self.objects = sorted(objects, key=_dump_id)
         self.dump_dir = dump_dir
         self.download_dir = download_dir
         self.log = log
@@ -133,8 +140,10 @@ class PipedDataFiles:
             self._fail(err)
             raise
         with self._lock:
-            if all(f.done() for name, f in self._downloads.items() if name != obj.name):
-                self.download_seconds = self.progress.elapsed
+            if self.download_seconds is None and all(f.done() for name, f in self._downloads.items()
+                                                     if name != obj.name):
+                self.download_seconds = round(self.progress.elapsed, 3)
+                self.progress.finish()
         return target
 
     def _fail(self, err: BaseException) -> None:

@@ -345,7 +345,7 @@ class LogicalRestore:
                 _pg_restore(argv, env, piped, self.log)
         finally:
             piped.close()
-        self.log.info("%s; pg_restore done", piped.progress.finish())
+        self.log.info("pg_restore done; the downloads had finished after %s s", piped.download_seconds)
         since = self.clock.mark("download_and_restore", since)
 
         conn = self.connect(self.names.work_database)
@@ -393,7 +393,7 @@ class LogicalRestore:
             "tables": len(found), "rows": sum(found.values()), "row_counts_match": True,
             "roles_created": roles_created, "downloaded_bytes": piped.progress.done,
             "restored_raw_bytes": piped.fed_bytes, "database_size_bytes": size,
-            "seconds": {**self.clock.marks, "total": self.clock.total},
+            "seconds": {**self.clock.marks, "download": piped.download_seconds or 0.0, "total": self.clock.total},
         }
 
     # --- tables mode -----------------------------------------------------------------------

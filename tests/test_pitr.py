@@ -349,3 +349,23 @@ def test_the_point_in_time_drill_checks_recovery_markers_and_alerts_on_a_differe
     assert str(dag_run.state) == "failed"
     alerts = "\n".join(site.stack.slack.texts())
     assert "markers committed before the moment are missing" in alerts and "999999" in alerts
+
+
+def test_tables_as_they_were_at_a_moment_come_back_into_the_live_database(site):
+    site.base_backup()
+    site.insert(1, 10)
+    time.sleep(1.2)
+    (moment,) = site.cluster.execute("SELECT clock_timestamp()")[0]
+    time.sleep(1.2)
+    site.insert(11, 20)
+    site.cluster.execute("DELETE FROM marks WHERE n <= 5", dbname=DBNAME)  # the accident
+    site.ship()
+    dag_run, states = site.recover(moment.isoformat(), mode="tables", tables=["public.marks"])
+    assert str(dag_run.state) == "success", states
+    (outcome,) = xcom_values(dag_run, "restore")
+    schema = outcome["recovered_schema"]
+    recovered = {row[0] for row in site.cluster.execute(f"SELECT n FROM {schema}.marks", dbname=DBNAME)}
+    assert recovered == set(range(1, 11))
+    live = {row[0] for row in site.cluster.execute("SELECT n FROM public.marks", dbname=DBNAME)}
+    assert live == set(range(6, 21)), "the live table is untouched"
+    assert not any(p.is_dir() for p in site.pitr_root.iterdir()), "the recovery cluster is removed"

@@ -45,3 +45,26 @@ def test_restore_bench_runs_and_writes_its_figures(tmp_path):
     (record,) = drills.glob("*.json")
     assert json.loads(record.read_text())["kind"] == "drill"
     assert "vs bare" in result.stdout
+
+
+@pytest.mark.slow
+def test_pitr_bench_runs_and_writes_its_figures(tmp_path):
+    """bench/pitr_bench.py (pgdr base backup + PITR vs pgBackRest) at a tiny scale; about 30-90 s."""
+    import shutil
+
+    if shutil.which("pgbackrest") is None:
+        pytest.skip("pgbackrest is not installed (apt-get install pgbackrest): bench/pitr_bench.py compares against it")
+    output = tmp_path / "pitr.json"
+    result = subprocess.run(
+        [sys.executable, "bench/pitr_bench.py", "--scale", "0.05", "--repeat", "1", "--wal-mb", "16",
+         "--output", str(output)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    figures = json.loads(output.read_text())
+    for phase in ("backup", "restore"):
+        assert set(figures["runs"][phase]) == {"pgdr", "pgbackrest"}
+    (restore,) = figures["runs"]["restore"]["pgdr"]
+    assert restore["row_counts_match"] and restore["stages"]["unpack_base"] >= 0
+    assert all(r["row_counts_match"] for r in figures["runs"]["restore"]["pgbackrest"])
+    assert figures["results"]["table"]["backup"][0]["stored_bytes"] > 0
+    assert "vs pgBackRest" in result.stdout

@@ -235,8 +235,13 @@ class PitrDrillOperator(RestoreOperatorBase, PitrMixin):
             conn = connect_recovered(outcome, restore_target.user, manifest.dbname)
             try:
                 with conn.cursor() as cur:
-                    cur.execute("SELECT id FROM pgdr.recovery_markers")
-                    found = {row[0] for row in cur.fetchall()}
+                    # the table arrives with the first marker: before it, there is none to find
+                    cur.execute("SELECT to_regclass('pgdr.recovery_markers') IS NOT NULL")
+                    (exists,) = cur.fetchone()
+                    found = set()
+                    if exists:
+                        cur.execute("SELECT id FROM pgdr.recovery_markers")
+                        found = {row[0] for row in cur.fetchall()}
             finally:
                 conn.close()
             missing, extra = sorted(present - found), sorted(absent & found)

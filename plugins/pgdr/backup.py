@@ -46,20 +46,12 @@ def run_logical_backup(*, database: str, backup_id: str, prefix: str, target: Pg
         upload_started = time.monotonic()
         uploads.finish()
         upload_tail = time.monotonic() - upload_started
-        objects = [
-            ObjectEntry(name=f.name, key=f"{prefix}/{f.name}", size=f.digest.size, sha256=f.digest.sha256,
-                        role=f.role, compression=f.compression, raw_size=f.raw_size,
-                        s3_checksum=f.digest.s3_checksum(store.is_multipart(f.digest.size)))
-            for f in dump.files
-        ]
         check_started = time.monotonic()
-        problems = store.check_backup(prefix, objects)
-        if problems:
-            raise UploadCheckError(f"backup {backup_id} failed its post-upload check: " + " | ".join(problems[:10]))
+        objects = checked_objects(store, prefix, backup_id, dump.files)
         check_seconds = time.monotonic() - check_started
     except BaseException:
         uploads.cancel()
-        _remove_partial_upload(store, uploads.keys, log)
+        remove_partial_upload(store, uploads.keys, log)
         raise
     log.info("post-upload check passed for all %d objects: size, SHA-256 computed by S3, encryption %s",
              len(objects), store.expected_sse)
@@ -79,7 +71,21 @@ def run_logical_backup(*, database: str, backup_id: str, prefix: str, target: Pg
     ).validate()
 
 
-def _remove_partial_upload(store: BackupStore, keys: list[str], log: logging.Logger) -> None:
+def checked_objects(store: BackupStore, prefix: str, backup_id: str, files) -> list[ObjectEntry]:
+    """The manifest entries of uploaded files, after S3 confirmed each one (size, SHA-256, encryption)."""
+    objects = [
+        ObjectEntry(name=f.name, key=f"{prefix}/{f.name}", size=f.digest.size, sha256=f.digest.sha256,
+                    role=f.role, compression=f.compression, raw_size=f.raw_size,
+                    s3_checksum=f.digest.s3_checksum(store.is_multipart(f.digest.size)))
+        for f in files
+    ]
+    problems = store.check_backup(prefix, objects)
+    if problems:
+        raise UploadCheckError(f"backup {backup_id} failed its post-upload check: " + " | ".join(problems[:10]))
+    return objects
+
+
+def remove_partial_upload(store: BackupStore, keys: list[str], log: logging.Logger) -> None:
     if not keys:
         return
     try:

@@ -15,12 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pgdr import __version__
-from pgdr.backup import _remove_partial_upload
+from pgdr.backup import checked_objects, remove_partial_upload
 from pgdr.compression import zstandard_version
-from pgdr.manifest import Manifest, ObjectEntry, utc_now_iso
+from pgdr.manifest import Manifest, utc_now_iso
 from pgdr.pgtools import PgTarget
 from pgdr.physical import FORMAT, PhysicalBackup
-from pgdr.storage import BackupStore, UploadCheckError, UploadQueue
+from pgdr.storage import BackupStore, UploadQueue
 
 
 def run_base_backup(*, database: str, backup_id: str, prefix: str, target: PgTarget, connect: Callable[[], object],
@@ -44,20 +44,12 @@ def run_base_backup(*, database: str, backup_id: str, prefix: str, target: PgTar
             uploads.submit(f.path, f"{prefix}/{f.name}", f.digest, metadata)
         uploads.finish()
         upload_seconds = time.monotonic() - upload_started
-        objects = [
-            ObjectEntry(name=f.name, key=f"{prefix}/{f.name}", size=f.digest.size, sha256=f.digest.sha256,
-                        role=f.role, compression=f.compression, raw_size=f.raw_size,
-                        s3_checksum=f.digest.s3_checksum(store.is_multipart(f.digest.size)))
-            for f in copy.files
-        ]
         check_started = time.monotonic()
-        problems = store.check_backup(prefix, objects)
-        if problems:
-            raise UploadCheckError(f"backup {backup_id} failed its post-upload check: " + " | ".join(problems[:10]))
+        objects = checked_objects(store, prefix, backup_id, copy.files)
         check_seconds = time.monotonic() - check_started
     except BaseException:
         uploads.cancel()
-        _remove_partial_upload(store, uploads.keys, log)
+        remove_partial_upload(store, uploads.keys, log)
         raise
     log.info("post-upload check passed for both objects: size, SHA-256 computed by S3, encryption %s",
              store.expected_sse)

@@ -132,7 +132,43 @@ def _table_data_entries(toc_listing: str) -> dict[str, int]:
     return entries
 
 
-class LogicalBackup:
+class LockedSession:
+    """A session to the backed-up server holding pgdr's advisory lock for one kind of backup,
+    so two backups of the same kind never run at once; released by :meth:`close`."""
+
+    target: PgTarget
+    connect: Callable[[], object]
+    _conn = None
+
+    def open_locked_session(self, lock_keys: tuple[int, int], what: str):
+        try:
+            conn = self.connect()
+        except Exception as err:  # the driver's message names host and user, never the password
+            raise PgToolError(f"cannot connect to {self.target.describe()}: {stderr_tail(str(err), 3)}") from None
+        conn.autocommit = True
+        self._conn = conn
+        cur = conn.cursor()
+        cur.execute("SELECT pg_try_advisory_lock(%s, %s)", lock_keys)
+        if not cur.fetchone()[0]:
+            raise BackupBusy(f"another pgdr {what} of {self.target.describe()} is running; "
+                             "refusing to start a second one")
+        return cur
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class LogicalBackup(LockedSession):
     """Takes one logical backup of ``target`` into ``workdir``.
 
     ``connect`` returns a DB-API connection to the same database as ``target``
@@ -155,31 +191,8 @@ class LogicalBackup:
         self.on_file = on_file  # called with each finished file, from worker threads, as soon as it is ready
         self._conn = None
 
-    def close(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            finally:
-                self._conn = None
-
-    def __enter__(self) -> "LogicalBackup":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     def _open_session(self):
-        try:
-            conn = self.connect()
-        except Exception as err:  # the driver's message names host and user, never the password
-            raise PgToolError(f"cannot connect to {self.target.describe()}: {stderr_tail(str(err), 3)}") from None
-        conn.autocommit = True
-        self._conn = conn
-        cur = conn.cursor()
-        cur.execute("SELECT pg_try_advisory_lock(%s, %s)", LOCK_KEYS)
-        if not cur.fetchone()[0]:
-            raise BackupBusy(f"another pgdr backup of {self.target.describe()} is running; refusing to start a second one")
-        return cur
+        return self.open_locked_session(LOCK_KEYS, "backup")
 
     def run(self) -> LogicalDump:
         started_at = utc_now_iso()

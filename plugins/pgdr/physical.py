@@ -34,7 +34,7 @@ import zstandard
 
 from pgdr.compression import CHUNK, _HashingSink
 from pgdr.digest import Digest, StreamDigest, file_digest
-from pgdr.logical import BackupBusy, DumpedFile, _server_facts
+from pgdr.logical import DumpedFile, LockedSession, _server_facts
 from pgdr.manifest import utc_now_iso
 from pgdr.pgtools import PgTarget, PgToolError, libpq_env, stderr_tail, tool_path, tool_version
 from pgdr.progress import Progress, human_bytes
@@ -198,7 +198,7 @@ def tar_zstd(source: Path, target: Path, level: int, part_size: int, log: loggin
     return counter.count, result
 
 
-class PhysicalBackup:
+class PhysicalBackup(LockedSession):
     """Takes one base backup of ``target``'s cluster into ``workdir``.
 
     ``connect`` returns a DB-API connection (the operator passes PostgresHook.get_conn); it
@@ -219,32 +219,8 @@ class PhysicalBackup:
         self.log = log
         self._conn = None
 
-    def close(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            finally:
-                self._conn = None
-
-    def __enter__(self) -> "PhysicalBackup":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     def _open_session(self):
-        try:
-            conn = self.connect()
-        except Exception as err:  # the driver's message names host and user, never the password
-            raise PgToolError(f"cannot connect to {self.target.describe()}: {stderr_tail(str(err), 3)}") from None
-        conn.autocommit = True
-        self._conn = conn
-        cur = conn.cursor()
-        cur.execute("SELECT pg_try_advisory_lock(%s, %s)", LOCK_KEYS)
-        if not cur.fetchone()[0]:
-            raise BackupBusy(f"another pgdr base backup of {self.target.describe()} is running; "
-                             "refusing to start a second one")
-        return cur
+        return self.open_locked_session(LOCK_KEYS, "base backup")
 
     def _preflight(self, cur) -> int:
         """Refuse clearly before copying anything; returns the WAL segment size."""

@@ -134,46 +134,46 @@ def _report(stack, bucket: str, conn_id: str, run_seconds: float, db_size: int) 
     return 0 if verified == len(manifest["objects"]) else 1
 
 
+def _run_and_read(stack, bucket: str, workdir: Path, dag_id: str, reports: str, what: str):
+    """Run a DAG through Airflow, then read the newest JSON it wrote under ``pgdr/reports/<reports>/``.
+
+    Returns (the run's final state, the document, its key), or (state, None, None) after printing
+    the log's tail when nothing was written.
+    """
+    log_path = workdir / f"airflow-{dag_id}.log"
+    with open(log_path, "wb") as log_file:
+        result = subprocess.run([sys.executable, "-m", "harness.run_dag", dag_id], cwd=REPO_ROOT,
+                                env=dict(os.environ), stdout=log_file, stderr=subprocess.STDOUT)
+    log_text = log_path.read_text(errors="replace")
+    state = json.loads(log_text.strip().splitlines()[-1]).get("state", "failed") if result.returncode == 0 else "failed"
+    client = stack.s3.client()
+    keys = sorted(obj["Key"] for obj in client.list_objects_v2(
+        Bucket=bucket, Prefix=f"pgdr/reports/{reports}/").get("Contents", []))
+    if not keys:
+        _say(f"no {what} was written; the last log lines:")
+        _say("\n".join(log_text.splitlines()[-30:]))
+        return state, None, None
+    return state, json.loads(client.get_object(Bucket=bucket, Key=keys[-1])["Body"].read()), keys[-1]
+
+
 def _verify(stack, bucket: str, workdir: Path) -> int:
     _say("")
     _say("running pg_backup_verify through Airflow (what runs every six hours) ...")
-    log_path = workdir / "airflow-verify.log"
-    with open(log_path, "wb") as log_file:
-        result = subprocess.run([sys.executable, "-m", "harness.run_dag", "pg_backup_verify"], cwd=REPO_ROOT,
-                                env=dict(os.environ), stdout=log_file, stderr=subprocess.STDOUT)
-    log_text = log_path.read_text(errors="replace")
-    outcome = json.loads(log_text.strip().splitlines()[-1]) if result.returncode == 0 else {}
-    client = stack.s3.client()
-    reports = sorted(obj["Key"] for obj in client.list_objects_v2(
-        Bucket=bucket, Prefix="pgdr/reports/verify/").get("Contents", []))
-    if not reports:
-        _say("no verification report was written; the last log lines:")
-        _say("\n".join(log_text.splitlines()[-30:]))
+    state, report, key = _run_and_read(stack, bucket, workdir, "pg_backup_verify", "verify", "verification report")
+    if report is None:
         return 1
-    report = json.loads(client.get_object(Bucket=bucket, Key=reports[-1])["Body"].read())
     for check in report["results"]:
         _say(f"  {check['check']:<15} {check['status'].upper():<8} {check['summary']}")
-    _say(f"  report: s3://{bucket}/{reports[-1]}; verification run {outcome.get('state', 'failed')}")
-    return 0 if outcome.get("state") == "success" else 1
+    _say(f"  report: s3://{bucket}/{key}; verification run {state}")
+    return 0 if state == "success" else 1
 
 
 def _drill(stack, bucket: str, workdir: Path) -> int:
     _say("")
     _say("running pg_restore_test through Airflow (the monthly restore drill) ...")
-    log_path = workdir / "airflow-drill.log"
-    with open(log_path, "wb") as log_file:
-        result = subprocess.run([sys.executable, "-m", "harness.run_dag", "pg_restore_test"], cwd=REPO_ROOT,
-                                env=dict(os.environ), stdout=log_file, stderr=subprocess.STDOUT)
-    log_text = log_path.read_text(errors="replace")
-    outcome = json.loads(log_text.strip().splitlines()[-1]) if result.returncode == 0 else {}
-    client = stack.s3.client()
-    records = sorted(obj["Key"] for obj in client.list_objects_v2(
-        Bucket=bucket, Prefix="pgdr/reports/drill/").get("Contents", []))
-    if not records:
-        _say("no drill record was written; the last log lines:")
-        _say("\n".join(log_text.splitlines()[-30:]))
+    state, record, key = _run_and_read(stack, bucket, workdir, "pg_restore_test", "drill", "drill record")
+    if record is None:
         return 1
-    record = json.loads(client.get_object(Bucket=bucket, Key=records[-1])["Body"].read())
     stages = record.get("stages") or {}
     _say(f"  restored backup {record.get('backup_id')} into scratch database {record['scratch_database']} "
          f"(dropped afterwards: {record['scratch_dropped']})")
@@ -187,9 +187,9 @@ def _drill(stack, bucket: str, workdir: Path) -> int:
         _say(f"  RTO: {record['rto_seconds']:.1f} s measured (download + restore {stages.get('download_and_restore', 0):.1f} s, "
              f"verify and checks the rest); projected for the current size "
              f"{record['projected_rto_seconds']:.1f} s; budget {record['rto_budget_seconds'] / 60:.0f} min")
-        _say("  (downloads come from moto's S3 server on this machine, about 33 MB/s; part of the figure)")
-    _say(f"  drill record: s3://{bucket}/{records[-1]}; drill run {outcome.get('state', 'failed')}")
-    return 0 if outcome.get("state") == "success" else 1
+        _say("  (the backup is downloaded from moto's S3 server on this machine; its speed is part of the figure)")
+    _say(f"  drill record: s3://{bucket}/{key}; drill run {state}")
+    return 0 if state == "success" else 1
 
 
 if __name__ == "__main__":

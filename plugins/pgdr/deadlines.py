@@ -17,7 +17,7 @@ from pgdr.alerts import RUNBOOK, build_alert
 log = logging.getLogger(__name__)
 
 
-def deadline_alert(dag_id: str, minutes: int):
+def deadline_alert(dag_id: str, minutes: float):
     """The DeadlineAlert for a pgdr DAG: finish within ``minutes`` of being queued."""
     from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
 
@@ -29,7 +29,7 @@ def deadline_alert(dag_id: str, minutes: int):
     )
 
 
-def deadline_payload(*, dag_id: str, budget_minutes: int, context: dict | None) -> dict:
+def deadline_payload(*, dag_id: str, budget_minutes: float, context: dict | None) -> dict:
     context = context or {}
     dag_run = context.get("dag_run") or {}
     deadline = context.get("deadline") or {}
@@ -44,15 +44,15 @@ def deadline_payload(*, dag_id: str, budget_minutes: int, context: dict | None) 
         severity="critical",
         title=f"pgdr: {dag_id} missed its deadline",
         facts=[("DAG", dag_id), ("Run", run_id), ("Queued at", dag_run.get("queued_at")),
-               ("Deadline", deadline.get("deadline_time")), ("Budget", f"{budget_minutes} min after queued"),
+               ("Deadline", deadline.get("deadline_time")), ("Budget", f"{budget_minutes:g} min after queued"),
                ("State", dag_run.get("state"))],
-        details=f"{dag_id} run {run_id} had not finished {budget_minutes} minutes after it was queued.",
+        details=f"{dag_id} run {run_id} had not finished {budget_minutes:g} minutes after it was queued.",
         next_step=f"open the run and see which task is slow or stuck; see {RUNBOOK}#a-deadline-was-missed",
         log_url=f"{base_url}/dags/{dag_id}/runs/{quote(str(run_id), safe='')}",
     )
 
 
-async def deadline_missed(dag_id: str, budget_minutes: int, context: dict | None = None, **_: object) -> str:
+async def deadline_missed(dag_id: str, budget_minutes: float, context: dict | None = None, **_: object) -> str:
     """Post the missed-deadline alert to Slack; never raises (an undelivered alert is logged)."""
     from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
 

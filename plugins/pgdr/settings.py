@@ -119,6 +119,42 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("replaced_keep_hours", "168",
             "After a restore with mode replace, the old database is kept (renamed *_replaced_<time>) this "
             "many hours, then pg_backup_verify drops it.", "72"),
+    Setting("legal_floor_years", "6",
+            "pg_data_retention never deletes, archives or purges a row of a PHI table younger than this many "
+            "years; a policy rule under it is refused when the policy is validated.", "6"),
+    Setting("data_retention_policy", "data_retention_policy.yaml",
+            "The data retention policy: a YAML file name inside include/, or an absolute path. The bundled one "
+            "fits care-commons.", "/opt/airflow/include/my_policy.yaml"),
+    Setting("retention_batch_rows", "5000",
+            "pg_data_retention deletes and archives in batches of this many rows, one short transaction each.",
+            "10000"),
+    Setting("keep_daily_days", "30",
+            "Backup retention (grandfather-father-son): every backup of the last this many days is kept.", "35"),
+    Setting("keep_monthly_months", "12",
+            "Backup retention: the first backup of each month is kept for this many months.", "24"),
+    Setting("keep_yearly_years", "7",
+            "Backup retention: the first backup of each year is kept for this many years.", "7"),
+    Setting("pitr_window_days", "7",
+            "Point-in-time recovery window: WAL is kept back to the start of the oldest base backup inside "
+            "these days, so any moment in the window stays recoverable; older WAL is pruned.", "14"),
+    Setting("object_lock_mode", "GOVERNANCE",
+            "Object Lock mode for the retention date written on each object when the bucket has Object Lock "
+            "(GOVERNANCE or COMPLIANCE). pgdr never deletes a locked object early either way.", "COMPLIANCE"),
+    Setting("file_dirs", "{}",
+            "JSON object: protected connection id -> list of absolute directories whose files pg_backup_daily "
+            "backs up under <prefix>/<database>/files/ (for care-commons, the uploads directory).",
+            '{"care_commons_db": ["/srv/care-commons/uploads"]}'),
+    Setting("config_files", "{}",
+            "JSON object: protected connection id -> list of absolute configuration file paths pg_backup_daily "
+            "backs up under <prefix>/<database>/config/.",
+            '{"care_commons_db": ["/srv/care-commons/.env", "/srv/care-commons/config/production.json"]}'),
+    Setting("secret_files", "[]",
+            "JSON list of configuration file names or absolute paths that hold secrets; they are encrypted "
+            "client-side before upload, like every .env file.", '["production.json"]'),
+    Setting("config_key_conn_id", "pgdr_config_key",
+            "Airflow connection whose password is the base64 256-bit key that wraps the per-backup data key of "
+            "secret configuration files (envelope encryption); with pgdr_kms_key_id set, KMS wraps it instead.",
+            "pgdr_config_key"),
 )
 
 
@@ -152,6 +188,18 @@ class Settings:
     pitr_port: int
     pitr_os_user: str
     replaced_keep_hours: float
+    legal_floor_years: int
+    data_retention_policy: str
+    retention_batch_rows: int
+    keep_daily_days: int
+    keep_monthly_months: int
+    keep_yearly_years: int
+    pitr_window_days: float
+    object_lock_mode: str
+    file_dirs: dict[str, tuple[Path, ...]]
+    config_files: dict[str, tuple[Path, ...]]
+    secret_files: tuple[str, ...]
+    config_key_conn_id: str
 
     def restore_conn_id(self, database: str) -> str:
         return self.restore_conn_ids.get(database, database)
@@ -281,6 +329,57 @@ def _kms(name: str, value: str) -> str:
     return value
 
 
+def _policy_file(name: str, value: str) -> str:
+    if not value:
+        raise _fail(name, "is required (a YAML file name inside include/, or an absolute path)", value)
+    if not value.startswith("/") and ("/" in value or value.startswith(".")):
+        raise _fail(name, "must be a file name inside include/ or an absolute path", value)
+    if not value.endswith((".yaml", ".yml")):
+        raise _fail(name, "must be a .yaml file", value)
+    return value
+
+
+def _lock_mode(name: str, value: str) -> str:
+    mode = value.strip().upper()
+    if mode not in ("GOVERNANCE", "COMPLIANCE"):
+        raise _fail(name, "must be GOVERNANCE or COMPLIANCE", value)
+    return mode
+
+
+def _json(name: str, value: str, kind: type, described: str) -> Any:
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        raise _fail(name, f"must be a {described}", value) from None
+    if not isinstance(parsed, kind):
+        raise _fail(name, f"must be a {described}", value)
+    return parsed
+
+
+def _path_lists(name: str, value: str) -> dict[str, tuple[Path, ...]]:
+    parsed = _json(name, value, dict, "JSON object of connection id -> list of absolute paths")
+    result = {}
+    for conn_id, paths in parsed.items():
+        _conn_id(name, conn_id)
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+            raise _fail(name, f"{conn_id!r} must map to a JSON list of paths", value)
+        checked = tuple(_abs_path(name, p) for p in paths)
+        if len(set(checked)) != len(checked):
+            raise _fail(name, f"{conn_id!r} lists a path twice", value)
+        result[conn_id] = checked
+    return result
+
+
+def _name_list(name: str, value: str) -> tuple[str, ...]:
+    parsed = _json(name, value, list, "JSON list of file names or absolute paths")
+    if not all(isinstance(item, str) and item and "\0" not in item for item in parsed):
+        raise _fail(name, "must list non-empty strings", value)
+    for item in parsed:
+        if "/" in item and not item.startswith("/"):
+            raise _fail(name, f"{item!r} must be a bare file name or an absolute path", value)
+    return tuple(parsed)
+
+
 _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "databases": _databases,
     "s3_bucket": _bucket,
@@ -310,6 +409,18 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "pitr_port": _int_in(1024, 65535),
     "pitr_os_user": _identifier,
     "replaced_keep_hours": _float_in(0.0, 24 * 366),
+    "legal_floor_years": _int_in(6, 100),
+    "data_retention_policy": _policy_file,
+    "retention_batch_rows": _int_in(1, 1_000_000),
+    "keep_daily_days": _int_in(1, 3650),
+    "keep_monthly_months": _int_in(0, 1200),
+    "keep_yearly_years": _int_in(0, 100),
+    "pitr_window_days": _float_in(0.0, 3650),
+    "object_lock_mode": _lock_mode,
+    "file_dirs": _path_lists,
+    "config_files": _path_lists,
+    "secret_files": _name_list,
+    "config_key_conn_id": _conn_id,
 }
 
 
@@ -323,7 +434,7 @@ def parse_settings(raw: Mapping[str, str | None]) -> Settings:
         values[setting.name] = _PARSERS[setting.name](setting.name, str(value))
     assert set(values) == {f.name for f in fields(Settings)}
     settings = Settings(**values)
-    for map_name in ("restore_conn_ids", "drill_conn_ids"):
+    for map_name in ("restore_conn_ids", "drill_conn_ids", "file_dirs", "config_files"):
         unknown = sorted(set(getattr(settings, map_name)) - set(settings.databases))
         if unknown:
             raise _fail(map_name, f"names {unknown}, which pgdr_databases does not list", raw.get(map_name))
@@ -350,13 +461,13 @@ DEADLINE_SETTINGS = {
 }
 
 
-def deadline_minutes(name: str) -> int:
-    """A deadline setting from AIRFLOW_VAR_PGDR_<NAME>, read when the DAG file is parsed."""
+def deadline_minutes(name: str) -> float:
+    """A deadline setting from AIRFLOW_VAR_PGDR_<NAME>, read when the DAG file is parsed (decimals allowed)."""
     import os
 
     default, _ = DEADLINE_SETTINGS[name]
     raw = os.environ.get(f"AIRFLOW_VAR_{(PREFIX + name).upper()}", default)
-    return _int_in(1, 7 * 24 * 60)(name, raw)
+    return _float_in(0.1, 7 * 24 * 60)(name, raw)
 
 
 def protected_databases_at_parse() -> list[str]:

@@ -47,3 +47,13 @@ class ProtectedDatabasesOperator(PgdrBaseOperator):
         databases = list(self.settings.databases)
         self.log.info("protected databases: %s", ", ".join(databases))
         return databases
+
+
+def effective_dry_run(context) -> bool:
+    """Scheduled runs act for real; a manual run follows its ``dry_run`` field (default true)."""
+    from airflow.utils.types import DagRunType
+
+    dag_run = context["dag_run"]
+    if dag_run.run_type != DagRunType.MANUAL:
+        return False
+    return bool(context["params"].get("dry_run", True))

@@ -1,0 +1,53 @@
+"""
+### pg_data_retention
+
+Monthly (1st, 03:00 UTC) and on demand. Task group `data`, per protected database
+(setting `pgdr_databases`, dynamically mapped):
+
+1. `data.apply_policy`: the declarative policy (`include/data_retention_policy.yaml`, setting
+   `pgdr_data_retention_policy`) validated against the legal floor (`pgdr_legal_floor_years`) and
+   the live schema before anything changes, then each rule run in batches of
+   `pgdr_retention_batch_rows`: `archive` (rows exported to S3, encrypted and checksummed, verified,
+   then deleted), `soft_delete`, `purge_soft_deleted`; `VACUUM ANALYZE` of every touched table;
+   the per-rule counts to `<prefix>/reports/retention/data/<run>/<database>.json`;
+2. `data.report`: one Slack message with every database's counts (no row data), and the run
+   fails when a database failed.
+
+**Dry run**: a manual run follows its `dry_run` field (default on: counts what each rule would
+touch, changes nothing); scheduled runs act for real. See docs/retention.md.
+"""
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import DAG, Param, TaskGroup
+
+from pgdr.alerts import on_task_failure
+from pgdr.operators.base import ProtectedDatabasesOperator
+from pgdr.operators.retention import ApplyDataPolicyOperator, DataRetentionReportOperator
+
+with DAG(
+    dag_id="pg_data_retention",
+    description="Monthly HIPAA-safe retention: archive, soft-delete and purge by policy, never under the legal floor",
+    schedule="0 3 1 * *",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=timedelta(hours=12),
+    default_args={"owner": "data-platform", "retries": 0, "on_failure_callback": on_task_failure},
+    params={
+        "dry_run": Param(
+            True, type="boolean", title="Dry run",
+            description="On (default): count what each rule would archive, soft-delete or purge and report it, "
+                        "changing nothing. Off: act. Scheduled runs always act."),
+    },
+    tags=["pgdr", "retention"],
+    doc_md=__doc__,
+) as dag:
+    databases = ProtectedDatabasesOperator(task_id="protected_databases")
+
+    with TaskGroup("data"):
+        applied = ApplyDataPolicyOperator.partial(task_id="apply_policy").expand(conn_id=databases.output)
+        applied >> DataRetentionReportOperator(task_id="report", trigger_rule="all_done")
+
+    # backup retention (GFS, WAL, Object Lock): task group "backups"

@@ -11,6 +11,10 @@ Every six hours, per protected database (mapped task group `verify`), each check
 - `report`: the JSON report to `<prefix>/reports/verify/`, Slack alerts on change (with reminders),
   and the run ends failed when a check failed. A backup that fails is marked bad and never
   offered for restore. See docs/operations.md.
+
+Then `history_page` renders the backup history page (sizes, durations, verification results and
+drill RTOs over time) to `<prefix>/reports/index.html`, whatever the checks found. See
+docs/history-page.md.
 """
 
 from datetime import timedelta
@@ -21,6 +25,7 @@ from airflow.sdk import DAG, task_group
 from pgdr.alerts import on_task_failure
 from pgdr.deadlines import deadline_alert
 from pgdr.operators.base import ProtectedDatabasesOperator
+from pgdr.operators.history import HistoryPageOperator
 from pgdr.operators.restore import DropExpiredReplacedOperator
 from pgdr.operators.verify import (
     BucketPostureOperator,
@@ -65,6 +70,9 @@ with DAG(
         ]
         checks >> VerificationReportOperator(task_id="report", conn_id=conn_id, trigger_rule="all_done", retries=0)
 
-    verify_database.expand(conn_id=databases.output)
+    verified = verify_database.expand(conn_id=databases.output)
+    # a teardown: it runs after the reports whatever they found (all done), and the run's state stays
+    # the reports', so a failed check still fails the run while the page shows it
+    verified >> HistoryPageOperator(task_id="history_page", retries=0).as_teardown()
     DropExpiredReplacedOperator.partial(task_id="drop_expired_replaced").expand(conn_id=databases.output)
     RecordMarkerOperator.partial(task_id="record_marker", retries=0).expand(conn_id=databases.output)

@@ -17,6 +17,15 @@ and, unless `pgdr_physical_backups` is false (then they are skipped):
    `backup_manifest` uploaded encrypted and checksummed; the base point-in-time recovery starts from;
 2. `seal_base`: the same check in S3, then `manifest.json` (with the WAL range) written last.
 
+and, for a database with directories in `pgdr_file_dirs` / files in `pgdr_config_files` (else skipped):
+
+1. `files_backup`: each directory archived as a stream (tar through zstd) with a per-file index
+   (path, size, mtime, sha256); only new or changed files uploaded, unchanged ones point at the
+   backup holding them (a full backup again once the chain's full one is 7 days old); `seal_files`;
+2. `config_backup`: the listed files archived; `.env` files and `pgdr_secret_files` sealed
+   client-side (AES-256-GCM, a per-backup data key wrapped by the `pgdr_config_key_conn_id`
+   connection's key or KMS); `seal_config`.
+
 A failed or partial run leaves no manifest behind; failures are posted to Slack.
 See docs/operations.md and docs/configuration.md.
 """
@@ -29,13 +38,19 @@ from airflow.sdk import DAG, task_group
 from pgdr.alerts import on_task_failure
 from pgdr.assets import BASE_BACKUP, LOGICAL_BACKUP
 from pgdr.deadlines import deadline_alert
-from pgdr.operators.backup import LogicalBackupOperator, PhysicalBackupOperator, SealBackupOperator
+from pgdr.operators.backup import (
+    ConfigBackupOperator,
+    FilesBackupOperator,
+    LogicalBackupOperator,
+    PhysicalBackupOperator,
+    SealBackupOperator,
+)
 from pgdr.operators.base import ProtectedDatabasesOperator
 from pgdr.settings import deadline_minutes
 
 with DAG(
     dag_id="pg_backup_daily",
-    description="Daily encrypted, checksummed, verified logical and base backups of each protected database to S3",
+    description="Daily encrypted, checksummed, verified logical, base, file and configuration backups to S3",
     schedule="0 2 * * *",
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
@@ -62,5 +77,9 @@ with DAG(
         SealBackupOperator(task_id="verify_and_seal", backup=dump.output, outlets=[LOGICAL_BACKUP])
         base = PhysicalBackupOperator(task_id="base_backup", conn_id=conn_id)
         SealBackupOperator(task_id="seal_base", backup=base.output, outlets=[BASE_BACKUP])
+        files = FilesBackupOperator(task_id="files_backup", conn_id=conn_id)
+        SealBackupOperator(task_id="seal_files", backup=files.output)
+        config = ConfigBackupOperator(task_id="config_backup", conn_id=conn_id)
+        SealBackupOperator(task_id="seal_config", backup=config.output)
 
     backup_database.expand(conn_id=databases.output)

@@ -177,3 +177,122 @@ class SealBackupOperator(PgdrBaseOperator):
                 context["outlet_events"][outlet].extra = extra
         return {**extra, "objects": len(manifest.objects), "tables": len(manifest.row_counts),
                 "rows": sum(manifest.row_counts.values())}
+
+
+class _StagedBackupOperator(PgdrBaseOperator):
+    """Shared mechanics of the file and configuration backups: one protected database, a staging
+    directory removed afterwards (the content already lives where it was read from), skipped with
+    the reason when nothing is configured for the database."""
+
+    template_fields = ("conn_id",)
+    kind = ""
+
+    def __init__(self, *, conn_id: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.conn_id = conn_id
+
+    def configured(self, database: str):
+        raise NotImplementedError
+
+    def take(self, *, database: str, backup_id: str, prefix: str, configured, work, airflow: dict):
+        raise NotImplementedError
+
+    def execute(self, context) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from pgdr import staging
+        from pgdr.manifest import backup_prefix, new_backup_id
+
+        settings = self.settings
+        database = self.require_protected(self.conn_id)
+        configured = self.configured(database)
+        if not configured:
+            setting = "pgdr_file_dirs" if self.kind == "files" else "pgdr_config_files"
+            reason = f"no {self.kind} backup of {database}: {setting} lists nothing for it"
+            self.log.info("skipped: %s", reason)
+            raise AirflowSkipException(reason)
+        backup_id = new_backup_id()
+        prefix = backup_prefix(settings.s3_prefix, database, self.kind, backup_id)
+        work = staging.work_dir(settings.staging_dir, database, self.kind, backup_id)
+        work.parent.mkdir(parents=True, exist_ok=True)
+        if work.exists():
+            raise RuntimeError(f"staging directory {work} already exists; another backup is writing there")
+        ti = context["ti"]
+        self.log.info("%s backup %s of %s (%d paths) to s3://%s/%s/", self.kind, backup_id, database,
+                      len(configured), settings.s3_bucket, prefix)
+        try:
+            manifest = self.take(database=database, backup_id=backup_id, prefix=prefix, configured=configured,
+                                 work=work, airflow={"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id})
+        finally:
+            # archives of files that stay on disk, and sealed secrets: no reason to keep a copy here
+            staging.discard(work)
+        return {"database": database, "backup_id": backup_id, "prefix": prefix, "manifest": manifest.to_dict()}
+
+
+class FilesBackupOperator(_StagedBackupOperator):
+    """Archive the directories ``pgdr_file_dirs`` lists for one protected database (tar through zstd,
+    streamed while the files are read, a per-file index), incremental on the newest good file backup;
+    upload and check. Returns (XCom) the id, prefix and draft manifest for :class:`SealBackupOperator`.
+    Skipped when no directory is configured for the database.
+
+    :param conn_id: the protected postgres connection id (templated)
+    """
+
+    kind = "files"
+
+    def configured(self, database: str):
+        return self.settings.file_dirs.get(database, ())
+
+    def take(self, *, database, backup_id, prefix, configured, work, airflow):
+        from pgdr.catalog import newest_good
+        from pgdr.file_restore import load_entries
+        from pgdr.files_backup import bad_backup_ids, choose_previous, run_files_backup, utc_now
+        from pgdr.manifest import MANIFEST_NAME, backup_prefix
+
+        entries = self.store.catalog(database, "files")
+        newest = newest_good(entries)
+        previous = index = None
+        if newest is not None:
+            previous_prefix = backup_prefix(self.store.prefix, database, "files", newest.backup_id)
+            previous = self.store.read_manifest(f"{previous_prefix}/{MANIFEST_NAME}")
+        use, reason = choose_previous(previous, bad_backup_ids(entries), utc_now())
+        if use:
+            index = {"entries": load_entries(self.store, previous, previous_prefix, work / "previous")}
+        else:
+            previous = None
+        self.log.info("%s", reason)
+        return run_files_backup(database=database, backup_id=backup_id, prefix=prefix,
+                                directories=list(configured), store=self.store, workdir=work,
+                                level=self.settings.compression_level, previous=previous, previous_index=index,
+                                base_reason=reason, kms_key_id=self.settings.kms_key_id, airflow=airflow,
+                                log=self.log)
+
+
+class ConfigBackupOperator(_StagedBackupOperator):
+    """Archive the files ``pgdr_config_files`` lists for one protected database; ``.env`` files and
+    those ``pgdr_secret_files`` names are sealed client-side (envelope encryption: a per-backup data
+    key wrapped by the key in connection ``pgdr_config_key_conn_id``, or by KMS when
+    ``pgdr_kms_key_id`` is set) before upload. A listed file that is missing fails the task before
+    anything is uploaded. Skipped when nothing is configured for the database.
+
+    :param conn_id: the protected postgres connection id (templated)
+    """
+
+    kind = "config"
+
+    def configured(self, database: str):
+        return self.settings.config_files.get(database, ())
+
+    def take(self, *, database, backup_id, prefix, configured, work, airflow):
+        from pgdr.config_backup import is_secret, read_config_files, run_config_backup
+        from pgdr.envelope import wrapper_from_settings
+
+        settings = self.settings
+        read_config_files(configured)  # every listed file is there, before any key or upload
+        wrapper = None
+        if any(is_secret(path, settings.secret_files) for path in configured):
+            wrapper = wrapper_from_settings(settings)
+        return run_config_backup(database=database, backup_id=backup_id, prefix=prefix, paths=tuple(configured),
+                                 secret_files=settings.secret_files, wrapper=wrapper, store=self.store,
+                                 workdir=work, level=settings.compression_level, kms_key_id=settings.kms_key_id,
+                                 airflow=airflow, log=self.log)

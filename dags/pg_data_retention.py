@@ -24,6 +24,7 @@ from airflow.sdk import DAG, Param, TaskGroup
 
 from pgdr.alerts import on_task_failure
 from pgdr.operators.base import ProtectedDatabasesOperator
+from pgdr.operators.expire import BackupRetentionOperator
 from pgdr.operators.retention import ApplyDataPolicyOperator, DataRetentionReportOperator
 
 with DAG(
@@ -51,3 +52,5 @@ with DAG(
         applied >> DataRetentionReportOperator(task_id="report", trigger_rule="all_done")
 
     # backup retention (GFS, WAL, Object Lock): task group "backups"
+    with TaskGroup("backups"):
+        BackupRetentionOperator.partial(task_id="expire").expand(conn_id=databases.output)

@@ -35,8 +35,9 @@ def discard(work: Path) -> None:
 
 
 def prune(staging_dir: Path, database: str, kind: str, retention_days: int, log: logging.Logger,
-          now: float | None = None) -> list[str]:
-    """Remove copies older than ``retention_days`` (and stale partial ones); returns what was removed."""
+          now: float | None = None, dry_run: bool = False) -> list[str]:
+    """Remove copies older than ``retention_days`` (and stale partial ones); returns what was (with
+    ``dry_run``: would be) removed."""
     now = now or time.time()
     base = staging_dir / database / kind
     if not base.is_dir():
@@ -53,9 +54,11 @@ def prune(staging_dir: Path, database: str, kind: str, retention_days: int, log:
         else:
             continue
         if expired:
-            shutil.rmtree(entry, ignore_errors=True)
+            if not dry_run:
+                shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry.name)
     if removed:
-        log.info("pruned %d local staging copies older than %d days: %s", len(removed), retention_days,
+        log.info("%s %d local staging copies older than %d days: %s", "would prune" if dry_run else "pruned",
+                 len(removed), retention_days,
                  ", ".join(removed))
     return removed

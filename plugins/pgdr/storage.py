@@ -12,8 +12,10 @@ import base64
 import io
 import json
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from pgdr.digest import Digest
@@ -110,15 +112,49 @@ class UploadQueue:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
+@dataclass(frozen=True)
+class LockPolicy:
+    """How long Object Lock keeps what pgdr writes, where the bucket has Object Lock.
+
+    Objects of a backup are locked to the backup's GFS expiry at write time (see
+    :func:`pgdr.gfs.lock_until_at_write`); completed WAL segments and histories to cover the
+    point-in-time window. Partial WAL objects, reports and state (leases) are not locked: they
+    are superseded or removed within minutes, and every locked version would be kept.
+    """
+
+    mode: str                  # GOVERNANCE | COMPLIANCE
+    gfs: object                # pgdr.gfs.Policy
+    pitr_window_days: float
+
+    @classmethod
+    def from_settings(cls, settings) -> "LockPolicy":
+        from pgdr.gfs import Policy
+
+        return cls(settings.object_lock_mode, Policy.from_settings(settings), settings.pitr_window_days)
+
+
+@dataclass(frozen=True)
+class ObjectVersion:
+    key: str
+    version_id: str
+    size: int
+    delete_marker: bool
+    last_modified: datetime | None = None
+
+
 class BackupStore:
     def __init__(self, *, client, bucket: str, prefix: str, sse_args: dict[str, str], part_size: int,
-                 log: logging.Logger) -> None:
+                 log: logging.Logger, lock_policy: "LockPolicy | None" = None) -> None:
         self.client = client
         self.bucket = bucket
         self.prefix = prefix
         self.sse_args = sse_args
         self.part_size = part_size
         self.log = log
+        self.lock_policy = lock_policy
+        self._lock_enabled: bool | None = None
+        self._backup_locks: dict[tuple[str, str, str], datetime | None] = {}
+        self._lock_mutex = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings, log: logging.Logger) -> "BackupStore":
@@ -126,7 +162,8 @@ class BackupStore:
 
         client = S3Hook(aws_conn_id=settings.aws_conn_id).get_conn()
         return cls(client=client, bucket=settings.s3_bucket, prefix=settings.s3_prefix,
-                   sse_args=settings.sse_args, part_size=settings.part_size, log=log)
+                   sse_args=settings.sse_args, part_size=settings.part_size, log=log,
+                   lock_policy=LockPolicy.from_settings(settings))
 
     @property
     def expected_sse(self) -> str:
@@ -143,6 +180,8 @@ class BackupStore:
         """
         extra = dict(self.sse_args)
         extra["Metadata"] = {"sha256": digest.sha256, **metadata}
+        lock = self.lock_args(key)
+        extra.update(lock)
         if not self.is_multipart(digest.size):
             with open(path, "rb") as body:
                 self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentLength=digest.size,
@@ -164,8 +203,11 @@ class BackupStore:
                         Body=_FileSlice(handle, offset, length), ContentLength=length, ChecksumSHA256=checksum)
                     parts.append({"ETag": response["ETag"], "PartNumber": number, "ChecksumSHA256": checksum})
                     progress.add(length)
-            self.client.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id,
-                                                  MultipartUpload={"Parts": parts})
+            completed = self.client.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id,
+                                                              MultipartUpload={"Parts": parts})
+            if lock:
+                # some S3-compatible stores ignore the lock given at create time; set it on the version
+                self.set_retention(key, completed.get("VersionId"), lock["ObjectLockRetainUntilDate"])
         except BaseException:
             try:
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
@@ -209,7 +251,7 @@ class BackupStore:
         key = f"{backup_prefix}/{MANIFEST_NAME}"
         body = manifest.to_json().encode()
         self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json",
-                               ChecksumAlgorithm="SHA256", **self.sse_args)
+                               ChecksumAlgorithm="SHA256", **self.sse_args, **self.lock_args(key))
         return key
 
     def delete_keys(self, keys: list[str]) -> None:
@@ -251,7 +293,7 @@ class BackupStore:
     def put_json(self, key: str, document: dict) -> str:
         body = json.dumps(document, indent=2, sort_keys=True, default=str).encode()
         self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json",
-                               ChecksumAlgorithm="SHA256", **self.sse_args)
+                               ChecksumAlgorithm="SHA256", **self.sse_args, **self.lock_args(key))
         return key
 
     def catalog(self, database: str, kind: str):
@@ -301,3 +343,114 @@ class BackupStore:
             "object_lock": {"ok": lock.get("ObjectLockEnabled") == "Enabled", "found": lock.get("ObjectLockEnabled", "Disabled")},
             "public_access_blocked": {"ok": blocked, "found": public or "no public access block"},
         }
+
+    # ------------------------------------------------------------ Object Lock and versions
+
+    @property
+    def object_lock_enabled(self) -> bool:
+        """Whether the bucket has Object Lock (asked once per store)."""
+        if self._lock_enabled is None:
+            from botocore.exceptions import ClientError
+
+            try:
+                config = self.client.get_object_lock_configuration(Bucket=self.bucket)
+                enabled = config.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
+            except ClientError:
+                enabled = False
+            self._lock_enabled = enabled
+        return self._lock_enabled
+
+    def lock_until(self, key: str, now: datetime | None = None) -> datetime | None:
+        """The retain-until date an object written now at ``key`` gets (None: not locked)."""
+        if self.lock_policy is None or not self.object_lock_enabled:
+            return None
+        from pgdr.manifest import KINDS, is_backup_id
+
+        now = now or datetime.now(timezone.utc)
+        if not key.startswith(self.prefix + "/"):
+            return None
+        parts = key[len(self.prefix) + 1:].split("/")
+        if len(parts) >= 4 and parts[1] in KINDS and is_backup_id(parts[2]):
+            with self._lock_mutex:
+                cache_key = (parts[0], parts[1], parts[2])
+                if cache_key not in self._backup_locks:
+                    self._backup_locks[cache_key] = self._backup_lock_date(*cache_key)
+                until = self._backup_locks[cache_key]
+        elif len(parts) == 3 and parts[1] == "wal" and not parts[2].endswith(".partial.zst"):
+            until = now + timedelta(days=self.lock_policy.pitr_window_days)
+        else:
+            return None
+        return until if until and until > now + timedelta(seconds=60) else None
+
+    def lock_args(self, key: str) -> dict:
+        until = self.lock_until(key)
+        if until is None:
+            return {}
+        return {"ObjectLockMode": self.lock_policy.mode, "ObjectLockRetainUntilDate": until}
+
+    def _backup_lock_date(self, database: str, kind: str, backup_id: str) -> datetime:
+        """GFS expiry of a backup being written: the first good one of its month or year so far is kept longer.
+
+        Earlier backups are placed by their id (start time); markers are read oldest first and
+        only until the first good one, so a December backup costs a few requests, not hundreds.
+        """
+        from pgdr.catalog import MARKER_NAME, entries_from_keys
+        from pgdr.gfs import GOOD, Backup, lock_until_at_write
+        from pgdr.manifest import backup_id_time
+
+        started = backup_id_time(backup_id)
+        base = f"{self.prefix}/{database}/{kind}/"
+        earlier = [e for e in entries_from_keys(self.list_keys(base), base)
+                   if e.complete and e.has_marker and e.backup_id < backup_id
+                   and backup_id_time(e.backup_id).year == started.year]
+        found = []
+        for scope in ([e for e in earlier if backup_id_time(e.backup_id).month == started.month], earlier):
+            for entry in scope:
+                marker = self.read_json_or_none(f"{base}{entry.backup_id}/{MARKER_NAME}") or {}
+                if marker.get("status") == GOOD:
+                    found.append(Backup(kind, entry.backup_id, backup_id_time(entry.backup_id), GOOD))
+                    break
+            if found:
+                break
+        return lock_until_at_write(started, found, self.lock_policy.gfs)
+
+    def set_retention(self, key: str, version_id: str | None, until: datetime) -> None:
+        """Set (or extend) the retain-until date of one object version."""
+        args = {"VersionId": version_id} if version_id else {}
+        self.client.put_object_retention(Bucket=self.bucket, Key=key, **args,
+                                         Retention={"Mode": self.lock_policy.mode if self.lock_policy else
+                                                    "GOVERNANCE", "RetainUntilDate": until})
+
+    def retention_of(self, key: str, version_id: str) -> datetime | None:
+        """The retain-until date of one object version, None when it has none."""
+        head = self.client.head_object(Bucket=self.bucket, Key=key, VersionId=version_id)
+        return head.get("ObjectLockRetainUntilDate")
+
+    def list_versions(self, prefix: str) -> list[ObjectVersion]:
+        """Every version and delete marker under ``prefix`` (a plain bucket lists one 'null' version per key)."""
+        paginator = self.client.get_paginator("list_object_versions")
+        found = []
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for version in page.get("Versions", []):
+                found.append(ObjectVersion(version["Key"], version.get("VersionId") or "null", version.get("Size", 0),
+                                           False, version.get("LastModified")))
+            for marker in page.get("DeleteMarkers", []):
+                found.append(ObjectVersion(marker["Key"], marker.get("VersionId") or "null", 0, True,
+                                           marker.get("LastModified")))
+        return found
+
+    def delete_versions(self, versions: list[ObjectVersion]) -> list[str]:
+        """Delete exactly these versions (data gone for good, unlike a plain delete in a versioned
+        bucket, which only hides it behind a delete marker). Returns the errors S3 reported."""
+        errors = []
+        for start in range(0, len(versions), 1000):
+            batch = [{"Key": v.key, "VersionId": v.version_id} for v in versions[start:start + 1000]]
+            response = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            errors.extend(f"{e.get('Key')} ({e.get('VersionId')}): {e.get('Code')} {e.get('Message', '')}".strip()
+                          for e in response.get("Errors", []))
+        return errors
+
+    def delete_all_versions(self, keys: list[str]) -> list[str]:
+        """Every version of each of ``keys``; returns errors."""
+        versions = [v for key in keys for v in self.list_versions(key) if v.key == key]
+        return self.delete_versions(versions)

@@ -1,0 +1,319 @@
+"""Backup retention applied: a GFS plan carried out on S3, the WAL archive, the receiver directory and staging.
+
+:func:`run` reads every backup of one protected database (manifests, verification markers,
+leases), plans with :mod:`pgdr.gfs`, asks S3 for the Object Lock date of everything it would
+delete (a backup with a version still locked is kept and reported, never attempted), deletes
+every *version* of what goes (a plain delete in a versioned bucket only hides the data behind a
+delete marker), manifest first so a half-deleted backup is never listed, extends the lock of
+backups whose GFS role grew, prunes WAL older than the PITR window needs, prunes the receiver
+directory and local staging, and returns the report. ``dry_run`` changes nothing and reports
+the same plan.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from pgdr import gfs, leases
+from pgdr.catalog import MARKER_NAME, entries_from_keys
+from pgdr.manifest import KINDS, MANIFEST_NAME, backup_id_time, backup_prefix
+from pgdr.storage import ObjectVersion
+
+
+@dataclass
+class Found:
+    """What one backup directory holds, beyond what the plan needs."""
+
+    backup: gfs.Backup
+    prefix: str
+    wal: dict | None = None
+    versions: list[ObjectVersion] = field(default_factory=list)
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.astimezone(timezone.utc).isoformat(timespec="seconds") if when else None
+
+
+def _depends_on(document: dict) -> tuple[str, ...]:
+    # file backups name the backups holding their unchanged files' content
+    found = document.get("depends_on") or (document.get("dump") or {}).get("depends_on") or []
+    return tuple(str(x) for x in found)
+
+
+def collect(store, database: str, now: datetime) -> list[Found]:
+    """Every backup directory of ``database`` (every kind), with status, dependencies and leases."""
+    holders = leases.holders_by_backup(leases.active(store, database, now))
+    found = []
+    for kind in KINDS:
+        base = f"{store.prefix}/{database}/{kind}/"
+        for entry in entries_from_keys(store.list_keys(base), base):
+            prefix = backup_prefix(store.prefix, database, kind, entry.backup_id)
+            finished, wal, depends, status = backup_id_time(entry.backup_id), None, (), gfs.UNVERIFIED
+            if entry.complete:
+                document = store.read_json(f"{prefix}/{MANIFEST_NAME}")
+                finished = datetime.fromisoformat(document["finished_at"])
+                if finished.tzinfo is None:
+                    finished = finished.replace(tzinfo=timezone.utc)
+                wal, depends = document.get("wal"), _depends_on(document)
+                if entry.has_marker:
+                    marker = store.read_json_or_none(f"{prefix}/{MARKER_NAME}") or {}
+                    status = {"good": gfs.GOOD, "bad": gfs.BAD}.get(marker.get("status"), gfs.UNVERIFIED)
+            backup = gfs.Backup(kind, entry.backup_id, finished, status, entry.complete, depends,
+                                holders.get((kind, entry.backup_id), ()))
+            found.append(Found(backup, prefix, wal))
+    return found
+
+
+def _lock_dates(store, versions: list[ObjectVersion]) -> dict[tuple[str, str], datetime]:
+    """Retain-until date of each version that has one (delete markers have none)."""
+    dates = {}
+    for version in versions:
+        if version.delete_marker:
+            continue
+        until = store.retention_of(version.key, version.version_id)
+        if until is not None:
+            dates[(version.key, version.version_id)] = until
+    return dates
+
+
+def _delete_backup(store, item: Found) -> tuple[int, list[str]]:
+    """Every version of a backup's objects, the manifest's first. Returns (bytes freed, errors)."""
+    manifest_key = f"{item.prefix}/{MANIFEST_NAME}"
+    first = [v for v in item.versions if v.key == manifest_key]
+    rest = [v for v in item.versions if v.key != manifest_key]
+    errors = store.delete_versions(first)
+    if errors:
+        return 0, errors   # still listed as it was: nothing half-deleted
+    errors = store.delete_versions(rest)
+    return sum(v.size for v in item.versions), errors
+
+
+def plan_backups(store, database: str, now: datetime, policy: gfs.Policy,
+                 log: logging.Logger) -> tuple[list[Found], list[gfs.Decision]]:
+    """The plan, with Object Lock dates read for everything the first pass would delete."""
+    found = collect(store, database, now)
+    decisions = gfs.plan([f.backup for f in found], now, policy)
+    doomed = {d.backup.key for d in decisions if not d.keep}
+    by_key = {f.backup.key: f for f in found}
+    if doomed:
+        for key in doomed:
+            item = by_key[key]
+            item.versions = store.list_versions(item.prefix + "/")
+        if store.object_lock_enabled:
+            for key in doomed:
+                item = by_key[key]
+                dates = _lock_dates(store, item.versions)
+                latest = max(dates.values(), default=None)
+                if latest is not None and latest > now:
+                    item.backup = gfs.Backup(**{**item.backup.__dict__, "locked_until": latest})
+            decisions = gfs.plan([f.backup for f in found], now, policy)
+    log.info("backup retention plan for %s: %s", database, gfs.summary(decisions))
+    return found, decisions
+
+
+def extend_locks(store, found: list[Found], decisions: list[gfs.Decision], policy: gfs.Policy, now: datetime,
+                 dry_run: bool) -> list[dict]:
+    """Lengthen the retain-until date of kept backups whose GFS role outlasts their lock."""
+    if not store.object_lock_enabled:
+        return []
+    by_key = {f.backup.key: f for f in found}
+    extended = []
+    for key, until in sorted(gfs.lock_targets(decisions, policy, now).items()):
+        item = by_key[key]
+        versions = [v for v in store.list_versions(item.prefix + "/") if not v.delete_marker]
+        short = [v for v in versions if (store.retention_of(v.key, v.version_id) or now) < until]
+        if not short:
+            continue
+        if not dry_run:
+            for version in short:
+                store.set_retention(version.key, version.version_id, until)
+        extended.append({"kind": key[0], "backup_id": key[1], "objects": len(short), "until": _iso(until)})
+    return extended
+
+
+# ---------------------------------------------------------------- WAL
+
+def wal_cutoff(found: list[Found], decisions: list[gfs.Decision], now: datetime,
+               window_days: float) -> tuple[str | None, str]:
+    """The first WAL segment to keep, and why: the start of the newest usable base backup that finished
+    before the PITR window opened (so its oldest moment stays recoverable), else of the oldest one.
+    A base backup leased by a running restore keeps its WAL too."""
+    from pgdr.wal_archive import segment_number
+
+    kept = {d.backup.key for d in decisions if d.keep}
+    bases = sorted((f for f in found if f.backup.kind == "base" and f.backup.complete and f.backup.status != gfs.BAD
+                    and f.backup.key in kept and (f.wal or {}).get("start_wal_file")),
+                   key=lambda f: f.backup.finished)
+    if not bases:
+        return None, "no usable base backup: all WAL kept"
+    opens = now - timedelta(days=window_days)
+    before = [f for f in bases if f.backup.finished <= opens]
+    anchor = before[-1] if before else bases[0]
+    cutoff, why = anchor.wal["start_wal_file"], (
+        f"start of base backup {anchor.backup.backup_id}, the newest that finished before the PITR window "
+        f"opened ({_iso(opens)})" if before else
+        f"start of base backup {anchor.backup.backup_id}, the oldest (none finished before the window opened)")
+    for leased in (f for f in bases if f.backup.leased_by):
+        start = leased.wal["start_wal_file"]
+        if segment_number(start) < segment_number(cutoff):
+            cutoff, why = start, f"start of base backup {leased.backup.backup_id}, leased by a running restore"
+    return cutoff, why
+
+
+def _wal_name(key: str) -> tuple[str, str] | None:
+    """(segment, 'segment'|'partial') of a WAL object key; None for histories and anything else."""
+    from pgdr.wal_archive import classify
+
+    name = key.rsplit("/", 1)[-1]
+    if name.endswith(".zst"):
+        name = name[:-4]
+    kind = classify(name)
+    if kind == "segment":
+        return name, kind
+    if kind == "partial":
+        return name[:-len(".partial")], kind
+    return None
+
+
+def prune_wal(store, database: str, cutoff: str | None, now: datetime, dry_run: bool) -> dict:
+    """Delete every version of WAL segments (any timeline) and partial objects before ``cutoff``, and
+    of partial objects whose completed segment is stored; history files are always kept."""
+    from pgdr.wal_archive import segment_number, wal_prefix
+
+    result = {"cutoff": cutoff, "deleted_objects": 0, "bytes_freed": 0, "locked": [], "errors": []}
+    if cutoff is None:
+        return result
+    limit = segment_number(cutoff)
+    versions = store.list_versions(wal_prefix(store.prefix, database) + "/")
+    completed = {parsed[0] for v in versions if not v.delete_marker and (parsed := _wal_name(v.key))
+                 and parsed[1] == "segment"}
+    doomed: dict[str, list[ObjectVersion]] = {}
+    for version in versions:
+        parsed = _wal_name(version.key)
+        if parsed is None:
+            continue
+        segment, kind = parsed
+        if segment_number(segment) < limit or (kind == "partial" and segment in completed):
+            doomed.setdefault(version.key, []).append(version)
+    go = []
+    for key, key_versions in sorted(doomed.items()):
+        dates = _lock_dates(store, key_versions) if store.object_lock_enabled else {}
+        latest = max(dates.values(), default=None)
+        if latest is not None and latest > now:
+            result["locked"].append({"key": key, "locked_until": _iso(latest)})
+            continue
+        go.extend(key_versions)
+    result["deleted_objects"] = len({v.key for v in go})
+    result["bytes_freed"] = sum(v.size for v in go)
+    if go and not dry_run:
+        # newest segments first: an interruption leaves a shorter archive, never a gap inside it
+        go.sort(key=lambda v: v.key, reverse=True)
+        result["errors"] = store.delete_versions(go)
+    return result
+
+
+def prune_receiver_dir(directory: Path, newest_base_start: str | None, dry_run: bool,
+                       log: logging.Logger) -> dict:
+    """Remove local WAL segments already shipped (per the shipper's state) and older than the newest base
+    backup's start. Never one that is unshipped, a partial or a history file."""
+    from pgdr.wal_archive import load_state, scan, segment_number
+
+    result = {"directory": str(directory), "removed": [], "bytes_freed": 0}
+    if newest_base_start is None or not directory.is_dir():
+        result["skipped"] = "no base backup" if newest_base_start is None else "directory not on this worker"
+        return result
+    shipped = load_state(directory)["segments"]
+    limit = segment_number(newest_base_start)
+    for item in scan(directory):
+        if item.kind == "segment" and item.name in shipped and segment_number(item.name) < limit:
+            if not dry_run:
+                item.path.unlink(missing_ok=True)
+            result["removed"].append(item.name)
+            result["bytes_freed"] += item.size
+    if result["removed"]:
+        log.info("%s %d shipped WAL segments from %s", "would remove" if dry_run else "removed",
+                 len(result["removed"]), directory)
+    return result
+
+
+# ---------------------------------------------------------------- the whole run
+
+def run(*, store, database: str, settings, now: datetime | None = None, dry_run: bool,
+        log: logging.Logger) -> dict:
+    """Apply (or, with ``dry_run``, only plan) backup retention for one protected database; returns the report."""
+    from pgdr import staging
+
+    now = now or datetime.now(timezone.utc)
+    policy = gfs.Policy.from_settings(settings)
+    found, decisions = plan_backups(store, database, now, policy, log)
+    by_key = {f.backup.key: f for f in found}
+    deleted, errors, freed = [], [], 0
+    for decision in decisions:
+        if decision.keep:
+            continue
+        item = by_key[decision.backup.key]
+        if not dry_run:
+            bytes_freed, problems = _delete_backup(store, item)
+            freed += bytes_freed
+            errors.extend(problems)
+        else:
+            freed += sum(v.size for v in item.versions)
+        deleted.append(decision.backup.key)
+    extended = extend_locks(store, found, decisions, policy, now, dry_run)
+
+    cutoff, why = wal_cutoff(found, decisions, now, settings.pitr_window_days)
+    wal = {**prune_wal(store, database, cutoff, now, dry_run), "reason": why}
+    errors.extend(wal["errors"])
+    kept_bases = sorted((f for f in found if f.backup.kind == "base" and f.backup.complete
+                         and f.backup.status != gfs.BAD and (f.wal or {}).get("start_wal_file")
+                         and f.backup.key not in deleted), key=lambda f: f.backup.finished)
+    receiver = prune_receiver_dir(Path(settings.wal_receiver_dir) / database,
+                                  kept_bases[-1].wal["start_wal_file"] if kept_bases else None, dry_run, log)
+    staged = {kind: staging.prune(settings.staging_dir, database, kind, settings.local_retention_days, log,
+                                  dry_run=dry_run) for kind in KINDS}
+
+    locked = [d.to_dict() for d in decisions if any(r.startswith("locked until") for r in d.reasons)]
+    report = {
+        "database": database, "dry_run": dry_run, "at": _iso(now),
+        "policy": {"keep_daily_days": policy.keep_daily_days, "keep_monthly_months": policy.keep_monthly_months,
+                   "keep_yearly_years": policy.keep_yearly_years, "pitr_window_days": settings.pitr_window_days,
+                   "object_lock": store.object_lock_enabled,
+                   "object_lock_mode": settings.object_lock_mode if store.object_lock_enabled else None},
+        "backups": [d.to_dict() for d in decisions],
+        "counts": {"kept": sum(1 for d in decisions if d.keep), "deleted": len(deleted), "locked": len(locked),
+                   "lock_extended": len(extended), "wal_deleted": wal["deleted_objects"],
+                   "wal_locked": len(wal["locked"]), "receiver_removed": len(receiver["removed"]),
+                   "staging_removed": sum(len(v) for v in staged.values()), "errors": len(errors)},
+        "bytes_freed": {"backups": freed, "wal": wal["bytes_freed"], "receiver": receiver["bytes_freed"]},
+        "locked": locked, "lock_extended": extended, "wal": wal, "receiver_dir": receiver,
+        "staging_removed": staged, "errors": errors[:50],
+    }
+    return report
+
+
+def report_key(store, database: str, now: datetime, dry_run: bool) -> str:
+    stamp = now.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{store.prefix}/reports/retention/backups/{database}/{stamp}{'-dry-run' if dry_run else ''}.json"
+
+
+def retention_message(report: dict, log_url: str | None = None) -> dict:
+    """A short Slack message: counts and sizes only."""
+    from pgdr.alerts import build_alert
+    from pgdr.progress import human_bytes
+
+    counts = report["counts"]
+    verb = "would delete" if report["dry_run"] else "deleted"
+    facts = [("Database", report["database"]), ("Backups kept", counts["kept"]),
+             (f"Backups {verb}", counts["deleted"]), ("Locked (kept, not attempted)", counts["locked"]),
+             (f"WAL objects {verb}", counts["wal_deleted"]), ("Locks extended", counts["lock_extended"]),
+             ("Space freed" if not report["dry_run"] else "Space to free",
+              human_bytes(sum(report["bytes_freed"].values())))]
+    severity = "warning" if counts["errors"] else "info"
+    title = (f"pgdr: backup retention {'dry run ' if report['dry_run'] else ''}for {report['database']}"
+             + (f": {counts['errors']} errors" if counts["errors"] else ""))
+    step = ("a dry run changed nothing; trigger with dry_run off to apply" if report["dry_run"]
+            else "nothing to do" if not counts["errors"] else "see the report in S3 for the objects S3 refused")
+    return build_alert(severity=severity, title=title, facts=facts, next_step=step, log_url=log_url)

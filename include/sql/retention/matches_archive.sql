@@ -1,0 +1,1 @@
+t.{date_column} < %(cutoff)s

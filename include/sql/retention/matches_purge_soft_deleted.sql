@@ -1,0 +1,1 @@
+t.{date_column} < %(cutoff)s AND t.{soft_delete_column} < %(soft_deleted_before)s

@@ -1,0 +1,1 @@
+EXISTS (SELECT 1 FROM {child_table} AS r WHERE {join})

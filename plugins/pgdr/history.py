@@ -415,13 +415,13 @@ def verify_chart(database: str, runs: list[VerifyPoint]) -> str:
     """A grid: one row per check, one column per verification run (oldest left), a cell per result."""
     runs = sorted(runs, key=lambda r: r.at)
     names = _check_names(runs)
-    row = 22.0
+    row, left = 22.0, 104
     height = TOP + row * max(1, len(names)) + BOTTOM
-    inner = WIDTH - LEFT - RIGHT
+    inner = WIDTH - left - RIGHT
     column = inner / max(1, len(runs))
     body = []
     for index, name in enumerate(names):
-        body.append(f'<text class="tick" x="{LEFT - 6}" y="{TOP + row * index + row / 2 + 4:.1f}" '
+        body.append(f'<text class="tick" x="{left - 6}" y="{TOP + row * index + row / 2 + 4:.1f}" '
                     f'text-anchor="end">{_e(name)}</text>')
     cells = 0
     for position, run in enumerate(runs):
@@ -429,13 +429,13 @@ def verify_chart(database: str, runs: list[VerifyPoint]) -> str:
         for index, name in enumerate(names):
             status = results.get(name, "missing")
             css = status if status in ("ok", "warning", "failed") else "missing"
-            body.append(f'<rect class="cell {css}" x="{LEFT + column * position + 0.5:.1f}" '
+            body.append(f'<rect class="cell {css}" x="{left + column * position + 0.5:.1f}" '
                         f'y="{TOP + row * index + 1:.1f}" width="{max(1.0, column - 1):.1f}" height="{row - 2:.1f}">'
                         f'<title>{_e(format_time(run.at))} {_e(name)}: {_e(status)}</title></rect>')
             cells += 1
     if runs:
         first, last = runs[0].at, runs[-1].at
-        body.append(f'<text class="tick" x="{LEFT}" y="{height - 10:.1f}" text-anchor="start">'
+        body.append(f'<text class="tick" x="{left}" y="{height - 10:.1f}" text-anchor="start">'
                     f'{_e(format_time(first))}</text>')
         if last != first:
             body.append(f'<text class="tick" x="{WIDTH - RIGHT}" y="{height - 10:.1f}" text-anchor="end">'
@@ -558,21 +558,21 @@ def _database_section(history: History, database: str) -> str:
                                  format_duration, database=database, kind=kind) + "</figure>")
         html.append("</div>")
 
-    html.append("<h3>Verification</h3>")
+    html.append('<h3>Verification and restore drills</h3><div class="charts">')
     if verifications:
         failed = sum(1 for v in verifications if v.status == "failed")
-        html.append(f'<p class="note">{len(verifications)} runs, {failed} failed. Green ok, amber warning, '
-                    f'red failed, grey not reported.</p>')
-        html.append(verify_chart(database, verifications))
+        html.append(f"<figure><figcaption>{len(verifications)} verification runs, {failed} failed: green ok, "
+                    f"amber warning, red failed, grey not reported</figcaption>"
+                    + verify_chart(database, verifications) + "</figure>")
     else:
         html.append('<p class="empty">No verification report in this period.</p>')
-
-    html.append("<h3>Restore drills</h3>")
     if drills:
-        html.append(f'<p class="note">{len(drills)} drills. Green within budget, orange over budget, red failed.</p>')
-        html.append(rto_chart(database, drills, history.rto_budget_seconds))
+        html.append(f"<figure><figcaption>{len(drills)} restore drills, RTO: green within budget, orange over "
+                    f"budget, red failed</figcaption>" + rto_chart(database, drills, history.rto_budget_seconds)
+                    + "</figure>")
     else:
         html.append('<p class="empty">No restore drill in this period.</p>')
+    html.append("</div>")
     html.append("</section>")
     return "".join(html)
 

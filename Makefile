@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: venv test test-fast demo bench rto-table clean
+.PHONY: venv test test-fast demo bench rto-table report clean
 
 $(STAMP): requirements.txt
 	rm -rf $(VENV)
@@ -38,6 +38,12 @@ bench: venv
 ## from S3 (<prefix>/reports/drill/) when AIRFLOW_VAR_PGDR_S3_BUCKET is set, else from bench/results/drills/
 rto-table: venv
 	PYTHONPATH=plugins $(BIN)/python -m pgdr.rto_table $(if $(AIRFLOW_VAR_PGDR_S3_BUCKET),--from-s3,--from-dir bench/results/drills) --doc docs/DISASTER_RECOVERY.md
+
+## render the backup history page from S3 (AIRFLOW_VAR_PGDR_*, AIRFLOW_CONN_BACKUP_S3 as for Airflow) into
+## $(REPORT); `make report UPLOAD=1` also puts it at <prefix>/reports/index.html, where pg_backup_verify does
+REPORT ?= report.html
+report: venv
+	PYTHONPATH=plugins $(BIN)/python -m pgdr.history --out $(REPORT) $(if $(UPLOAD),--upload)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

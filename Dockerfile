@@ -36,8 +36,9 @@ RUN set -eu; \
 
 # Directories that back named volumes: a fresh volume takes the ownership and mode of the image's
 # directory, so the airflow user (any AIRFLOW_UID, always group 0) can write staging, the WAL the
-# receiver streams, and point-in-time recovery clusters.
-RUN install -d -o airflow -g root -m 0770 /opt/airflow/staging /opt/airflow/pitr /var/lib/pgdr /var/lib/pgdr/wal
+# receiver streams, point-in-time recovery clusters and restored files.
+RUN install -d -o airflow -g root -m 0770 /opt/airflow/staging /opt/airflow/pitr /opt/airflow/restore \
+    /var/lib/pgdr /var/lib/pgdr/wal
 
 # initdb, pg_ctl and pg_verifybackup are not on Debian's default PATH (only the pg_wrapper client
 # commands are); put the version-15 binaries first so pgdr always runs the 15 tools.

@@ -342,10 +342,12 @@ def test_worker_has_every_common_mount_plus_care_commons_read_only(compose, serv
     worker = services["airflow-worker"]["volumes"]
     assert worker[: len(common)] == common, "the worker's own volumes list must repeat the common mounts"
     extra = {target: (source, mode) for source, target, *mode in (v.split(":") for v in worker[len(common):])}
-    assert set(extra) == {"/srv/care-commons/uploads", "/srv/care-commons/config"}
+    assert set(extra) == {"/srv/care-commons/uploads", "/srv/care-commons/config", "/opt/airflow/restore"}
     for target, (source, mode) in extra.items():
-        assert mode == ["ro"], f"{target} must be mounted read-only: pgdr only reads care-commons' files"
         assert source in compose["volumes"]
+        if target.startswith("/srv/care-commons/"):
+            assert mode == ["ro"], f"{target} must be mounted read-only: pgdr only reads care-commons' files"
+    assert extra["/opt/airflow/restore"] == ("pgdr-restore", []), "file and config restores need somewhere to write"
     for name in AIRFLOW_IMAGE_SERVICES:
         if name != "airflow-worker":
             assert "volumes" not in services[name] or services[name]["volumes"] == common, name
@@ -753,9 +755,10 @@ def test_dockerfile_installs_the_pinned_requirements():
 
 def test_image_directories_back_the_named_volumes(compose):
     text = DOCKERFILE.read_text(encoding="utf-8")
-    created = re.search(r"^RUN install -d -o airflow -g root -m 0770 (.+)$", text, re.MULTILINE).group(1).split()
-    for _source, target in volume_entries(compose["x-airflow-common"]):
-        if target.startswith(("/opt/airflow/staging", "/opt/airflow/pitr", "/var/lib/pgdr")):
+    created = re.search(r"^RUN install -d -o airflow -g root -m 0770 ([^\n]+\\\n[^\n]+)$", text,
+                        re.MULTILINE).group(1).replace("\\", " ").split()
+    for _source, target in volume_entries(compose["services"]["airflow-worker"]):
+        if target.startswith(("/opt/airflow/staging", "/opt/airflow/pitr", "/opt/airflow/restore", "/var/lib/pgdr")):
             assert target in created, f"a fresh volume at {target} would be owned by root"
 
 

@@ -1,0 +1,179 @@
+"""Backup retention end to end on S3 (moto, versioned, Object Lock): GFS, leases, locks, WAL and PITR."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from botocore.exceptions import ClientError
+
+from conftest import run_dag, task_states, xcom_values
+from harness.stack import BUCKET, CONN_ID
+
+log = logging.getLogger("test_expire")
+SSE = {"ServerSideEncryption": "AES256"}
+
+
+def _store(stack, prefix: str, lock_policy=None):
+    from pgdr.storage import BackupStore
+
+    return BackupStore(client=stack.s3.client(), bucket=BUCKET, prefix=prefix, sse_args=SSE, part_size=64 << 20,
+                       log=log, lock_policy=lock_policy)
+
+
+def _bid(when: datetime) -> str:
+    return when.strftime("%Y%m%dT%H%M%SZ")
+
+
+def _copy_backup(s3, source: dict, prefix: str, when: datetime, status: str | None,
+                 lock_until: datetime | None = None) -> str:
+    """A copy of a real backup's objects under a past backup id, its manifest rewritten to that date."""
+    backup_id = _bid(when)
+    target = f"{prefix}/{CONN_ID}/logical/{backup_id}"
+    lock = {"ObjectLockMode": "GOVERNANCE", "ObjectLockRetainUntilDate": lock_until} if lock_until else {}
+    objects = []
+    for obj in source["objects"]:
+        body = s3.get_object(Bucket=BUCKET, Key=obj["key"])["Body"].read()
+        s3.put_object(Bucket=BUCKET, Key=f"{target}/{obj['name']}", Body=body, ChecksumAlgorithm="SHA256",
+                      **SSE, **lock)
+        objects.append({**obj, "key": f"{target}/{obj['name']}"})
+    manifest = {**source, "backup_id": backup_id, "objects": objects,
+                "started_at": when.isoformat(), "finished_at": (when + timedelta(minutes=3)).isoformat()}
+    s3.put_object(Bucket=BUCKET, Key=f"{target}/manifest.json", Body=json.dumps(manifest).encode(),
+                  ChecksumAlgorithm="SHA256", **SSE, **lock)
+    if status:
+        s3.put_object(Bucket=BUCKET, Key=f"{target}/verification.json", ChecksumAlgorithm="SHA256", **SSE,
+                      Body=json.dumps({"status": status, "verified_at": when.isoformat()}).encode())
+    return backup_id
+
+
+def _month_start(now: datetime, back: int) -> datetime:
+    from pgdr.gfs import add_months
+
+    return add_months(now.year, now.month, -back)
+
+
+def _run_backup_retention(dry_run: bool):
+    """The pg_data_retention DAG's backups group, for real (the data group is left out: it would edit the
+    stack's shared database)."""
+    from harness.run_dag import load_dag_for_test
+
+    dag = load_dag_for_test("pg_data_retention").partial_subset(["protected_databases", "backups.expire"],
+                                                                 include_upstream=True)
+    return dag.test(run_conf={"dry_run": dry_run})
+
+
+def test_gfs_on_s3_keeps_exactly_the_expected_backups_reports_locks_and_extends_them(stack, airflow_db, pgdr_env):
+    from pgdr import leases
+    from pgdr.gfs import add_months
+
+    prefix = pgdr_env["AIRFLOW_VAR_PGDR_S3_PREFIX"]
+    s3 = stack.s3.client()
+    store = _store(stack, prefix)
+    dag_run = run_dag("pg_backup_daily")
+    assert str(dag_run.state) == "success", task_states(dag_run)
+    (sealed,) = [x for x in xcom_values(dag_run, "backup.verify_and_seal")]
+    newest = sealed["backup_id"]
+    source = store.read_json(f"{prefix}/{CONN_ID}/logical/{newest}/manifest.json")
+    s3.put_object(Bucket=BUCKET, Key=f"{prefix}/{CONN_ID}/logical/{newest}/verification.json", **SSE,
+                  Body=json.dumps({"status": "good"}).encode())
+
+    now = datetime.now(timezone.utc)
+    month = _month_start(now, 3) + timedelta(hours=2)
+    year = datetime(now.year - 3, 1, 2, 2, tzinfo=timezone.utc)
+    ids = {
+        "daily": _copy_backup(s3, source, prefix, now - timedelta(days=5), "good"),
+        "month_first": _copy_backup(s3, source, prefix, month, "good", lock_until=now + timedelta(days=1)),
+        "month_second": _copy_backup(s3, source, prefix, month + timedelta(days=1), "good"),
+        "locked": _copy_backup(s3, source, prefix, month + timedelta(days=2), "good",
+                               lock_until=now + timedelta(days=2)),
+        "leased": _copy_backup(s3, source, prefix, month + timedelta(days=5), "bad"),
+        "year_first": _copy_backup(s3, source, prefix, year, "good"),
+        "year_second": _copy_backup(s3, source, prefix, year + timedelta(days=1), "unverified"),
+        "ancient": _copy_backup(s3, source, prefix, datetime(now.year - 9, 1, 2, 2, tzinfo=timezone.utc), "good"),
+    }
+    orphan = _bid(now - timedelta(days=3))
+    s3.put_object(Bucket=BUCKET, Key=f"{prefix}/{CONN_ID}/logical/{orphan}/toc.dat", Body=b"half", **SSE)
+    leases.hold(store, CONN_ID, "logical", ids["leased"], "manual__restore-1", hours=2)
+    everything = {e.backup_id for e in store.catalog(CONN_ID, "logical")}
+    kept_ids = {newest, ids["daily"], ids["month_first"], ids["locked"], ids["leased"], ids["year_first"]}
+    gone_ids = {ids["month_second"], ids["year_second"], ids["ancient"], orphan}
+    assert everything == kept_ids | gone_ids
+
+    # a dry run deletes nothing and reports the same plan
+    stack.slack.clear()
+    dry = _run_backup_retention(dry_run=True)
+    assert str(dry.state) == "success", task_states(dry)
+    assert {e.backup_id for e in store.catalog(CONN_ID, "logical")} == everything
+    (dry_out,) = xcom_values(dry, "backups.expire")
+    dry_report = store.read_json(dry_out["report_key"])
+    assert {b["backup_id"] for b in dry_report["backups"] if b["action"] == "delete"} == gone_ids
+
+    stack.slack.clear()
+    real = _run_backup_retention(dry_run=False)
+    assert str(real.state) == "success", task_states(real)
+    assert {e.backup_id for e in store.catalog(CONN_ID, "logical")} == kept_ids
+    for backup_id in gone_ids:  # every version gone, not hidden behind a delete marker
+        assert not s3.list_object_versions(Bucket=BUCKET, Prefix=f"{prefix}/{CONN_ID}/logical/{backup_id}/").get(
+            "Versions")
+    (out,) = xcom_values(real, "backups.expire")
+    report = store.read_json(out["report_key"])
+    reasons = {b["backup_id"]: b["reasons"] for b in report["backups"]}
+    assert "newest verified" in reasons[newest]
+    assert f"monthly: first of {month:%Y-%m}" in reasons[ids["month_first"]]
+    assert f"yearly: first of {year:%Y}" in reasons[ids["year_first"]]
+    assert reasons[ids["leased"]] == ["leased by restore run manual__restore-1"]
+    assert reasons[ids["locked"]][0].startswith("locked until ")
+    assert report["counts"]["deleted"] == 4 and report["counts"]["locked"] == 1
+    assert report["bytes_freed"]["backups"] > 0
+    assert dry_report["backups"] == report["backups"]
+
+    # S3 itself refuses an early delete of the locked backup; its manifest stays listed
+    locked_key = f"{prefix}/{CONN_ID}/logical/{ids['locked']}/manifest.json"
+    version = s3.head_object(Bucket=BUCKET, Key=locked_key)["VersionId"]
+    with pytest.raises(ClientError) as refused:
+        s3.delete_object(Bucket=BUCKET, Key=locked_key, VersionId=version)
+    assert refused.value.response["Error"]["Code"] == "AccessDenied"
+    # the month's keeper, written with a short lock, now holds it for its monthly role
+    head = s3.head_object(Bucket=BUCKET, Key=f"{prefix}/{CONN_ID}/logical/{ids['month_first']}/manifest.json")
+    assert head["ObjectLockRetainUntilDate"] >= add_months(month.year, month.month, 12) - timedelta(seconds=1)
+    text = "\n".join(stack.slack.texts())
+    assert "backup retention for care_commons_db" in text
+    assert "toc" not in text and ids["ancient"] not in text  # counts only
+
+
+def test_objects_get_their_gfs_lock_at_write_and_a_failed_upload_leaves_nothing_listed(stack, pgdr_env, tmp_path):
+    from pgdr.backup import remove_partial_upload
+    from pgdr.digest import file_digest
+    from pgdr.gfs import Policy
+    from pgdr.manifest import new_backup_id
+    from pgdr.progress import Progress
+    from pgdr.storage import LockPolicy
+
+    prefix = pgdr_env["AIRFLOW_VAR_PGDR_S3_PREFIX"]
+    s3 = stack.s3.client()
+    store = _store(stack, prefix, LockPolicy("GOVERNANCE", Policy(30, 12, 7), 7.0))
+    path = tmp_path / "table.dat.zst"
+    path.write_bytes(b"x" * 1000)
+    digest = file_digest(path, store.part_size)
+    now = datetime.now(timezone.utc)
+    key = f"{prefix}/{CONN_ID}/logical/{new_backup_id(now)}/table.dat.zst"
+    store.upload_file(path, key, digest, {}, Progress("upload", log))
+    # the first backup of its year so far: locked for the yearly role
+    assert s3.head_object(Bucket=BUCKET, Key=key)["ObjectLockRetainUntilDate"] == datetime(
+        now.year + 7, 1, 1, tzinfo=timezone.utc)
+    wal_key = f"{prefix}/{CONN_ID}/wal/000000010000000000000003.zst"
+    store.upload_file(path, wal_key, digest, {}, Progress("upload", log))
+    wal_until = s3.head_object(Bucket=BUCKET, Key=wal_key)["ObjectLockRetainUntilDate"]
+    assert timedelta(days=6.9) < wal_until - now < timedelta(days=7.1)
+    partial_key = f"{prefix}/{CONN_ID}/wal/000000010000000000000004.partial.zst"
+    store.upload_file(path, partial_key, digest, {}, Progress("upload", log))
+    assert "ObjectLockRetainUntilDate" not in s3.head_object(Bucket=BUCKET, Key=partial_key)
+
+    remove_partial_upload(store, [key], log)
+    assert store.list_keys(f"{prefix}/{CONN_ID}/logical") == []
+    assert store.catalog(CONN_ID, "logical") == []
+    versions = s3.list_object_versions(Bucket=BUCKET, Prefix=key)
+    assert len(versions["Versions"]) == 1 and len(versions["DeleteMarkers"]) == 1  # hidden, kept by the lock

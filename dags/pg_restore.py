@@ -10,6 +10,11 @@ Restore a protected database from its backups in S3. Manual only: fill in the tr
 * **tables**: the listed tables into schema `recovered_<time>` of the live database, nothing else
   touched (the accidental-deletion path).
 
+**kind** `files` or `config` restores the uploaded files or the configuration (secret files
+unsealed with the `pgdr_config_key_conn_id` key or KMS) into **target_dir**, an absolute path on the
+worker: an empty or new directory, or a non-empty one only with `RESTORE <database>` in *confirm*.
+Every file's sha256 is checked against the manifest after the restore.
+
 With a **point in time** (`latest`, an ISO time or an LSN) the newest good base backup before it is
 restored into a new cluster and the WAL archive replayed up to it (`latest` includes the partial
 segment the WAL receiver shipped last: every acknowledged commit).
@@ -34,7 +39,7 @@ SAFETY = "Safety"
 
 with DAG(
     dag_id="pg_restore",
-    description="Restore a protected database (new database, replace, or single tables) from a verified backup",
+    description="Restore a protected database (new database, replace, single tables), its files or its configuration",
     schedule=None,
     allowed_run_types=["manual"],
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
@@ -59,6 +64,12 @@ with DAG(
                         "2026-11-26T14:30:00Z, or an LSN such as 0/3000060. Recovers into a new cluster on the "
                         "worker (pgdr_pitr_data_dir, pgdr_pitr_port); with mode tables, the tables as they were "
                         "then go into recovered_<time> of the live database.", section=WHAT),
+        "kind": Param(
+            "database", type="string", title="Kind", enum=["database", "files", "config"],
+            values_display={"database": "The database (logical backup, or point in time)",
+                            "files": "Uploaded files (pgdr_file_dirs) into target_dir",
+                            "config": "Configuration files (pgdr_config_files) into target_dir"},
+            description="What to restore.", section=WHAT),
         "mode": Param(
             "new_database", type="string", title="Mode", enum=["new_database", "replace", "tables"],
             values_display={"new_database": "New database (nothing existing is touched)",
@@ -78,9 +89,17 @@ with DAG(
             "", type="string", title="Target database name", pattern=r"^([a-z_][a-z0-9_]{0,62})?$",
             description="new_database: the name to create (empty = <name>_restored_<time>). tables: the database "
                         "to recover into (empty = the source's). replace: leave empty.", section=WHERE),
+        "target_dir": Param(
+            "", type="string", title="Target directory (kind files, config)", pattern=r"^(|/.*)$",
+            description="files / config: the absolute directory on the worker to restore into; files land under "
+                        "their original absolute path inside it (e.g. <target_dir>/srv/care-commons/uploads/...). "
+                        "A non-empty directory needs the confirmation below. Leave empty for a database.",
+            section=WHERE),
         "confirm": Param(
-            "", type="string", title="Confirmation (mode replace)", pattern=r"^(|RESTORE [A-Za-z0-9_.\-]+)$",
-            description="For replace only: type exactly RESTORE <database>, e.g. RESTORE care_commons_db.",
+            "", type="string", title="Confirmation (mode replace, or a non-empty target_dir)",
+            pattern=r"^(|RESTORE [A-Za-z0-9_.\-]+)$",
+            description="For replace, or files/config into a non-empty target_dir: type exactly RESTORE <database>, "
+                        "e.g. RESTORE care_commons_db.",
             section=SAFETY),
     },
     tags=["pgdr", "restore"],

@@ -68,8 +68,15 @@ def test_run_succeeds_for_every_protected_database(backup_run):
         "backup.verify_and_seal[0]": "success",
         "backup.base_backup[0]": "success",
         "backup.seal_base[0]": "success",
+        # nothing in pgdr_file_dirs / pgdr_config_files for it: skipped, with the reason in the log
+        "backup.files_backup[0]": "skipped",
+        "backup.seal_files[0]": "skipped",
+        "backup.config_backup[0]": "skipped",
+        "backup.seal_config[0]": "skipped",
     }
     assert backup_run["alerts"] == []
+    assert "no files backup of care_commons_db: pgdr_file_dirs lists nothing for it" in backup_run["output"]
+    assert "no config backup of care_commons_db: pgdr_config_files lists nothing for it" in backup_run["output"]
 
 
 def _manifest(stack, backup_run) -> dict:

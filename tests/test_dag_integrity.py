@@ -59,7 +59,8 @@ def test_backup_tasks_retry_with_backoff_and_alert_on_failure(dagbag):
     dag = dagbag.get_dag("pg_backup_daily")
     by_id = {task.task_id: task for task in dag.tasks}
     assert set(by_id) == {"protected_databases", "backup.dump_and_upload", "backup.verify_and_seal",
-                          "backup.base_backup", "backup.seal_base"}
+                          "backup.base_backup", "backup.seal_base", "backup.files_backup", "backup.seal_files",
+                          "backup.config_backup", "backup.seal_config"}
     for task_id in ("backup.dump_and_upload", "backup.verify_and_seal"):
         task = by_id[task_id]
         assert task.retries == 2
@@ -84,7 +85,7 @@ def test_each_verification_check_is_its_own_task_and_the_report_runs_after_all(d
     dag = dagbag.get_dag("pg_backup_verify")
     checks = {f"verify.{name}" for name in ("freshness", "integrity", "deep_check", "bucket_posture", "wal")}
     assert {t.task_id for t in dag.tasks} == checks | {"protected_databases", "verify.report",
-                                                        "drop_expired_replaced", "record_marker"}
+                                                        "drop_expired_replaced", "record_marker", "history_page"}
     report = dag.get_task("verify.report")
     assert checks <= report.upstream_task_ids
     assert report.trigger_rule == "all_done"
@@ -94,8 +95,8 @@ def test_restore_is_manual_only_with_a_sectioned_trigger_form(dagbag):
     dag = dagbag.get_dag("pg_restore")
     assert list(dag.allowed_run_types) == ["manual"]
     params = dag.params
-    assert set(params) == {"database", "backup", "point_in_time", "mode", "tables", "target_conn_id",
-                           "target_database", "confirm"}
+    assert set(params) == {"database", "backup", "point_in_time", "kind", "mode", "tables", "target_conn_id",
+                           "target_database", "target_dir", "confirm"}
     for name in params:
         schema = params.get_param(name).schema
         assert schema.get("title") and schema.get("section"), name
@@ -103,6 +104,8 @@ def test_restore_is_manual_only_with_a_sectioned_trigger_form(dagbag):
     assert params.get_param("mode").schema["enum"] == ["new_database", "replace", "tables"]
     assert set(params.get_param("mode").schema["values_display"]) == {"new_database", "replace", "tables"}
     assert params["backup"] == "latest" and params["mode"] == "new_database" and params["confirm"] == ""
+    assert params.get_param("kind").schema["enum"] == ["database", "files", "config"] and params["kind"] == "database"
+    assert params["target_dir"] == ""
     assert [t.task_id for t in dag.tasks] == ["prepare", "restore", "report"]
     assert dag.get_task("report").trigger_rule == "all_done"
 

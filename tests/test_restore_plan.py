@@ -28,6 +28,12 @@ def _form(**fields):
 def test_a_plain_form_is_accepted_with_defaults():
     request = parse_request(_form(), PROTECTED)
     assert request == RestoreRequest("care_commons_db", "latest", "", "", "new_database", (), "")
+    assert request.kind == "database" and request.target_dir == ""
+
+
+def test_a_files_form_names_its_directory():
+    request = parse_request(_form(kind="files", target_dir="/srv/restore/uploads"), PROTECTED)
+    assert (request.kind, request.target_dir) == ("files", "/srv/restore/uploads")
 
 
 @pytest.mark.parametrize("fields, message", [
@@ -47,6 +53,15 @@ def test_a_plain_form_is_accepted_with_defaults():
     ({"mode": "replace", "confirm": "yes"}, "(got 'yes')"),
     ({"mode": "replace", "confirm": "RESTORE billing_db"}, "type exactly 'RESTORE care_commons_db'"),
     ({"mode": "replace", "confirm": "restore care_commons_db"}, "type exactly"),
+    ({"kind": "photos"}, "kind 'photos' is not one of database, files, config"),
+    ({"kind": "files"}, "kind 'files' restores into a directory: give target_dir"),
+    ({"kind": "config", "target_dir": "relative/dir"}, "must be an absolute path without '..'"),
+    ({"kind": "files", "target_dir": "/srv/../etc"}, "must be an absolute path without '..'"),
+    ({"kind": "files", "target_dir": "/"}, "not /"),
+    ({"kind": "files", "target_dir": "/tmp/x", "mode": "replace", "confirm": "RESTORE care_commons_db"},
+     "is for databases"),
+    ({"kind": "config", "target_dir": "/tmp/x", "target_database": "cc"}, "kind 'config' uses target_dir"),
+    ({"target_dir": "/tmp/x"}, "target_dir is only for kind files or config"),
 ])
 def test_bad_fields_are_refused_naming_the_field(fields, message):
     with pytest.raises(RestoreRefused) as refused:

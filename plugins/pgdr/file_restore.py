@@ -223,7 +223,7 @@ def restore_tree(store, manifest: Manifest, prefix: str, target_dir: Path, stamp
                "directories": sum(1 for e in entries if e["type"] == "dir"),
                "archives": read["archives"], "downloaded_bytes": read["downloaded_bytes"],
                "encrypted_files": sum(1 for e in entries if e.get("encrypted")),
-               "hash_problems": checked["problems"],
+               "hash_mismatches": len(checked["problems"]),
                "seconds": {"download_and_unpack": round(download_seconds, 2),
                            "total": round(time.monotonic() - started, 2)}}
     if checked["problems"]:

@@ -18,6 +18,7 @@ from pgdr.catalog import BackupEntry, newest_good
 from pgdr.manifest import is_backup_id
 
 MODES = ("new_database", "replace", "tables")
+RESTORE_KINDS = ("database", "files", "config")
 MAX_IDENTIFIER = 63
 # Names pgdr creates or is given: lower case, so they never need quoting and cannot inject.
 _DATABASE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -39,6 +40,8 @@ class RestoreRequest:
     tables: tuple[str, ...]
     confirm: str
     point_in_time: str = ""  # "" = the logical backup as it is; else latest | ISO time | LSN
+    kind: str = "database"   # database | files | config
+    target_dir: str = ""     # files, config: the absolute directory to restore into
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -109,9 +112,35 @@ def parse_request(params: Mapping, protected: Iterable[str]) -> RestoreRequest:
                             "target_database empty")
         if backup != "latest":
             problems.append("with a point in time, the base backup is chosen for you: leave backup at 'latest'")
+    kind = text("kind") or "database"
+    target_dir = text("target_dir")
+    problems.extend(kind_problems(kind, target_dir, mode, tables, point_in_time, target_conn_id, target_database))
     if problems:
         raise RestoreRefused("restore refused, nothing was changed: " + "; ".join(problems))
-    return RestoreRequest(database, backup, target_conn_id, target_database, mode, tables, confirm, point_in_time)
+    return RestoreRequest(database, backup, target_conn_id, target_database, mode, tables, confirm, point_in_time,
+                          kind, target_dir)
+
+
+def kind_problems(kind: str, target_dir: str, mode: str, tables: tuple, point_in_time: str, target_conn_id: str,
+                  target_database: str) -> list[str]:
+    """Fields that do not fit the kind: a file or configuration restore goes into target_dir, nothing else."""
+    if kind not in RESTORE_KINDS:
+        return [f"kind {kind!r} is not one of {', '.join(RESTORE_KINDS)}"]
+    if kind == "database":
+        return ["target_dir is only for kind files or config (kind is database); clear it"] if target_dir else []
+    problems = []
+    if not target_dir:
+        problems.append(f"kind {kind!r} restores into a directory: give target_dir, an absolute path "
+                        "(an empty or new directory; a non-empty one needs the confirmation)")
+    elif not target_dir.startswith("/") or ".." in target_dir.split("/") or target_dir.rstrip("/") == "":
+        problems.append(f"target_dir {target_dir!r} must be an absolute path without '..', not /")
+    if mode != "new_database":
+        problems.append(f"mode {mode!r} is for databases; leave it at new_database for kind {kind!r}")
+    if point_in_time:
+        problems.append(f"point_in_time is for databases; clear it for kind {kind!r}")
+    if target_conn_id or target_database:
+        problems.append(f"target_conn_id and target_database are for databases; kind {kind!r} uses target_dir")
+    return problems
 
 
 def choose_backup(entries: list[BackupEntry], requested: str, database: str) -> BackupEntry:

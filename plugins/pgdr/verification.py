@@ -26,13 +26,15 @@ from pgdr.manifest import MANIFEST_NAME, Manifest, backup_prefix, utc_now_iso
 from pgdr.pgtools import PgToolError, run_tool, tool_path
 
 # The kinds whose newest complete backup the integrity check (and, rotating, the deep check) verifies;
-# a kind with no backup yet is skipped there. Files and config join as they land.
-VERIFIED_KINDS = ("logical", "base")
+# a kind with no backup yet is skipped there.
+VERIFIED_KINDS = ("logical", "base", "files", "config")
 
 
-def freshness_kinds(physical_backups: bool) -> tuple[str, ...]:
-    """The kinds freshness demands: a base backup only while pgdr_physical_backups is on."""
-    return ("logical", "base") if physical_backups else ("logical",)
+def freshness_kinds(physical_backups: bool, files: bool = False, config: bool = False) -> tuple[str, ...]:
+    """The kinds freshness demands: a base backup only while pgdr_physical_backups is on, files and
+    config only for a database that has directories / files configured."""
+    kinds = ("logical", "base") if physical_backups else ("logical",)
+    return kinds + (("files",) if files else ()) + (("config",) if config else ())
 
 
 def result(check: str, status: str, summary: str, evidence: list[dict] | None = None, *,
@@ -146,8 +148,75 @@ def _base_verifybackup_check(store, manifest: Manifest, prefix: str, bindir: Pat
     return []
 
 
+def _files_content_check(store, manifest: Manifest, prefix: str, bindir: Path, log: logging.Logger) -> list[dict]:
+    """Every archive this file backup holds unpacked and every file in it hashed against the index; the
+    backups it depends on for unchanged files are complete and not bad (each is verified in its turn)."""
+    from pgdr.catalog import entries_from_keys
+    from pgdr.file_restore import load_entries, read_contents
+
+    workdir = Path(tempfile.mkdtemp(prefix="pgdr-verify-files-"))
+    try:
+        try:
+            entries = load_entries(store, manifest, prefix, workdir)
+        except Exception as err:  # noqa: BLE001 - an unreadable index is the finding
+            return [{"problem": "file index unreadable", "key": f"{prefix}/index.json.zst",
+                     "error": f"{type(err).__name__}: {str(err)[:300]}"}]
+        own = [e for e in entries if e["type"] == "file" and e.get("backup_id") == manifest.backup_id]
+        problems = read_contents(store, manifest, own, workdir, log)["problems"]
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    depends_on = set(manifest.dump.get("depends_on", []))
+    strays = {e.get("backup_id") for e in entries if e["type"] == "file"} - depends_on - {manifest.backup_id}
+    if strays:
+        problems.append({"problem": "index names backups the manifest does not depend on",
+                         "backups": sorted(str(s) for s in strays)})
+    if depends_on:
+        base = f"{store.prefix}/{manifest.database}/files/"
+        catalog = {e.backup_id: e for e in entries_from_keys(store.list_keys(base), base)}
+        for holder in sorted(depends_on):
+            entry = catalog.get(holder)
+            if entry is None or not entry.complete:
+                problems.append({"problem": "a backup holding unchanged files is missing or incomplete",
+                                 "key": f"{base}{holder}/{MANIFEST_NAME}"})
+            elif entry.has_marker:
+                marker = store.read_json_or_none(f"{base}{holder}/{MARKER_NAME}") or {}
+                if marker.get("status") == "bad":
+                    problems.append({"problem": "a backup holding unchanged files is marked bad",
+                                     "key": f"{base}{holder}/{MARKER_NAME}"})
+    if not problems:
+        log.info("file backup %s: %d files it holds unpacked and hashed, all match the index", manifest.backup_id,
+                 len(own))
+    return problems
+
+
+def _config_content_check(store, manifest: Manifest, prefix: str, bindir: Path, log: logging.Logger) -> list[dict]:
+    """The configuration archives unsealed (with the key the manifest names) and every file hashed."""
+    from pgdr.envelope import KeyProblem, wrapper_for
+    from pgdr.file_restore import load_entries, read_contents, unsealer
+    from pgdr.settings import load_settings
+
+    entries = load_entries(store, manifest, prefix, Path("."))
+    unseal = None
+    client_side = (manifest.encryption or {}).get("client_side")
+    if client_side:
+        try:
+            unseal = unsealer(manifest, wrapper_for(client_side["data_key"], load_settings()))
+        except KeyProblem as err:
+            return [{"problem": "sealed configuration cannot be opened", "error": str(err)[:300]}]
+    workdir = Path(tempfile.mkdtemp(prefix="pgdr-verify-config-"))
+    try:
+        read = read_contents(store, manifest, entries, workdir, log, unseal=unseal)
+    except KeyProblem as err:
+        return [{"problem": "sealed configuration cannot be opened", "error": str(err)[:300]}]
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return read["problems"]
+
+
 FORMAT_CHECKS: dict[str, list[Callable]] = {"logical": [_logical_toc_check],
-                                            "base": [_base_manifest_check, _base_verifybackup_check]}
+                                            "base": [_base_manifest_check, _base_verifybackup_check],
+                                            "files": [_files_content_check],
+                                            "config": [_config_content_check]}
 
 
 def verify_backup(store, database: str, kind: str, backup_id: str, bindir: Path,

@@ -63,6 +63,33 @@ class RestoreOperatorBase(PgdrBaseOperator):
                 f"({problems[0]['key']}: {problems[0]['problem']}) and is now marked bad; "
                 + (f"the newest good backup is {other}" if other else "there is no other good backup"))
 
+    def refuse_unconfirmed_overwrite(self, request) -> None:
+        """Files never go over a non-empty directory without the typed confirmation."""
+        from pgdr.file_restore import is_empty_dir
+        from pgdr.restore_plan import RestoreRefused, confirmation_text
+
+        target = Path(request.target_dir)
+        expected = confirmation_text(request.database)
+        if target.is_dir() and not is_empty_dir(target) and request.confirm != expected:
+            shown = f"{request.confirm!r}" if request.confirm else "nothing"
+            raise RestoreRefused(f"restore refused, nothing was changed: target_dir {target} is not empty; restoring "
+                                 f"over it replaces files there: type exactly {expected!r} in confirm (got {shown}), "
+                                 "or choose an empty or new directory")
+
+    def config_wrapper(self, manifest):
+        """The key wrapper that opens this backup's sealed files, refused clearly when it cannot."""
+        from pgdr.envelope import KeyProblem, wrapper_for
+        from pgdr.file_restore import unsealer
+        from pgdr.restore_plan import RestoreRefused
+
+        try:
+            wrapper = wrapper_for(manifest.encryption["client_side"]["data_key"], self.settings)
+            unsealer(manifest, wrapper)
+        except KeyProblem as err:
+            raise RestoreRefused(f"restore refused, nothing was changed: backup {manifest.backup_id} holds files "
+                                 f"sealed client-side and cannot be opened: {err}") from None
+        return wrapper
+
     def remember_error(self, context, err: BaseException) -> None:
         from pgdr.alerts import short_error
 
@@ -117,6 +144,8 @@ class PrepareRestoreOperator(RestoreOperatorBase, PitrMixin):
         settings = self.settings
         request = parse_request(context["params"], settings.databases)
         self.conn_id = request.database
+        if request.kind in ("files", "config"):
+            return self._prepare_files(request, context)
         if request.point_in_time:
             return self._prepare_pitr(request, context)
         entries = self.store.catalog(request.database, "logical")
@@ -150,6 +179,49 @@ class PrepareRestoreOperator(RestoreOperatorBase, PitrMixin):
                 "target_conn_id": target_conn_id, "stamp": when,
                 "names": {"target_database": names.target_database, "work_database": names.work_database,
                           "kept_database": names.kept_database, "recovered_schema": names.recovered_schema}}
+
+    def _prepare_files(self, request, context) -> dict[str, Any]:
+        """A file or configuration restore: the backup and every backup it depends on intact, the target
+        directory usable (empty, new, or confirmed), the key able to open sealed files. Changes nothing."""
+        from pgdr.catalog import newest_good
+        from pgdr.file_restore import FileRestoreError, check_target_dir
+        from pgdr.restore_plan import RestoreRefused, choose_backup, stamp
+
+        kind, database = request.kind, request.database
+        refused = "restore refused, nothing was changed: "
+        entries = self.store.catalog(database, kind)
+        entry = choose_backup(entries, request.backup, database)
+        manifest, prefix = self.manifest(database, entry.backup_id, kind=kind)
+        self.refuse_damaged(database, manifest, prefix, entries, context["ti"].run_id, kind=kind)
+        by_id = {e.backup_id: e for e in entries}
+        for holder in manifest.dump.get("depends_on", []):
+            held = by_id.get(holder)
+            if held is None or not held.complete or held.bad:
+                state = "missing" if held is None else "incomplete" if not held.complete else "marked bad"
+                good = newest_good([e for e in entries if e.backup_id != entry.backup_id])
+                raise RestoreRefused(f"{refused}{kind} backup {entry.backup_id} keeps unchanged files in backup "
+                                     f"{holder}, which is {state}; " + (f"try backup {good.backup_id}" if good else
+                                                                         "there is no other good backup"))
+            held_manifest, held_prefix = self.manifest(database, holder, kind=kind)
+            self.refuse_damaged(database, held_manifest, held_prefix, entries, context["ti"].run_id, kind=kind)
+        self.refuse_unconfirmed_overwrite(request)
+        needed = int(manifest.dump.get("bytes", 0) * 1.1) + sum(o.size for o in manifest.objects) + (16 << 20)
+        try:
+            target_dir = check_target_dir(request.target_dir, needed)
+        except FileRestoreError as err:
+            raise RestoreRefused(f"{refused}{err}") from None
+        if (manifest.encryption or {}).get("client_side"):
+            self.config_wrapper(manifest)  # a missing or wrong key is refused here, before anything is written
+        when = stamp(context["dag_run"].run_after if context.get("dag_run") else None)
+        self.log.info("plan: %s backup %s of %s (%d files, %d bytes%s) into %s%s", kind, entry.backup_id, database,
+                      manifest.dump.get("files") if kind == "files" else manifest.dump.get("file_count"),
+                      manifest.dump.get("bytes", 0),
+                      f", depends on {', '.join(manifest.dump['depends_on'])}" if manifest.dump.get("depends_on")
+                      else "", target_dir, " (not empty: confirmed)" if request.confirm else "")
+        return {"request": request.to_dict(), "backup_id": entry.backup_id, "prefix": prefix, "kind": kind,
+                "target_conn_id": "", "target_dir": str(target_dir), "stamp": when,
+                "names": {"target_database": str(target_dir), "work_database": "", "kept_database": None,
+                          "recovered_schema": None}}
 
     def _prepare_pitr(self, request, context) -> dict[str, Any]:
         from pgdr.pitr import check_pitr_target
@@ -222,6 +294,8 @@ class RestoreBackupOperator(RestoreOperatorBase, PitrMixin):
         settings = self.settings
         if plan.get("kind") == "pitr":
             return self._restore_pitr(plan, context)
+        if plan.get("kind") in ("files", "config"):
+            return self._restore_files(plan, context)
         manifest, prefix = self.manifest(request["database"], plan["backup_id"])
         names = RestoreNames(**plan["names"])
         target, connect = self.target(plan["target_conn_id"])
@@ -241,6 +315,25 @@ class RestoreBackupOperator(RestoreOperatorBase, PitrMixin):
         self.log.info("restore done in %.1f s (%s): %d tables, %d rows in %s", outcome["seconds"]["total"],
                       ", ".join(f"{k} {v:.1f} s" for k, v in outcome["seconds"].items() if k != "total"),
                       outcome["tables"], outcome["rows"], names.target_database)
+        return outcome
+
+    def _restore_files(self, plan: dict, context) -> dict[str, Any]:
+        from pgdr.file_restore import restore_tree
+        from pgdr.restore_plan import RestoreRequest
+
+        request = RestoreRequest(**{**plan["request"], "tables": tuple(plan["request"]["tables"])})
+        self.refuse_unconfirmed_overwrite(request)  # the directory may have filled since the plan was made
+        manifest, prefix = self.manifest(request.database, plan["backup_id"], kind=plan["kind"])
+        wrapper = self.config_wrapper(manifest) if (manifest.encryption or {}).get("client_side") else None
+        workdir = Path(self.settings.staging_dir) / request.database / "restore" / f"{plan['stamp']}-{plan['kind']}.partial"
+        try:
+            outcome = restore_tree(self.store, manifest, prefix, Path(plan["target_dir"]), plan["stamp"], workdir,
+                                   self.log, wrapper=wrapper)
+        finally:
+            import shutil
+
+            shutil.rmtree(workdir, ignore_errors=True)
+        outcome.update(database=request.database)
         return outcome
 
     def _restore_pitr(self, plan: dict, context) -> dict[str, Any]:

@@ -54,8 +54,11 @@ class FreshnessCheckOperator(VerifyCheckOperator):
     def run_check(self, database: str, context) -> dict:
         from pgdr.verification import check_freshness, freshness_kinds
 
-        return check_freshness(self.store, database, self.settings.freshness_hours,
-                               kinds=freshness_kinds(self.settings.physical_backups))
+        settings = self.settings
+        return check_freshness(self.store, database, settings.freshness_hours,
+                               kinds=freshness_kinds(settings.physical_backups,
+                                                     files=bool(settings.file_dirs.get(database)),
+                                                     config=bool(settings.config_files.get(database))))
 
 
 class IntegrityCheckOperator(VerifyCheckOperator):

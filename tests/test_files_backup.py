@@ -1,0 +1,105 @@
+"""File backups in pg_backup_daily on real services: what is stored, and that unchanged files are not sent again.
+
+Checked from the outside: objects listed and fetched with a plain S3 client, the archive
+unpacked with Python's tarfile and zstandard, hashes computed here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import zstandard
+
+from file_backups import LARGE_BYTES, PREFIX, file_backups, manifest_of, objects_under
+from harness.stack import BUCKET, CONN_ID
+
+
+@pytest.fixture(scope="module")
+def backups(stack, airflow_db, tmp_path_factory):
+    return file_backups(stack, tmp_path_factory)
+
+
+def _index(stack, manifest: dict) -> dict:
+    entry = next(o for o in manifest["objects"] if o["name"] == "index.json.zst")
+    raw = stack.s3.client().get_object(Bucket=BUCKET, Key=entry["key"])["Body"].read()
+    assert hashlib.sha256(raw).hexdigest() == entry["sha256"]
+    return json.loads(zstandard.ZstdDecompressor().decompressobj().decompress(raw))
+
+
+def test_the_daily_run_backs_up_files_and_config_beside_the_database(backups):
+    states = backups["runs"][0]["states"]
+    for task in ("dump_and_upload", "verify_and_seal", "files_backup", "seal_files", "config_backup", "seal_config"):
+        assert states[f"backup.{task}[0]"] == "success", states
+
+
+def test_first_backup_holds_every_file_with_path_size_mtime_and_sha256(stack, backups):
+    first = backups["runs"][0]
+    manifest = manifest_of(stack, first["files"])
+    assert manifest["kind"] == "files" and manifest["dump"]["depends_on"] == []
+    prefix = f"{PREFIX}/{CONN_ID}/files/{manifest['backup_id']}/"
+    assert set(objects_under(stack, prefix)) == {prefix + "dirs/0.tar.zst", prefix + "index.json.zst",
+                                                  prefix + "manifest.json"}
+    index = _index(stack, manifest)
+    files = {e["path"]: e for e in index["entries"] if e["type"] == "file"}
+    expected = {path: state for path, state in first["tree"].items() if state[0] == "file"}
+    assert {p: (e["sha256"], e["size"], e["mtime_ns"]) for p, e in files.items()} == \
+        {p: state[1:] for p, state in expected.items()}
+    assert len(files) == 301
+    # the archive, unpacked independently, holds exactly those bytes
+    archive = next(o for o in manifest["objects"] if o["name"] == "dirs/0.tar.zst")
+    response = stack.s3.client().get_object(Bucket=BUCKET, Key=archive["key"], ChecksumMode="ENABLED")
+    assert response["ServerSideEncryption"] == "AES256"
+    assert response["ChecksumSHA256"].endswith("-2"), "the archive over the part size went up in parts"
+    body = response["Body"].read()
+    assert len(body) > LARGE_BYTES and hashlib.sha256(body).hexdigest() == archive["sha256"]
+    with tarfile.open(fileobj=io.BytesIO(zstandard.ZstdDecompressor().decompressobj().decompress(body))) as tar:
+        found = {m.name: hashlib.sha256(tar.extractfile(m).read()).hexdigest() for m in tar if m.isfile()}
+    assert found == {p: e["sha256"] for p, e in files.items()}
+    # the symlink is recorded as a link, the FIFO reported, not silently dropped
+    links = [e for e in index["entries"] if e["type"] == "symlink"]
+    assert links == [{"dir": str(backups["uploads"]), "path": "latest_scan", "type": "symlink",
+                      "target": "client_00/visit_0/scan_000.txt", "mtime_ns": links[0]["mtime_ns"]}]
+    assert [(s["path"], s["type"]) for s in index["skipped"]] == [("upload.pipe", "fifo")]
+    assert manifest["dump"]["skipped"] == 1 and manifest["dump"]["changed_while_read"] == 0
+
+
+def test_second_backup_uploads_only_the_changed_content(stack, backups):
+    first, second = (manifest_of(stack, run["files"]) for run in backups["runs"])
+    assert second["dump"]["depends_on"] == [first["backup_id"]]
+    assert second["dump"]["full_backup_id"] == first["backup_id"]
+    assert (second["dump"]["uploaded_files"], second["dump"]["files"]) == (2, 301)
+    first_bytes = sum(objects_under(stack, f"{PREFIX}/{CONN_ID}/files/{first['backup_id']}/").values())
+    second_objects = objects_under(stack, f"{PREFIX}/{CONN_ID}/files/{second['backup_id']}/")
+    assert len(second_objects) == 3   # one small archive, the index, the manifest
+    archive = next(o for o in second["objects"] if o["name"] == "dirs/0.tar.zst")
+    assert archive["size"] < 2048 and sum(second_objects.values()) < first_bytes / 100
+    files = {e["path"]: e for e in _index(stack, second)["entries"] if e["type"] == "file"}
+    assert "client_04/visit_4/scan_004.txt" not in files
+    assert files["client_03/visit_3/scan_003.txt"]["backup_id"] == second["backup_id"]
+    assert files["client_05/new_scan.txt"]["backup_id"] == second["backup_id"]
+    assert files["archive/large.bin"]["backup_id"] == first["backup_id"]
+
+
+def test_a_chain_gets_a_new_full_backup_after_seven_days():
+    from pgdr.files_backup import choose_previous
+    from pgdr.manifest import Manifest, ObjectEntry
+
+    def manifest(backup_id, dump):
+        return Manifest(backup_id=backup_id, kind="files", database="db", dbname="", started_at="", finished_at="",
+                        server_version="", server_version_num=0, system_identifier=None,
+                        objects=[ObjectEntry("index.json.zst", "k", 1, "0" * 64, "file_index")], row_counts={},
+                        tool_versions={}, encryption={}, dump=dump)
+
+    now = datetime(2026, 3, 10, 2, tzinfo=timezone.utc)
+    recent = manifest("20260309T020000Z", {"full_backup_id": "20260305T020000Z", "depends_on": ["20260305T020000Z"]})
+    assert choose_previous(recent, set(), now)[0] is True
+    assert choose_previous(recent, set(), now + timedelta(days=2))[0] is False
+    use, reason = choose_previous(recent, {"20260305T020000Z"}, now)
+    assert not use and "found bad" in reason
+    assert choose_previous(None, set(), now) == (False, "full: no earlier good file backup")
+

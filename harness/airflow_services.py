@@ -1,0 +1,250 @@
+"""Airflow's own services as child processes on 127.0.0.1, for end-to-end tests through the REST API.
+
+Starts ``airflow api-server``, ``scheduler`` (LocalExecutor), ``dag-processor`` and ``triggerer``
+with an isolated AIRFLOW_HOME (SQLite metadata database, the repo's dags/ and plugins/), each in
+its own process group with stdout and stderr captured to ``<home>/<component>.log``. Access goes
+through SimpleAuthManager: one configured admin user whose password this harness generates into
+the passwords file, exchanged for a JWT at ``/auth/token``; :class:`ApiClient` sends it as
+``Authorization: Bearer``.
+
+    services = start_airflow_services(home, extra_env=stack.airflow_env())
+    api = services.api()
+    api.get("/api/v2/dags")
+    services.stop()     # every process group and every descendant, then the ports are free
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from harness.airflow_env import airflow_environ
+from harness.pg_cluster import free_port
+
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+USERNAME = "pgdr_operator"
+
+
+class ApiError(AssertionError):
+    pass
+
+
+@dataclass
+class ApiClient:
+    """The REST API as a user sees it: a JWT from /auth/token, then plain JSON requests."""
+
+    base_url: str
+    token: str
+    session: requests.Session = field(default_factory=requests.Session)
+
+    def request(self, method: str, path: str, *, expect: int | tuple[int, ...] | None = (200,), **kwargs):
+        headers = {"Authorization": f"Bearer {self.token}", **kwargs.pop("headers", {})}
+        response = self.session.request(method, self.base_url + path, headers=headers, timeout=30, **kwargs)
+        wanted = (expect,) if isinstance(expect, int) else expect
+        if wanted and response.status_code not in wanted:
+            raise ApiError(f"{method} {path} -> HTTP {response.status_code}: {response.text[:2000]}")
+        return response
+
+    def get(self, path: str, **kwargs) -> dict:
+        return self.request("GET", path, **kwargs).json()
+
+    def patch(self, path: str, body: dict, **kwargs) -> dict:
+        return self.request("PATCH", path, json=body, **kwargs).json()
+
+    def post(self, path: str, body: dict, **kwargs) -> requests.Response:
+        return self.request("POST", path, json=body, **kwargs)
+
+
+@dataclass
+class AirflowServices:
+    home: Path
+    api_port: int
+    env: dict[str, str]
+    password: str
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def log_file(self, component: str) -> Path:
+        return self.home / f"{component}.log"
+
+    def token(self) -> str:
+        response = requests.post(f"{self.base_url}/auth/token", json={"username": USERNAME, "password": self.password},
+                                 timeout=30)
+        if response.status_code != 201:
+            raise ApiError(f"POST /auth/token -> HTTP {response.status_code}: {response.text[:500]}")
+        return response.json()["access_token"]
+
+    def api(self) -> ApiClient:
+        return ApiClient(self.base_url, self.token())
+
+    def dead_components(self) -> list[str]:
+        return [name for name, proc in self.processes.items() if proc.poll() is not None]
+
+    def component_logs(self, tail: int = 4000) -> str:
+        parts = []
+        for name in self.processes:
+            path = self.log_file(name)
+            text = path.read_text(errors="replace") if path.exists() else ""
+            parts.append(f"----- {name} (last {tail} chars of {path}) -----\n{text[-tail:]}")
+        return "\n".join(parts)
+
+    def task_logs(self, dag_id: str, run_id: str, tail: int = 6000) -> str:
+        """Every task log file of one run, as the workers wrote them under [logging] base_log_folder."""
+        root = self.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
+        files = sorted(root.rglob("*.log")) if root.exists() else []
+        if not files:
+            return f"(no task logs under {root})"
+        return "\n".join(f"----- {path.relative_to(root)} -----\n{path.read_text(errors='replace')[-tail:]}"
+                         for path in files)
+
+    def stop(self, timeout: float = 20) -> None:
+        """SIGTERM every process group, then SIGKILL what is left, including descendants that left the group."""
+        import psutil
+
+        family: list[psutil.Process] = []
+        for proc in self.processes.values():
+            try:
+                parent = psutil.Process(proc.pid)
+                family += [parent, *parent.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                pass
+        for proc in self.processes.values():
+            _signal_group(proc.pid, signal.SIGTERM)
+        _, alive = psutil.wait_procs(family, timeout=timeout)
+        for proc in self.processes.values():
+            _signal_group(proc.pid, signal.SIGKILL)
+        for leftover in alive:
+            try:
+                leftover.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(alive, timeout=10)
+        for proc in self.processes.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)  # each component leads its own group (start_new_session)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def services_environ(home: Path, api_port: int, extra_env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment every component gets: nothing Airflow-related inherited from the caller."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.update(airflow_environ(home))
+    base_url = f"http://127.0.0.1:{api_port}"
+    env.update({
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(api_port),
+        "AIRFLOW__API__BASE_URL": base_url,
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/",
+        # the scheduler signs the workers' execution tokens and the api-server checks them
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),
+        "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
+        "AIRFLOW__CORE__AUTH_MANAGER":
+            "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USERNAME}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+        "AIRFLOW__CORE__FERNET_KEY": _fernet_key(),
+        # LocalExecutor forks `parallelism` workers up front; a 2-core test machine needs few
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        # DAGs appear within seconds; one parsing process is enough for five files
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__DAG_PROCESSOR__BUNDLE_REFRESH_CHECK_INTERVAL": "2",
+        "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+        "AIRFLOW__DAG_PROCESSOR__PRINT_STATS_INTERVAL": "0",
+        # Unpausing a cron DAG with catchup=False still creates a run for the latest cron point;
+        # the tests drive every run through the REST API instead.
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+        "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update(extra_env or {})
+    return env
+
+
+def _fernet_key() -> str:
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key().decode()
+
+
+def _argv(component: str, api_port: int) -> list[str]:
+    airflow = [sys.executable, "-m", "airflow"]
+    if component == "api-server":
+        return [*airflow, "api-server", "--host", "127.0.0.1", "--port", str(api_port), "--workers", "1"]
+    if component in ("scheduler", "triggerer"):
+        # task logs are read from the shared log folder; no log-serving side processes
+        return [*airflow, component, "--skip-serve-logs"]
+    return [*airflow, component]
+
+
+def _wait_healthy(services: AirflowServices, timeout: float) -> dict:
+    """Until /api/v2/monitor/health reports every component healthy (or one died, or time ran out)."""
+    deadline = time.monotonic() + timeout
+    last: object = "no answer"
+    while time.monotonic() < deadline:
+        if dead := services.dead_components():
+            raise RuntimeError(f"Airflow component(s) exited: {dead}\n{services.component_logs()}")
+        try:
+            response = requests.get(f"{services.base_url}/api/v2/monitor/health", timeout=5)
+            last = response.json() if response.ok else f"HTTP {response.status_code}"
+            if response.ok and all((last.get(part) or {}).get("status") == "healthy"
+                                   for part in ("metadatabase", "scheduler", "triggerer", "dag_processor")):
+                return last
+        except (requests.RequestException, ValueError) as err:
+            last = repr(err)
+        time.sleep(1)
+    raise RuntimeError(f"Airflow not healthy within {timeout:.0f} s (last: {last})\n{services.component_logs()}")
+
+
+def start_airflow_services(home: Path, extra_env: dict[str, str] | None = None, *,
+                           timeout: float = 180) -> AirflowServices:
+    """Migrate a fresh metadata database in ``home`` and start the four components; stops them on failure."""
+    home = Path(home)
+    home.mkdir(parents=True, exist_ok=True)
+    api_port = free_port()
+    env = services_environ(home, api_port, extra_env)
+    password = secrets.token_urlsafe(24)
+    passwords = home / "passwords.json"
+    passwords.write_text(json.dumps({USERNAME: password}))
+    passwords.chmod(0o600)
+    services = AirflowServices(home=home, api_port=api_port, env=env, password=password)
+
+    migrate = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, cwd=home,
+                             capture_output=True, text=True, timeout=timeout)
+    if migrate.returncode != 0:
+        raise RuntimeError(f"airflow db migrate failed:\n{migrate.stdout[-3000:]}\n{migrate.stderr[-3000:]}")
+    try:
+        for component in COMPONENTS:
+            with open(services.log_file(component), "wb") as log:
+                services.processes[component] = subprocess.Popen(
+                    _argv(component, api_port), env=env, cwd=home, stdin=subprocess.DEVNULL,
+                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        _wait_healthy(services, timeout)
+    except BaseException:
+        services.stop()
+        raise
+    return services

@@ -1,0 +1,150 @@
+"""pg_restore with kind files and config, the drill of both, and verification catching a tampered archive.
+
+Restored trees are compared with the source by sha256, size and mtime computed here; refusals
+are checked by the record in S3 and by the target directory left exactly as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from conftest import run_dag, task_states, xcom_values
+from file_backups import OTHER_KEY, PREFIX, SECRET, file_backups, manifest_of, tree_state
+from harness.stack import BUCKET, CONN_ID
+
+
+@pytest.fixture(scope="module")
+def backups(stack, airflow_db, tmp_path_factory):
+    return file_backups(stack, tmp_path_factory)
+
+
+@pytest.fixture()
+def env(stack, backups, monkeypatch):
+    stack.slack.clear()
+    for name, value in backups["env"].items():
+        monkeypatch.setenv(name, value)
+    return backups
+
+
+def _restore(conf: dict):
+    dag_run = run_dag("pg_restore", conf={"database": CONN_ID, **conf})
+    return dag_run, task_states(dag_run)
+
+
+def _last_record(stack) -> dict:
+    client = stack.s3.client()
+    keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/reports/restore/")
+                  .get("Contents", []))
+    return json.loads(client.get_object(Bucket=BUCKET, Key=keys[-1])["Body"].read())
+
+
+def test_files_restored_into_an_empty_dir_are_identical(stack, env, tmp_path):
+    target = tmp_path / "restored"
+    dag_run, states = _restore({"kind": "files", "target_dir": str(target)})
+    assert str(dag_run.state) == "success", states
+    restored = tree_state(target / str(env["uploads"]).lstrip("/"))
+    assert restored == env["runs"][-1]["tree"]   # hashes, sizes, mtimes, the link, the empty dir
+    assert "client_04/visit_4/scan_004.txt" not in restored and "upload.pipe" not in restored
+    (outcome,) = xcom_values(dag_run, "restore")
+    assert (outcome["files"], outcome["hash_mismatches"], outcome["symlinks"]) == (301, 0, 1)
+    assert outcome["archives"] == 2   # the chain: the unchanged files come from the first backup
+    record = _last_record(stack)
+    assert record["status"] == "succeeded" and record["plan"]["kind"] == "files"
+    assert "scan_" not in json.dumps(record)   # counts and bytes, no file names or contents
+    assert any("restore of care_commons_db succeeded" in text for text in stack.slack.texts())
+
+
+def test_a_non_empty_dir_is_refused_without_the_confirmation_and_left_as_it_was(stack, env, tmp_path):
+    target = tmp_path / "busy"
+    existing = target / str(env["uploads"]).lstrip("/") / "archive" / "large.bin"
+    existing.parent.mkdir(parents=True)
+    existing.write_bytes(b"what is there now")
+    (target / "notes.txt").write_text("keep me")
+    before = tree_state(target)
+    dag_run, states = _restore({"kind": "files", "target_dir": str(target)})
+    assert str(dag_run.state) == "failed" and states["prepare"] == "failed" and states["restore"] == "upstream_failed"
+    assert tree_state(target) == before
+    record = _last_record(stack)
+    assert record["status"] == "refused"
+    assert f"target_dir {target} is not empty" in record["error"]
+    assert "type exactly 'RESTORE care_commons_db' in confirm" in record["error"]
+
+    dag_run, states = _restore({"kind": "files", "target_dir": str(target), "confirm": "RESTORE care_commons_db"})
+    assert str(dag_run.state) == "success", states
+    assert tree_state(target / str(env["uploads"]).lstrip("/")) == env["runs"][-1]["tree"]
+    assert (target / "notes.txt").read_text() == "keep me"
+
+
+def test_config_restore_gives_back_the_secrets_with_the_right_key_only(stack, env, tmp_path, monkeypatch):
+    target = tmp_path / "config"
+    dag_run, states = _restore({"kind": "config", "target_dir": str(target)})
+    assert str(dag_run.state) == "success", states
+    restored = target / str(env["config"]).lstrip("/")
+    assert (restored / ".env").read_bytes() == (env["config"] / ".env").read_bytes()
+    assert tree_state(restored) == tree_state(env["config"])
+    (outcome,) = xcom_values(dag_run, "restore")
+    assert (outcome["files"], outcome["encrypted_files"]) == (3, 2)
+    assert SECRET not in json.dumps(_last_record(stack))
+
+    monkeypatch.setenv("AIRFLOW_CONN_PGDR_CONFIG_KEY", json.dumps({"conn_type": "generic", "password": OTHER_KEY}))
+    dag_run, states = _restore({"kind": "config", "target_dir": str(tmp_path / "wrong-key")})
+    assert str(dag_run.state) == "failed" and states["prepare"] == "failed"
+    assert not (tmp_path / "wrong-key").exists()
+    record = _last_record(stack)
+    assert record["status"] == "refused" and "is not the key this backup was sealed with" in record["error"]
+    assert OTHER_KEY not in json.dumps(record)
+
+    monkeypatch.delenv("AIRFLOW_CONN_PGDR_CONFIG_KEY")
+    dag_run, states = _restore({"kind": "config", "target_dir": str(tmp_path / "no-key")})
+    assert str(dag_run.state) == "failed" and not (tmp_path / "no-key").exists()
+    assert "the config key connection 'pgdr_config_key' is missing" in _last_record(stack)["error"]
+
+
+def test_the_drill_restores_files_and_config_into_a_scratch_dir_and_compares_hashes(stack, env):
+    dag_run = run_dag("pg_restore_test")
+    assert str(dag_run.state) == "success", task_states(dag_run)
+    client = stack.s3.client()
+    key = sorted(o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/reports/drill/")
+                 ["Contents"])[-1]
+    record = json.loads(client.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    drills = {d["kind"]: d for d in record["file_restores"]}
+    assert drills["files"]["status"] == "ok" and drills["files"]["files"] == 301 and drills["files"]["hashes_match"]
+    assert drills["config"]["status"] == "ok" and drills["config"]["encrypted_files"] == 2
+    scratch = env["work"] / "staging" / CONN_ID / "drill"
+    assert not scratch.exists() or not any(scratch.iterdir())
+
+
+def test_a_tampered_archive_is_caught_by_the_deep_check_and_refused_for_restore(stack, env, tmp_path):
+    from pgdr.storage import BackupStore
+    from pgdr.verification import check_integrity
+
+    first = manifest_of(stack, env["runs"][0]["files"])
+    archive = next(o for o in first["objects"] if o["name"] == "dirs/0.tar.zst")
+    client = stack.s3.client()
+    original = client.get_object(Bucket=BUCKET, Key=archive["key"])["Body"].read()
+    client.put_object(Bucket=BUCKET, Key=archive["key"], Body=original[:-10] + b"X" * 10,
+                      ServerSideEncryption="AES256", Metadata={"sha256": archive["sha256"]})
+    markers = []
+    try:
+        store = BackupStore(client=client, bucket=BUCKET, prefix=PREFIX, sse_args={"ServerSideEncryption": "AES256"},
+                            part_size=5 << 20, log=logging.getLogger("t"))
+        outcome = check_integrity(store, CONN_ID, env["env"].get("AIRFLOW_VAR_PGDR_PG_BINDIR") or
+                                  "/usr/lib/postgresql/15/bin", "test-run", logging.getLogger("t"), deep=True)
+        markers = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix=PREFIX)["Contents"]
+                   if o["Key"].endswith("/verification.json")]
+        assert outcome["status"] == "failed"
+        found = [e for e in outcome["evidence"] if e["kind"] == "files"]
+        assert found and found[0]["backup_id"] == first["backup_id"] and found[0]["key"] == archive["key"]
+        assert {e["problem"] for e in found} >= {"sha256 mismatch", "archive missing or damaged"}
+        # the newest files backup depends on the damaged one: a restore of it is refused, nothing written
+        dag_run, states = _restore({"kind": "files", "target_dir": str(tmp_path / "after-tamper")})
+        assert str(dag_run.state) == "failed" and not (tmp_path / "after-tamper").exists()
+        assert f"keeps unchanged files in backup {first['backup_id']}, which is marked bad" in _last_record(stack)["error"]
+    finally:
+        client.put_object(Bucket=BUCKET, Key=archive["key"], Body=original, ServerSideEncryption="AES256",
+                          Metadata={"sha256": archive["sha256"]})
+        for key in markers:
+            client.delete_object(Bucket=BUCKET, Key=key)

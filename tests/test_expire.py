@@ -177,3 +177,73 @@ def test_objects_get_their_gfs_lock_at_write_and_a_failed_upload_leaves_nothing_
     assert store.catalog(CONN_ID, "logical") == []
     versions = s3.list_object_versions(Bucket=BUCKET, Prefix=key)
     assert len(versions["Versions"]) == 1 and len(versions["DeleteMarkers"]) == 1  # hidden, kept by the lock
+
+
+def _settings_from_env(**overrides):
+    import dataclasses
+    import os
+
+    from pgdr.settings import SETTINGS, parse_settings
+
+    raw = {s.name: os.environ.get(f"AIRFLOW_VAR_PGDR_{s.name.upper()}") for s in SETTINGS}
+    return dataclasses.replace(parse_settings(raw), **overrides)
+
+
+@pytest.mark.slow
+def test_wal_pruned_to_the_pitr_window_still_recovers_to_its_oldest_moment(stack, airflow_db, monkeypatch):
+    import time
+
+    from pgdr import expire
+    from pgdr.pitr_plan import parse_target, plan_wal, wal_objects
+    from pgdr.wal_archive import scan, wal_prefix
+    from test_pitr import Site
+
+    site = Site(stack, monkeypatch)
+    try:
+        site.base_backup()
+        site.insert(1, 10)
+        site.cluster.execute("SELECT pg_switch_wal()")
+        second = site.base_backup()
+        site.insert(11, 20)
+        time.sleep(1.2)
+        (moment,) = site.cluster.execute("SELECT clock_timestamp()")[0]
+        time.sleep(1.2)
+        site.insert(21, 30)
+        site.cluster.execute("SELECT pg_switch_wal()")
+        time.sleep(1)
+        site.ship()
+        store = site.store()
+        start = store.read_manifest(f"{site.prefix}/{CONN_ID}/base/{second}/manifest.json").wal["start_wal_file"]
+        base = wal_prefix(site.prefix, CONN_ID) + "/"
+
+        def segments() -> list[str]:
+            return sorted(k[len(base):][:24] for k in store.list_keys(base) if k.endswith(".zst"))
+
+        assert any(name < start for name in segments()), "WAL older than the second base backup is archived"
+        local_before = {item.name for item in scan(site.receiver_dir) if item.kind == "segment"}
+
+        # the window opens exactly at the moment: the second base backup is the newest finished before it
+        window = (datetime.now(timezone.utc) - moment).total_seconds() / 86400
+        report = expire.run(store=store, database=CONN_ID, settings=_settings_from_env(pitr_window_days=window),
+                            dry_run=False, log=log)
+        assert report["wal"]["cutoff"] == start and report["counts"]["wal_deleted"] > 0, report["wal"]
+        assert report["counts"]["deleted"] == 0 and not report["errors"]
+        assert min(segments()) == start
+        assert not s3_versions_before(stack, base, start)
+        local_after = {item.name for item in scan(site.receiver_dir) if item.kind == "segment"}
+        assert local_after == {n for n in local_before if n >= start} and local_after != local_before
+
+        found = wal_objects(store.list_objects(base), base)
+        assert plan_wal(found, start, parse_target(moment.isoformat())).first == start
+        dag_run, states = site.recover(moment.isoformat())
+        assert str(dag_run.state) == "success", states
+        (outcome,) = xcom_values(dag_run, "restore")
+        assert site.recovered_rows(outcome) == set(range(1, 21))
+    finally:
+        site.close()
+
+
+def s3_versions_before(stack, base: str, start: str) -> list[str]:
+    listing = stack.s3.client().list_object_versions(Bucket=BUCKET, Prefix=base)
+    return [v["Key"] for v in listing.get("Versions", []) + listing.get("DeleteMarkers", [])
+            if v["Key"][len(base):][:24] < start and not v["Key"].endswith(".history.zst")]

@@ -159,11 +159,12 @@ def test_objects_get_their_gfs_lock_at_write_and_a_failed_upload_leaves_nothing_
     path.write_bytes(b"x" * 1000)
     digest = file_digest(path, store.part_size)
     now = datetime.now(timezone.utc)
-    key = f"{prefix}/{CONN_ID}/logical/{new_backup_id(now)}/table.dat.zst"
+    started = now - timedelta(days=3)   # a backup that failed three days ago
+    key = f"{prefix}/{CONN_ID}/logical/{new_backup_id(started)}/table.dat.zst"
     store.upload_file(path, key, digest, {}, Progress("upload", log))
     # the first backup of its year so far: locked for the yearly role
     assert s3.head_object(Bucket=BUCKET, Key=key)["ObjectLockRetainUntilDate"] == datetime(
-        now.year + 7, 1, 1, tzinfo=timezone.utc)
+        started.year + 7, 1, 1, tzinfo=timezone.utc)
     wal_key = f"{prefix}/{CONN_ID}/wal/000000010000000000000003.zst"
     store.upload_file(path, wal_key, digest, {}, Progress("upload", log))
     wal_until = s3.head_object(Bucket=BUCKET, Key=wal_key)["ObjectLockRetainUntilDate"]
@@ -177,6 +178,15 @@ def test_objects_get_their_gfs_lock_at_write_and_a_failed_upload_leaves_nothing_
     assert store.catalog(CONN_ID, "logical") == []
     versions = s3.list_object_versions(Bucket=BUCKET, Prefix=key)
     assert len(versions["Versions"]) == 1 and len(versions["DeleteMarkers"]) == 1  # hidden, kept by the lock
+    # retention finds the hidden orphan, does not attempt it and reports the lock
+    from pgdr import expire
+
+    report = expire.run(store=store, database=CONN_ID, settings=_settings_from_env(), dry_run=False, log=log)
+    (locked,) = report["locked"]
+    assert locked["backup_id"] == new_backup_id(started) and locked["complete"] is False
+    assert locked["reasons"] == [f"locked until {started.year + 7}-01-01T00:00:00+00:00"]
+    assert report["counts"]["deleted"] == 0 and not report["errors"]
+    assert len(s3.list_object_versions(Bucket=BUCKET, Prefix=key)["Versions"]) == 1
 
 
 def _settings_from_env(**overrides):

@@ -18,8 +18,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from pgdr import gfs, leases
-from pgdr.catalog import MARKER_NAME, entries_from_keys
-from pgdr.manifest import KINDS, MANIFEST_NAME, backup_id_time, backup_prefix
+from pgdr.catalog import MARKER_NAME, BackupEntry, entries_from_keys
+from pgdr.manifest import KINDS, MANIFEST_NAME, backup_id_time, backup_prefix, is_backup_id
 from pgdr.storage import ObjectVersion
 
 
@@ -49,7 +49,16 @@ def collect(store, database: str, now: datetime) -> list[Found]:
     found = []
     for kind in KINDS:
         base = f"{store.prefix}/{database}/{kind}/"
-        for entry in entries_from_keys(store.list_keys(base), base):
+        versions: dict[str, list[ObjectVersion]] = {}
+        for version in store.list_versions(base):
+            versions.setdefault(version.key[len(base):].split("/", 1)[0], []).append(version)
+        entries = entries_from_keys(store.list_keys(base), base)
+        listed = {e.backup_id for e in entries}
+        # a failed upload's cleanup on a locked bucket leaves versions behind delete markers: never
+        # listed, yet billed; once their lock runs out they go as orphans
+        entries += [BackupEntry(backup_id, False, False) for backup_id in sorted(versions)
+                    if backup_id not in listed and is_backup_id(backup_id)]
+        for entry in entries:
             prefix = backup_prefix(store.prefix, database, kind, entry.backup_id)
             finished, wal, depends, status = backup_id_time(entry.backup_id), None, (), gfs.UNVERIFIED
             if entry.complete:
@@ -63,7 +72,7 @@ def collect(store, database: str, now: datetime) -> list[Found]:
                     status = {"good": gfs.GOOD, "bad": gfs.BAD}.get(marker.get("status"), gfs.UNVERIFIED)
             backup = gfs.Backup(kind, entry.backup_id, finished, status, entry.complete, depends,
                                 holders.get((kind, entry.backup_id), ()))
-            found.append(Found(backup, prefix, wal))
+            found.append(Found(backup, prefix, wal, versions.get(entry.backup_id, [])))
     return found
 
 
@@ -99,9 +108,6 @@ def plan_backups(store, database: str, now: datetime, policy: gfs.Policy,
     doomed = {d.backup.key for d in decisions if not d.keep}
     by_key = {f.backup.key: f for f in found}
     if doomed:
-        for key in doomed:
-            item = by_key[key]
-            item.versions = store.list_versions(item.prefix + "/")
         if store.object_lock_enabled:
             for key in doomed:
                 item = by_key[key]
@@ -123,7 +129,7 @@ def extend_locks(store, found: list[Found], decisions: list[gfs.Decision], polic
     extended = []
     for key, until in sorted(gfs.lock_targets(decisions, policy, now).items()):
         item = by_key[key]
-        versions = [v for v in store.list_versions(item.prefix + "/") if not v.delete_marker]
+        versions = [v for v in item.versions if not v.delete_marker]
         short = [v for v in versions if (store.retention_of(v.key, v.version_id) or now) < until]
         if not short:
             continue

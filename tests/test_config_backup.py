@@ -114,3 +114,26 @@ def test_a_missing_listed_file_fails_before_anything_is_uploaded(stack, backups,
                           wrapper=ConnectionKeyWrapper("k", base64.b64decode(KEY)), store=store, workdir=tmp_path / "w",
                           level=1, kms_key_id=None, airflow={}, log=logging.getLogger("t"))
     assert objects_under(stack, "config-missing/") == {}
+
+
+def test_with_kms_the_data_key_is_wrapped_by_kms_and_only_kms_unwraps_it(stack):
+    import boto3
+
+    from harness.s3_server import ACCESS_KEY, REGION, SECRET_KEY
+
+    from pgdr.config_backup import object_aad
+    from pgdr.envelope import KeyProblem, KmsKeyWrapper, open_sealed, seal
+
+    kms = boto3.client("kms", endpoint_url=stack.s3.endpoint_url, region_name=REGION,
+                       aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)
+    key_id = kms.create_key(Description="pgdr config test")["KeyMetadata"]["KeyId"]
+    other = kms.create_key(Description="another")["KeyMetadata"]["KeyId"]
+    data_key = KmsKeyWrapper(kms, key_id).new_data_key("pgdr:db:config:20260101T000000Z")
+    assert data_key.wrapping["method"] == "kms" and data_key.wrapping["kms_key_id"] == key_id
+    assert base64.b64encode(data_key.plaintext).decode() not in json.dumps(data_key.wrapping)
+    aad = object_aad("db", "20260101T000000Z", "secrets.tar.zst.enc")
+    blob = seal(data_key.plaintext, SECRET.encode(), aad)
+    assert SECRET.encode() not in blob
+    assert open_sealed(KmsKeyWrapper(kms, key_id).unwrap(data_key.wrapping), blob, aad) == SECRET.encode()
+    with pytest.raises(KeyProblem, match="KMS could not unwrap"):
+        KmsKeyWrapper(kms, other).unwrap({**data_key.wrapping, "kms_key_id": other})

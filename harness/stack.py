@@ -24,6 +24,8 @@ BUCKET = "pgdr-backups"
 RESTORE_CONN_ID = "care_commons_admin"
 RESTORE_ROLE = "pgdr_restore"
 RESTORE_PASSWORD = "pgdr-Restore-Secret-2b8e41"
+# base64 of 32 bytes: the key-encryption key of configuration backups (setting pgdr_config_key_conn_id)
+CONFIG_KEY = "cGdkci10ZXN0LWNvbmZpZy1rZXktMzItYnl0ZXMhISE="
 
 
 def postgres_conn(cluster: PgCluster, dbname: str = DBNAME, user: str = BACKUP_ROLE,
@@ -50,6 +52,7 @@ class Stack:
             "AIRFLOW_CONN_CARE_COMMONS_ADMIN": postgres_conn(self.cluster, user=RESTORE_ROLE,
                                                              password=RESTORE_PASSWORD),
             "AIRFLOW_CONN_SLACK_ALERTS": self.slack.airflow_conn(),
+            "AIRFLOW_CONN_PGDR_CONFIG_KEY": json.dumps({"conn_type": "generic", "password": CONFIG_KEY}),
             "AIRFLOW_VAR_PGDR_DATABASES": json.dumps([CONN_ID]),
             "AIRFLOW_VAR_PGDR_S3_BUCKET": BUCKET,
             "AIRFLOW_VAR_PGDR_S3_PREFIX": "pgdr",

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_dag, task_states
+from harness.stack import BACKUP_PASSWORD, BUCKET, CONN_ID, DBNAME
 from pgdr.history import (
     BackupPoint,
     DrillPoint,
@@ -308,9 +310,6 @@ def _objects(client, bucket: str, prefix: str) -> list[str]:
 
 def test_the_page_verify_writes_shows_the_plots_and_latest_figures_in_chromium(stack, airflow_db, pgdr_env, tmp_path,
                                                                               monkeypatch):
-    from conftest import run_dag, task_states
-    from harness.stack import BACKUP_PASSWORD, BUCKET, CONN_ID, DBNAME
-
     _chromium()
     client = stack.s3.client()
     prefix = pgdr_env["AIRFLOW_VAR_PGDR_S3_PREFIX"]
@@ -331,6 +330,14 @@ def test_the_page_verify_writes_shows_the_plots_and_latest_figures_in_chromium(s
                   "rto_budget_seconds": 3600.0, "problems": []}
         client.put_object(Bucket=BUCKET, Key=f"{prefix}/reports/drill/{stamp}-{CONN_ID}.json",
                           Body=json.dumps(record).encode(), ServerSideEncryption="AES256")
+    # beside them, a point-in-time drill's record (not a bar here) and a report cut short (listed as not shown)
+    stamp = (datetime.now(timezone.utc) - timedelta(days=5)).strftime("%Y%m%dT%H%M%SZ")
+    client.put_object(Bucket=BUCKET, Key=f"{prefix}/reports/drill/{stamp}-{CONN_ID}-pitr.json",
+                      Body=json.dumps({"kind": "pitr_drill", "database": CONN_ID, "status": "ok"}).encode(),
+                      ServerSideEncryption="AES256")
+    broken = f"{prefix}/reports/verify/{stamp}-{CONN_ID}.json"
+    client.put_object(Bucket=BUCKET, Key=broken, Body=b'{"database": "care_commons_db", "resu',
+                      ServerSideEncryption="AES256")
 
     # a scheduled-like verify run: every check passes, the page lands beside the reports
     dag_run = run_dag("pg_backup_verify")
@@ -372,6 +379,8 @@ def test_the_page_verify_writes_shows_the_plots_and_latest_figures_in_chromium(s
     assert latest_cells[5] == "good"  # the first verify run's integrity check marked it
     (drill,) = dom.find("p", **{"class": "latest-drill"})
     assert "RTO 1 h 08 min of a 1 h 00 min budget" in " ".join(drill["text"].split())
+    (unreadable,) = dom.find("section", **{"class": "database unreadable"})
+    assert [item["text"] for item in Dom.descendants(unreadable, "code")] == [broken]
 
     # and it is drawn: a screenshot holds the plots' colours, not a blank page
     shot = tmp_path / "page.png"
@@ -397,7 +406,7 @@ def test_the_page_verify_writes_shows_the_plots_and_latest_figures_in_chromium(s
     before = head["LastModified"]
     result = subprocess.run([sys.executable, "-m", "pgdr.history", "--out", str(out), "--upload"], cwd=REPO_ROOT,
                             env={**os.environ, "PYTHONPATH": f"{REPO_ROOT / 'plugins'}:{REPO_ROOT}"},
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"uploaded to s3://{BUCKET}/{key}" in result.stderr
     local = Dom(out.read_text())

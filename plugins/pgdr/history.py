@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import re
 import sys
 from collections.abc import Callable, Iterable
@@ -114,7 +115,7 @@ def parse_time(value) -> datetime | None:
     try:
         if re.fullmatch(r"\d{8}T\d{6}Z", value):
             return datetime.strptime(value, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(value)
     except ValueError:
         return None
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
@@ -127,7 +128,7 @@ def _number(value) -> float | None:
         number = float(value)
     except (TypeError, ValueError):
         return None
-    return number if number == number and number not in (float("inf"), float("-inf")) else None
+    return number if math.isfinite(number) else None
 
 
 def report_time(key: str) -> datetime | None:
@@ -241,6 +242,8 @@ def collect(store, *, databases: Iterable[str], rto_budget_seconds: float, days:
                     history.backups.append(point)
 
     wanted = set(history.databases)
+    # each folder's documents of its own kind (a missing "kind" means that one); other kinds there,
+    # such as the point-in-time drill's records, are left out rather than reported unreadable
     for folder, parse, target in (("verify", verify_point, history.verifications),
                                   ("drill", drill_point, history.drills),
                                   ("restore", restore_point, history.restores)):
@@ -250,6 +253,8 @@ def collect(store, *, databases: Iterable[str], rto_budget_seconds: float, days:
                 continue
             document = read(key)
             if document is None:
+                continue
+            if isinstance(document, dict) and document.get("kind", folder) != folder:
                 continue
             point = parse(document, written)
             if point is None:
@@ -267,11 +272,12 @@ def page_key(prefix: str) -> str:
 
 
 def publish(store, html: str) -> str:
-    """Upload the page beside the reports, server-side encrypted like every pgdr object."""
+    """Upload the page beside the reports, server-side encrypted like every pgdr object (and, like
+    the reports, not Object-Locked: each run supersedes it)."""
     key = page_key(store.prefix)
     store.client.put_object(Bucket=store.bucket, Key=key, Body=html.encode("utf-8"),
                             ContentType="text/html; charset=utf-8", CacheControl="no-cache",
-                            ChecksumAlgorithm="SHA256", **store.sse_args)
+                            ChecksumAlgorithm="SHA256", **store.sse_args, **store.lock_args(key))
     return key
 
 
@@ -295,7 +301,7 @@ def format_duration(value) -> str:
         return MISSING
     if number < 60:
         return f"{number:.1f} s"
-    whole = int(round(number))
+    whole = round(number)
     days, rest = divmod(whole, 86400)
     hours, rest = divmod(rest, 3600)
     minutes, seconds = divmod(rest, 60)
@@ -342,14 +348,16 @@ def _axes(times: list[datetime], top: float, fmt: Callable[[float], str]) -> lis
     for fraction in (0.5, 1.0):
         value = top * fraction
         parts.append(f'<line class="grid" x1="{LEFT}" y1="{y(value):.1f}" x2="{WIDTH - RIGHT}" y2="{y(value):.1f}"/>')
-        parts.append(f'<text class="tick" x="{LEFT - 6}" y="{y(value) + 4:.1f}" text-anchor="end">{_e(fmt(value))}</text>')
+        parts.append(f'<text class="tick" x="{LEFT - 6}" y="{y(value) + 4:.1f}" text-anchor="end">'
+                     f"{_e(fmt(value))}</text>")
     parts.append(f'<text class="tick" x="{LEFT - 6}" y="{HEIGHT - BOTTOM + 4}" text-anchor="end">0</text>')
     first, last = min(times), max(times)
     span_days = (last - first).total_seconds() / 86400
     label = (lambda t: t.strftime("%Y-%m-%d")) if span_days >= 2 else (lambda t: t.strftime("%m-%d %H:%M"))
     parts.append(f'<text class="tick" x="{LEFT}" y="{HEIGHT - 10}" text-anchor="start">{_e(label(first))}</text>')
     if last != first:
-        parts.append(f'<text class="tick" x="{WIDTH - RIGHT}" y="{HEIGHT - 10}" text-anchor="end">{_e(label(last))}</text>')
+        parts.append(f'<text class="tick" x="{WIDTH - RIGHT}" y="{HEIGHT - 10}" text-anchor="end">'
+                     f"{_e(label(last))}</text>")
     return parts
 
 
@@ -364,8 +372,8 @@ def line_chart(chart: str, label: str, points: list[tuple[datetime, float, str, 
     """A time series: ``points`` are (time, value, css class, tooltip); one circle per point."""
     points = sorted(points, key=lambda p: p[0])
     if not points:
-        return _svg(chart, label, [f'<text class="tick" x="{WIDTH / 2}" y="{HEIGHT / 2}" text-anchor="middle">'
-                                   'nothing measured</text>'], points=0, **data)
+        empty = f'<text class="tick" x="{WIDTH / 2}" y="{HEIGHT / 2}" text-anchor="middle">nothing measured</text>'
+        return _svg(chart, label, [empty], points=0, **data)
     times = [p[0] for p in points]
     top = max((p[1] for p in points), default=0.0) * 1.1
     x, y = _x_scale(times), _y_scale(top)

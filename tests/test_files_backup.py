@@ -103,3 +103,27 @@ def test_a_chain_gets_a_new_full_backup_after_seven_days():
     assert not use and "found bad" in reason
     assert choose_previous(None, set(), now) == (False, "full: no earlier good file backup")
 
+
+
+def test_a_file_that_changes_while_read_is_stored_as_read_flagged_and_taken_again(tmp_path):
+    from pathlib import Path
+
+    from pgdr.files_backup import unchanged, write_archive
+
+    # /proc/self/status says 0 bytes but has more to read: a file that grew while being read
+    entry = {"path": "status", "type": "file", "size": 0, "mtime_ns": 0, "mode": 0o444}
+    _, _, vanished = write_archive(Path("/proc/self"), [entry], tmp_path / "a.tar.zst", 1, 5 << 20)
+    assert vanished == [] and entry["changed_while_read"] is True
+    assert entry["sha256"] == hashlib.sha256(b"").hexdigest()  # exactly what was stored
+    assert not unchanged(dict(entry), entry), "the next backup must read it again"
+    gone = {"path": "no-such-file", "type": "file", "size": 1, "mtime_ns": 0, "mode": 0o644}
+    _, _, vanished = write_archive(tmp_path, [gone], tmp_path / "b.tar.zst", 1, 5 << 20)
+    assert vanished == [gone]
+
+
+@pytest.mark.parametrize("path", ["../etc/passwd", "/etc/passwd", "a/../../b"])
+def test_an_index_entry_cannot_escape_the_target(tmp_path, path):
+    from pgdr.files_backup import FileBackupError, dest_path
+
+    with pytest.raises(FileBackupError, match="leaves its directory"):
+        dest_path(tmp_path, "/srv/uploads", path)

@@ -28,8 +28,6 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from psycopg2 import sql as pgsql
-
 from pgdr import sql as sqlfiles
 from pgdr.data_policy import Policy, PolicyError, Rule
 
@@ -51,6 +49,26 @@ _SESSION = (
 )
 
 
+def sql_module(conn):
+    """psycopg's or psycopg2's ``sql`` module, whichever made ``conn`` (the postgres hook may use either):
+    identifiers are always composed by the driver, never pasted into the text."""
+    if type(conn).__module__.split(".")[0] == "psycopg2":
+        from psycopg2 import sql
+    else:
+        from psycopg import sql
+    return sql
+
+
+def copy_out(conn, cur, query, handle) -> None:
+    """COPY ... TO STDOUT into a binary file handle, with either driver."""
+    if hasattr(cur, "copy_expert"):
+        cur.copy_expert(query.as_string(conn), handle)
+    else:
+        with cur.copy(query) as copy:
+            for block in copy:
+                handle.write(block)
+
+
 def report_key(prefix: str, stamp: str, database: str) -> str:
     return f"{prefix}/reports/retention/data/{stamp}/{database}.json"
 
@@ -68,6 +86,7 @@ class TablePlan:
     column_types: dict[str, str]             # name -> type name (date, timestamptz, ...)
     columns: list[dict[str, str]]            # name and full type, in table order (for the archive manifest)
     referencing: list[dict[str, Any]]
+    sql: Any                                 # the driver's sql module (see sql_module)
 
     def value(self, column: str, moment: datetime) -> datetime | date:
         """``moment`` in the form the column compares with exactly (date, naive UTC or aware)."""
@@ -78,7 +97,8 @@ class TablePlan:
             return moment.astimezone(timezone.utc).replace(tzinfo=None)
         return moment
 
-    def fragments(self) -> dict[str, pgsql.Composable]:
+    def fragments(self) -> dict[str, Any]:
+        pgsql = self.sql
         rule = self.rule
         names = {"date_column": pgsql.Identifier(rule.date_column)}
         if rule.soft_delete_column:
@@ -97,8 +117,8 @@ class TablePlan:
                 "work": pgsql.Identifier(WORK_TABLE), **names}
 
 
-def _template(name: str, plan: TablePlan) -> pgsql.Composed:
-    return pgsql.SQL(sqlfiles.load(f"retention/{name}")).format(**plan.fragments())
+def _template(name: str, plan: TablePlan):
+    return plan.sql.SQL(sqlfiles.load(f"retention/{name}")).format(**plan.fragments())
 
 
 def check_policy_against_database(conn, policy: Policy) -> dict[str, TablePlan]:
@@ -140,7 +160,8 @@ def check_policy_against_database(conn, policy: Policy) -> dict[str, TablePlan]:
                            for row in cur.fetchall()]
             if len(pk) == 1:
                 plans[rule.label] = TablePlan(rule=rule, pk=pk[0], column_types=columns, referencing=referencing,
-                                              columns=[{"name": n, "type": t} for n, _, t in described])
+                                              columns=[{"name": n, "type": t} for n, _, t in described],
+                                              sql=sql_module(conn))
     if problems:
         raise PolicyError(f"{policy.source}: refused before any change:\n  " + "\n  ".join(problems))
     return plans
@@ -269,16 +290,18 @@ class DataRetention:
         work.mkdir(parents=True, exist_ok=True)
         raw = work / f"{rule.qualified}.csv"
         uploaded: list[str] = []
+        drop_work = plan.sql.SQL("DROP TABLE IF EXISTS {}").format(plan.sql.Identifier(WORK_TABLE))
         try:
             with conn.cursor() as cur:
-                cur.execute(pgsql.SQL("DROP TABLE IF EXISTS {}").format(pgsql.Identifier(WORK_TABLE)))
+                cur.execute(drop_work)
                 cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
                 try:
+                    cur.execute(_template("archive_work_table", plan))
                     cur.execute(_template("archive_snapshot", plan), params)
                     rows = cur.rowcount
                     with open(raw, "wb") as handle:
-                        cur.copy_expert(_template("archive_export", plan).as_string(conn), handle)
-                    exported = cur.rowcount
+                        copy_out(conn, cur, _template("archive_export", plan), handle)
+                    exported = cur.rowcount if cur.rowcount is not None and cur.rowcount >= 0 else rows
                     cur.execute("COMMIT")
                 except BaseException:
                     cur.execute("ROLLBACK")
@@ -337,7 +360,7 @@ class DataRetention:
         finally:
             remove_partial_upload(self.store, uploaded, self.log)
             with conn.cursor() as cur:
-                cur.execute(pgsql.SQL("DROP TABLE IF EXISTS {}").format(pgsql.Identifier(WORK_TABLE)))
+                cur.execute(drop_work)
             shutil.rmtree(work, ignore_errors=True)
 
 

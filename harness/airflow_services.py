@@ -109,7 +109,7 @@ class AirflowServices:
         return "\n".join(f"----- {path.relative_to(root)} -----\n{path.read_text(errors='replace')[-tail:]}"
                          for path in files)
 
-    def stop(self, timeout: float = 20) -> None:
+    def stop(self, timeout: float = 15) -> None:
         """SIGTERM every process group, then SIGKILL what is left, including descendants that left the group."""
         import psutil
 
@@ -122,7 +122,7 @@ class AirflowServices:
                 pass
         for proc in self.processes.values():
             _signal_group(proc.pid, signal.SIGTERM)
-        _, alive = psutil.wait_procs(family, timeout=timeout)
+        alive = _wait_gone(family, timeout)
         for proc in self.processes.values():
             _signal_group(proc.pid, signal.SIGKILL)
         for leftover in alive:
@@ -130,12 +130,30 @@ class AirflowServices:
                 leftover.kill()
             except psutil.NoSuchProcess:
                 pass
-        psutil.wait_procs(alive, timeout=10)
+        _wait_gone(alive, 10)
         for proc in self.processes.values():
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 pass
+
+
+def _wait_gone(procs: list, timeout: float) -> list:
+    """The processes still running after ``timeout``; a zombie counts as gone (orphans may never be reaped here)."""
+    import psutil
+
+    def running(proc) -> bool:
+        try:
+            return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + timeout
+    alive = [p for p in procs if running(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.2)
+        alive = [p for p in alive if running(p)]
+    return alive
 
 
 def _signal_group(pid: int, sig: int) -> None:

@@ -5,14 +5,17 @@ api-server, scheduler (LocalExecutor), dag-processor and triggerer run as child 
 /auth/token: the DAGs are listed, unpaused and triggered, runs are followed to the end, and the
 effects are checked from outside Airflow (the manifest in S3 with a plain boto3 client, the restored
 rows with the harness's own queries, the Slack receiver's record). pg_backup_daily carries a
-deadline of 9 seconds here, so its run misses it and the triggerer posts the alert for real.
+deadline of 9 seconds here and its run is held back by a table lock for 20 seconds (a long
+migration, say), so on any machine it misses the deadline and the triggerer posts the alert for real.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -24,6 +27,7 @@ pytestmark = pytest.mark.slow
 
 RUN_TIMEOUT = 240
 RESTORED_DB = "cc_restored_via_api"
+LOCK_SECONDS = 20
 
 
 @pytest.fixture(scope="module")
@@ -86,16 +90,48 @@ def _wait_for_run(services: AirflowServices, api: ApiClient, dag_id: str, run_id
                 f"{services.dead_components()})\n{services.task_logs(dag_id, run_id)}\n{services.component_logs()}")
 
 
+@contextmanager
+def _table_locked(cluster, table: str, seconds: float):
+    """An ACCESS EXCLUSIVE lock on ``table`` for ``seconds`` from entry: the backup waits for it."""
+    locked, failed = threading.Event(), []
+
+    def hold():
+        conn = cluster.connect(DBNAME, autocommit=False)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+                locked.set()
+                time.sleep(seconds)
+            conn.rollback()
+        except Exception as err:  # noqa: BLE001 - reported by the caller
+            failed.append(err)
+            locked.set()
+        finally:
+            conn.close()
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    locked.wait(30)
+    assert not failed, failed
+    try:
+        yield
+    finally:
+        holder.join(seconds + 30)
+
+
 @pytest.fixture(scope="module")
 def backup_run(airflow, stack):
-    """pg_backup_daily unpaused and triggered through the API, followed to success."""
+    """pg_backup_daily unpaused and triggered through the API while a table is locked, followed to success."""
     services, api, env = airflow
     stack.slack.clear()
     source = fingerprint(stack.cluster, DBNAME)
-    run_id = _trigger(api, "pg_backup_daily", {})
-    outcome = _wait_for_run(services, api, "pg_backup_daily", run_id)
+    with _table_locked(stack.cluster, "public.visits", LOCK_SECONDS):
+        started = time.monotonic()
+        run_id = _trigger(api, "pg_backup_daily", {})
+        outcome = _wait_for_run(services, api, "pg_backup_daily", run_id)
+    assert time.monotonic() - started >= LOCK_SECONDS - 1, "the backup did not wait for the lock"
     seal = api.get(f"/api/v2/dags/pg_backup_daily/dagRuns/{run_id}/taskInstances/backup.verify_and_seal"
-                   f"/xcomEntries/return_value", params={"map_index": 0, "deserialize": True})["value"]
+                   f"/xcomEntries/return_value", params={"map_index": 0})["value"]
     return {"run_id": run_id, "source": source, "seal": seal, "prefix": env["AIRFLOW_VAR_PGDR_S3_PREFIX"], **outcome}
 
 

@@ -106,7 +106,7 @@ class AirflowServices:
         files = sorted(root.rglob("*.log")) if root.exists() else []
         if not files:
             return f"(no task logs under {root})"
-        return "\n".join(f"----- {path.relative_to(root)} -----\n{path.read_text(errors='replace')[-tail:]}"
+        return "\n".join(f"----- {path.relative_to(root)} -----\n{_readable(path.read_text(errors='replace'))[-tail:]}"
                          for path in files)
 
     def stop(self, timeout: float = 15) -> None:
@@ -154,6 +154,26 @@ def _wait_gone(procs: list, timeout: float) -> list:
         time.sleep(0.2)
         alive = [p for p in alive if running(p)]
     return alive
+
+
+def _readable(log_text: str) -> str:
+    """Task logs are JSON lines; one 'time level event' line each (error details kept whole) reads better."""
+    lines = []
+    for line in log_text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict):
+            lines.append(line)
+            continue
+        text = f"{record.get('timestamp', '')} {record.get('level', '')} {record.get('event', '')}"
+        for error in record.get("error_detail") or []:
+            frames = "".join(f"\n  {frame.get('filename')}:{frame.get('lineno')} {frame.get('name')}"
+                             for frame in error.get("frames", []))
+            text += f"{frames}\n{error.get('exc_type')}: {error.get('exc_value')}"
+        lines.append(text)
+    return "\n".join(lines)
 
 
 def _signal_group(pid: int, sig: int) -> None:
@@ -252,7 +272,7 @@ def start_airflow_services(home: Path, extra_env: dict[str, str] | None = None, 
     services = AirflowServices(home=home, api_port=api_port, env=env, password=password)
 
     migrate = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, cwd=home,
-                             capture_output=True, text=True, timeout=timeout)
+                             check=False, capture_output=True, text=True, timeout=timeout)
     if migrate.returncode != 0:
         raise RuntimeError(f"airflow db migrate failed:\n{migrate.stdout[-3000:]}\n{migrate.stderr[-3000:]}")
     try:

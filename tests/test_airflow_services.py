@@ -16,11 +16,13 @@ import os
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import pytest
 
-from harness.airflow_services import USERNAME, ApiClient, AirflowServices, start_airflow_services
-from harness.stack import BUCKET, CONN_ID, DBNAME
+from harness.airflow_services import USERNAME, AirflowServices, ApiClient, start_airflow_services
+from harness.s3_server import SECRET_KEY
+from harness.stack import BACKUP_PASSWORD, BUCKET, CONN_ID, DBNAME, RESTORE_PASSWORD
 from harness.synthetic import fingerprint
 
 pytestmark = pytest.mark.slow
@@ -30,13 +32,21 @@ RESTORED_DB = "cc_restored_via_api"
 LOCK_SECONDS = 20
 
 
+@dataclass
+class Deployment:
+    services: AirflowServices
+    api: ApiClient
+    prefix: str
+
+
 @pytest.fixture(scope="module")
 def airflow(stack, tmp_path_factory):
     home = tmp_path_factory.mktemp("airflow-services")
+    prefix = f"api/{os.urandom(4).hex()}"
     env = stack.airflow_env()
     env.update({
         "AIRFLOW_VAR_PGDR_STAGING_DIR": str(home / "staging"),
-        "AIRFLOW_VAR_PGDR_S3_PREFIX": f"api/{os.urandom(4).hex()}",
+        "AIRFLOW_VAR_PGDR_S3_PREFIX": prefix,
         # 9 seconds: every backup run outlives it, so the deadline is missed for real
         "AIRFLOW_VAR_PGDR_BACKUP_DEADLINE_MINUTES": "0.15",
     })
@@ -44,7 +54,7 @@ def airflow(stack, tmp_path_factory):
     try:
         api = services.api()
         _wait_for_dags(services, api, {"pg_backup_daily", "pg_restore"})
-        yield services, api, env
+        yield Deployment(services, api, prefix)
     finally:
         services.stop()
         stack.cluster.execute(f"DROP DATABASE IF EXISTS {RESTORED_DB} WITH (FORCE)")
@@ -122,7 +132,7 @@ def _table_locked(cluster, table: str, seconds: float):
 @pytest.fixture(scope="module")
 def backup_run(airflow, stack):
     """pg_backup_daily unpaused and triggered through the API while a table is locked, followed to success."""
-    services, api, env = airflow
+    services, api = airflow.services, airflow.api
     stack.slack.clear()
     source = fingerprint(stack.cluster, DBNAME)
     with _table_locked(stack.cluster, "public.visits", LOCK_SECONDS):
@@ -132,25 +142,29 @@ def backup_run(airflow, stack):
     assert time.monotonic() - started >= LOCK_SECONDS - 1, "the backup did not wait for the lock"
     seal = api.get(f"/api/v2/dags/pg_backup_daily/dagRuns/{run_id}/taskInstances/backup.verify_and_seal"
                    f"/xcomEntries/return_value", params={"map_index": 0})["value"]
-    return {"run_id": run_id, "source": source, "seal": seal, "prefix": env["AIRFLOW_VAR_PGDR_S3_PREFIX"], **outcome}
+    return {"run_id": run_id, "source": source, "seal": seal, **outcome}
+
+
+def _seal(backup_run) -> dict:
+    """verify_and_seal's XCom as the API returns it: the stored JSON, decoded when it comes as text."""
+    seal = backup_run["seal"]
+    return json.loads(seal) if isinstance(seal, str) else seal
 
 
 def test_backup_triggered_through_the_api_succeeds_and_leaves_a_manifest_in_s3(airflow, stack, backup_run):
-    services, api, _ = airflow
     assert backup_run["run"]["run_type"] == "manual" and backup_run["run"]["triggered_by"] == "rest_api"
     assert backup_run["states"]["backup.verify_and_seal[0]"] == "success"
-    dag = api.get("/api/v2/dags/pg_backup_daily")
+    dag = airflow.api.get("/api/v2/dags/pg_backup_daily")
     assert dag["is_paused"] is False
-    seal = backup_run["seal"]
-    seal = json.loads(seal) if isinstance(seal, str) else seal
-    key = f"{backup_run['prefix']}/{CONN_ID}/logical/{seal['backup_id']}/manifest.json"
+    seal = _seal(backup_run)
+    key = f"{airflow.prefix}/{CONN_ID}/logical/{seal['backup_id']}/manifest.json"
     manifest = json.loads(stack.s3.client().get_object(Bucket=BUCKET, Key=key)["Body"].read())
     assert manifest["backup_id"] == seal["backup_id"] and manifest["database"] == CONN_ID
     assert {name: counts[0] for name, counts in backup_run["source"].items()} == manifest["row_counts"]
 
 
 def test_a_missed_deadline_posts_to_slack_from_the_triggerer(airflow, stack, backup_run):
-    services, _, _ = airflow
+    services = airflow.services
     wanted = "pg_backup_daily missed its deadline"
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and not any(wanted in text for text in stack.slack.texts()):
@@ -163,23 +177,43 @@ def test_a_missed_deadline_posts_to_slack_from_the_triggerer(airflow, stack, bac
 
 
 def test_restore_with_a_bad_confirmation_is_refused_with_http_400_and_no_run(airflow, backup_run):
-    _, api, _ = airflow
+    api = airflow.api
     api.patch("/api/v2/dags/pg_restore", {"is_paused": False})
+    runs_before = api.get("/api/v2/dags/pg_restore/dagRuns")["total_entries"]
     response = api.post("/api/v2/dags/pg_restore/dagRuns", expect=400, body={
         "logical_date": None,
         "conf": {"database": CONN_ID, "kind": "database", "mode": "replace", "confirm": "restore care_commons_db"}})
     detail = response.json()["detail"]
     assert "param confirm" in detail and "restore care_commons_db" in detail, detail
-    assert api.get("/api/v2/dags/pg_restore/dagRuns")["total_entries"] == 0
+    assert api.get("/api/v2/dags/pg_restore/dagRuns")["total_entries"] == runs_before
 
 
-def test_restore_triggered_through_the_api_brings_every_row_back(airflow, stack, backup_run):
-    services, api, _ = airflow
-    run_id = _trigger(api, "pg_restore", {
+@pytest.fixture(scope="module")
+def restore_run(airflow, backup_run):
+    """pg_restore into a new database, triggered through the API and followed to success."""
+    run_id = _trigger(airflow.api, "pg_restore", {
         "database": CONN_ID, "kind": "database", "backup": "latest", "mode": "new_database",
         "target_database": RESTORED_DB, "confirm": f"RESTORE {CONN_ID}"})
-    outcome = _wait_for_run(services, api, "pg_restore", run_id)
-    assert set(outcome["states"].values()) == {"success"}, outcome["states"]
+    return {"run_id": run_id, **_wait_for_run(airflow.services, airflow.api, "pg_restore", run_id)}
+
+
+def test_restore_triggered_through_the_api_brings_every_row_back(airflow, stack, backup_run, restore_run):
+    assert set(restore_run["states"].values()) == {"success"}, restore_run["states"]
     assert fingerprint(stack.cluster, RESTORED_DB) == backup_run["source"]
-    runs = api.get("/api/v2/dags/pg_restore/dagRuns")["dag_runs"]
-    assert [(r["dag_run_id"], r["triggering_user_name"]) for r in runs] == [(run_id, USERNAME)]
+    assert restore_run["run"]["triggering_user_name"] == USERNAME
+    client = stack.s3.client()
+    (key,) = [o["Key"] for o in client.list_objects_v2(
+        Bucket=BUCKET, Prefix=f"{airflow.prefix}/reports/restore/").get("Contents", [])]
+    record = json.loads(client.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    assert record["status"] == "succeeded" and record["triggered_by"] == USERNAME
+    assert record["plan"]["backup_id"] == _seal(backup_run)["backup_id"]
+
+
+def test_no_password_appears_in_any_log_or_the_metadata_database(airflow, backup_run, restore_run):
+    """Component and task logs, XCom, rendered fields and run records (airflow.db), staging: no password."""
+    services = airflow.services
+    secrets = {BACKUP_PASSWORD, RESTORE_PASSWORD, SECRET_KEY, services.password}
+    leaks = [(str(path), secret[:6]) for path in services.home.rglob("*")
+             if path.is_file() and path.name != "passwords.json"  # the auth manager's own store
+             for secret in secrets if secret.encode() in path.read_bytes()]
+    assert not leaks, leaks

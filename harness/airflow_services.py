@@ -43,8 +43,8 @@ class ApiClient:
     """The REST API as a user sees it: a JWT from /auth/token, then plain JSON requests."""
 
     base_url: str
-    token: str
-    session: requests.Session = field(default_factory=requests.Session)
+    token: str = field(repr=False)
+    session: requests.Session = field(default_factory=requests.Session, repr=False)
 
     def request(self, method: str, path: str, *, expect: int | tuple[int, ...] | None = (200,), **kwargs):
         headers = {"Authorization": f"Bearer {self.token}", **kwargs.pop("headers", {})}
@@ -68,8 +68,9 @@ class ApiClient:
 class AirflowServices:
     home: Path
     api_port: int
-    env: dict[str, str]
-    password: str
+    # connection passwords and the user's password: kept out of reprs (pytest prints fixtures on failure)
+    env: dict[str, str] = field(repr=False)
+    password: str = field(repr=False)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     @property

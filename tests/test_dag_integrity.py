@@ -13,6 +13,7 @@ EXPECTED = {
     "pg_restore_test": {"schedule": "0 4 1 * *", "tags": {"pgdr", "restore", "drill"}},
     "pg_restore": {"schedule": None, "tags": {"pgdr", "restore"}},
     "pg_wal_archive": {"schedule": "@continuous", "tags": {"pgdr", "wal"}},
+    "pg_data_retention": {"schedule": "0 3 1 * *", "tags": {"pgdr", "retention"}},
 }
 
 
@@ -89,6 +90,8 @@ def test_each_verification_check_is_its_own_task_and_the_report_runs_after_all(d
     report = dag.get_task("verify.report")
     assert checks <= report.upstream_task_ids
     assert report.trigger_rule == "all_done"
+    page = dag.get_task("history_page")
+    assert page.is_teardown and "verify.report" in page.upstream_task_ids
 
 
 def test_restore_is_manual_only_with_a_sectioned_trigger_form(dagbag):

@@ -78,8 +78,42 @@ def test_new_database_is_identical_to_the_source_with_owners_and_grants(stack, r
         assert record["plan"]["backup_id"] == restore_env["backup_id"]
         assert "confirm" not in record["requested"]
         assert any("restore of care_commons_db succeeded" in text for text in stack.slack.texts())
+        assert _leases(stack) == [], "the report releases the lease prepare took"
     finally:
         stack.cluster.execute("DROP DATABASE IF EXISTS cc_restored_same_server WITH (FORCE)")
+
+
+def _leases(stack) -> list[dict]:
+    client = stack.s3.client()
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/state/leases/")
+            .get("Contents", [])]
+    return [json.loads(client.get_object(Bucket=BUCKET, Key=k)["Body"].read()) for k in keys]
+
+
+def test_prepare_leases_the_backup_so_retention_keeps_it_while_the_restore_runs(stack, restore_env):
+    import logging
+    from datetime import datetime, timedelta, timezone
+
+    from harness.run_dag import load_dag_for_test
+    from pgdr.leases import active, holders_by_backup, release
+    from pgdr.settings import load_settings
+    from pgdr.storage import BackupStore
+
+    dag = load_dag_for_test("pg_restore").partial_subset(task_ids=["prepare"], include_downstream=False,
+                                                         include_upstream=False)
+    dag_run = dag.test(run_conf={"database": CONN_ID, "target_database": "cc_leased"})
+    assert str(dag_run.state) == "success", task_states(dag_run)
+    (plan,) = xcom_values(dag_run, "prepare")
+    (lease,) = _leases(stack)
+    assert (lease["kind"], lease["backup_id"]) == ("logical", restore_env["backup_id"])
+    assert lease["holder"] == f"pg_restore:{dag_run.run_id}" == plan["lease"]["holder"]
+    expires = datetime.fromisoformat(lease["expires_at"]) - datetime.now(timezone.utc)
+    assert timedelta(hours=6) < expires <= timedelta(hours=7, minutes=1), "outlasts pg_restore's dagrun_timeout"
+    store = BackupStore.from_settings(load_settings(), logging.getLogger("test"))
+    # what backup retention reads to keep the backup ("leased by restore run ...")
+    assert holders_by_backup(active(store, CONN_ID)) == {("logical", restore_env["backup_id"]): (lease["holder"],)}
+    release(store, CONN_ID, "logical", restore_env["backup_id"], lease["holder"])
+    assert _leases(stack) == []
 
 
 def test_site_loss_restore_into_a_brand_new_cluster_creates_the_missing_roles(stack, restore_env, monkeypatch):

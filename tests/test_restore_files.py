@@ -54,7 +54,8 @@ def test_files_restored_into_an_empty_dir_are_identical(stack, env, tmp_path):
     record = _last_record(stack)
     assert record["status"] == "succeeded" and record["plan"]["kind"] == "files"
     assert "scan_" not in json.dumps(record)   # counts and bytes, no file names or contents
-    assert any("restore of care_commons_db succeeded" in text for text in stack.slack.texts())
+    (alert,) = [text for text in stack.slack.texts() if "restore of care_commons_db succeeded" in text]
+    assert "301 / " in alert and str(target) in alert and "None" not in alert
 
 
 def test_a_non_empty_dir_is_refused_without_the_confirmation_and_left_as_it_was(stack, env, tmp_path):

@@ -189,6 +189,14 @@ def restore_alert(record: dict, log_url: str | None) -> dict:
                            next_step=f"nothing was left half-restored; fix the cause and trigger pg_restore again, "
                                      f"see {RUNBOOK}#restore-refused-or-failed", log_url=log_url)
     seconds = result.get("seconds", {})
+    if plan.get("kind") in ("files", "config"):
+        facts = [f for f in facts if f[0] not in ("Target", "Mode")] + [
+            ("Kind", plan["kind"]), ("Target", plan.get("target_dir")),
+            ("Files / bytes", f"{result.get('files')} / {result.get('bytes')}"),
+            ("Took", _seconds(seconds.get("total")))]
+        return build_alert(severity="info", title=f"pgdr: restore of {record['database']} succeeded", facts=facts,
+                           details="every file's sha256, size and mtime equal the manifest",
+                           next_step=f"the restored {plan['kind']} are under {plan.get('target_dir')}", log_url=log_url)
     facts += [("Tables / rows", f"{result.get('tables')} / {result.get('rows')}"),
               ("Took", _seconds(seconds.get("total")))]
     if request.get("mode") == "replace":

@@ -54,12 +54,14 @@ class RestoreDrillOperator(RestoreOperatorBase):
                                   "scratch_database": scratch, "rto_budget_seconds": budget}
         restore_error, failing, checks, outcome = None, [], [], None
         rto = projected = None
+        lease = None
         target, connect = self.target(drill_conn_id)
         try:
             entries = self.store.catalog(database, "logical")
             entry = newest_good(entries)
             if entry is None:
                 raise RuntimeError(f"no complete, good backup of {database} to drill with")
+            lease = self.hold_lease(database, "logical", entry.backup_id, context)
             manifest, prefix = self.manifest(database, entry.backup_id)
             record.update(backup_id=entry.backup_id, backup_finished_at=manifest.finished_at,
                           manifest_tables=len(manifest.row_counts), manifest_rows=sum(manifest.row_counts.values()))
@@ -92,10 +94,11 @@ class RestoreDrillOperator(RestoreOperatorBase):
             self.log.error("drill of %s failed: %s", database, restore_error)
         finally:
             dropped = self._drop_scratch(connect, scratch)
+            self.release_lease(lease)
 
         problems = drill_problems(restore_error=restore_error, failing_checks=failing, rto_seconds=rto,
                                   projected_rto_seconds=projected, budget_seconds=budget)
-        file_drills, file_problems = self._drill_files(database, when)
+        file_drills, file_problems = self._drill_files(database, when, context)
         record["file_restores"] = file_drills
         problems.extend(file_problems)
         if not dropped:
@@ -116,7 +119,7 @@ class RestoreDrillOperator(RestoreOperatorBase):
         return {"database": database, "status": "ok", "record_key": key, "rto_seconds": record["rto_seconds"],
                 "projected_rto_seconds": record["projected_rto_seconds"]}
 
-    def _drill_files(self, database: str, when: str) -> tuple[list[dict], list[dict]]:
+    def _drill_files(self, database: str, when: str, context) -> tuple[list[dict], list[dict]]:
         """The newest good file and configuration backups restored into a scratch directory (always
         removed), every file's sha256 compared with the manifest; counts and seconds for the record."""
         import shutil
@@ -138,7 +141,9 @@ class RestoreDrillOperator(RestoreOperatorBase):
                 continue
             scratch = Path(settings.staging_dir) / database / "drill" / f"{when}-{kind}.partial"
             started = time.monotonic()
+            lease = None
             try:
+                lease = self.hold_lease(database, kind, good.backup_id, context)
                 manifest, prefix = self.manifest(database, good.backup_id, kind=kind)
                 client_side = (manifest.encryption or {}).get("client_side")
                 wrapper = wrapper_for(client_side["data_key"], settings) if client_side else None
@@ -154,6 +159,7 @@ class RestoreDrillOperator(RestoreOperatorBase):
                 problems.append({"problem": f"{kind} restore failed", "backup_id": good.backup_id, "error": error})
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
+                self.release_lease(lease)
         for item in results:
             self.log.info("%s drill: %s", item["kind"], item)
         return results, problems
@@ -261,10 +267,11 @@ class PitrDrillOperator(RestoreOperatorBase, PitrMixin):
                                   "started_at": utc_now_iso(), "target_time": moment.isoformat(),
                                   "expected_present": len(present), "expected_absent": len(absent),
                                   "rto_budget_seconds": settings.rto_budget_minutes * 60}
-        problems, recovery = [], None
+        problems, recovery, lease = [], None, None
         started = time.monotonic()
         try:
             target, manifest, prefix, wal, _ = self.pitr_choice(database, moment.isoformat())
+            lease = self.hold_lease(database, "base", manifest.backup_id, context)
             restore_target, _ = self.target(settings.restore_conn_id(database))
             with socket.socket() as probe:
                 probe.bind(("127.0.0.1", 0))
@@ -304,6 +311,7 @@ class PitrDrillOperator(RestoreOperatorBase, PitrMixin):
         finally:
             if recovery is not None:
                 recovery.discard()
+            self.release_lease(lease)
         record.update(finished_at=utc_now_iso(), rto_seconds=round(time.monotonic() - started, 2),
                       status="failed" if problems else "ok", problems=problems, cluster_removed=True)
         key = f"{settings.s3_prefix}/reports/pitr-drill/{new_backup_id()}-{database}.json"

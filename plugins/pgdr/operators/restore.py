@@ -95,6 +95,28 @@ class RestoreOperatorBase(PgdrBaseOperator):
 
         context["ti"].xcom_push(key=ERROR_KEY, value=f"{type(err).__name__}: {short_error(err)}")
 
+    def hold_lease(self, database: str, kind: str, backup_id: str, context) -> dict[str, str]:
+        """Lease the backup in S3 so backup retention keeps it while this run reads it."""
+        from pgdr import leases
+
+        holder = f"{context['ti'].dag_id}:{context['ti'].run_id}"
+        timeout = getattr(getattr(self, "dag", None), "dagrun_timeout", None) or timedelta(hours=6)
+        leases.hold(self.store, database, kind, backup_id, holder, hours=timeout.total_seconds() / 3600 + 1)
+        self.log.info("leased %s backup %s of %s for this run", kind, backup_id, database)
+        return {"database": database, "kind": kind, "backup_id": backup_id, "holder": holder}
+
+    def release_lease(self, lease: dict[str, str] | None) -> None:
+        """Best effort: a lease left behind only runs out later."""
+        from pgdr import leases
+
+        if not lease:
+            return
+        try:
+            leases.release(self.store, lease["database"], lease["kind"], lease["backup_id"], lease["holder"])
+        except Exception as err:  # noqa: BLE001 - the lease expires on its own
+            self.log.warning("could not release the lease on %s backup %s: %s", lease["kind"],
+                             lease["backup_id"], err)
+
 
 def pitr_name(dbname: str, when: str) -> str:
     from pgdr.restore_plan import with_suffix
@@ -132,10 +154,13 @@ class PrepareRestoreOperator(RestoreOperatorBase, PitrMixin):
 
     def execute(self, context) -> dict[str, Any]:
         try:
-            return self._prepare(context)
+            plan = self._prepare(context)
         except BaseException as err:
             self.remember_error(context, err)
             raise
+        kind = "base" if plan["kind"] == "pitr" else plan["kind"]
+        plan["lease"] = self.hold_lease(plan["request"]["database"], kind, plan["backup_id"], context)
+        return plan
 
     def _prepare(self, context) -> dict[str, Any]:
         from pgdr.restore import check_staging_space, check_target_server
@@ -423,6 +448,7 @@ class RestoreReportOperator(RestoreOperatorBase):
             "elapsed_seconds": round((datetime.now(timezone.utc) - started).total_seconds(), 1),
         }
         key = f"{self.settings.s3_prefix}/reports/restore/{new_backup_id()}-{database}.json"
+        self.release_lease((plan or {}).get("lease"))
         self.store.put_json(key, record)
         self.log.info("restore record: s3://%s/%s (%s)", self.store.bucket, key, status)
         send_alert(restore_alert(record, log_url=ti.log_url), self.settings.slack_conn_id)

@@ -194,7 +194,7 @@ def test_the_cli_module_runs_as_make_rto_table_runs_it(tmp_path):
 
 ALERT_ANCHORS = {"a-backup-failed", "verification-freshness-failed", "verification-integrity-failed",
                  "bucket-posture", "a-deadline-was-missed", "restore-refused-or-failed", "accidental-deletion",
-                 "a-restore-drill-failed"}
+                 "a-restore-drill-failed", "data-retention-failed"}
 
 
 def github_anchors(markdown: str) -> set[str]:

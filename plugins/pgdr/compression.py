@@ -26,7 +26,7 @@ class CompressedFile:
     digest: Digest
 
 
-class _HashingSink:
+class HashingSink:
     """File-like sink for zstandard's stream writer: hashes, then writes."""
 
     def __init__(self, handle, digest: StreamDigest) -> None:
@@ -59,7 +59,7 @@ def compress_growing_file(source: Path, target: Path, level: int, part_size: int
     raw_size = 0
     newlines = 0
     with open(source, "rb") as reader, open(target, "wb") as handle:
-        sink = _HashingSink(handle, digest)
+        sink = HashingSink(handle, digest)
         with compressor.stream_writer(sink, closefd=False) as writer:
             while True:
                 block = reader.read(CHUNK)
@@ -85,7 +85,7 @@ def compress_stream(source, target: Path, level: int, part_size: int) -> Compres
     raw_size = 0
     newlines = 0
     with open(target, "wb") as handle:
-        sink = _HashingSink(handle, digest)
+        sink = HashingSink(handle, digest)
         with compressor.stream_writer(sink, closefd=False) as writer:
             while block := source.read(CHUNK):
                 raw_size += len(block)

@@ -33,6 +33,7 @@ from pathlib import Path
 import zstandard
 
 from pgdr import __version__
+from pgdr.compression import HashingSink
 from pgdr.digest import Digest, StreamDigest
 from pgdr.manifest import Manifest, backup_id_time, utc_now_iso
 from pgdr.progress import Progress
@@ -148,19 +149,6 @@ def unchanged(entry: dict, before: dict | None) -> bool:
 
 # --- archiving ---------------------------------------------------------------------------------
 
-class _HashingSink:
-    def __init__(self, handle, digest: StreamDigest) -> None:
-        self._handle = handle
-        self._digest = digest
-
-    def write(self, data) -> int:
-        self._digest.update(data)
-        return self._handle.write(data)
-
-    def flush(self) -> None:
-        self._handle.flush()
-
-
 class _ExactReader:
     """Reads exactly ``size`` bytes of a file for tarfile, hashing them; pads a file that shrank."""
 
@@ -196,7 +184,7 @@ def write_archive(root: Path, entries: list[dict], target: Path, level: int, par
     digest = StreamDigest(part_size)
     vanished, content = [], 0
     with open(target, "wb") as handle:
-        sink = _HashingSink(handle, digest)
+        sink = HashingSink(handle, digest)
         with compressor.stream_writer(sink, closefd=False) as writer:
             with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:
                 for entry in entries:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import zstandard
 
-from pgdr.compression import CHUNK, _HashingSink
+from pgdr.compression import CHUNK, HashingSink
 from pgdr.digest import Digest, StreamDigest, file_digest
 from pgdr.logical import DumpedFile, LockedSession, _server_facts
 from pgdr.manifest import utc_now_iso
@@ -186,7 +186,7 @@ def tar_zstd(source: Path, target: Path, level: int, part_size: int, log: loggin
     compressor = zstandard.ZstdCompressor(level=level, write_checksum=True)
     digest = StreamDigest(part_size)
     with open(target, "wb") as handle:
-        with compressor.stream_writer(_HashingSink(handle, digest), closefd=False) as writer:
+        with compressor.stream_writer(HashingSink(handle, digest), closefd=False) as writer:
             counter = _CountingWriter(writer, progress)
             with tarfile.open(fileobj=counter, mode="w", format=tarfile.PAX_FORMAT, copybufsize=CHUNK) as tar:
                 for child in sorted(source.iterdir()):

@@ -121,7 +121,7 @@ def parse_time(value) -> datetime | None:
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
 
 
-def _number(value) -> float | None:
+def as_number(value) -> float | None:
     if isinstance(value, bool) or value is None:
         return None
     try:
@@ -145,7 +145,7 @@ def backup_point(database: str, kind: str, backup_id: str, manifest: dict, marke
     objects = manifest.get("objects")
     if started is None or not isinstance(objects, list):
         return None
-    sizes = [_number(obj.get("size")) for obj in objects if isinstance(obj, dict)]
+    sizes = [as_number(obj.get("size")) for obj in objects if isinstance(obj, dict)]
     if any(size is None for size in sizes):
         return None
     status = "unverified"
@@ -178,8 +178,8 @@ def drill_point(document: dict, at: datetime | None = None) -> DrillPoint | None
         return None
     backup_id = document.get("backup_id")
     return DrillPoint(database=database, at=when, backup_id=backup_id if isinstance(backup_id, str) else None,
-                      rto_seconds=_number(document.get("rto_seconds")),
-                      budget_seconds=_number(document.get("rto_budget_seconds")),
+                      rto_seconds=as_number(document.get("rto_seconds")),
+                      budget_seconds=as_number(document.get("rto_budget_seconds")),
                       status="ok" if document.get("status") == "ok" else "failed")
 
 
@@ -194,7 +194,7 @@ def restore_point(document: dict, at: datetime | None = None) -> RestorePoint | 
     mode = requested.get("mode")
     return RestorePoint(database=database, at=when, status=str(document.get("status") or "unknown"),
                         mode=mode if isinstance(mode, str) else None,
-                        elapsed_seconds=_number(document.get("elapsed_seconds")))
+                        elapsed_seconds=as_number(document.get("elapsed_seconds")))
 
 
 # --- collecting from S3 ------------------------------------------------------------------------
@@ -284,7 +284,7 @@ def publish(store, html: str) -> str:
 # --- formatting --------------------------------------------------------------------------------
 
 def format_size(value) -> str:
-    number = _number(value)
+    number = as_number(value)
     if number is None:
         return MISSING
     for unit in ("B", "KB", "MB", "GB", "TB"):
@@ -296,7 +296,7 @@ def format_size(value) -> str:
 
 def format_duration(value) -> str:
     """Seconds as ``4.2 s``, ``12 min 05 s``, ``1 h 02 min`` or ``3 d 04 h``."""
-    number = _number(value)
+    number = as_number(value)
     if number is None:
         return MISSING
     if number < 60:

@@ -26,10 +26,13 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pgdr.history import MISSING, as_number
+from pgdr.history import format_duration as _duration
+from pgdr.history import format_size as _size
+
 START_MARKER = "<!-- rto-table:start -->"
 END_MARKER = "<!-- rto-table:end -->"
 DEFAULT_DOC = Path("docs/DISASTER_RECOVERY.md")
-MISSING = "—"
 NO_RECORDS = ("_No drill records yet. `pg_restore_test` writes one per protected database each month to "
               "`<prefix>/reports/drill/`; regenerate this table with `make rto-table`._")
 COLUMNS = ("Date (UTC)", "Database", "Backup", "Restored size", "Download + restore", "Verify", "RTO",
@@ -42,45 +45,9 @@ class RtoTableError(ValueError):
 
 # --- formatting --------------------------------------------------------------------------------
 
-def _number(value) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if number == number else None  # NaN counts as missing
-
-
 def _seconds(value) -> str:
-    number = _number(value)
+    number = as_number(value)
     return MISSING if number is None else f"{number:.1f} s"
-
-
-def _duration(value) -> str:
-    """Seconds as ``42.3 s``, ``12 min 05 s`` or ``1 h 02 min``."""
-    number = _number(value)
-    if number is None:
-        return MISSING
-    if number < 60:
-        return f"{number:.1f} s"
-    whole = int(round(number))
-    hours, rest = divmod(whole, 3600)
-    minutes, seconds = divmod(rest, 60)
-    if hours:
-        return f"{hours} h {minutes:02d} min"
-    return f"{minutes} min {seconds:02d} s"
-
-
-def _size(value) -> str:
-    number = _number(value)
-    if number is None:
-        return MISSING
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(number) < 1024 or unit == "TB":
-            return f"{int(number)} B" if unit == "B" else f"{number:.1f} {unit}"
-        number /= 1024
-    return MISSING  # pragma: no cover - the loop always returns
 
 
 def _when(record: dict) -> datetime | None:

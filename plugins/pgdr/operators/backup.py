@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pgdr.operators.base import PgdrBaseOperator
+from pgdr.operators.base import DatabaseOperator, PgdrBaseOperator
 
 
-class LogicalBackupOperator(PgdrBaseOperator):
+class LogicalBackupOperator(DatabaseOperator):
     """Dump one protected database with pg_dump and its cluster's globals, check, compress, upload.
 
     Returns (XCom) the backup's id, key prefix and draft manifest; nothing local.
@@ -17,12 +17,6 @@ class LogicalBackupOperator(PgdrBaseOperator):
 
     :param conn_id: the protected postgres connection id (templated)
     """
-
-    template_fields = ("conn_id",)
-
-    def __init__(self, *, conn_id: str, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.conn_id = conn_id
 
     def execute(self, context) -> dict[str, Any]:
         from airflow.providers.postgres.hooks.postgres import PostgresHook
@@ -68,7 +62,7 @@ class LogicalBackupOperator(PgdrBaseOperator):
         return {"database": database, "backup_id": backup_id, "prefix": prefix, "manifest": manifest.to_dict()}
 
 
-class PhysicalBackupOperator(PgdrBaseOperator):
+class PhysicalBackupOperator(DatabaseOperator):
     """Copy the cluster of one protected database with pg_basebackup, prove the copy with
     pg_verifybackup, then upload it as one ``data.tar.zst`` beside its ``backup_manifest``.
 
@@ -79,12 +73,6 @@ class PhysicalBackupOperator(PgdrBaseOperator):
 
     :param conn_id: the protected postgres connection id (templated)
     """
-
-    template_fields = ("conn_id",)
-
-    def __init__(self, *, conn_id: str, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.conn_id = conn_id
 
     def execute(self, context) -> dict[str, Any]:
         from airflow.providers.postgres.hooks.postgres import PostgresHook
@@ -179,17 +167,12 @@ class SealBackupOperator(PgdrBaseOperator):
                 "rows": sum(manifest.row_counts.values())}
 
 
-class _StagedBackupOperator(PgdrBaseOperator):
+class _StagedBackupOperator(DatabaseOperator):
     """Shared mechanics of the file and configuration backups: one protected database, a staging
     directory removed afterwards (the content already lives where it was read from), skipped with
     the reason when nothing is configured for the database."""
 
-    template_fields = ("conn_id",)
     kind = ""
-
-    def __init__(self, *, conn_id: str, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.conn_id = conn_id
 
     def configured(self, database: str):
         raise NotImplementedError

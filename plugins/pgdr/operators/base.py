@@ -37,6 +37,19 @@ class PgdrBaseOperator(BaseOperator):
         return conn_id
 
 
+class DatabaseOperator(PgdrBaseOperator):
+    """Base for work on one protected database (mapped over ``pgdr_databases``).
+
+    :param conn_id: the protected postgres connection id (templated)
+    """
+
+    template_fields = ("conn_id",)
+
+    def __init__(self, *, conn_id: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.conn_id = conn_id
+
+
 class ProtectedDatabasesOperator(PgdrBaseOperator):
     """Returns the validated list of protected connection ids (the ``pgdr_databases`` setting)."""
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pgdr.alerts import AlreadyAlerted
+from pgdr.operators.base import DatabaseOperator
 from pgdr.operators.restore import PitrMixin, RestoreOperatorBase
 
 
@@ -17,7 +18,7 @@ def _when(context) -> str:
     return stamp(getattr(dag_run, "run_after", None))
 
 
-class RestoreDrillOperator(RestoreOperatorBase):
+class RestoreDrillOperator(DatabaseOperator, RestoreOperatorBase):
     """Restores the newest good backup of one protected database into a scratch database (on the
     ``pgdr_drill_conn_ids`` server when one is set), compares row counts with the manifest, runs the
     integrity queries, measures the RTO and projects it for the database's current size. The
@@ -26,12 +27,6 @@ class RestoreDrillOperator(RestoreOperatorBase):
 
     :param conn_id: the protected postgres connection id (templated)
     """
-
-    template_fields = ("conn_id",)
-
-    def __init__(self, *, conn_id: str, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.conn_id = conn_id
 
     def execute(self, context) -> dict[str, Any]:
         from pgdr.alerts import drill_alert, send_alert, short_error
@@ -190,17 +185,11 @@ class RestoreDrillOperator(RestoreOperatorBase):
         return True
 
 
-class DropScratchOperator(RestoreOperatorBase):
+class DropScratchOperator(DatabaseOperator, RestoreOperatorBase):
     """Drops the drill's scratch database if it is still there (the drill task died mid-way).
 
     :param conn_id: the protected postgres connection id (templated)
     """
-
-    template_fields = ("conn_id",)
-
-    def __init__(self, *, conn_id: str, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.conn_id = conn_id
 
     def execute(self, context) -> str:
         from pgdr.drill import scratch_database
@@ -220,7 +209,7 @@ class DropScratchOperator(RestoreOperatorBase):
         return f"{scratch} already gone"
 
 
-class PitrDrillOperator(RestoreOperatorBase, PitrMixin):
+class PitrDrillOperator(DatabaseOperator, RestoreOperatorBase, PitrMixin):
     """Recovers the database to a random moment inside the window the base backups and WAL cover,
     into a throwaway cluster, and checks that exactly the recovery markers committed before that
     moment are there (see :mod:`pgdr.markers`). The cluster is always removed. Writes
@@ -228,12 +217,6 @@ class PitrDrillOperator(RestoreOperatorBase, PitrMixin):
 
     :param conn_id: the protected postgres connection id (templated)
     """
-
-    template_fields = ("conn_id",)
-
-    def __init__(self, *, conn_id: str, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.conn_id = conn_id
 
     def execute(self, context) -> dict[str, Any]:
         import random

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pgdr.operators.base import PgdrBaseOperator
+from pgdr.operators.base import DatabaseOperator
 
 
-class BackupRetentionOperator(PgdrBaseOperator):
+class BackupRetentionOperator(DatabaseOperator):
     """Apply backup retention to one protected database (a dry run plans and reports only).
 
     Never deletes the newest verified backup of a kind, a backup leased by a running restore, or
@@ -18,12 +18,6 @@ class BackupRetentionOperator(PgdrBaseOperator):
 
     :param conn_id: the protected postgres connection id (templated)
     """
-
-    template_fields = ("conn_id",)
-
-    def __init__(self, *, conn_id: str, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.conn_id = conn_id
 
     def execute(self, context) -> dict[str, Any]:
         from datetime import datetime, timezone

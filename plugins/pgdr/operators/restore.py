@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pgdr.alerts import AlreadyAlerted
-from pgdr.operators.base import PgdrBaseOperator
+from pgdr.operators.base import DatabaseOperator, PgdrBaseOperator
 
 ERROR_KEY = "error"
 
@@ -457,19 +457,13 @@ class RestoreReportOperator(RestoreOperatorBase):
         return {"status": status, "record_key": key}
 
 
-class DropExpiredReplacedOperator(RestoreOperatorBase):
+class DropExpiredReplacedOperator(DatabaseOperator, RestoreOperatorBase):
     """Drops the databases a ``replace`` restore kept, once ``pgdr_replaced_keep_hours`` have passed
     (the time is recorded in the kept database's comment). Only databases carrying pgdr's comment
     are ever considered.
 
     :param conn_id: the protected postgres connection id (templated)
     """
-
-    template_fields = ("conn_id",)
-
-    def __init__(self, *, conn_id: str, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.conn_id = conn_id
 
     def execute(self, context) -> list[str]:
         from pgdr.manifest import utc_now_iso

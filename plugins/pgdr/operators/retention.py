@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pgdr.operators.base import PgdrBaseOperator, effective_dry_run
+from pgdr.operators.base import DatabaseOperator, PgdrBaseOperator, effective_dry_run
 
 
 def run_stamp(context) -> str:
@@ -15,7 +15,7 @@ def run_stamp(context) -> str:
     return stamp(getattr(dag_run, "run_after", None))
 
 
-class ApplyDataPolicyOperator(PgdrBaseOperator):
+class ApplyDataPolicyOperator(DatabaseOperator):
     """Applies the data retention policy to one protected database.
 
     The policy is validated (legal floor, known actions and keys) and checked against the live
@@ -27,12 +27,7 @@ class ApplyDataPolicyOperator(PgdrBaseOperator):
     :param conn_id: the protected postgres connection id (templated)
     """
 
-    template_fields = ("conn_id",)
     ui_color = "#fbeee8"
-
-    def __init__(self, *, conn_id: str, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.conn_id = conn_id
 
     def execute(self, context) -> dict[str, Any]:
         from airflow.providers.postgres.hooks.postgres import PostgresHook

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from pgdr.alerts import AlreadyAlerted
-from pgdr.operators.base import PgdrBaseOperator
+from pgdr.operators.base import DatabaseOperator, PgdrBaseOperator
 
 CHECKS = ("freshness", "integrity", "deep_check", "bucket_posture", "wal")
 
@@ -20,17 +20,11 @@ class CheckFailed(AlreadyAlerted):
     """A verification check failed; the report task posts the alert."""
 
 
-class VerifyCheckOperator(PgdrBaseOperator):
+class VerifyCheckOperator(DatabaseOperator):
     """Runs one verification check against the backups of one protected database.
 
     :param conn_id: the protected postgres connection id (templated)
     """
-
-    template_fields = ("conn_id",)
-
-    def __init__(self, *, conn_id: str, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.conn_id = conn_id
 
     def run_check(self, database: str, context) -> dict:
         raise NotImplementedError
@@ -169,19 +163,13 @@ class VerificationReportOperator(PgdrBaseOperator):
                 "checks": {r["check"]: r["status"] for r in results}}
 
 
-class RecordMarkerOperator(PgdrBaseOperator):
+class RecordMarkerOperator(DatabaseOperator):
     """Commits a recovery marker into the protected database (through its restore connection) and
     remembers it in ``<prefix>/state/markers/<database>.json``; the point-in-time drill checks
     recovered data against these. Skipped when physical backups are off.
 
     :param conn_id: the protected postgres connection id (templated)
     """
-
-    template_fields = ("conn_id",)
-
-    def __init__(self, *, conn_id: str, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.conn_id = conn_id
 
     def execute(self, context) -> dict[str, Any]:
         from airflow.providers.postgres.hooks.postgres import PostgresHook

@@ -5,10 +5,10 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from pgdr.operators.base import PgdrBaseOperator
+from pgdr.operators.base import DatabaseOperator
 
 
-class ShipWalOperator(PgdrBaseOperator):
+class ShipWalOperator(DatabaseOperator):
     """Ship one protected database's WAL from ``<pgdr_wal_receiver_dir>/<conn_id>`` to
     ``<prefix>/<conn_id>/wal/`` every ``pgdr_wal_ship_seconds`` for ``pgdr_wal_archive_window_minutes``,
     then once more (:func:`pgdr.wal_archive.ship_window`).
@@ -20,12 +20,10 @@ class ShipWalOperator(PgdrBaseOperator):
     :param conn_id: the protected postgres connection id (templated)
     """
 
-    template_fields = ("conn_id",)
     ui_color = "#e3f4ea"
 
     def __init__(self, *, conn_id: str, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.conn_id = conn_id
+        super().__init__(conn_id=conn_id, **kwargs)
         self._stop: threading.Event | None = None   # made in execute: operators get deep-copied
 
     def execute(self, context) -> dict[str, Any]:

@@ -34,6 +34,10 @@ def _physical_backups_on(pgdr_env, monkeypatch):
     """The stack keeps physical backups off for the other tests; these turn them on (after pgdr_env)."""
     monkeypatch.setenv("AIRFLOW_VAR_PGDR_PHYSICAL_BACKUPS", "true")
 
+# the stack configures no file directories or configuration files: those branches skip
+NO_FILES_OR_CONFIG = {f"backup.{task}[0]": "skipped"
+                      for task in ("files_backup", "seal_files", "config_backup", "seal_config")}
+
 
 def _objects(s3, prefix: str) -> dict[str, dict]:
     pages = s3.client().get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
@@ -83,6 +87,7 @@ def test_both_branches_succeed(base_run):
         "backup.verify_and_seal[0]": "success",
         "backup.base_backup[0]": "success",
         "backup.seal_base[0]": "success",
+        **NO_FILES_OR_CONFIG,
     }
     assert base_run["alerts"] == []
 
@@ -301,6 +306,7 @@ def test_physical_backups_off_skips_the_base_branch_and_still_seals_the_logical_
         "backup.verify_and_seal[0]": "success",
         "backup.base_backup[0]": "skipped",
         "backup.seal_base[0]": "skipped",
+        **NO_FILES_OR_CONFIG,
     }
     assert "physical backups are off (pgdr_physical_backups=false)" in output
     prefix = pgdr_env["AIRFLOW_VAR_PGDR_S3_PREFIX"]

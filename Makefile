@@ -4,6 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
 PYTEST := $(BIN)/python -m pytest
+# two workers: one test process leaves a core idle while it waits on PostgreSQL, S3 and Airflow;
+# each test file stays on one worker (its module fixtures are shared by its tests)
+TEST_WORKERS ?= 2
+PARALLEL := $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
 .PHONY: venv test test-fast demo bench rto-table report clean
 
@@ -18,11 +22,11 @@ venv: $(STAMP)
 
 ## every test, slow scale tests included (what CI runs)
 test: venv
-	$(PYTEST) tests
+	$(PYTEST) tests $(PARALLEL)
 
 ## the fast set only: skips tests marked slow
 test-fast: venv
-	$(PYTEST) tests -m "not slow"
+	$(PYTEST) tests -m "not slow" $(PARALLEL)
 
 ## a throwaway cluster, S3 endpoint and Slack receiver; runs pg_backup_daily through Airflow
 demo: venv

@@ -5,7 +5,8 @@ Every six hours, per protected database (mapped task group `verify`), each check
 
 - `freshness`: the newest good backup of each kind is younger than `pgdr_freshness_hours`;
 - `integrity`: every object of the newest backup of each kind streamed from S3, sha256, size and
-  encryption compared with the manifest, and the format's own check (`pg_restore --list`);
+  encryption compared with the manifest, and the format's own check (`pg_restore --list`,
+  `pg_verifybackup`; for file and configuration backups every file's sha256, decrypting secret files);
 - `deep_check`: one older retained backup re-verified per run, the one verified longest ago;
 - `bucket_posture`: default encryption, versioning, Object Lock, public access block;
 - `report`: the JSON report to `<prefix>/reports/verify/`, Slack alerts on change (with reminders),

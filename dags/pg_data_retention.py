@@ -13,6 +13,12 @@ Monthly (1st, 03:00 UTC) and on demand. Task group `data`, per protected databas
 2. `data.report`: one Slack message with every database's counts (no row data), and the run
    fails when a database failed.
 
+Task group `backups`: `backups.expire` per protected database: grandfather-father-son over every
+backup kind (`pgdr_keep_daily_days`, `pgdr_keep_monthly_months`, `pgdr_keep_yearly_years`), never the
+newest verified or a leased backup; WAL kept back to the start of the oldest base backup inside
+`pgdr_pitr_window_days`; Object Lock dates extended, locked objects reported, never deleted early;
+the WAL receiver directory and staging pruned; the report to `<prefix>/reports/retention/backups/`.
+
 **Dry run**: a manual run follows its `dry_run` field (default on: counts what each rule would
 touch, changes nothing); scheduled runs act for real. See docs/retention.md.
 """

@@ -65,11 +65,24 @@ def test_every_runbook_link_in_alerts_points_at_a_section():
     import re
     from pathlib import Path
 
-    from pgdr.alerts import NEXT_STEPS, RUNBOOK
+    from pgdr.alerts import FAILURE_SECTIONS, NEXT_STEPS, RUNBOOK
 
     text = (Path(__file__).resolve().parents[1] / RUNBOOK).read_text()
     anchors = {re.sub(r"[^a-z0-9 -]", "", line[3:].strip().lower()).replace(" ", "-")
                for line in text.splitlines() if line.startswith("## ")}
     wanted = {anchor.lstrip("#") for anchor in NEXT_STEPS.values() if anchor}
     wanted |= {"a-backup-failed", "a-deadline-was-missed"}
+    wanted |= {anchor.lstrip("#") for anchor in FAILURE_SECTIONS.values()}
     assert wanted <= anchors, wanted - anchors
+
+
+def test_a_failed_task_links_the_runbook_section_of_its_dag():
+    from pgdr.alerts import task_failure_alert
+
+    def next_step(dag_id: str) -> str:
+        alert = task_failure_alert(dag_id=dag_id, task_id="t", map_index=None, run_id="r", try_number=1,
+                                   database="care_commons_db", error="boom", log_url=None)
+        return str(alert)
+
+    assert "#data-retention-failed" in next_step("pg_data_retention")
+    assert "#a-backup-failed" in next_step("pg_backup_daily")

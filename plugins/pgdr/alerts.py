@@ -60,6 +60,15 @@ def build_alert(*, severity: str, title: str, facts: list[tuple[str, Any]], deta
     return {"text": fallback, "blocks": blocks}
 
 
+# where a task failure's alert sends the reader, per DAG (default: a backup failed)
+FAILURE_SECTIONS = {
+    "pg_restore": "#restore-refused-or-failed",
+    "pg_restore_test": "#a-restore-drill-failed",
+    "pg_data_retention": "#data-retention-failed",
+    "pg_wal_archive": "#verification-wal-failed",
+}
+
+
 def task_failure_alert(*, dag_id: str, task_id: str, map_index: int | None, run_id: str, try_number: int | None,
                        database: str | None, error: object, log_url: str | None) -> dict:
     task_label = task_id if map_index is None or map_index < 0 else f"{task_id}[{map_index}]"
@@ -69,7 +78,8 @@ def task_failure_alert(*, dag_id: str, task_id: str, map_index: int | None, run_
         facts=[("DAG", dag_id), ("Task", task_label), ("Database", database or "n/a"),
                ("Run", run_id), ("Try", try_number)],
         details=short_error(error),
-        next_step=f"read the task log, fix the cause and clear the task; see {RUNBOOK}#a-backup-failed",
+        next_step=f"read the task log, fix the cause and clear the task; see "
+                  f"{RUNBOOK}{FAILURE_SECTIONS.get(dag_id, '#a-backup-failed')}",
         log_url=log_url,
     )
 

@@ -36,7 +36,7 @@ import pendulum
 from airflow.sdk import DAG, task_group
 
 from pgdr.alerts import on_task_failure
-from pgdr.assets import BASE_BACKUP, LOGICAL_BACKUP
+from pgdr.assets import BASE_BACKUP, CONFIG_BACKUP, FILES_BACKUP, LOGICAL_BACKUP
 from pgdr.deadlines import deadline_alert
 from pgdr.operators.backup import (
     ConfigBackupOperator,
@@ -78,8 +78,8 @@ with DAG(
         base = PhysicalBackupOperator(task_id="base_backup", conn_id=conn_id)
         SealBackupOperator(task_id="seal_base", backup=base.output, outlets=[BASE_BACKUP])
         files = FilesBackupOperator(task_id="files_backup", conn_id=conn_id)
-        SealBackupOperator(task_id="seal_files", backup=files.output)
+        SealBackupOperator(task_id="seal_files", backup=files.output, outlets=[FILES_BACKUP])
         config = ConfigBackupOperator(task_id="config_backup", conn_id=conn_id)
-        SealBackupOperator(task_id="seal_config", backup=config.output)
+        SealBackupOperator(task_id="seal_config", backup=config.output, outlets=[CONFIG_BACKUP])
 
     backup_database.expand(conn_id=databases.output)

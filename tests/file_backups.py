@@ -102,7 +102,7 @@ def file_backups(stack, tmp_path_factory) -> dict:
             assert str(dag_run.state) == "success", states
             (files_seal,) = xcom_values(dag_run, "backup.seal_files")
             (config_seal,) = xcom_values(dag_run, "backup.seal_config")
-            runs.append({"states": states, "files": files_seal, "config": config_seal,
+            runs.append({"run_id": dag_run.run_id, "states": states, "files": files_seal, "config": config_seal,
                          "tree": tree_state(uploads)})
             time.sleep(1.1)  # backup ids are whole seconds
     _CACHE.update(env=env, work=work, uploads=uploads, config=config, runs=runs)

@@ -37,6 +37,17 @@ def test_the_daily_run_backs_up_files_and_config_beside_the_database(backups):
         assert states[f"backup.{task}[0]"] == "success", states
 
 
+def test_each_seal_emits_an_asset_event_naming_its_backup(backups):
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.settings import Session
+
+    first = backups["runs"][0]
+    for kind in ("files", "config"):
+        events = (Session().query(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+                  .filter(AssetModel.name == f"pgdr_{kind}_backup", AssetEvent.source_run_id == first["run_id"]).all())
+        assert [(e.extra["kind"], e.extra["backup_id"]) for e in events] == [(kind, first[kind]["backup_id"])]
+
+
 def test_first_backup_holds_every_file_with_path_size_mtime_and_sha256(stack, backups):
     first = backups["runs"][0]
     manifest = manifest_of(stack, first["files"])

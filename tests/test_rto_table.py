@@ -223,6 +223,9 @@ def _linked_anchors() -> set[str]:
     found = {anchor.lstrip("#") for anchor in NEXT_STEPS.values() if anchor}
     for path in sorted((REPO_ROOT / "plugins" / "pgdr").rglob("*.py")):
         found |= set(re.findall(r"\{RUNBOOK\}#([a-z0-9-]+)", path.read_text()))
+    from pgdr.alerts import DEFAULT_FAILURE_SECTION, FAILURE_SECTIONS
+
+    found |= {section.lstrip("#") for section in (DEFAULT_FAILURE_SECTION, *FAILURE_SECTIONS.values())}
     return found
 
 

@@ -60,7 +60,8 @@ def build_alert(*, severity: str, title: str, facts: list[tuple[str, Any]], deta
     return {"text": fallback, "blocks": blocks}
 
 
-# where a task failure's alert sends the reader, per DAG (default: a backup failed)
+# where a task failure's alert sends the reader, per DAG
+DEFAULT_FAILURE_SECTION = "#a-backup-failed"
 FAILURE_SECTIONS = {
     "pg_restore": "#restore-refused-or-failed",
     "pg_restore_test": "#a-restore-drill-failed",
@@ -79,7 +80,7 @@ def task_failure_alert(*, dag_id: str, task_id: str, map_index: int | None, run_
                ("Run", run_id), ("Try", try_number)],
         details=short_error(error),
         next_step=f"read the task log, fix the cause and clear the task; see "
-                  f"{RUNBOOK}{FAILURE_SECTIONS.get(dag_id, '#a-backup-failed')}",
+                  f"{RUNBOOK}{FAILURE_SECTIONS.get(dag_id, DEFAULT_FAILURE_SECTION)}",
         log_url=log_url,
     )
 

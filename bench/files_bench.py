@@ -15,7 +15,6 @@ import argparse
 import hashlib
 import json
 import logging
-import os
 import random
 import shutil
 import sys

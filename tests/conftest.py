@@ -70,6 +70,19 @@ def load_dag(dag_id: str):
     return bag.get_dag(dag_id)
 
 
+def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
+    """Poll ``predicate`` every 0.1 s until it returns something true; that value is returned."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
 def run_dag(dag_id: str, conf: dict | None = None):
     """Run a DAG for real with dag.test(); retries off so a failure ends the run at once."""
     from harness.run_dag import load_dag_for_test

@@ -20,12 +20,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import psycopg2
 import pytest
 import yaml
+from conftest import wait_for
 from pgdr.settings import DEADLINE_SETTINGS, PREFIX, SETTINGS, parse_settings
 
 
@@ -792,16 +792,6 @@ PASSWORDS = {
 }
 
 
-def _wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 def _login(cluster, user: str, password: str, dbname: str = "care_commons"):
     conn = psycopg2.connect(host=cluster.host, port=cluster.port, dbname=dbname, user=user, password=password,
                             connect_timeout=10)
@@ -875,7 +865,7 @@ def test_server_takes_the_compose_settings_and_commits_wait_for_the_receiver(ser
     waiter = threading.Thread(target=_query, args=(conn, "CREATE TABLE sync_probe (id int)"))
     waiter.start()
     try:
-        _wait_for(lambda: cluster.execute("SELECT wait_event FROM pg_stat_activity WHERE pid = %s", params=(pid,))
+        wait_for(lambda: cluster.execute("SELECT wait_event FROM pg_stat_activity WHERE pid = %s", params=(pid,))
                   == [("SyncRep",)], 15, "the commit to wait for the synchronous standby")
         assert waiter.is_alive()
     finally:
@@ -954,7 +944,7 @@ def test_the_receiver_as_compose_runs_it_streams_synchronously_and_passes_its_he
 
     process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        _wait_for(lambda: cluster.execute(
+        wait_for(lambda: cluster.execute(
             "SELECT usename, sync_state FROM pg_stat_replication WHERE application_name = 'pgdr_receiver' "
             "AND state = 'streaming'") == [("pgdr_replication", "sync")], 60, "the receiver streaming synchronously")
         status = json.loads((wal_dir / "receiver.status.json").read_text())

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from conftest import REPO_ROOT, run_dag, task_states, xcom_values
+from conftest import REPO_ROOT, run_dag, task_states, wait_for, xcom_values
 from harness.pg_cluster import pg_bindir, start_cluster
 from harness.stack import BUCKET
 from pgdr import wal_archive
@@ -126,16 +126,6 @@ def wal_dir():
 def store(stack):
     return BackupStore(client=stack.s3.client(), bucket=BUCKET, prefix=f"t/wal-{os.urandom(4).hex()}",
                        sse_args={"ServerSideEncryption": "AES256"}, part_size=64 << 20, log=log)
-
-
-def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 @contextmanager

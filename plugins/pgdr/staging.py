@@ -23,6 +23,15 @@ def work_dir(staging_dir: Path, database: str, kind: str, backup_id: str) -> Pat
     return staging_dir / database / kind / f"{backup_id}{PARTIAL}"
 
 
+def claim_work_dir(staging_dir: Path, database: str, kind: str, backup_id: str) -> Path:
+    """The new backup's ``.partial`` path, its parent made; refused when another backup writes there."""
+    work = work_dir(staging_dir, database, kind, backup_id)
+    work.parent.mkdir(parents=True, exist_ok=True)
+    if work.exists():
+        raise RuntimeError(f"staging directory {work} already exists; another backup is writing there")
+    return work
+
+
 def keep(work: Path) -> Path:
     """Mark a finished backup's staging copy as complete."""
     final = work.with_name(work.name[: -len(PARTIAL)])

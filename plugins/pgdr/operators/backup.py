@@ -33,10 +33,7 @@ class LogicalBackupOperator(DatabaseOperator):
         target = PgTarget.from_connection(database, hook.connection)
         backup_id = new_backup_id()
         prefix = backup_prefix(settings.s3_prefix, database, "logical", backup_id)
-        work = staging.work_dir(settings.staging_dir, database, "logical", backup_id)
-        work.parent.mkdir(parents=True, exist_ok=True)
-        if work.exists():
-            raise RuntimeError(f"staging directory {work} already exists; another backup is writing there")
+        work = staging.claim_work_dir(settings.staging_dir, database, "logical", backup_id)
         self.log.info("logical backup %s of %s to s3://%s/%s/", backup_id, target.describe(),
                       settings.s3_bucket, prefix)
         ti = context["ti"]
@@ -95,10 +92,7 @@ class PhysicalBackupOperator(DatabaseOperator):
         target = PgTarget.from_connection(database, hook.connection)
         backup_id = new_backup_id()
         prefix = backup_prefix(settings.s3_prefix, database, "base", backup_id)
-        work = staging.work_dir(settings.staging_dir, database, "base", backup_id)
-        work.parent.mkdir(parents=True, exist_ok=True)
-        if work.exists():
-            raise RuntimeError(f"staging directory {work} already exists; another backup is writing there")
+        work = staging.claim_work_dir(settings.staging_dir, database, "base", backup_id)
         work.mkdir(mode=0o700)  # the copy holds health records: readable by this user only
         self.log.info("base backup %s of the cluster of %s to s3://%s/%s/", backup_id, target.describe(),
                       settings.s3_bucket, prefix)
@@ -196,10 +190,7 @@ class _StagedBackupOperator(DatabaseOperator):
             raise AirflowSkipException(reason)
         backup_id = new_backup_id()
         prefix = backup_prefix(settings.s3_prefix, database, self.kind, backup_id)
-        work = staging.work_dir(settings.staging_dir, database, self.kind, backup_id)
-        work.parent.mkdir(parents=True, exist_ok=True)
-        if work.exists():
-            raise RuntimeError(f"staging directory {work} already exists; another backup is writing there")
+        work = staging.claim_work_dir(settings.staging_dir, database, self.kind, backup_id)
         ti = context["ti"]
         self.log.info("%s backup %s of %s (%d paths) to s3://%s/%s/", self.kind, backup_id, database,
                       len(configured), settings.s3_bucket, prefix)

@@ -216,7 +216,7 @@ def test_history_spread_and_soft_deletes(cluster, counts):
         SELECT min(scheduled_date), max(scheduled_date), count(deleted_at),
                count(*) FILTER (WHERE deleted_at < now() - interval '1 year'),
                count(*) FILTER (WHERE deleted_at > now() - interval '1 year') FROM visits""")
-    today = datetime.date.today()
+    today = datetime.datetime.now(datetime.timezone.utc).date()
     assert (today - oldest).days > 6 * 365 and newest >= today - datetime.timedelta(days=1)
     assert deleted > 0 and deleted_old > 0 and deleted_recent > 0
     (audit_oldest,), = rows(cluster, "SELECT min(\"timestamp\") FROM audit_events")
@@ -228,6 +228,28 @@ def test_history_spread_and_soft_deletes(cluster, counts):
           AND a.atttypid = 'timestamptz'::regtype""")
     future = " + ".join(f'(SELECT count(*) FROM {t} WHERE "{c}" > now())' for t, c in columns)
     assert rows(cluster, f"SELECT {future}")[0][0] == 0
+
+
+# the 6th is the day the generator once dated invoices in the future (they are submitted a few days
+# into the next month); month starts and ends, a leap day and a year end cover the calendar's edges
+CALENDAR_EDGES = ["2026-12-06", "2026-12-01", "2026-12-02", "2026-11-30", "2027-01-01", "2026-12-31",
+                  "2028-02-29", "2027-03-01", "2026-07-15"]
+
+
+@pytest.mark.parametrize("anchor", CALENDAR_EDGES)
+def test_nothing_dated_after_the_anchor_on_any_day(cluster, anchor):
+    """The generated history ends at the anchor's midnight (UTC), whatever the day and the time of day it runs."""
+    dbname = "cal_" + anchor.replace("-", "")
+    synthetic.generate(cluster, dbname, scale=0.02, seed=42, anchor=datetime.date.fromisoformat(anchor))
+    columns = rows(cluster, """
+        SELECT c.relname, a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+        WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' AND a.attnum > 0
+          AND a.atttypid = 'timestamptz'::regtype""", dbname=dbname)
+    late = {f"{t}.{c}": n for t, c in columns
+            if (n := rows(cluster, f'SELECT count(*) FROM {t} WHERE "{c}" > %s::date::timestamptz',
+                          dbname=dbname, params=(anchor,))[0][0])}
+    assert late == {}
+    cluster.execute(f'DROP DATABASE "{dbname}"')
 
 
 def test_evv_revision_hash_chain_verifies(cluster, counts):

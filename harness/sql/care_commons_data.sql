@@ -963,7 +963,8 @@ SELECT pg_temp.uid('invoice', client_id::text || ':' || period::text),
                    ELSE 0 END,
        status,
        (period + interval '2 months')::date,
-       CASE WHEN status NOT IN ('DRAFT', 'PENDING') THEN (period + interval '1 month')::timestamptz + (2 + r3 * 5) * interval '1 day' END,
+       CASE WHEN status NOT IN ('DRAFT', 'PENDING')
+            THEN least(%(anchor)s::timestamptz, (period + interval '1 month')::timestamptz + (2 + r3 * 5) * interval '1 day') END,
        CASE WHEN status IN ('PAID', 'PARTIALLY_PAID')
             THEN least(%(anchor)s::timestamptz, (period + interval '1 month')::timestamptz + (14 + r3 * 40) * interval '1 day') END,
        CASE WHEN status NOT IN ('DRAFT', 'PENDING') THEN 'CLM' || pg_temp.digits('clm' || client_id::text || period::text, 11) END,

@@ -69,7 +69,13 @@ def test_segment_names_lsns_and_what_needs_shipping(tmp_path):
                                   "00000002.history", "receiver.status.json", STATE_NAME, "x.partial")] == \
         ["segment", "partial", "history", None, None, None]
     assert wal_key("p/q", "care_commons_db", "000000010000000000000004.partial") == \
-        "p/q/care_commons_db/wal/000000010000000000000004.partial.zst"
+        "p/q/care_commons_db/wal/000000010000000000000004.partial.zst"   # the legacy layout, read only
+    assert wal_key("p/q", "care_commons_db", "000000010000000000000004", "7312345678901234567") == \
+        "p/q/care_commons_db/wal/7312345678901234567/000000010000000000000004.zst"
+    assert wal_archive.wal_prefix("p", "db", 42) == "p/db/wal/42"
+    for bad in ("", "12a", "-1", "../x", str(1 << 64)):
+        with pytest.raises(ValueError, match="system identifier"):
+            wal_archive.wal_prefix("p", "db", bad)
 
     for name in ("000000010000000000000004", "000000010000000000000003", "000000010000000000000005.partial",
                  "00000002.history", "receiver.status.json"):
@@ -214,6 +220,22 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def system_id(cluster) -> str:
+    return cluster.execute("SELECT system_identifier::text FROM pg_control_system()")[0][0]
+
+
+def fake_segment(directory: Path, name: str, system_identifier: str, fill: bytes = b"") -> Path:
+    """A WAL segment file whose long page header says it belongs to ``system_identifier`` (the bytes
+    after the header are ``fill``; shipping reads only the header)."""
+    segment = name.removesuffix(".partial")
+    timeline, _, _ = parse_segment(segment)
+    header = wal_archive._LONG_HEADER.pack(0xD113, 0x0002, timeline, wal_archive.segment_start_lsn(segment), 0,
+                                           int(system_identifier), wal_archive.WAL_SEGMENT_SIZE, 8192)
+    path = directory / name
+    path.write_bytes(header + fill)
+    return path
+
+
 # ---------------------------------------------------------------- shipping
 
 def test_segments_and_the_growing_partial_reach_s3_and_nothing_is_shipped_twice(stack, cluster, wal_dir, store):
@@ -227,18 +249,21 @@ def test_segments_and_the_growing_partial_reach_s3_and_nothing_is_shipped_twice(
 
         state = load_state(wal_dir, database)
         result = ship_once(store, database, wal_dir, state, log)
+        sysid = system_id(cluster)
+        assert state["system_identifier"] == sysid
         completed = sorted(f.name for f in scan(wal_dir) if f.kind == "segment")
         assert completed, "pg_switch_wal() should have completed a segment"
         shipped = {u["name"] for u in result["uploaded"]}
         assert set(completed) | {first_segment + ".partial"} <= shipped
         for name in completed:
-            key = wal_key(store.prefix, database, name)
+            key = wal_key(store.prefix, database, name, sysid)
+            assert key.startswith(f"{store.prefix}/{database}/wal/{sysid}/")
             assert sha(s3_bytes(stack, key)) == sha((wal_dir / name).read_bytes())
             head = stack.s3.client().head_object(Bucket=BUCKET, Key=key)
             assert head["ServerSideEncryption"] == "AES256"
             assert head["Metadata"]["raw-sha256"] == sha((wal_dir / name).read_bytes())
             assert head["Metadata"]["end-lsn"]
-        partial_key = wal_key(store.prefix, database, first_segment + ".partial")
+        partial_key = wal_key(store.prefix, database, first_segment + ".partial", sysid)
         first_partial = s3_bytes(stack, partial_key)
         local = (wal_dir / (first_segment + ".partial")).read_bytes()
         assert first_partial[:offset] == local[:offset], "everything committed is in the partial object"
@@ -261,7 +286,7 @@ def test_segments_and_the_growing_partial_reach_s3_and_nothing_is_shipped_twice(
         assert first_segment in {u["name"] for u in result["uploaded"]}
         assert partial_key in result["deleted"]
         assert not s3_exists(stack, partial_key)
-        assert sha(s3_bytes(stack, wal_key(store.prefix, database, first_segment))) == \
+        assert sha(s3_bytes(stack, wal_key(store.prefix, database, first_segment, sysid))) == \
             sha((wal_dir / first_segment).read_bytes())
 
         # a restart (state from the file) ships nothing again
@@ -323,10 +348,13 @@ def test_archived_wal_is_never_overwritten_and_a_lasting_s3_outage_fails_the_win
     for directory, text in ((ours, "1\t0/3000000\tno recovery target specified\n"), (theirs, "1\t0/5000000\tother\n")):
         directory.mkdir()
         (directory / "00000002.history").write_text(text)
-    assert [u["name"] for u in ship_once(store, "db", ours, load_state(ours), log)["uploaded"]] == ["00000002.history"]
+        fake_segment(directory, "000000020000000000000003.partial", "7000000000000000001")
+    shipped = ship_once(store, "db", ours, load_state(ours), log)["uploaded"]
+    assert [u["name"] for u in shipped] == ["00000002.history", "000000020000000000000003.partial"]
     with pytest.raises(WalArchiveError, match="refusing to overwrite archived WAL"):
         ship_once(store, "db", theirs, load_state(theirs), log)
-    assert s3_bytes(stack, wal_key(store.prefix, "db", "00000002.history")) == (ours / "00000002.history").read_bytes()
+    assert s3_bytes(stack, wal_key(store.prefix, "db", "00000002.history", "7000000000000000001")) == \
+        (ours / "00000002.history").read_bytes()
 
     dead = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{free_port()}", region_name=REGION,
                         aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
@@ -338,6 +366,43 @@ def test_archived_wal_is_never_overwritten_and_a_lasting_s3_outage_fails_the_win
     with pytest.raises(WalArchiveError, match="has failed for"):
         ship_window(unreachable, "db", theirs, seconds=5, interval=0.3, log=log, max_failure_seconds=1.0)
     assert time.monotonic() - started < 5
+
+
+def test_two_clusters_with_the_same_segment_names_never_overwrite_each_other(stack, tmp_path, store):
+    """A cluster rebuilt after a site loss (new system identifier) restarts the segment names of the
+    lost one: its WAL goes under its own identifier and the lost cluster's WAL stays as it was."""
+    lost, rebuilt = "7000000000000000001", "7000000000000000002"
+    names = ["000000010000000000000001", "000000010000000000000002", "000000010000000000000003.partial"]
+    directories = {}
+    for sysid in (lost, rebuilt):
+        directory = directories[sysid] = tmp_path / sysid
+        directory.mkdir()
+        for name in names:
+            fake_segment(directory, name, sysid, fill=f"{sysid}:{name}".encode() * 100)
+        result = ship_once(store, "db", directory, load_state(directory, "db"), log)
+        assert {u["name"] for u in result["uploaded"]} == set(names), result
+    client = stack.s3.client()
+    for sysid, directory in directories.items():
+        for name in names:
+            key = wal_key(store.prefix, "db", name, sysid)
+            assert s3_bytes(stack, key) == (directory / name).read_bytes()
+            versions = client.list_object_versions(Bucket=BUCKET, Prefix=key).get("Versions", [])
+            assert len(versions) == 1, f"{key} was written {len(versions)} times"
+    listed = client.list_objects_v2(Bucket=BUCKET, Prefix=f"{store.prefix}/db/wal/").get("Contents", [])
+    assert len(listed) == 2 * len(names)
+    assert not any(obj["Key"].count("/") == f"{store.prefix}/db/wal/x".count("/") for obj in listed), \
+        "nothing is written to the legacy layout"
+
+    # a history file alone says nothing about whose WAL it is: it waits for a segment header
+    waiting = tmp_path / "waiting"
+    waiting.mkdir()
+    (waiting / "00000002.history").write_text("1\t0/3000000\tno recovery target specified\n")
+    state = load_state(waiting, "db")
+    assert ship_once(store, "db", waiting, state, log)["uploaded"] == [] and state["synced_at"] is None
+    fake_segment(waiting, "000000020000000000000003.partial", rebuilt)
+    result = ship_once(store, "db", waiting, state, log)
+    assert [u["name"] for u in result["uploaded"]] == ["00000002.history", "000000020000000000000003.partial"]
+    assert s3_exists(stack, wal_key(store.prefix, "db", "00000002.history", rebuilt))
 
 
 def test_a_timeline_switch_ships_the_history_and_leaves_the_old_partial_in_place(stack, cluster, wal_dir, store):
@@ -379,10 +444,11 @@ def test_a_timeline_switch_ships_the_history_and_leaves_the_old_partial_in_place
         assert any(name.startswith("00000002") and name.endswith(".partial") for name in shipped), shipped
         # the old timeline's last segment never completes: its partial stays, locally and in S3
         assert (wal_dir / old_partial).exists()
-        old_key = wal_key(store.prefix, database, old_partial)
+        sysid = system_id(cluster)
+        old_key = wal_key(store.prefix, database, old_partial, sysid)
         assert s3_exists(stack, old_key)
         assert s3_bytes(stack, old_key) == (wal_dir / old_partial).read_bytes()
-        assert b"1\t" in s3_bytes(stack, wal_key(store.prefix, database, "00000002.history"))
+        assert b"1\t" in s3_bytes(stack, wal_key(store.prefix, database, "00000002.history", sysid))
     finally:
         standby.destroy()
 

@@ -3,7 +3,7 @@
 The receiver (:mod:`pgdr.wal_receiver`) streams WAL from the protected server into a local
 directory: ``<24 hex>`` files are completed segments, ``<24 hex>.partial`` is the segment being
 written, ``<8 hex>.history`` are timeline histories. :func:`ship_once` uploads what is new to
-``<prefix>/<database>/wal/<name>.zst`` (zstd, server-side encrypted, SHA-256 checked by S3):
+``<prefix>/<database>/wal/<system_identifier>/<name>.zst`` (zstd, server-side encrypted, SHA-256 checked by S3):
 completed segments and histories once, the partial segment whenever its content changed, as
 ``<segment>.partial.zst``, which is deleted once the completed segment is stored. What was shipped
 is remembered in ``<directory>/.pgdr-shipped.json`` so a restart uploads nothing twice; without that
@@ -134,15 +134,31 @@ def segment_of_partial(name: str) -> str:
     return match.group(1)
 
 
-def wal_prefix(prefix: str, database: str) -> str:
-    return f"{prefix}/{database}/wal"
+_SYSTEM_IDENTIFIER = re.compile(r"^[0-9]{1,20}$")
 
 
-def wal_key(prefix: str, database: str, name: str) -> str:
-    """``<prefix>/<database>/wal/<name>.zst`` for a segment, ``<segment>.partial`` or ``<tli>.history``."""
+def wal_prefix(prefix: str, database: str, system_identifier: str | int | None = None) -> str:
+    """``<prefix>/<database>/wal/<system_identifier>``: WAL of one database cluster.
+
+    Keyed by the cluster's system identifier (``pg_control_system().system_identifier``, decimal) so
+    that a cluster rebuilt after a site loss, which restarts the same segment names, never
+    overwrites or mixes with the WAL of the lost one. ``None`` is the legacy layout directly under
+    ``<prefix>/<database>/wal`` (WAL shipped before the keyed layout; read only, never written).
+    """
+    if system_identifier is None:
+        return f"{prefix}/{database}/wal"
+    text = str(system_identifier)
+    if not _SYSTEM_IDENTIFIER.match(text) or int(text) > 0xFFFFFFFFFFFFFFFF:
+        raise ValueError(f"not a database system identifier (a decimal 64-bit number): {system_identifier!r}")
+    return f"{prefix}/{database}/wal/{text}"
+
+
+def wal_key(prefix: str, database: str, name: str, system_identifier: str | int | None = None) -> str:
+    """``<prefix>/<database>/wal/<system_identifier>/<name>.zst`` for a segment, ``<segment>.partial``
+    or ``<tli>.history`` (without the identifier part for the legacy layout, see :func:`wal_prefix`)."""
     if classify(name) is None:
         raise ValueError(f"not a WAL file name: {name!r}")
-    return f"{wal_prefix(prefix, database)}/{name}.zst"
+    return f"{wal_prefix(prefix, database, system_identifier)}/{name}.zst"
 
 
 @dataclass(frozen=True)
@@ -390,8 +406,10 @@ def _ship_item(store, database: str, item: LocalWal, state: dict, work: Path, le
     """
     from pgdr.digest import file_digest
 
-    key = wal_key(store.prefix, database, item.name)
     header_meta = {} if item.kind == "history" else _check_header(item, read_segment_header(item.path), state)
+    if not state.get("system_identifier"):
+        raise _NotYet(item.name)
+    key = wal_key(store.prefix, database, item.name, state["system_identifier"])
     if item.kind == "partial":
         source = work / item.name
         raw_sha256, raw_size = _snapshot(item.path, source)   # the bytes hashed are the bytes shipped
@@ -428,6 +446,31 @@ def _ship_item(store, database: str, item: LocalWal, state: dict, work: Path, le
 _STATE_BUCKET = {"segment": "segments", "history": "history", "partial": "partials"}
 
 
+class _NotYet(Exception):
+    """The cluster's system identifier is not known yet (no segment header written): ship later."""
+
+
+def discover_system_identifier(files: list[LocalWal], state: dict) -> str | None:
+    """The system identifier of the WAL in the directory: from the state, else from the first
+    segment (or partial) header; None while no WAL page has been written yet.
+
+    History files carry no header, so they can be keyed only once a segment tells the identifier.
+    """
+    if state.get("system_identifier"):
+        return state["system_identifier"]
+    for item in files:
+        if item.kind == "history":
+            continue
+        try:
+            header = read_segment_header(item.path)
+        except FileNotFoundError:
+            continue
+        if header is not None:
+            _check_header(item, header, state)
+            return state["system_identifier"]
+    return None
+
+
 def ship_once(store, database: str, directory: Path, state: dict, log: logging.Logger,
               level: int = COMPRESSION_LEVEL) -> dict:
     """Upload every new history file and completed segment, and the partial segment if it changed.
@@ -442,6 +485,8 @@ def ship_once(store, database: str, directory: Path, state: dict, log: logging.L
     fresh = state.get("synced_at") is None   # nothing known: a partial object may exist for any segment
     files = scan(directory)
     lag = unshipped_age(files, state, started)
+    discover_system_identifier(files, state)
+    deferred: set[str] = set()
     uploaded: list[dict] = []
     deleted: list[str] = []
     found_remote: list[str] = []
@@ -455,6 +500,10 @@ def ship_once(store, database: str, directory: Path, state: dict, log: logging.L
                 except FileNotFoundError:
                     vanished = True   # a partial renamed to its completed segment as we read it
                     continue
+                except _NotYet:
+                    deferred.add(item.name)   # no WAL page yet tells whose WAL this is
+                    continue
+                deferred.discard(item.name)
                 record, sent = outcome
                 state[_STATE_BUCKET[item.kind]][item.name] = record
                 save_state(directory, state)
@@ -476,7 +525,7 @@ def ship_once(store, database: str, directory: Path, state: dict, log: logging.L
         _forget_missing(state, files)
         # every file that had unshipped bytes when the ship began was read after that and shipped;
         # what is pending now was written since (or was renamed away three times in a row)
-        if not (vanished and remaining):
+        if not (vanished and remaining) and not deferred:
             state["synced_at"] = started
         save_state(directory, state)
     finally:
@@ -490,7 +539,7 @@ def ship_once(store, database: str, directory: Path, state: dict, log: logging.L
 def _retire_partial(store, database: str, segment: str, state: dict, directory: Path) -> str:
     """Delete ``<segment>.partial.zst`` now that the completed segment is stored."""
     name = segment + ".partial"
-    key = wal_key(store.prefix, database, name)
+    key = wal_key(store.prefix, database, name, state["system_identifier"])
     _delete_key(store, key)
     if state["partials"].pop(name, None) is not None:
         save_state(directory, state)

@@ -91,6 +91,15 @@ SETTINGS: tuple[Setting, ...] = (
             "JSON object: protected connection id -> a scratch server for the monthly restore drill. A "
             "database not listed is drilled on its own server (through its restore connection), in a scratch "
             "database that is always dropped.", '{"care_commons_db": "drill_scratch"}'),
+    Setting("restore_target_conn_ids", "[]",
+            "JSON list of further connection ids pg_restore may write into as target_conn_id (a new site's "
+            "server). Each protected database's restore connection is always allowed; any other is refused.",
+            '["new_site_admin"]'),
+    Setting("restore_target_dirs", '["/var/lib/pgdr/restores"]',
+            "JSON list of absolute directories under which a files or config restore's target_dir must lie "
+            "(symlinks resolved). A target_dir overlapping a backed-up directory, the staging, WAL or PITR "
+            "directory, the Airflow home or a system directory is refused whatever this says.",
+            '["/var/lib/pgdr/restores", "/srv/restores"]'),
     Setting("rto_budget_minutes", "60",
             "Recovery time objective: pg_restore_test alerts when a drill's measured restore (download, "
             "restore, verify) or the time projected for the database's current size exceeds it.", "45"),
@@ -178,6 +187,8 @@ class Settings:
     multipart_chunk_mb: int
     restore_conn_ids: dict[str, str]
     drill_conn_ids: dict[str, str]
+    restore_target_conn_ids: tuple[str, ...]
+    restore_target_dirs: tuple[Path, ...]
     rto_budget_minutes: float
     physical_backups: bool
     wal_receiver_dir: Path
@@ -380,6 +391,23 @@ def _name_list(name: str, value: str) -> tuple[str, ...]:
     return tuple(parsed)
 
 
+def _conn_id_list(name: str, value: str) -> tuple[str, ...]:
+    parsed = _json(name, value or "[]", list, "JSON list of connection ids")
+    if not all(isinstance(item, str) for item in parsed):
+        raise _fail(name, "must list connection id strings", value)
+    return tuple(_conn_id(name, item) for item in parsed)
+
+
+def _restore_roots(name: str, value: str) -> tuple[Path, ...]:
+    parsed = _json(name, value, list, "JSON list of absolute directories")
+    if not parsed or not all(isinstance(item, str) for item in parsed):
+        raise _fail(name, "must be a non-empty JSON list of absolute directories", value)
+    roots = tuple(_abs_path(name, item) for item in parsed)
+    if any(".." in root.parts or root == Path("/") for root in roots):
+        raise _fail(name, "must list directories of their own (not /, no '..')", value)
+    return roots
+
+
 _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "databases": _databases,
     "s3_bucket": _bucket,
@@ -399,6 +427,8 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "multipart_chunk_mb": _int_in(5, 5120),
     "restore_conn_ids": _conn_map,
     "drill_conn_ids": _conn_map,
+    "restore_target_conn_ids": _conn_id_list,
+    "restore_target_dirs": _restore_roots,
     "rto_budget_minutes": _float_in(0.0, 7 * 24 * 60),
     "physical_backups": _bool,
     "wal_receiver_dir": _abs_path,

@@ -33,11 +33,11 @@ See docs/operations.md and docs/configuration.md.
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import DAG, task_group
+from airflow.sdk import task_group
 
 from pgdr.alerts import on_task_failure
 from pgdr.assets import BASE_BACKUP, CONFIG_BACKUP, FILES_BACKUP, LOGICAL_BACKUP
-from pgdr.deadlines import deadline_alert
+from pgdr.deadlines import DeadlineDAG, deadline_alert
 from pgdr.operators.backup import (
     ConfigBackupOperator,
     FilesBackupOperator,
@@ -48,7 +48,7 @@ from pgdr.operators.backup import (
 from pgdr.operators.base import ProtectedDatabasesOperator
 from pgdr.settings import deadline_minutes
 
-with DAG(
+with DeadlineDAG(
     dag_id="pg_backup_daily",
     description="Daily encrypted, checksummed, verified logical, base, file and configuration backups to S3",
     schedule="0 2 * * *",

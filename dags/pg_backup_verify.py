@@ -21,10 +21,10 @@ docs/history-page.md.
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import DAG, task_group
+from airflow.sdk import task_group
 
 from pgdr.alerts import on_task_failure
-from pgdr.deadlines import deadline_alert
+from pgdr.deadlines import DeadlineDAG, deadline_alert
 from pgdr.operators.base import ProtectedDatabasesOperator
 from pgdr.operators.history import HistoryPageOperator
 from pgdr.operators.restore import DropExpiredReplacedOperator
@@ -39,7 +39,7 @@ from pgdr.operators.verify import (
 )
 from pgdr.settings import deadline_minutes
 
-with DAG(
+with DeadlineDAG(
     dag_id="pg_backup_verify",
     description="Prove every six hours that the off-site backups are complete, intact, encrypted and fresh",
     schedule="0 */6 * * *",

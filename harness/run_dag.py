@@ -27,10 +27,6 @@ def load_dag_for_test(dag_id: str):
     dag = bag.get_dag(dag_id)
     for task in dag.tasks:
         task.retries = 0
-    # dag.test() in Airflow 3.3.2 hands DagRun.update_state a DAG whose deadlines are still encoded
-    # dicts instead of the ids the scheduler stores, and fails when the run ends. Deadlines only
-    # fire under the scheduler anyway; tests/test_deadlines.py covers them.
-    dag.deadline = None
     return dag
 
 

@@ -257,3 +257,78 @@ def s3_versions_before(stack, base: str, start: str) -> list[str]:
     listing = stack.s3.client().list_object_versions(Bucket=BUCKET, Prefix=base)
     return [v["Key"] for v in listing.get("Versions", []) + listing.get("DeleteMarkers", [])
             if v["Key"][len(base):][:24] < start and not v["Key"].endswith(".history.zst")]
+
+
+def _synthetic_backup(s3, prefix: str, when: datetime, status: str | None) -> str:
+    """A small backup directory (a dump object, its manifest, a verification marker) dated ``when``."""
+    backup_id = _bid(when)
+    target = f"{prefix}/{CONN_ID}/logical/{backup_id}"
+    s3.put_object(Bucket=BUCKET, Key=f"{target}/toc.dat", Body=b"dump " * 100, **SSE)
+    manifest = {"backup_id": backup_id, "kind": "logical", "database": CONN_ID, "started_at": when.isoformat(),
+                "finished_at": (when + timedelta(minutes=3)).isoformat(),
+                "objects": [{"name": "toc.dat", "key": f"{target}/toc.dat", "size": 500}]}
+    s3.put_object(Bucket=BUCKET, Key=f"{target}/manifest.json", Body=json.dumps(manifest).encode(), **SSE)
+    if status:
+        s3.put_object(Bucket=BUCKET, Key=f"{target}/verification.json", **SSE,
+                      Body=json.dumps({"status": status, "verified_at": when.isoformat()}).encode())
+    return backup_id
+
+
+def _all_versions(s3, prefix: str) -> tuple[set, set]:
+    listed = s3.list_object_versions(Bucket=BUCKET, Prefix=prefix)
+    return ({(v["Key"], v["VersionId"]) for v in listed.get("Versions", [])},
+            {(m["Key"], m["VersionId"]) for m in listed.get("DeleteMarkers", [])})
+
+
+def test_a_backup_hidden_by_a_delete_marker_is_restored_never_deleted(stack, airflow_db, pgdr_env):
+    """Item 2: a manifest hidden by a delete marker (a mistaken `aws s3 rm`) made the backup an orphan and
+    retention deleted every version of it. Now it is restored, kept, reported and alerted on."""
+    prefix = pgdr_env["AIRFLOW_VAR_PGDR_S3_PREFIX"]
+    s3 = stack.s3.client()
+    store = _store(stack, prefix)
+    now = datetime.now(timezone.utc)
+    newest = _synthetic_backup(s3, prefix, now - timedelta(days=2), "good")
+    keeper = _synthetic_backup(s3, prefix, _month_start(now, 3) + timedelta(hours=2), "good")
+    daily = _synthetic_backup(s3, prefix, now - timedelta(days=4), "good")
+    base = f"{prefix}/{CONN_ID}/logical/"
+    # the newest backup's manifest removed by a plain delete; the month's keeper removed recursively
+    s3.delete_object(Bucket=BUCKET, Key=f"{base}{newest}/manifest.json")
+    for name in ("toc.dat", "manifest.json", "verification.json"):
+        s3.delete_object(Bucket=BUCKET, Key=f"{base}{keeper}/{name}")
+    assert {e.backup_id for e in store.catalog(CONN_ID, "logical") if e.complete} == {daily}
+    data_before, markers_before = _all_versions(s3, base)
+    assert len(markers_before) == 4
+
+    dry = _run_backup_retention(dry_run=True)
+    assert str(dry.state) == "success", task_states(dry)
+    assert _all_versions(s3, base) == (data_before, markers_before)   # a dry run changes nothing
+    (dry_out,) = xcom_values(dry, "backups.expire")
+    dry_report = store.read_json(dry_out["report_key"])
+
+    stack.slack.clear()
+    real = _run_backup_retention(dry_run=False)
+    assert str(real.state) == "success", task_states(real)
+    data_after, markers_after = _all_versions(s3, base)
+    assert data_after == data_before and not markers_after       # every version still there, markers gone
+    assert {e.backup_id for e in store.catalog(CONN_ID, "logical") if e.complete} == {newest, keeper, daily}
+    assert {(r["backup_id"], r["restored"]) for r in dry_report["restored"]} == {(newest, False), (keeper, False)}
+    (out,) = xcom_values(real, "backups.expire")
+    report = store.read_json(out["report_key"])
+    from pgdr.gfs import HIDDEN_REASON
+
+    reasons = {b["backup_id"]: b["reasons"] for b in report["backups"]}
+    assert HIDDEN_REASON in reasons[newest] and HIDDEN_REASON in reasons[keeper]
+    assert "newest verified" in reasons[newest]
+    assert report["counts"]["restored"] == 2 and report["counts"]["deleted"] == 0
+    text = "\n".join(stack.slack.texts())
+    assert "Hidden by a delete marker, restored" in text
+    # and a second run, now that they are listed again, still keeps them by their GFS roles
+    again = expire_run_now(store)
+    kept = {b["backup_id"] for b in again["backups"] if b["action"] == "keep"}
+    assert {newest, keeper, daily} <= kept and again["counts"]["restored"] == 0
+
+
+def expire_run_now(store, dry_run: bool = False) -> dict:
+    from pgdr import expire
+
+    return expire.run(store=store, database=CONN_ID, settings=_settings_from_env(), dry_run=dry_run, log=log)

@@ -174,3 +174,14 @@ def test_the_lock_date_at_write_is_longer_for_the_first_good_backup_of_a_month_o
     assert lock_until_at_write(day, last_month, POLICY) == datetime(2027, 11, 1, tzinfo=timezone.utc)
     unverified = [Backup("logical", bid(day - timedelta(days=1)), day - timedelta(days=1), UNVERIFIED)]
     assert lock_until_at_write(day, unverified + last_month, POLICY) == datetime(2027, 11, 1, tzinfo=timezone.utc)
+
+
+def test_a_hidden_backup_is_never_an_orphan_and_is_kept_whatever_its_age():
+    from pgdr.gfs import HIDDEN_REASON
+
+    ancient = NOW - timedelta(days=9 * 365)
+    hidden = Backup("logical", bid(ancient), ancient, GOOD, True, hidden=True)
+    newest = Backup("logical", bid(NOW - timedelta(days=1)), NOW - timedelta(days=1), GOOD)
+    decisions = {d.backup.backup_id: d for d in plan([hidden, newest], NOW, POLICY)}
+    assert decisions[hidden.backup_id].keep and decisions[hidden.backup_id].reasons == [HIDDEN_REASON]
+    assert decisions[newest.backup_id].keep

@@ -30,6 +30,7 @@ class Found:
     prefix: str
     wal: dict | None = None
     versions: list[ObjectVersion] = field(default_factory=list)
+    hidden_keys: list[str] = field(default_factory=list)   # data versions behind a delete marker
 
 
 def _iso(when: datetime | None) -> str | None:
@@ -42,8 +43,27 @@ def _depends_on(document: dict) -> tuple[str, ...]:
     return tuple(str(x) for x in found)
 
 
+def _newest_data(versions: list[ObjectVersion], key: str) -> ObjectVersion | None:
+    """The newest version of ``key`` that holds data (not a delete marker), None when it has none."""
+    data = [v for v in versions if v.key == key and not v.delete_marker]
+    return max(data, key=lambda v: (v.last_modified or datetime.min.replace(tzinfo=timezone.utc)), default=None)
+
+
+def _read_version(store, version: ObjectVersion) -> dict:
+    import json
+
+    body = store.client.get_object(Bucket=store.bucket, Key=version.key, VersionId=version.version_id)["Body"]
+    return json.loads(body.read())
+
+
 def collect(store, database: str, now: datetime) -> list[Found]:
-    """Every backup directory of ``database`` (every kind), with status, dependencies and leases."""
+    """Every backup directory of ``database`` (every kind), with status, dependencies and leases.
+
+    A backup soft-deleted by a delete marker (on its manifest or on any other object) while a version
+    of its manifest remains is found as *hidden*: read from that version, complete, and its hidden
+    keys recorded so :func:`restore_hidden` can bring it back. Only a directory that never had a
+    manifest is incomplete (an orphan once a day old).
+    """
     holders = leases.holders_by_backup(leases.active(store, database, now))
     found = []
     for kind in KINDS:
@@ -51,7 +71,9 @@ def collect(store, database: str, now: datetime) -> list[Found]:
         versions: dict[str, list[ObjectVersion]] = {}
         for version in store.list_versions(base):
             versions.setdefault(version.key[len(base):].split("/", 1)[0], []).append(version)
-        entries = entries_from_keys(store.list_keys(base), base)
+        current = store.list_keys(base)
+        visible = set(current)
+        entries = entries_from_keys(current, base)
         listed = {e.backup_id for e in entries}
         # a failed upload's cleanup on a locked bucket leaves versions behind delete markers: never
         # listed, yet billed; once their lock runs out they go as orphans
@@ -59,20 +81,34 @@ def collect(store, database: str, now: datetime) -> list[Found]:
                     if backup_id not in listed and is_backup_id(backup_id)]
         for entry in entries:
             prefix = backup_prefix(store.prefix, database, kind, entry.backup_id)
+            mine = versions.get(entry.backup_id, [])
+            hidden = sorted({v.key for v in mine if not v.delete_marker} - visible)
+            manifest = _newest_data(mine, f"{prefix}/{MANIFEST_NAME}")
             finished, wal, depends, status = backup_id_time(entry.backup_id), None, (), gfs.UNVERIFIED
-            if entry.complete:
-                document = store.read_json(f"{prefix}/{MANIFEST_NAME}")
+            complete = entry.complete or manifest is not None
+            if complete:
+                document = (store.read_json(f"{prefix}/{MANIFEST_NAME}") if entry.complete
+                            else _read_version(store, manifest))
                 finished = datetime.fromisoformat(document["finished_at"])
                 if finished.tzinfo is None:
                     finished = finished.replace(tzinfo=timezone.utc)
                 wal, depends = document.get("wal"), _depends_on(document)
-                if entry.has_marker:
-                    marker = store.read_json_or_none(f"{prefix}/{MARKER_NAME}") or {}
-                    status = {"good": gfs.GOOD, "bad": gfs.BAD}.get(marker.get("status"), gfs.UNVERIFIED)
-            backup = gfs.Backup(kind, entry.backup_id, finished, status, entry.complete, depends,
-                                holders.get((kind, entry.backup_id), ()))
-            found.append(Found(backup, prefix, wal, versions.get(entry.backup_id, [])))
+                marker = _newest_data(mine, f"{prefix}/{MARKER_NAME}")
+                if marker is not None:
+                    content = (store.read_json_or_none(f"{prefix}/{MARKER_NAME}") if entry.has_marker
+                               else _read_version(store, marker)) or {}
+                    status = {"good": gfs.GOOD, "bad": gfs.BAD}.get(content.get("status"), gfs.UNVERIFIED)
+            backup = gfs.Backup(kind, entry.backup_id, finished, status, complete, depends,
+                                holders.get((kind, entry.backup_id), ()), hidden=bool(complete and hidden))
+            found.append(Found(backup, prefix, wal, mine, hidden if complete else []))
     return found
+
+
+def restore_hidden(store, item: Found) -> list[str]:
+    """Undo a soft delete: remove every delete marker of the backup's hidden keys, so the newest data
+    version of each is current again (nothing is copied or rewritten). Returns S3's errors."""
+    hidden = set(item.hidden_keys)
+    return store.delete_versions([v for v in item.versions if v.delete_marker and v.key in hidden])
 
 
 def _lock_dates(store, versions: list[ObjectVersion]) -> dict[tuple[str, str], datetime]:
@@ -151,6 +187,16 @@ def run(*, store, database: str, settings, now: datetime | None = None, dry_run:
     found, decisions = plan_backups(store, database, now, policy, log)
     by_key = {f.backup.key: f for f in found}
     deleted, errors, freed = [], [], 0
+    restored = []
+    for item in found:
+        if item.backup.hidden:
+            problems = [] if dry_run else restore_hidden(store, item)
+            errors.extend(problems)
+            restored.append({"kind": item.backup.kind, "backup_id": item.backup.backup_id,
+                             "objects": len(item.hidden_keys), "restored": not dry_run and not problems})
+            log.warning("backup %s/%s was hidden by a delete marker (%d objects): %s", item.backup.kind,
+                        item.backup.backup_id, len(item.hidden_keys),
+                        "would restore it" if dry_run else "restored" if not problems else "restore FAILED")
     for decision in decisions:
         if decision.keep:
             continue
@@ -181,9 +227,10 @@ def run(*, store, database: str, settings, now: datetime | None = None, dry_run:
         "counts": {"kept": sum(1 for d in decisions if d.keep), "deleted": len(deleted), "locked": len(locked),
                    "lock_extended": len(extended), "wal_deleted": wal["deleted_objects"],
                    "wal_locked": len(wal["locked"]), "receiver_removed": len(receiver["removed"]),
-                   "staging_removed": sum(len(v) for v in staged.values()), "errors": len(errors)},
+                   "staging_removed": sum(len(v) for v in staged.values()), "restored": len(restored),
+                   "errors": len(errors)},
         "bytes_freed": {"backups": freed, "wal": wal["bytes_freed"], "receiver": receiver["bytes_freed"]},
-        "locked": locked, "lock_extended": extended, "wal": wal, "receiver_dir": receiver,
+        "restored": restored, "locked": locked, "lock_extended": extended, "wal": wal, "receiver_dir": receiver,
         "staging_removed": staged, "errors": errors[:50],
     }
     return report
@@ -206,9 +253,14 @@ def retention_message(report: dict, log_url: str | None = None) -> dict:
              (f"WAL objects {verb}", counts["wal_deleted"]), ("Locks extended", counts["lock_extended"]),
              ("Space freed" if not report["dry_run"] else "Space to free",
               human_bytes(sum(report["bytes_freed"].values())))]
-    severity = "warning" if counts["errors"] else "info"
+    if counts.get("restored"):
+        facts.append(("Hidden by a delete marker, " + ("to restore" if report["dry_run"] else "restored"),
+                      counts["restored"]))
+    severity = "warning" if counts["errors"] or counts.get("restored") else "info"
     title = (f"pgdr: backup retention {'dry run ' if report['dry_run'] else ''}for {report['database']}"
              + (f": {counts['errors']} errors" if counts["errors"] else ""))
     step = ("a dry run changed nothing; trigger with dry_run off to apply" if report["dry_run"]
-            else "nothing to do" if not counts["errors"] else "see the report in S3 for the objects S3 refused")
+            else "see the report in S3 for the objects S3 refused" if counts["errors"]
+            else "someone or something (aws s3 rm, a lifecycle rule) soft-deleted backups: they were restored; "
+                 "find the cause" if counts.get("restored") else "nothing to do")
     return build_alert(severity=severity, title=title, facts=facts, next_step=step, log_url=log_url)

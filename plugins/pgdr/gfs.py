@@ -17,7 +17,10 @@ Rules (per kind: logical, base, files, config are independent):
 - a backup leased by a running restore is kept, and so is one whose Object Lock date is still
   in the future (S3 would refuse the delete);
 - a kept backup keeps every backup it depends on (incremental file backups), transitively;
-- a directory without a manifest (incomplete) older than a day is an orphan and is deleted.
+- a backup hidden by a delete marker (its manifest or another object soft-deleted: a mistaken
+  ``aws s3 rm``, a lifecycle rule) while a version of its manifest remains is not an orphan: it is
+  kept in the run that finds it (which restores it, see :mod:`pgdr.expire`) and alerted on;
+- a directory that never had a manifest (incomplete) older than a day is an orphan and is deleted.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from datetime import datetime, timedelta, timezone
 
 ORPHAN_AGE = timedelta(days=1)
 GOOD, BAD, UNVERIFIED = "good", "bad", "unverified"
+HIDDEN_REASON = "hidden by a delete marker (soft-deleted): restored and kept this run"
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class Backup:
     depends_on: tuple[str, ...] = ()   # backup ids (same kind) holding content this one refers to
     leased_by: tuple[str, ...] = ()    # holders of unexpired leases (restore runs)
     locked_until: datetime | None = None
+    hidden: bool = False               # soft-deleted (delete marker) while a manifest version remains
 
     @property
     def key(self) -> tuple[str, str]:
@@ -128,6 +133,9 @@ def plan(backups: list[Backup], now: datetime, policy: Policy) -> list[Decision]
             if usable:
                 keep(max(usable, key=order), "newest complete (none verified yet)")
         for backup in of_kind:
+            if backup.hidden:
+                # a soft delete is an accident to undo, never a reason to delete for good
+                keep(backup, HIDDEN_REASON)
             for holder in backup.leased_by:
                 keep(backup, f"leased by restore run {holder}")
             if not backup.complete and now - backup.finished < ORPHAN_AGE:

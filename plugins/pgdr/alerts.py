@@ -1,8 +1,8 @@
 """Slack alerts a team can act on: what failed, where, the evidence, the next step.
 
 Messages are Block Kit payloads built by pure functions; they carry ids, counts,
-sizes and error text only, never row data, and every string passes Airflow's
-secrets masker before it leaves. Sending goes through the slack provider's
+sizes and error text only, never row data: every string passes :mod:`pgdr.redaction`
+(in :func:`build_alert`, whatever the builder) and error text Airflow's secrets masker. Sending goes through the slack provider's
 SlackWebhookHook; an alert that cannot be delivered is logged and never hides
 the failure it was reporting.
 """
@@ -29,7 +29,11 @@ def redact(text: str) -> str:
 
 
 def short_error(error: object) -> str:
-    text = redact(str(error) or type(error).__name__).strip()
+    """Error text fit for Slack, XCom and reports: row data removed (:mod:`pgdr.redaction`),
+    secrets masked, length bounded."""
+    from pgdr.redaction import safe_error
+
+    text = redact(safe_error(error)).strip()
     if len(text) > MAX_ERROR_CHARS:
         text = text[:MAX_ERROR_CHARS] + " …"
     return text
@@ -43,6 +47,13 @@ def _fields(pairs: list[tuple[str, Any]]) -> dict:
 def build_alert(*, severity: str, title: str, facts: list[tuple[str, Any]], details: str | None = None,
                 next_step: str | None = None, log_url: str | None = None) -> dict:
     """A Block Kit payload: header, facts, details as code, next step, log link."""
+    from pgdr.redaction import redact_phi
+
+    # whatever a builder passed in, nothing that leaves here quotes row data
+    title = redact_phi(str(title))
+    facts = [(name, redact_phi(str(value)) if value not in (None, "") else value) for name, value in facts]
+    details = redact_phi(details) if details else details
+    next_step = redact_phi(next_step) if next_step else next_step
     emoji = SEVERITY_EMOJI.get(severity, "")
     fallback = f"[{severity.upper()}] {title}"
     blocks: list[dict] = [
@@ -153,7 +164,7 @@ def send_alert(payload: dict, conn_id: str | None = None) -> bool:
         SlackWebhookHook(slack_webhook_conn_id=conn_id, timeout=15).send_dict(payload)
     except Exception as err:  # noqa: BLE001 - an alert must never mask the original failure
         log.error("ALERT NOT DELIVERED to Slack (connection %s): %s; alert was: %s",
-                  conn_id, short_error(err), payload.get("text"))
+                  conn_id, short_error(err), short_error(payload.get("text") or ""))
         return False
     log.info("alert delivered to Slack (connection %s): %s", conn_id, payload.get("text"))
     return True

@@ -3,7 +3,7 @@
 Passwords reach libpq through a passfile in a private temporary directory
 (PGPASSFILE), never through argv; connection parameters go through libpq's
 environment (PGHOST, PGPORT, ...). Errors quote the tool's stderr, which libpq
-keeps free of passwords.
+keeps free of passwords, after :mod:`pgdr.redaction` has removed every row value from it.
 """
 
 from __future__ import annotations
@@ -32,7 +32,13 @@ _EXTRA_TO_ENV = {
 
 
 class PgToolError(RuntimeError):
-    """A PostgreSQL tool failed; the message carries its stderr (no secrets)."""
+    """A PostgreSQL tool failed; the message carries its stderr (no secrets) with every row value
+    removed: whoever builds one, its text passes :func:`pgdr.redaction.redact_phi`."""
+
+    def __init__(self, message: object = "", *args) -> None:
+        from pgdr.redaction import redact_phi
+
+        super().__init__(redact_phi(str(message)), *args)
 
 
 @dataclass(frozen=True)
@@ -101,7 +107,11 @@ def tool_version(bindir: str | Path, name: str) -> str:
 
 
 def stderr_tail(text: str, lines: int = 8) -> str:
-    kept = [line for line in text.strip().splitlines() if line.strip()][-lines:]
+    """The last ``lines`` lines of a tool's stderr, row data removed. Redacted before it is cut, so
+    a value's continuation lines never lose the DETAIL/CONTEXT line that marks them as data."""
+    from pgdr.redaction import redact_phi
+
+    kept = [line for line in redact_phi(text or "").strip().splitlines() if line.strip()][-lines:]
     return "\n".join(kept)
 
 

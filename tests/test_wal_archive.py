@@ -26,7 +26,7 @@ import zstandard
 
 from conftest import REPO_ROOT, run_dag, task_states, wait_for, xcom_values
 from harness.pg_cluster import pg_bindir, start_cluster
-from harness.stack import BUCKET
+from harness.stack import BUCKET, postgres_conn
 from pgdr import wal_archive
 from pgdr.storage import BackupStore
 from pgdr.wal_archive import (
@@ -579,6 +579,9 @@ def test_pg_wal_archive_dag_ships_the_receiver_directory(stack, cluster, pgdr_en
     monkeypatch.setenv("AIRFLOW_VAR_PGDR_WAL_RECEIVER_DIR", str(root))
     monkeypatch.setenv("AIRFLOW_VAR_PGDR_WAL_ARCHIVE_WINDOW_MINUTES", "0.05")
     monkeypatch.setenv("AIRFLOW_VAR_PGDR_WAL_SHIP_SECONDS", "1")
+    # the shipper asks the primary how it sees the receiver: this module's cluster is that primary
+    monkeypatch.setenv("AIRFLOW_CONN_CARE_COMMONS_DB", postgres_conn(cluster, dbname="postgres", user=REPL_ROLE,
+                                                                     password=REPL_PASSWORD))
     prefix = pgdr_env["AIRFLOW_VAR_PGDR_S3_PREFIX"]
     try:
         with receiver(cluster, directory, synchronous=False):

@@ -117,6 +117,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("replication_slot", "pgdr_receiver",
             "Replication slot (and application_name) of the WAL receiver on each protected server.",
             "pgdr_receiver"),
+    Setting("wal_receiver_keep_segments", "64",
+            "pg_wal_archive deletes received WAL segments from the receiver directory once they are shipped "
+            "and checked in S3, keeping the newest this many completed segments (16 MiB each) as a margin; "
+            "unshipped segments, the partial segment and history files are never deleted.", "128"),
+    Setting("wal_receiver_min_free_mb", "2048",
+            "pg_wal_archive alerts (once, until it clears) when the receiver directory's file system has "
+            "less free space than this many MiB; 0 turns the check off.", "4096"),
+    Setting("wal_receiver_alert_seconds", "30",
+            "pg_wal_archive alerts when the primary has not seen the WAL receiver streaming (pg_stat_replication, "
+            "the slot) for this long, checked on every shipping pass.", "30"),
     Setting("pitr_data_dir", "/var/lib/pgdr/pitr",
             "Parent directory of the clusters point-in-time recovery creates (one subdirectory per restore).",
             "/srv/pgdr/pitr"),
@@ -195,6 +205,9 @@ class Settings:
     wal_ship_seconds: float
     wal_archive_window_minutes: float
     replication_slot: str
+    wal_receiver_keep_segments: int
+    wal_receiver_min_free_mb: int
+    wal_receiver_alert_seconds: float
     pitr_data_dir: Path
     pitr_port: int
     pitr_os_user: str
@@ -435,6 +448,9 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "wal_ship_seconds": _float_in(0.0, 3600),
     "wal_archive_window_minutes": _float_in(0.0, 24 * 60),
     "replication_slot": _identifier,
+    "wal_receiver_keep_segments": _int_in(1, 1_000_000),
+    "wal_receiver_min_free_mb": _int_in(0, 100_000_000),
+    "wal_receiver_alert_seconds": _float_in(0.0, 3600),
     "pitr_data_dir": _abs_path,
     "pitr_port": _int_in(1024, 65535),
     "pitr_os_user": _identifier,

@@ -31,6 +31,9 @@ from pathlib import Path
 WAL_SEGMENT_SIZE = 16 * 1024 * 1024   # PostgreSQL's default wal_segment_size
 STATE_NAME = ".pgdr-shipped.json"
 STATUS_NAME = "receiver.status.json"
+GAPS_NAME = "wal-gaps.json"              # gaps the receiver recorded when it had to recreate its slot
+ALERTS_NAME = ".pgdr-alerts.json"        # what the shipper alerted on (local: usable while S3 is down)
+ASIDE_PREFIX = "before-gap-"             # WAL moved out of pg_receivewal's sight when its slot was lost
 STATE_VERSION = 1
 COMPRESSION_LEVEL = 1
 
@@ -44,6 +47,14 @@ KIND_ORDER = {"history": 0, "segment": 1, "partial": 2}
 
 class WalArchiveError(RuntimeError):
     """The local WAL cannot be shipped safely (it contradicts what the archive already holds)."""
+
+
+class ShippingFailed(WalArchiveError):
+    """Shipping kept failing (S3 unreachable, say); ``alerted``: an alert about it was delivered."""
+
+    def __init__(self, message: str, alerted: bool = False) -> None:
+        super().__init__(message)
+        self.alerted = alerted
 
 
 # ---------------------------------------------------------------- names and LSNs (pure)
@@ -175,25 +186,36 @@ class LocalWal:
         return (KIND_ORDER[self.kind], self.name[8:] if self.kind != "history" else "", self.name)
 
 
-def scan(directory: Path) -> list[LocalWal]:
-    """The WAL files in the receiver's directory, histories first, then segments and partials in order."""
+def scan(directory: Path, aside: bool = True) -> list[LocalWal]:
+    """The WAL files in the receiver's directory, histories first, then segments and partials in order.
+
+    With ``aside``, also the files in ``before-gap-*`` sub-directories: WAL received before a lost
+    slot was recreated, moved there so pg_receivewal starts after the gap (it starts from the newest
+    file it sees), still to be shipped and pruned like the rest.
+    """
     found = []
-    with os.scandir(directory) as entries:
-        for entry in entries:
-            kind = classify(entry.name)
-            if kind is None or not entry.is_file(follow_symlinks=False):
-                continue
-            try:
-                stat = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:   # renamed by pg_receivewal while we looked
-                continue
-            found.append(LocalWal(entry.name, kind, Path(entry.path), stat.st_size, stat.st_mtime_ns))
+    directories = [Path(directory)]
+    if aside:
+        with os.scandir(directory) as entries:
+            directories += sorted(Path(e.path) for e in entries
+                                  if e.name.startswith(ASIDE_PREFIX) and e.is_dir(follow_symlinks=False))
+    for folder in directories:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                kind = classify(entry.name)
+                if kind is None or not entry.is_file(follow_symlinks=False):
+                    continue
+                try:
+                    stat = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:   # renamed by pg_receivewal while we looked
+                    continue
+                found.append(LocalWal(entry.name, kind, Path(entry.path), stat.st_size, stat.st_mtime_ns))
     return sorted(found, key=lambda item: item.sort_key)
 
 
 def new_state(database: str | None = None) -> dict:
     return {"version": STATE_VERSION, "database": database, "system_identifier": None,
-            "segments": {}, "history": {}, "partials": {}, "synced_at": None}
+            "segments": {}, "history": {}, "partials": {}, "synced_at": None, "gaps_recorded": []}
 
 
 def needs_shipping(item: LocalWal, state: dict) -> bool:
@@ -439,8 +461,26 @@ def _ship_item(store, database: str, item: LocalWal, state: dict, work: Path, le
     finally:
         if item.kind == "partial":
             source.unlink(missing_ok=True)
+    if item.kind == "partial":
+        _drop_superseded_versions(store, key, log)
     record.update(size=item.size, mtime_ns=item.mtime_ns)
     return record, True
+
+
+def _drop_superseded_versions(store, key: str, log: logging.Logger) -> int:
+    """In a versioned bucket, delete the older versions of a partial object once a newer one is
+    stored and checked: each version holds a prefix of the next (the segment only grows), so they
+    are redundant, and a bucket's version retention would otherwise keep one per ship for a month."""
+    current = store.client.head_object(Bucket=store.bucket, Key=key).get("VersionId")
+    if not current or current == "null":
+        return 0   # an unversioned bucket keeps one version only
+    old = [v for v in store.list_versions(key) if v.key == key and v.version_id != current]
+    if not old:
+        return 0
+    errors = store.delete_versions(old)
+    if errors:   # left for the next ship (or retention); never fatal to shipping
+        log.warning("could not delete %d superseded version(s) of %s: %s", len(errors), key, errors[0])
+    return len(old) - len(errors)
 
 
 _STATE_BUCKET = {"segment": "segments", "history": "history", "partial": "partials"}
@@ -541,6 +581,8 @@ def _retire_partial(store, database: str, segment: str, state: dict, directory: 
     name = segment + ".partial"
     key = wal_key(store.prefix, database, name, state["system_identifier"])
     _delete_key(store, key)
+    # a versioned bucket only hid it behind a delete marker: the completed segment supersedes every version
+    store.delete_all_versions([key])
     if state["partials"].pop(name, None) is not None:
         save_state(directory, state)
     return key
@@ -558,13 +600,213 @@ def _forget_missing(state: dict, files: list[LocalWal]) -> None:
             del state[bucket][name]
 
 
+# ---------------------------------------------------------------- pruning and free space
+
+def prunable(files: list[LocalWal], state: dict, keep_segments: int) -> list[LocalWal]:
+    """Pure: completed segments that may be deleted locally: shipped and checked (recorded in
+    ``state`` with their stored hash), older than the newest ``keep_segments`` completed segments.
+
+    Never a partial (pg_receivewal resumes from it, and a restore of the newest WAL needs it), a
+    history file, or anything not yet in S3. At least one completed segment is always kept.
+    """
+    keep_segments = max(1, int(keep_segments))
+    segments = sorted((f for f in files if f.kind == "segment"), key=lambda f: (f.name[8:], f.name))
+    keep = {f.name for f in segments[-keep_segments:]}
+    return [f for f in segments if f.name not in keep and (state["segments"].get(f.name) or {}).get("raw_sha256")]
+
+
+def prune_shipped(directory: Path, state: dict, keep_segments: int, log: logging.Logger) -> list[str]:
+    """Delete the :func:`prunable` segments (and emptied ``before-gap-*`` folders); returns names."""
+    removed = []
+    for item in prunable(scan(directory), state, keep_segments):
+        try:
+            item.path.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(item.name)
+    for folder in Path(directory).glob(ASIDE_PREFIX + "*"):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    if removed:
+        log.info("pruned %d shipped segment(s) locally (%s .. %s), keeping the newest %d", len(removed),
+                 removed[0], removed[-1], keep_segments)
+    return removed
+
+
+# ---------------------------------------------------------------- alerts: once per problem
+
+class AlertWatch:
+    """De-duplicated alerts about one receiver directory: a post when a problem starts (after
+    ``grace_seconds``) or changes, a reminder every ``reminder_hours`` while it lasts, one when it
+    clears (:func:`pgdr.alert_policy.decide`). The state is kept in ``<directory>/.pgdr-alerts.json``,
+    locally, because one of the problems watched is S3 itself being unreachable.
+
+    ``notify(payload) -> bool`` posts (pgdr.alerts.send_alert); a post that was not delivered is
+    tried again at the next pass.
+    """
+
+    def __init__(self, directory: Path, database: str, notify, reminder_hours: float, log: logging.Logger) -> None:
+        self.path = Path(directory) / ALERTS_NAME
+        self.database = database
+        self.notify = notify
+        self.reminder_hours = reminder_hours
+        self.log = log
+        try:
+            self.state = json.loads(self.path.read_text())
+        except (OSError, json.JSONDecodeError):
+            self.state = {}
+        self.state.setdefault("checks", {})
+        self.state.setdefault("pending", {})
+        self.posted: list[str] = []
+
+    def active(self, check: str) -> bool:
+        """Whether an alert about ``check`` has been posted and not yet cleared."""
+        return f"{check}:*" in self.state["checks"]
+
+    def update(self, check: str, problem: dict | None, now: float, grace_seconds: float = 0.0) -> None:
+        """``problem`` None: ``check`` is fine now. Else a dict with ``fingerprint`` (what makes it
+        the same problem), ``title``, ``facts``, ``details``, ``next_step``, ``severity``."""
+        from pgdr.alert_policy import decide
+
+        key = f"{check}:*"
+        if problem is not None and key not in self.state["checks"]:
+            since = self.state["pending"].setdefault(check, now)
+            if now - since < grace_seconds:
+                self._save()
+                return
+        elif problem is None:
+            self.state["pending"].pop(check, None)
+        result = {"check": check, "kind": None, "status": "failed" if problem else "ok",
+                  "fingerprint": (problem or {}).get("fingerprint", ""), "problem": problem}
+        previous = {"checks": {key: self.state["checks"][key]} if key in self.state["checks"] else {}}
+        posts, decided = decide(previous, [result], datetime.fromtimestamp(now, timezone.utc),
+                                self.reminder_hours, digest=False)
+        delivered = True
+        for reason, _ in posts:
+            payload = self._payload(check, reason, problem, previous["checks"].get(key))
+            delivered = bool(self.notify(payload)) if self.notify else False
+            if delivered:
+                self.posted.append(f"{reason}: {payload['text']}")
+        if not delivered:
+            return   # nothing recorded: tried again at the next pass
+        if key in decided["checks"]:
+            self.state["checks"][key] = decided["checks"][key]
+        else:
+            self.state["checks"].pop(key, None)
+        if problem is None:
+            self.state["pending"].pop(check, None)
+        self._save()
+
+    def _payload(self, check: str, reason: str, problem: dict | None, seen: dict | None) -> dict:
+        from pgdr.alerts import build_alert
+
+        if reason == "resolved":
+            since = (seen or {}).get("since", "")
+            return build_alert(severity="info", title=f"Resolved: {RESOLVED_TITLES.get(check, check)} "
+                                                      f"({self.database})",
+                               facts=[("database", self.database), ("problem since", since)])
+        prefix = {"reminder": "Still: ", "changed": ""}.get(reason, "")
+        return build_alert(severity=problem.get("severity", "critical"), title=prefix + problem["title"],
+                           facts=[("database", self.database), *problem.get("facts", [])],
+                           details=problem.get("details"), next_step=problem.get("next_step"))
+
+    def _save(self) -> None:
+        try:
+            temp = self.path.with_name(self.path.name + ".tmp")
+            temp.write_text(json.dumps(self.state, indent=1, sort_keys=True, default=str))
+            os.replace(temp, self.path)
+        except OSError as err:
+            self.log.warning("cannot save %s: %s", self.path, err)
+
+
+RESOLVED_TITLES = {"s3": "WAL shipping to S3", "receiver": "WAL receiver as the primary sees it",
+                   "disk": "free space for received WAL"}
+
+
+def receiver_problem(findings: list[dict], slot: str) -> dict | None:
+    """An alert from the primary's view of the receiver (:func:`pgdr.wal_checks.server_findings`)."""
+    wanted = [f for f in findings if f.get("problem") != "the server's archiver is failing"]
+    if not wanted:
+        return None
+    names = sorted({f["problem"] for f in wanted})
+    lost = any("lost" in name for name in names)
+    return {"fingerprint": "|".join(names), "severity": "critical",
+            "title": f"WAL receiver problem seen from the primary: {', '.join(names)}",
+            "facts": [("slot / application_name", slot)],
+            "details": "\n".join(json.dumps(f, sort_keys=True, default=str) for f in wanted),
+            "next_step": ("the receiver recreates a lost slot itself and records the gap; take a new base backup "
+                          "(pg_backup_daily) so point-in-time recovery reaches past it" if lost else
+                          "new commits are not being received off the primary (RPO = 0 and the one-minute site-loss "
+                          "RPO do not hold; synchronous commits may be waiting): check the receiver's host, "
+                          "`receiver.status.json` and `python -m pgdr.wal_receiver --check`")}
+
+
+# ---------------------------------------------------------------- gaps the receiver recorded
+
+def gaps_key(prefix: str, database: str) -> str:
+    return f"{prefix}/state/wal-gaps/{database}.json"
+
+
+def read_gaps(directory: Path) -> list[dict]:
+    try:
+        return list(json.loads((Path(directory) / GAPS_NAME).read_text()).get("gaps", []))
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return []
+
+
+def gap_alert(database: str, gap: dict) -> dict:
+    from pgdr.alerts import build_alert
+
+    return build_alert(
+        severity="critical", title=f"WAL gap in the archive of {database}: the replication slot was lost",
+        facts=[("database", database), ("missing WAL", f"{gap.get('from_lsn')} .. {gap.get('to_lsn')}"),
+               ("segments", f"{gap.get('first_segment')} .. {gap.get('last_segment')} "
+                            f"({gap.get('segments')})"),
+               ("detected", gap.get("detected_at")), ("reason", gap.get("reason"))],
+        details=(f"WAL received before the gap was moved to {gap.get('moved_to')} in the receiver directory "
+                 f"and is shipped from there" + (f"; {len(gap['unshipped'])} file(s) of it were not yet shipped"
+                                                 if gap.get("unshipped") else "")),
+        next_step="point-in-time recovery cannot cross this gap: take a new base backup now "
+                  "(trigger pg_backup_daily) so recovery to any time after it is possible again")
+
+
+def record_gaps(store, database: str, directory: Path, state: dict, notify, log: logging.Logger) -> list[dict]:
+    """Copy gaps the receiver recorded into S3 state (``<prefix>/state/wal-gaps/<database>.json``),
+    read by point-in-time recovery, and alert once per gap. Returns the newly recorded gaps."""
+    new = [g for g in read_gaps(directory) if g.get("id") not in state["gaps_recorded"]]
+    if not new:
+        return []
+    key = gaps_key(store.prefix, database)
+    document = store.read_json_or_none(key) or {"database": database, "gaps": []}
+    known = {g.get("id") for g in document["gaps"]}
+    document["gaps"] += [g for g in new if g.get("id") not in known]
+    store.put_json(key, document)
+    for gap in new:
+        log.error("WAL gap recorded for %s: %s .. %s (%s segments); a new base backup is needed for "
+                  "point-in-time recovery past it", database, gap.get("from_lsn"), gap.get("to_lsn"),
+                  gap.get("segments"))
+        if notify is None or notify(gap_alert(database, gap)):
+            state["gaps_recorded"].append(gap.get("id"))
+    save_state(directory, state)
+    return new
+
+
 def ship_window(store, database: str, directory: Path, seconds: float, interval: float, log: logging.Logger,
                 stop_event: threading.Event | None = None, level: int = COMPRESSION_LEVEL,
-                max_failure_seconds: float = 60.0) -> dict:
+                max_failure_seconds: float = 60.0, *, notify=None, probe=None, slot: str = "pgdr_receiver",
+                keep_segments: int | None = None, min_free_bytes: int = 0, alert_after_seconds: float = 30.0,
+                reminder_hours: float = 24.0) -> dict:
     """Ship every ``interval`` seconds for ``seconds``, then once more; returns a summary.
 
-    A ship that fails (S3 unreachable, say) is retried at the next tick; failures lasting longer
-    than ``max_failure_seconds`` (the site-loss RPO), and the final ship failing, raise.
+    Each pass also: records gaps the receiver reported (S3 state and an alert), deletes shipped
+    segments beyond the newest ``keep_segments`` (None: no pruning), checks free space against
+    ``min_free_bytes``, and asks the primary how it sees the receiver (``probe()`` returns
+    :func:`pgdr.wal_checks.server_findings`), alerting through ``notify`` once per problem
+    (:class:`AlertWatch`) when it has lasted ``alert_after_seconds``.
+
+    A ship that fails (S3 unreachable, say) is retried at the next tick. Without ``notify``,
+    failures lasting longer than ``max_failure_seconds`` (the site-loss RPO) raise; with it they
+    alert once and shipping goes on trying until the window ends. The final ship failing raises.
     A :class:`WalArchiveError` (local WAL contradicting the archive) raises at once.
     """
     from pgdr.progress import human_bytes
@@ -574,11 +816,13 @@ def ship_window(store, database: str, directory: Path, seconds: float, interval:
         raise WalArchiveError(f"WAL receiver directory {directory} does not exist; start the receiver "
                               f"(python -m pgdr.wal_receiver --directory {directory} ...) first")
     state = load_state(directory, database)
+    watch = AlertWatch(directory, database, notify, reminder_hours, log)
     stop_event = stop_event or threading.Event()
     deadline = time.monotonic() + seconds
     summary = {"database": database, "ships": 0, "failed_ships": 0, "uploaded": 0, "raw_bytes": 0,
                "stored_bytes": 0, "deleted": 0, "max_lag_seconds": 0.0, "max_ship_seconds": 0.0,
-               "receiver_healthy_checks": 0, "receiver": ""}
+               "receiver_healthy_checks": 0, "receiver": "", "pruned": 0, "free_bytes": None, "gaps": 0,
+               "primary_view": None, "alerts": watch.posted}
     first_failure: float | None = None
 
     def one(final: bool) -> None:
@@ -586,18 +830,59 @@ def ship_window(store, database: str, directory: Path, seconds: float, interval:
         tick = time.monotonic()
         try:
             result = ship_once(store, database, directory, state, log, level=level)
+            summary["gaps"] += len(record_gaps(store, database, directory, state, notify, log))
         except WalArchiveError:
             raise
         except Exception as err:  # noqa: BLE001 - retried at the next tick, bounded below
+            from pgdr.alerts import short_error
+
             summary["failed_ships"] += 1
             first_failure = first_failure if first_failure is not None else tick
             failing = time.monotonic() - first_failure
-            if final or failing > max_failure_seconds:
-                raise WalArchiveError(f"shipping WAL of {database} has failed for {failing:.0f} s: {err}") from err
-            log.warning("ship failed (%s); retrying in %.0f s", err, interval)
+            message = f"shipping WAL of {database} has failed for {failing:.0f} s: {short_error(err)}"
+            if notify is not None:
+                watch.update("s3", {"fingerprint": type(err).__name__, "severity": "critical",
+                                    "title": f"WAL of {database} cannot be shipped to S3",
+                                    "facts": [("failing for", f"{failing:.0f} s"), ("error", type(err).__name__)],
+                                    "details": short_error(err),
+                                    "next_step": "check the S3 endpoint and credentials; received WAL stays in the "
+                                                 "receiver directory and is shipped when S3 is back (nothing "
+                                                 "is pruned meanwhile)"},
+                             time.time(), grace_seconds=max_failure_seconds)
+            if final or (notify is None and failing > max_failure_seconds):
+                raise ShippingFailed(message, alerted=watch.active("s3")) from err
+            log.warning("ship failed (%s); retrying in %.0f s", short_error(err), interval)
             return
+        if first_failure is not None or watch.active("s3"):
+            watch.update("s3", None, time.time())
         first_failure = None
+        if keep_segments is not None:
+            summary["pruned"] += len(prune_shipped(directory, state, keep_segments, log))
+        summary["free_bytes"] = shutil.disk_usage(directory).free
+        if notify is not None and min_free_bytes:
+            low = summary["free_bytes"] < min_free_bytes
+            watch.update("disk", {"fingerprint": "low", "severity": "warning",
+                                  "title": f"Little free space for received WAL of {database}",
+                                  "facts": [("free", human_bytes(summary["free_bytes"])),
+                                            ("threshold", human_bytes(min_free_bytes))],
+                                  "next_step": "grow the receiver's volume, or lower "
+                                               "pgdr_wal_receiver_keep_segments; a full disk stops the receiver "
+                                               "and then commits wait"} if low else None, time.time())
         healthy, receiver = receiver_health(directory)
+        if probe is not None:
+            try:
+                findings = probe()
+            except Exception as err:  # noqa: BLE001 - the primary may be the thing that is down
+                from pgdr.alerts import short_error
+
+                findings = [{"problem": "primary not reachable from the shipper", "error": short_error(err)}]
+            summary["primary_view"] = [f["problem"] for f in findings]
+            problem = receiver_problem(findings, slot)
+            if problem is not None:
+                healthy = False
+                receiver += f"; the primary sees: {', '.join(summary['primary_view'])}"
+            if notify is not None:
+                watch.update("receiver", problem, time.time(), grace_seconds=alert_after_seconds)
         summary["receiver_healthy_checks"] += int(healthy)
         summary["receiver"] = receiver
         summary["ships"] += 1
@@ -623,4 +908,5 @@ def ship_window(store, database: str, directory: Path, seconds: float, interval:
         if pause > 0 and stop_event.wait(pause):
             break
     one(final=True)
+    summary["alerting"] = sorted(key.split(":")[0] for key in watch.state["checks"])
     return summary

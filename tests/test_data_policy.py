@@ -126,3 +126,42 @@ def test_cutoffs_are_calendar_years_and_checked_against_the_floor_again():
     sneaky = replace(policy, rules=(replace(policy.rules[0], older_than=Age(years=2)),))
     with pytest.raises(PolicyError, match="younger than the legal floor"):
         sneaky.cutoffs(leap_day)
+
+
+@pytest.mark.parametrize("table,column", [("audit_events", "timestamp"), ("visits", "scheduled_date")])
+def test_a_listed_phi_table_keeps_the_floor_whatever_the_rule_says(table, column):
+    """Item 27: `phi: false` on a table holding health records no longer takes it under the floor."""
+    message = _refused({"rules": [_rule(table=table, phi=False, action="archive", date_column=column,
+                                        older_than={"years": 1}, soft_delete_column=None, soft_deleted_for=None)]},
+                       f"public.{table}/archive", "under the legal floor of 6 years", "pgdr_phi_tables",
+                       "phi_exemption")
+    assert message.startswith("p.yaml: rule 1")
+
+
+def test_the_phi_table_list_is_a_setting_and_unlisted_tables_follow_their_rule():
+    from pgdr.settings import parse_settings
+
+    assert {"public.visits", "public.audit_events", "public.evv_records", "public.clients"} <= set(
+        parse_settings({"s3_bucket": "pgdr-backups"}).phi_tables)
+    assert parse_settings({"s3_bucket": "pgdr-backups", "phi_tables": '["notes", "app.x"]'}).phi_tables == (
+        "public.notes", "app.x")
+    notes = _rule(table="scratch_notes", phi=False, action="archive", date_column="created_at",
+                  older_than={"days": 30}, soft_delete_column=None, soft_deleted_for=None)
+    assert parse_policy({"rules": [notes]}, floor_years=FLOOR).rules[0].phi is False
+    # the same table listed by the setting: the floor holds
+    with pytest.raises(PolicyError, match="pgdr_phi_tables"):
+        parse_policy({"rules": [notes]}, floor_years=FLOOR, phi_tables=("public.scratch_notes",))
+
+
+def test_an_exemption_needs_a_written_reason_and_is_recorded():
+    rule = dict(table="audit_events", phi=False, action="archive", date_column="timestamp",
+                older_than={"years": 2}, soft_delete_column=None, soft_deleted_for=None)
+    _refused({"rules": [_rule(**rule, phi_exemption="ok")]}, "phi_exemption must be a written reason")
+    _refused({"rules": [_rule(**{**rule, "phi": True}, phi_exemption="x" * 30)]},
+             "phi_exemption applies only to a phi: false rule")
+    reason = "Counsel memo 2026-11: login audit rows of the demo tenant only, no health data"
+    policy = parse_policy({"rules": [_rule(**rule, phi_exemption=reason)]}, floor_years=FLOOR)
+    assert policy.rules[0].phi is False
+    assert policy.exemptions == [{"rule": "public.audit_events/archive", "reason": reason}]
+    # its cutoff is not held to the floor, because a reason was written down
+    assert policy.cutoffs(datetime(2026, 12, 1, tzinfo=timezone.utc))

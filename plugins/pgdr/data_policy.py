@@ -13,7 +13,10 @@ A policy is a list of rules, each on one table::
 
 Validation refuses, naming the rule (``table/action``), before any SQL runs: unknown keys or
 actions, bad names, a table/action pair twice, and a PHI rule whose age is under the legal floor
-(``pgdr_legal_floor_years``). Whether the tables and columns exist is checked against the live
+(``pgdr_legal_floor_years``). A rule on a table listed in ``pgdr_phi_tables`` is a PHI rule whatever
+its ``phi`` key says: the floor holds for every table holding health records. The one way under it
+is ``phi_exemption: <written reason>`` (at least 20 characters) on a ``phi: false`` rule; the reason
+is recorded in every report of the run. Whether the tables and columns exist is checked against the live
 database by :mod:`pgdr.data_retention`, again before anything changes.
 """
 
@@ -36,6 +39,8 @@ _RULE_KEYS = {
     "purge_soft_deleted": {"table", "phi", "date_column", "older_than", "action", "soft_delete_column",
                            "soft_deleted_for"},
 }
+_OPTIONAL_KEYS = {"phi_exemption"}
+MIN_EXEMPTION_CHARS = 20
 _TOP_KEYS = {"version", "rules"}
 
 
@@ -88,6 +93,7 @@ class Rule:
     action: str
     soft_delete_column: str | None = None
     soft_deleted_for: Age | None = None
+    phi_exemption: str | None = None   # the written reason a listed PHI table's rule may go under the floor
 
     @property
     def qualified(self) -> str:
@@ -112,6 +118,11 @@ class Policy:
     floor_years: int
     source: str
     sha256: str
+
+    @property
+    def exemptions(self) -> list[dict[str, str]]:
+        """Rules on listed PHI tables that go under the floor, each with its written reason (for the report)."""
+        return [{"rule": rule.label, "reason": rule.phi_exemption} for rule in self.rules if rule.phi_exemption]
 
     def cutoffs(self, as_of: datetime) -> dict[str, datetime]:
         """Each rule's date cutoff at ``as_of``; a PHI rule whose cutoff is after the floor's is refused.
@@ -155,7 +166,16 @@ def _name(value: Any, source: str, where: str, key: str) -> str:
     return value
 
 
-def _rule(raw: Any, index: int, source: str, floor_years: int) -> Rule:
+def default_phi_tables() -> tuple[str, ...]:
+    """The ``pgdr_phi_tables`` setting's default (the care-commons tables holding health records)."""
+    import json
+
+    from pgdr.settings import setting_default
+
+    return tuple(json.loads(setting_default("phi_tables")))
+
+
+def _rule(raw: Any, index: int, source: str, floor_years: int, phi_tables: tuple[str, ...]) -> Rule:
     where = f"rule {index + 1}"
     if not isinstance(raw, dict):
         raise _fail(source, where, f"must be a mapping; got {raw!r}")
@@ -165,7 +185,7 @@ def _rule(raw: Any, index: int, source: str, floor_years: int) -> Rule:
         where = f"rule {index + 1} ({table_text}/{action})"
     if action not in ACTIONS:
         raise _fail(source, where, f"unknown action {action!r}; use one of {', '.join(ACTIONS)}")
-    unknown = sorted(set(raw) - _RULE_KEYS[action])
+    unknown = sorted(set(raw) - _RULE_KEYS[action] - _OPTIONAL_KEYS)
     if unknown:
         raise _fail(source, where, f"unknown key(s) {unknown} for action {action}; allowed: "
                                    f"{', '.join(sorted(_RULE_KEYS[action]))}")
@@ -180,8 +200,20 @@ def _rule(raw: Any, index: int, source: str, floor_years: int) -> Rule:
     where = f"rule {index + 1} ({schema}.{table}/{action})"
     if not isinstance(raw["phi"], bool):
         raise _fail(source, where, f"phi must be true or false; got {raw['phi']!r}")
+    listed = f"{schema}.{table}" in phi_tables
+    exemption = raw.get("phi_exemption")
+    if exemption is not None:
+        if raw["phi"] or not listed:
+            raise _fail(source, where, "phi_exemption applies only to a phi: false rule on a table listed in "
+                                       "pgdr_phi_tables")
+        if not isinstance(exemption, str) or len(exemption.strip()) < MIN_EXEMPTION_CHARS:
+            raise _fail(source, where, f"phi_exemption must be a written reason of at least {MIN_EXEMPTION_CHARS} "
+                                       f"characters; got {exemption!r}")
+        exemption = " ".join(exemption.split())
     rule = Rule(
-        schema=schema, table=table, phi=raw["phi"],
+        # a listed table holds health records whatever the rule says; only a written exemption lifts the floor
+        schema=schema, table=table, phi=raw["phi"] or (listed and exemption is None),
+        phi_exemption=exemption,
         date_column=_name(raw["date_column"], source, where, "date_column"),
         older_than=_age(raw["older_than"], source, where, "older_than"),
         action=action,
@@ -194,14 +226,21 @@ def _rule(raw: Any, index: int, source: str, floor_years: int) -> Rule:
         raise _fail(source, where, "soft_delete_column must differ from date_column: the floor is measured on "
                                    "the row's own date, not on when it was soft-deleted")
     if rule.phi and not rule.older_than.at_least(floor_years):
+        why = (" (listed in pgdr_phi_tables, so phi: false does not lift the floor; only a written "
+               "phi_exemption does)" if listed and not raw["phi"] else "")
         raise _fail(source, where, f"older_than {rule.older_than.describe()} is under the legal floor of "
-                                   f"{floor_years} years for PHI table {rule.qualified} (pgdr_legal_floor_years); "
-                                   "no PHI row younger than the floor may be archived, soft-deleted or purged")
+                                   f"{floor_years} years for PHI table {rule.qualified} (pgdr_legal_floor_years)"
+                                   f"{why}; no PHI row younger than the floor may be archived, soft-deleted or "
+                                   "purged")
     return rule
 
 
-def parse_policy(document: Any, *, floor_years: int, source: str = "policy", sha256: str = "") -> Policy:
-    """Validate a parsed YAML document; raises :class:`PolicyError` naming the rule at fault."""
+def parse_policy(document: Any, *, floor_years: int, source: str = "policy", sha256: str = "",
+                 phi_tables: tuple[str, ...] | None = None) -> Policy:
+    """Validate a parsed YAML document; raises :class:`PolicyError` naming the rule at fault.
+
+    ``phi_tables`` (``schema.table``): tables the floor always covers; None means the setting's default."""
+    phi_tables = default_phi_tables() if phi_tables is None else tuple(phi_tables)
     if not isinstance(floor_years, int) or floor_years < 1:
         raise PolicyError(f"legal floor must be a whole number of years >= 1; got {floor_years!r}")
     if not isinstance(document, dict):
@@ -214,7 +253,7 @@ def parse_policy(document: Any, *, floor_years: int, source: str = "policy", sha
     raw_rules = document.get("rules")
     if not isinstance(raw_rules, list) or not raw_rules:
         raise PolicyError(f"{source}: 'rules' must be a non-empty list")
-    rules = tuple(_rule(raw, index, source, floor_years) for index, raw in enumerate(raw_rules))
+    rules = tuple(_rule(raw, index, source, floor_years, phi_tables) for index, raw in enumerate(raw_rules))
     seen: dict[str, int] = {}
     phi_of: dict[str, bool] = {}
     for index, rule in enumerate(rules):
@@ -222,13 +261,14 @@ def parse_policy(document: Any, *, floor_years: int, source: str = "policy", sha
             raise PolicyError(f"{source}: rule {index + 1} ({rule.label}): the same table and action as "
                               f"rule {seen[rule.label] + 1}; one rule per table and action")
         seen[rule.label] = index
-        if phi_of.setdefault(rule.qualified, rule.phi) != rule.phi:
+        declared = bool(raw_rules[index]["phi"])
+        if phi_of.setdefault(rule.qualified, declared) != declared:
             raise PolicyError(f"{source}: rule {index + 1} ({rule.label}): phi differs from another rule on "
                               f"{rule.qualified}; a table either holds PHI or it does not")
     return Policy(rules=rules, floor_years=floor_years, source=source, sha256=sha256)
 
 
-def load_policy(path: Path, *, floor_years: int) -> Policy:
+def load_policy(path: Path, *, floor_years: int, phi_tables: tuple[str, ...] | None = None) -> Policy:
     """Read and validate a policy file."""
     import yaml
 
@@ -240,7 +280,8 @@ def load_policy(path: Path, *, floor_years: int) -> Policy:
         document = yaml.safe_load(raw)
     except yaml.YAMLError as err:
         raise PolicyError(f"{path}: not valid YAML: {err}") from None
-    return parse_policy(document, floor_years=floor_years, source=str(path), sha256=hashlib.sha256(raw).hexdigest())
+    return parse_policy(document, floor_years=floor_years, source=str(path), sha256=hashlib.sha256(raw).hexdigest(),
+                        phi_tables=phi_tables)
 
 
 def include_dir() -> Path:

@@ -147,6 +147,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("retention_batch_rows", "5000",
             "pg_data_retention deletes and archives in batches of this many rows, one short transaction each.",
             "10000"),
+    Setting("retention_conn_ids", "{}",
+            "JSON object: protected connection id -> the connection pg_data_retention acts through: a role that "
+            "is NOT a superuser (refused otherwise), ideally the tables' owner, with SELECT and DELETE/UPDATE on "
+            "the policy tables and BYPASSRLS where RLS is on. A database not listed uses its own connection.",
+            '{"care_commons_db": "care_commons_retention"}'),
+    Setting("phi_tables", '["public.clients", "public.care_plans", "public.visits", "public.evv_records", '
+            '"public.evv_revisions", "public.audit_events", "public.family_members", "public.billing_invoices"]',
+            "JSON list of schema.table names holding health records (or audit trails of access to them): every "
+            "retention rule on them keeps the legal floor whatever its phi key says; a rule may go under it only "
+            "with a written phi_exemption reason, recorded in the report.",
+            '["public.clients", "public.visits"]'),
     Setting("keep_daily_days", "30",
             "Backup retention (grandfather-father-son): every backup of the last this many days is kept.", "35"),
     Setting("keep_monthly_months", "12",
@@ -215,6 +226,8 @@ class Settings:
     legal_floor_years: int
     data_retention_policy: str
     retention_batch_rows: int
+    retention_conn_ids: dict[str, str]
+    phi_tables: tuple[str, ...]
     keep_daily_days: int
     keep_monthly_months: int
     keep_yearly_years: int
@@ -421,6 +434,16 @@ def _restore_roots(name: str, value: str) -> tuple[Path, ...]:
     return roots
 
 
+def _table_list(name: str, value: str) -> tuple[str, ...]:
+    parsed = _json(name, value, list, "JSON list of table names (schema.table or table)")
+    tables = []
+    for item in parsed:
+        if not isinstance(item, str) or not re.match(r"^([a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,62}$", item):
+            raise _fail(name, f"{item!r} is not a lower-case table name (schema.table or table)", value)
+        tables.append(item if "." in item else f"public.{item}")
+    return tuple(tables)
+
+
 _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "databases": _databases,
     "s3_bucket": _bucket,
@@ -458,6 +481,8 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "legal_floor_years": _int_in(6, 100),
     "data_retention_policy": _policy_file,
     "retention_batch_rows": _int_in(1, 1_000_000),
+    "retention_conn_ids": _conn_map,
+    "phi_tables": _table_list,
     "keep_daily_days": _int_in(1, 3650),
     "keep_monthly_months": _int_in(0, 1200),
     "keep_yearly_years": _int_in(0, 100),

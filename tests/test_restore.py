@@ -167,15 +167,33 @@ def test_replace_with_the_confirmation_swaps_in_the_backup_and_keeps_the_old_dat
         assert owners_and_grants(stack.cluster, DBNAME) == restore_env["grants"]
         assert len(kept) == 1 and kept[0].startswith(f"{DBNAME}_replaced_")
         assert stack.cluster.execute("SELECT count(*) FROM public.added_after_backup", dbname=kept[0]) == [(2,)]
-        (comment,) = stack.cluster.execute(
-            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s", params=(kept[0],))
-        assert comment[0].startswith("pgdr: replaced by restore") and "keep until" in comment[0]
+        # the kept database is recorded in S3 by OID and name: what drop_expired_replaced goes by
+        (record,) = _replaced(stack)
+        (oid,) = stack.cluster.execute("SELECT oid::bigint FROM pg_database WHERE datname = %s", params=(kept[0],))
+        assert (record["kept_database"], record["oid"], record["live_database"]) == (kept[0], oid[0], DBNAME)
+        assert record["keep_until"] > record["kept_at"]
+        assert stack.cluster.execute("SELECT datallowconn FROM pg_database WHERE datname = ANY(%s)",
+                                     params=([kept[0], DBNAME],)) == [(True,), (True,)]
         # the backup role (the application's view of the database) still reads it
         assert stack.cluster.execute("SELECT has_database_privilege('pgdr_backup', %s, 'CONNECT')",
                                      params=(DBNAME,)) == [(True,)]
     finally:
         for name in kept:
             stack.cluster.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _forget_replaced(stack)
+
+
+def _replaced(stack) -> list[dict]:
+    client = stack.s3.client()
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/state/replaced/")
+            .get("Contents", [])]
+    return [json.loads(client.get_object(Bucket=BUCKET, Key=k)["Body"].read()) for k in keys]
+
+
+def _forget_replaced(stack) -> None:
+    client = stack.s3.client()
+    for version in client.list_object_versions(Bucket=BUCKET, Prefix=f"{PREFIX}/state/").get("Versions", []):
+        client.delete_object(Bucket=BUCKET, Key=version["Key"], VersionId=version["VersionId"])
 
 
 def test_tables_mode_recovers_deleted_rows_and_touches_nothing_else(stack, restore_env):
@@ -283,24 +301,102 @@ def test_a_damaged_or_bad_backup_is_refused_naming_the_newest_good_one(stack, pg
     assert stack.cluster.database_names() == before
 
 
-def test_verification_drops_a_kept_database_only_after_its_keep_until_time(stack, restore_env):
+def _record_kept(stack, name: str, keep_until: str, live: str = DBNAME) -> None:
+    """A kept database as a replace records it (by OID and name)."""
+    from pgdr.restore_journal import record_replaced
+
+    (oid,) = stack.cluster.execute("SELECT oid::bigint FROM pg_database WHERE datname = %s", params=(name,))
+    record_replaced(_store(), database=CONN_ID, target_conn_id="", server="", kept=name, oid=oid[0], live=live,
+                    run_id="r1", backup_id="20260101T000000Z", keep_until=keep_until)
+
+
+def _store():
+    import logging
+
+    from pgdr.settings import load_settings
+    from pgdr.storage import BackupStore
+
+    return BackupStore.from_settings(load_settings(), logging.getLogger("test"))
+
+
+def test_verification_drops_a_recorded_kept_database_only_after_its_keep_until_time(stack, restore_env):
     from harness.stack import DBNAME as source
 
-    expired, current, foreign = f"{source}_replaced_20200101_000000", f"{source}_replaced_20990101_000000", "not_ours"
-    for name, comment in ((expired, "pgdr: replaced by restore r1; keep until 2020-01-08T00:00:00+00:00"),
-                          (current, "pgdr: replaced by restore r2; keep until 2099-01-08T00:00:00+00:00"),
-                          (foreign, "keep until 2000-01-01T00:00:00+00:00")):
+    expired, current = f"{source}_replaced_20200101_000000", f"{source}_replaced_20990101_000000"
+    unrecorded, impostor = f"{source}_replaced_20200102_000000", "not_ours"
+    for name in (expired, current, unrecorded):
         stack.cluster.execute(f"CREATE DATABASE {name}")
-        stack.cluster.execute(f"COMMENT ON DATABASE {name} IS '{comment}'")
+    # the old comment-based marker decides nothing any more
+    stack.cluster.execute(f"COMMENT ON DATABASE {unrecorded} IS "
+                          "'pgdr: replaced by restore r0; keep until 2020-01-08T00:00:00+00:00'")
+    _record_kept(stack, expired, "2020-01-08T00:00:00+00:00")
+    _record_kept(stack, current, "2099-01-08T00:00:00+00:00")
+    # a record whose name now belongs to another database (dropped and re-created): not ours any more
+    stack.cluster.execute(f"CREATE DATABASE {impostor}")
+    _record_kept(stack, impostor, "2020-01-08T00:00:00+00:00")
+    stack.cluster.execute(f"DROP DATABASE {impostor}")
+    stack.cluster.execute(f"CREATE DATABASE {impostor}")
     try:
         dag_run = run_dag("pg_backup_verify")
         assert task_states(dag_run)["drop_expired_replaced[0]"] == "success"
         assert xcom_values(dag_run, "drop_expired_replaced") == [[expired]]
         names = stack.cluster.database_names()
-        assert expired not in names and current in names and foreign in names
+        assert expired not in names and current in names and unrecorded in names and impostor in names
+        assert sorted(r["kept_database"] for r in _replaced(stack)) == [current]
     finally:
-        for name in (expired, current, foreign):
+        for name in (expired, current, unrecorded, impostor):
             stack.cluster.execute(f"DROP DATABASE IF EXISTS {name}")
+        _forget_replaced(stack)
+
+
+def _rows(stack, dbname: str, table: str = "public.visits") -> int:
+    return stack.cluster.execute(f"SELECT count(*) FROM {table}", dbname=dbname)[0][0]
+
+
+def test_a_replace_rolled_back_by_renaming_is_never_dropped_with_its_rows(stack, restore_env):
+    """The natural rollback of a replace: rename the kept database back. Its keep-until time passes
+    (and it still carries whatever comment); drop_expired_replaced must leave it alone."""
+    stack.cluster.execute("CREATE TABLE public.added_after_backup (id int)", dbname=DBNAME)
+    stack.cluster.execute("INSERT INTO public.added_after_backup VALUES (1), (2), (3)", dbname=DBNAME)
+    before = set(stack.cluster.database_names())
+    dag_run, states = _restore({"mode": "replace", "confirm": f"RESTORE {CONN_ID}"})
+    assert str(dag_run.state) == "success", states
+    (kept,) = sorted(set(stack.cluster.database_names()) - before)
+    restored = f"{DBNAME}_restored_copy"
+    try:
+        # roll back: the live database goes back to its name, the restored copy aside
+        stack.cluster.execute(f'ALTER DATABASE "{DBNAME}" RENAME TO "{restored}"')
+        stack.cluster.execute(f'ALTER DATABASE "{kept}" RENAME TO "{DBNAME}"')
+        stack.cluster.execute(f"COMMENT ON DATABASE {DBNAME} IS "
+                              "'pgdr: replaced by restore x; keep until 2000-01-01T00:00:00+00:00'")
+        (record,) = _replaced(stack)
+        client = stack.s3.client()
+        key = f"{PREFIX}/state/replaced/{CONN_ID}/{kept}.json"
+        client.put_object(Bucket=BUCKET, Key=key, Body=json.dumps({**record, "keep_until": "2000-01-01T00:00:00+00:00"}),
+                          ServerSideEncryption="AES256")
+        dag_run = run_dag("pg_backup_verify")
+        assert task_states(dag_run)["drop_expired_replaced[0]"] == "success"
+        assert xcom_values(dag_run, "drop_expired_replaced") == [[]]
+        assert DBNAME in stack.cluster.database_names()
+        assert _rows(stack, DBNAME, "public.added_after_backup") == 3
+        assert _replaced(stack) == [], "the record of a database renamed since is forgotten"
+    finally:
+        if restored in stack.cluster.database_names():
+            stack.cluster.execute(f'DROP DATABASE IF EXISTS "{restored}" WITH (FORCE)')
+        stack.cluster.execute("DROP TABLE IF EXISTS public.added_after_backup", dbname=DBNAME)
+        _forget_replaced(stack)
+
+
+def test_a_protected_database_is_never_dropped_whatever_a_record_says(stack, restore_env):
+    """Even a record naming the live database itself (a restore of a dump carrying the old comment,
+    a record written by hand) never drops a protected database."""
+    _record_kept(stack, DBNAME, "2000-01-01T00:00:00+00:00", live="elsewhere")
+    try:
+        dag_run = run_dag("pg_backup_verify")
+        assert xcom_values(dag_run, "drop_expired_replaced") == [[]]
+        assert DBNAME in stack.cluster.database_names() and _rows(stack, DBNAME) == stack.row_counts["public.visits"]
+    finally:
+        _forget_replaced(stack)
 
 
 def test_data_whose_hash_differs_during_download_never_lands_and_the_database_is_dropped(stack, restore_env,

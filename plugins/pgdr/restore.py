@@ -11,8 +11,12 @@ Three ways, chosen in the ``pg_restore`` form:
   ``recovered_<timestamp>`` of the target database, leaving everything else untouched.
 
 Every restore ends with each table's row count compared with the manifest; a restore that
-fails drops what it created, so nothing half-restored is left looking finished.
-The download overlaps pg_restore (see :mod:`pgdr.fetch`).
+fails drops what it created, so nothing half-restored is left looking finished. A new database is
+restored under a temporary name and gets its final name only once verified. Each database is
+created with an OID chosen beforehand (``CREATE DATABASE ... OID``) and dropped only while that OID
+and its name still match, so a failed ``CREATE`` never drops a database someone else made. With a
+:class:`pgdr.restore_journal.Journal`, every step is recorded in S3 before it is taken, so a worker
+killed mid-restore is healed by the next run. The download overlaps pg_restore (see :mod:`pgdr.fetch`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import dataclasses
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -35,17 +40,18 @@ from pgdr.fetch import PipedDataFiles, fetch_whole
 from pgdr.manifest import Manifest
 from pgdr.pgtools import PgTarget, PgToolError, libpq_env, run_tool, stderr_tail, tool_path
 from pgdr.progress import human_bytes
+from pgdr.redaction import safe_error
+from pgdr.restore_journal import drop_if_same, new_oid, process_identity, record_replaced
 from pgdr.restore_plan import (
     RestoreNames,
     RestoreRefused,
     compare_counts,
     database_statements,
     missing_role_statements,
+    with_suffix,
 )
 
 Connect = Callable[[str], object]   # database name -> an autocommit DB-API connection
-KEEP_COMMENT = "pgdr: replaced by restore {run}; keep until {until}"
-_KEEP_UNTIL = re.compile(r"^pgdr: replaced by restore .*; keep until (\S+)$")
 
 
 class RestoreFailed(RuntimeError):
@@ -204,8 +210,13 @@ class _Stopwatch:
         return round(time.monotonic() - self.started, 3)
 
 
-def _pg_restore(argv: list[str], env: dict[str, str], piped: PipedDataFiles | None, log: logging.Logger) -> None:
-    """Run pg_restore, feeding its FIFOs; stop it at once when a download or hash check fails."""
+def _pg_restore(argv: list[str], env: dict[str, str], piped: PipedDataFiles | None, log: logging.Logger,
+                on_start: Callable[[subprocess.Popen], None] | None = None) -> None:
+    """Run pg_restore, feeding its FIFOs; stop it at once when a download or hash check fails.
+
+    It runs in its own process group (its parallel workers too), so a later run can stop all of
+    it when this worker dies; ``on_start`` records the process before anything else happens.
+    """
     log.info("running %s", " ".join(["pg_restore", *argv[1:]]))
     process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
@@ -213,6 +224,8 @@ def _pg_restore(argv: list[str], env: dict[str, str], piped: PipedDataFiles | No
     reader = threading.Thread(target=lambda: errors.append(process.stderr.read()), daemon=True)
     reader.start()
     try:
+        if on_start is not None:
+            on_start(process)
         while process.poll() is None:
             if piped is not None:
                 if piped.failure is not None:
@@ -243,16 +256,21 @@ def _pg_restore(argv: list[str], env: dict[str, str], piped: PipedDataFiles | No
 
 
 class LogicalRestore:
-    """One restore of one logical backup. :meth:`run` does the work and returns a result dict."""
+    """One restore of one logical backup. :meth:`run` does the work and returns a result dict.
+
+    ``journal`` (optional): a :class:`pgdr.restore_journal.Journal`, written before each step so
+    that a run killed mid-way is healed by the next (the drill and the benchmarks run without).
+    """
 
     def __init__(self, *, store, manifest: Manifest, prefix: str, target: PgTarget, connect: Connect,
                  names: RestoreNames, mode: str, tables: tuple[str, ...], workdir: Path, bindir: Path, jobs: int,
-                 log: logging.Logger, run_id: str = "", keep_until: str = "", analyze: bool | None = None) -> None:
+                 log: logging.Logger, run_id: str = "", keep_until: str = "", analyze: bool | None = None,
+                 journal=None) -> None:
         self.store = store
         self.manifest = manifest
         self.prefix = prefix
         self.target = target
-        self.connect = connect
+        self.raw_connect = connect
         self.names = names
         self.mode = mode
         self.tables = tables
@@ -263,10 +281,22 @@ class LogicalRestore:
         self.run_id = run_id
         self.keep_until = keep_until
         self.analyze = (mode == "replace") if analyze is None else analyze
+        self.journal = journal
+        self.appname = journal.appname if journal is not None else f"pgdr restore {secrets.token_hex(6)}"
         self.clock = _Stopwatch()
-        self.created: list[str] = []     # databases this restore made; dropped on failure
+        self.created: list[tuple[str, int]] = []     # (name, oid) of the databases this restore made
+        # a new database is restored under a temporary name: a half-restored one never carries the final name
+        self.work_database = (with_suffix(names.target_database, f"_partial_{secrets.token_hex(3)}")
+                              if names.work_database == names.target_database else names.work_database)
+        self.cleanup_incomplete = False
 
     # --- helpers ---------------------------------------------------------------------------
+    def connect(self, dbname: str):
+        """A connection named after this restore, so a later run can end the sessions of a dead one."""
+        conn = self.raw_connect(dbname)
+        _run(conn, "SELECT set_config('application_name', %s, false)", (self.appname,))
+        return conn
+
     def _admin(self):
         return self.connect(self.maintenance_db)
 
@@ -280,6 +310,10 @@ class LogicalRestore:
     def _env_for(self, dbname: str):
         return libpq_env(dataclasses.replace(self.target, dbname=dbname))
 
+    def _note(self, **fields) -> None:
+        if self.journal is not None:
+            self.journal.update(**fields)
+
     # --- the work --------------------------------------------------------------------------
     def run(self) -> dict:
         self.workdir.mkdir(parents=True, exist_ok=False)
@@ -290,7 +324,17 @@ class LogicalRestore:
             raise
         finally:
             shutil.rmtree(self.workdir, ignore_errors=True)
+            self._close_journal()
         return result
+
+    def _close_journal(self) -> None:
+        if self.journal is None:
+            return
+        if self.cleanup_incomplete:
+            self.journal.update(step=f"failed; cleanup incomplete (was: {self.journal.document.get('step')})")
+            self.journal.stop()   # left for the next run to heal
+        else:
+            self.journal.finish()
 
     def _drop_created(self) -> None:
         if not self.created:
@@ -298,15 +342,34 @@ class LogicalRestore:
         try:
             conn = self._admin()
             try:
-                for name in self.created:
-                    drop_database(conn, name, self.log)
+                for name, oid in list(self.created):
+                    drop_if_same(conn, name, oid, self.log)
+                    self.created.remove((name, oid))
             finally:
                 conn.close()
         except Exception as err:  # noqa: BLE001 - report, but keep the original failure
-            self.log.error("could not drop %s after the failed restore: %s", ", ".join(self.created), err)
+            self.cleanup_incomplete = True
+            self.log.error("could not drop %s after the failed restore: %s",
+                           ", ".join(name for name, _ in self.created), safe_error(err))
+
+    def _create_database(self, conn, create: str, name: str) -> None:
+        """CREATE DATABASE with an OID chosen (and journalled) first: pgdr knows what it made, by id."""
+        for attempt in range(5):
+            oid = new_oid()
+            self._note(step="creating the database", work={"name": name, "oid": oid})
+            try:
+                _run(conn, create.rstrip().rstrip(";") + f" OID = {oid};")
+            except Exception as err:
+                if "OID" in str(err) and "already" in str(err) and attempt < 4:
+                    continue  # that OID is taken: pick another
+                raise
+            self.created.append((name, oid))
+            self.log.info("created database %s (oid %d)", name, oid)
+            return
 
     def _run(self) -> dict:
         manifest = self.manifest
+        work = self.work_database
         dump_dir = self.workdir / "dump"
         dump_dir.mkdir()
         small = [o for o in manifest.objects if o.role != "table_data"]
@@ -322,12 +385,10 @@ class LogicalRestore:
             roles_created = apply_missing_globals(conn, globals_path.read_text(), self.log) if globals_path else []
             create_sql = run_tool([self._tool("pg_restore"), "--create", "--schema-only", "--file=-", str(dump_dir)],
                                   {"PATH": os.environ.get("PATH", "")}, self.log).stdout
-            create, after = database_statements(create_sql, manifest.dbname, self.names.work_database)
+            create, after = database_statements(create_sql, manifest.dbname, work)
             if create is None:
                 raise RestoreFailed("the dump holds no CREATE DATABASE statement")
-            self.created.append(self.names.work_database)
-            _run(conn, create)
-            self.log.info("created database %s", self.names.work_database)
+            self._create_database(conn, create, work)
         finally:
             conn.close()
 
@@ -335,20 +396,24 @@ class LogicalRestore:
         piped = PipedDataFiles(store=self.store, prefix=self.prefix, objects=data_objects, dump_dir=dump_dir,
                                download_dir=self.workdir / "download", workers=max(self.jobs, 2) + 2, log=self.log)
         argv = [self._tool("pg_restore"), "--exit-on-error", f"--jobs={self.jobs}", "--no-password",
-                f"--dbname={self.names.work_database}"]
+                f"--dbname={work}"]
         if self.mode == "tables":
             argv += [f"--use-list={self._tables_list(dump_dir)}"]
         argv.append(str(dump_dir))
+        self._note(step="restoring")
         try:
             piped.start()
-            with self._env_for(self.names.work_database) as env:
-                _pg_restore(argv, env, piped, self.log)
+            with self._env_for(work) as env:
+                env["PGAPPNAME"] = self.appname
+                _pg_restore(argv, env, piped, self.log,
+                            on_start=lambda p: self._note(processes=[process_identity(p.pid)]))
         finally:
             piped.close()
+        self._note(step="verifying", processes=[])
         self.log.info("pg_restore done; the downloads had finished after %s s", piped.download_seconds)
         since = self.clock.mark("download_and_restore", since)
 
-        conn = self.connect(self.names.work_database)
+        conn = self.connect(work)
         try:
             for statement in after:
                 _run(conn, statement)
@@ -358,7 +423,7 @@ class LogicalRestore:
         if self.mode == "tables":
             return self._finish_tables(since, roles_created, piped)
 
-        found = count_rows(self.connect, self.names.work_database, None, self.jobs)
+        found = count_rows(self.connect, work, None, self.jobs)
         problems = compare_counts(manifest.row_counts, found)
         since = self.clock.mark("verify", since)
         if problems:
@@ -366,15 +431,31 @@ class LogicalRestore:
         self.log.info("verified: all %d tables have the manifest's row counts (%d rows)", len(found),
                       sum(found.values()))
         if self.analyze:
-            with self._env_for(self.names.work_database) as env:
+            with self._env_for(work) as env:
+                env["PGAPPNAME"] = self.appname
                 run_tool([self._tool("vacuumdb"), "--analyze-only", f"--jobs={self.jobs}", "--no-password",
-                          f"--dbname={self.names.work_database}"], env, self.log)
+                          f"--dbname={work}"], env, self.log)
             since = self.clock.mark("analyze", since)
-        size = self._database_size(self.names.work_database)
+        size = self._database_size(work)
         if self.mode == "replace":
             self._swap()
             self.clock.mark("swap", since)
+        elif work != self.names.target_database:
+            self._rename_to_final(work)
         return self._result(found, roles_created, piped, size)
+
+    def _rename_to_final(self, work: str) -> None:
+        """The verified database takes its final name (refused, and dropped, if the name was taken since)."""
+        final = self.names.target_database
+        self._note(step="renaming to the final name")
+        conn = self._admin()
+        try:
+            _run(conn, f"ALTER DATABASE {_quote(work)} RENAME TO {_quote(final)}")
+        finally:
+            conn.close()
+        self.created = [(name, oid) for name, oid in self.created if name != work]
+        self._note(step="done")
+        self.log.info("verified database %s renamed to its final name %s", work, final)
 
     def _database_size(self, name: str) -> int:
         conn = self._admin()
@@ -430,34 +511,48 @@ class LogicalRestore:
 
     def _finish_tables(self, since: float, roles_created: list[str], piped: PipedDataFiles) -> dict:
         expected = {t: self.manifest.row_counts[t] for t in self.tables}
-        scratch = self.names.work_database
+        scratch = self.work_database
         found = count_rows(self.connect, scratch, list(self.tables), self.jobs)
         problems = compare_counts(expected, found)
         if problems:
             raise RestoreFailed(f"restored row counts differ from the manifest: {_describe(problems)}")
         schema = self.names.recovered_schema
+        self._note(step="moving the tables")
         moved = move_tables(source=dataclasses.replace(self.target, dbname=scratch), source_connect=self.connect,
                             target=self.target, target_connect=self.connect,
                             target_database=self.names.target_database, tables=self.tables, schema=schema,
                             expected=expected, bindir=self.bindir, jobs=self.jobs, log=self.log,
                             before_check=lambda: self._drop_scratch_now(scratch))
+        self._note(step="done")
         self.clock.mark("verify", since)
         return self._result(moved, roles_created, piped, 0)
 
     def _drop_scratch_now(self, scratch: str) -> None:
         conn = self._admin()
         try:
-            drop_database(conn, scratch, self.log)
-            self.created.remove(scratch)
+            for name, oid in [c for c in self.created if c[0] == scratch]:
+                drop_if_same(conn, name, oid, self.log)
+                self.created.remove((name, oid))
         finally:
             conn.close()
 
     # --- replace ---------------------------------------------------------------------------
     def _swap(self) -> None:
-        """Rename the live database away and the restored one into its place, inside a short window."""
-        live, incoming, kept = self.names.target_database, self.names.work_database, self.names.kept_database
+        """Rename the live database away and the restored one into its place, inside a short window.
+
+        Each step is journalled before it is taken (the heal of a killed run reads where each
+        database is by OID and rolls back, or finishes once the restored copy holds the live name);
+        the kept database is recorded in S3 by OID and name, which is what lets it be dropped later.
+        """
+        live, incoming, kept = self.names.target_database, self.work_database, self.names.kept_database
+        incoming_oid = next(oid for name, oid in self.created if name == incoming)
         conn = self._admin()
         try:
+            live_oid, allowed = _one(conn, "SELECT oid::bigint, datallowconn FROM pg_database WHERE datname = %s",
+                                     (live,))
+            swap = {"live": live, "live_oid": int(live_oid), "kept": kept, "allowed": bool(allowed),
+                    "server": f"{self.target.host}:{self.target.port}"}
+            self._note(step="swap: refusing connections to the live database", swap=swap)
             window = time.monotonic()
             _run(conn, f"ALTER DATABASE {_quote(live)} WITH ALLOW_CONNECTIONS false")
             try:
@@ -467,27 +562,32 @@ class LogicalRestore:
                     if not _one(conn, "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (live,))[0]:
                         break
                     time.sleep(0.05)
+                self._note(step="swap: renaming the live database away")
                 _run(conn, f"ALTER DATABASE {_quote(live)} RENAME TO {_quote(kept)}")
             except BaseException:
-                _run(conn, f"ALTER DATABASE {_quote(live)} WITH ALLOW_CONNECTIONS true")
+                _run(conn, f"ALTER DATABASE {_quote(live)} WITH ALLOW_CONNECTIONS {str(bool(allowed)).lower()}")
                 raise
             try:
+                self._note(step="swap: renaming the restored copy into place")
                 _run(conn, f"ALTER DATABASE {_quote(incoming)} RENAME TO {_quote(live)}")
             except BaseException:
                 # put the live database back as it was; the incoming copy is dropped as a failed restore
                 _run(conn, f"ALTER DATABASE {_quote(kept)} RENAME TO {_quote(live)}")
-                _run(conn, f"ALTER DATABASE {_quote(live)} WITH ALLOW_CONNECTIONS true")
+                _run(conn, f"ALTER DATABASE {_quote(live)} WITH ALLOW_CONNECTIONS {str(bool(allowed)).lower()}")
                 raise
-            self.created.remove(incoming)
+            self.created.remove((incoming, incoming_oid))
             seconds = time.monotonic() - window
-            _run(conn, f"ALTER DATABASE {_quote(kept)} WITH ALLOW_CONNECTIONS true")
-            _run(conn, f"COMMENT ON DATABASE {_quote(kept)} IS "
-                       f"{_literal(KEEP_COMMENT.format(run=self.run_id, until=self.keep_until))}")
+            record_replaced(self.store, database=self.manifest.database, target_conn_id=self.target.conn_id,
+                            server=swap["server"], kept=kept, oid=int(live_oid), live=live, run_id=self.run_id,
+                            backup_id=self.manifest.backup_id, keep_until=self.keep_until)
+            self._note(step="swap: connections to the kept database")
+            _run(conn, f"ALTER DATABASE {_quote(kept)} WITH ALLOW_CONNECTIONS {str(bool(allowed)).lower()}")
+            self._note(step="done")
         finally:
             conn.close()
         self.log.info("swapped in %.2f s: %s is now the restored backup %s; the old database is kept as %s "
-                      "until %s (%d connection(s) ended)", seconds, live, self.manifest.backup_id, kept,
-                      self.keep_until, ended)
+                      "(oid %s, recorded in S3) until %s (%d connection(s) ended)", seconds, live,
+                      self.manifest.backup_id, kept, live_oid, self.keep_until, ended)
 
 
 def move_tables(*, source: PgTarget, source_connect: Connect, target: PgTarget, target_connect: Connect,
@@ -552,14 +652,3 @@ def _describe(problems: list[dict], limit: int = 5) -> str:
     text = "; ".join(f"{p['table']}: {p['problem']} (manifest {p['expected']}, found {p.get('found', 'none')})"
                      for p in problems[:limit])
     return text + (f"; and {len(problems) - limit} more" if len(problems) > limit else "")
-
-
-def expired_kept_databases(conn, now_iso: str) -> list[tuple[str, str]]:
-    """Databases a replace kept whose keep-until time has passed: (name, keep until)."""
-    rows = _all(conn, "SELECT d.datname, shobj_description(d.oid, 'pg_database') FROM pg_database d")
-    expired = []
-    for name, comment in rows:
-        match = _KEEP_UNTIL.match(comment or "")
-        if match and match.group(1) <= now_iso:
-            expired.append((name, match.group(1)))
-    return expired

@@ -1,9 +1,12 @@
 """Restore stage: the manual restore (prepare, restore, report) and the monthly drill.
 
-The prepare task changes nothing: it validates the form, picks the backup, checks its
-objects in S3 and the target server, and hands a plan to the restore task through XCom
-(keys, names and ids only). The report task runs whatever happened (``all_done``),
-writes the JSON record to ``<prefix>/reports/restore/`` and posts it to Slack.
+The prepare task changes nothing but the lease: it heals what a dead earlier restore left
+(:mod:`pgdr.restore_journal`), validates the form, picks the backup and leases it at once (then
+checks it is still there: retention may have been deleting it), checks its objects in S3 and the
+target server, and hands a plan to the restore task through XCom (keys, names and ids only). The
+report task runs whatever happened (``all_done``), heals what a killed restore task left, writes
+the JSON record to ``<prefix>/reports/restore/`` and posts it to Slack. Every error text passes
+:func:`pgdr.redaction.safe_error` before it reaches XCom, a record or Slack.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 
 from pgdr.alerts import AlreadyAlerted
 from pgdr.operators.base import DatabaseOperator, PgdrBaseOperator
+from pgdr.redaction import safe_error
 
 ERROR_KEY = "error"
 
@@ -52,7 +56,7 @@ class RestoreOperatorBase(PgdrBaseOperator):
                 check = self.store.check_object(f"{prefix}/{obj.name}", obj.size, obj.sha256, obj.s3_checksum)
             except self.store.client.exceptions.ClientError as err:
                 problems.append({"problem": "object missing or unreadable", "key": f"{prefix}/{obj.name}",
-                                 "error": str(err)[:200]})
+                                 "error": safe_error(err)[:200]})
                 continue
             problems.extend({"problem": p, "key": check.key} for p in check.problems)
         if problems:
@@ -93,7 +97,54 @@ class RestoreOperatorBase(PgdrBaseOperator):
     def remember_error(self, context, err: BaseException) -> None:
         from pgdr.alerts import short_error
 
-        context["ti"].xcom_push(key=ERROR_KEY, value=f"{type(err).__name__}: {short_error(err)}")
+        context["ti"].xcom_push(key=ERROR_KEY, value=f"{type(err).__name__}: {short_error(safe_error(err))}")
+
+    def heal_interrupted(self, database: str, context, run_id: str | None = None) -> list[dict]:
+        """Undo what a dead restore of ``database`` left (its S3 journal says what), then tell the
+        truth about it: a record in ``<prefix>/reports/restore/`` and a Slack alert."""
+        from pgdr.alerts import build_alert, send_alert
+        from pgdr.manifest import new_backup_id, utc_now_iso
+        from pgdr.restore_journal import describe_heal, heal
+
+        reports = heal(self.store, database, connect_for=lambda conn_id: self.target(conn_id)[1],
+                       default_conn_id=self.settings.restore_conn_id(database), log=self.log, run_id=run_id)
+        if not reports:
+            return []
+        left = any(r["left"] for r in reports)
+        key = f"{self.settings.s3_prefix}/reports/restore/{new_backup_id()}-{database}-healed.json"
+        self.store.put_json(key, {"kind": "restore_heal", "database": database, "run_id": context["ti"].run_id,
+                                  "written_at": utc_now_iso(), "interrupted": reports,
+                                  "status": "left" if left else "healed"})
+        send_alert(build_alert(
+            severity="critical" if left else "warning",
+            title=f"pgdr: an interrupted restore of {database} " + ("was NOT fully cleaned up" if left
+                                                                    else "was cleaned up"),
+            facts=[("Database", database), ("Interrupted run(s)", ", ".join(str(r["run_id"]) for r in reports)),
+                   ("Healed by", context["ti"].run_id), ("Record", key)],
+            details=describe_heal(reports),
+            next_step=("check what is listed as LEFT by hand, see docs/RUNBOOK_DISASTER_RECOVERY.md"
+                       "#restore-refused-or-failed" if left else "nothing is left half-restored; trigger "
+                       "pg_restore again if the interrupted restore is still wanted"),
+            log_url=context["ti"].log_url), self.settings.slack_conn_id)
+        return reports
+
+    def lease_chosen(self, database: str, kind: str, choose, context):
+        """Choose a backup and lease it, then check it is still there: a retention run that planned
+        before the lease existed may have deleted it meanwhile. Returns (entries, entry, lease)."""
+        from pgdr.restore_plan import RestoreRefused
+
+        for _ in range(3):
+            entries = self.store.catalog(database, kind)
+            entry = choose(entries)
+            lease = self.hold_lease(database, kind, entry.backup_id, context)
+            again = {e.backup_id: e for e in self.store.catalog(database, kind)}.get(entry.backup_id)
+            if again is not None and again.complete and not again.bad:
+                return entries, entry, lease
+            self.release_lease(lease)
+            self.log.warning("%s backup %s of %s went away while it was being leased; choosing again", kind,
+                             entry.backup_id, database)
+        raise RestoreRefused(f"restore refused, nothing was changed: {kind} backups of {database} keep "
+                             "disappearing while being leased (is backup retention running?); try again")
 
     def hold_lease(self, database: str, kind: str, backup_id: str, context) -> dict[str, str]:
         """Lease the backup in S3 so backup retention keeps it while this run reads it."""
@@ -115,7 +166,7 @@ class RestoreOperatorBase(PgdrBaseOperator):
             leases.release(self.store, lease["database"], lease["kind"], lease["backup_id"], lease["holder"])
         except Exception as err:  # noqa: BLE001 - the lease expires on its own
             self.log.warning("could not release the lease on %s backup %s: %s", lease["kind"],
-                             lease["backup_id"], err)
+                             lease["backup_id"], safe_error(err))
 
 
 def pitr_name(dbname: str, when: str) -> str:
@@ -127,15 +178,23 @@ def pitr_name(dbname: str, when: str) -> str:
 class PitrMixin:
     """Point-in-time recovery: the base backup, the WAL plan, the new cluster."""
 
-    def pitr_choice(self, database: str, point_in_time: str):
-        """(target, base manifest, its prefix, WAL plan, base entries), or a refusal."""
+    def pitr_choice(self, database: str, point_in_time: str, only: str | None = None):
+        """(target, base manifest, its prefix, WAL plan, base entries), or a refusal.
+
+        ``only``: the base backup the plan chose and leased; the restore uses exactly that one
+        (a newer base backup may fit by then, but it is not leased: retention could delete it).
+        """
         from pgdr.pitr_plan import check_target_reachable, choose_base_backup, parse_target, plan_wal, wal_objects
+        from pgdr.restore_plan import RestoreRefused
 
         target = parse_target(point_in_time)
         entries = self.store.catalog(database, "base")
         candidates, manifests = [], {}
+        if only is not None and not any(e.backup_id == only and e.complete and not e.bad for e in entries):
+            raise RestoreRefused(f"restore refused, nothing was changed: base backup {only} of {database}, chosen "
+                                 "and leased by prepare, is no longer complete and good; trigger pg_restore again")
         for entry in entries:
-            if entry.complete and not entry.bad:
+            if entry.complete and not entry.bad and (only is None or entry.backup_id == only):
                 manifest, prefix = self.manifest(database, entry.backup_id, kind="base")
                 manifests[entry.backup_id] = (manifest, prefix)
                 candidates.append((entry.backup_id, {"finished_at": manifest.finished_at, "wal": manifest.wal}))
@@ -153,13 +212,14 @@ class PrepareRestoreOperator(RestoreOperatorBase, PitrMixin):
     the target server and the staging space. Changes nothing; returns the plan (XCom)."""
 
     def execute(self, context) -> dict[str, Any]:
+        self._lease = None   # taken as soon as the backup is chosen, so retention keeps it
         try:
             plan = self._prepare(context)
         except BaseException as err:
+            self.release_lease(self._lease)
             self.remember_error(context, err)
             raise
-        kind = "base" if plan["kind"] == "pitr" else plan["kind"]
-        plan["lease"] = self.hold_lease(plan["request"]["database"], kind, plan["backup_id"], context)
+        plan["lease"] = self._lease
         return plan
 
     def _prepare(self, context) -> dict[str, Any]:
@@ -169,12 +229,14 @@ class PrepareRestoreOperator(RestoreOperatorBase, PitrMixin):
         settings = self.settings
         request = parse_request(context["params"], settings.databases)
         self.conn_id = request.database
+        # what a restore killed earlier left (a half-restored database, a stopped swap) goes first
+        self.heal_interrupted(request.database, context)
         if request.kind in ("files", "config"):
             return self._prepare_files(request, context)
         if request.point_in_time:
             return self._prepare_pitr(request, context)
-        entries = self.store.catalog(request.database, "logical")
-        entry = choose_backup(entries, request.backup, request.database)
+        entries, entry, self._lease = self.lease_chosen(
+            request.database, "logical", lambda found: choose_backup(found, request.backup, request.database), context)
         manifest, prefix = self.manifest(request.database, entry.backup_id)
         unknown = [t for t in request.tables if t not in manifest.row_counts]
         if unknown:
@@ -214,8 +276,8 @@ class PrepareRestoreOperator(RestoreOperatorBase, PitrMixin):
 
         kind, database = request.kind, request.database
         refused = "restore refused, nothing was changed: "
-        entries = self.store.catalog(database, kind)
-        entry = choose_backup(entries, request.backup, database)
+        entries, entry, self._lease = self.lease_chosen(
+            database, kind, lambda found: choose_backup(found, request.backup, database), context)
         manifest, prefix = self.manifest(database, entry.backup_id, kind=kind)
         self.refuse_damaged(database, manifest, prefix, entries, context["ti"].run_id, kind=kind)
         by_id = {e.backup_id: e for e in entries}
@@ -256,6 +318,10 @@ class PrepareRestoreOperator(RestoreOperatorBase, PitrMixin):
 
         settings = self.settings
         target, manifest, prefix, plan, entries = self.pitr_choice(request.database, request.point_in_time)
+        self._lease = self.hold_lease(request.database, "base", manifest.backup_id, context)
+        # leased; now make sure retention did not delete it before it saw the lease
+        target, manifest, prefix, plan, entries = self.pitr_choice(request.database, request.point_in_time,
+                                                                   only=manifest.backup_id)
         self.refuse_damaged(request.database, manifest, prefix, entries, context["ti"].run_id, kind="base")
         when = stamp(context["dag_run"].run_after if context.get("dag_run") else None)
         name = pitr_name(manifest.dbname, when)
@@ -311,6 +377,7 @@ class RestoreBackupOperator(RestoreOperatorBase, PitrMixin):
 
     def _restore(self, context) -> dict[str, Any]:
         from pgdr.restore import LogicalRestore, check_target_server
+        from pgdr.restore_journal import Journal
         from pgdr.restore_plan import RestoreNames
 
         plan = self.plan
@@ -332,10 +399,15 @@ class RestoreBackupOperator(RestoreOperatorBase, PitrMixin):
         keep_until = (datetime.now(timezone.utc) + timedelta(hours=settings.replaced_keep_hours)).isoformat(
             timespec="seconds")
         workdir = Path(settings.staging_dir) / request["database"] / "restore" / f"{plan['stamp']}.partial"
+        # recorded in S3 before anything is created: a worker killed from here on is healed by the next run
+        journal = Journal.begin(self.store, database=request["database"], run_id=context["ti"].run_id,
+                                target_conn_id=plan["target_conn_id"], mode=request["mode"], names=plan["names"],
+                                workdir=str(workdir), keep_until=keep_until, backup_id=plan["backup_id"])
         restore = LogicalRestore(
             store=self.store, manifest=manifest, prefix=prefix, target=target, connect=connect, names=names,
-            mode=request["mode"], tables=tuple(request["tables"]), workdir=workdir, bindir=settings.pg_bindir,
-            jobs=settings.dump_jobs, log=self.log, run_id=context["ti"].run_id, keep_until=keep_until)
+            mode=request["mode"], tables=tuple(request["tables"] or ()), workdir=workdir, bindir=settings.pg_bindir,
+            jobs=settings.dump_jobs, log=self.log, run_id=context["ti"].run_id, keep_until=keep_until,
+            journal=journal)
         outcome = restore.run()
         self.log.info("restore done in %.1f s (%s): %d tables, %d rows in %s", outcome["seconds"]["total"],
                       ", ".join(f"{k} {v:.1f} s" for k, v in outcome["seconds"].items() if k != "total"),
@@ -369,10 +441,9 @@ class RestoreBackupOperator(RestoreOperatorBase, PitrMixin):
 
         settings = self.settings
         request = plan["request"]
-        target, manifest, prefix, wal, _ = self.pitr_choice(request["database"], request["point_in_time"])
-        if manifest.backup_id != plan["backup_id"]:
-            self.log.info("a newer base backup %s now fits the target (planned %s); using it", manifest.backup_id,
-                          plan["backup_id"])
+        # exactly the base backup prepare leased (a newer one may fit now, but retention could delete it)
+        target, manifest, prefix, wal, _ = self.pitr_choice(request["database"], request["point_in_time"],
+                                                            only=plan["backup_id"])
         restore_target, _ = self.target(settings.restore_conn_id(request["database"]))
         recovery = PointInTimeRecovery(
             store=self.store, manifest=manifest, prefix=prefix, wal=wal, target=target,
@@ -432,9 +503,18 @@ class RestoreReportOperator(RestoreOperatorBase):
         plan = ti.xcom_pull(task_ids="prepare")
         outcome = ti.xcom_pull(task_ids="restore")
         error = ti.xcom_pull(task_ids="restore", key=ERROR_KEY) or ti.xcom_pull(task_ids="prepare", key=ERROR_KEY)
+        database = (plan or {}).get("request", {}).get("database") or context["params"].get("database") or "unknown"
+        healed = []
+        if plan is not None and outcome is None:
+            # the restore task ended without its own cleanup (killed, its worker lost): heal what it left
+            try:
+                healed = self.heal_interrupted(database, context, run_id=ti.run_id)
+            except Exception as err:  # noqa: BLE001 - the record and the alert still go out
+                healed = [{"run_id": ti.run_id, "done": [], "left": [f"could not heal: {safe_error(err)}"]}]
+            if healed and not error:
+                error = "the restore task ended without finishing (its worker was killed or lost)"
         params = dict(context["params"])
         params.pop("confirm", None)
-        database = (plan or {}).get("request", {}).get("database") or params.get("database") or "unknown"
         if outcome and not error:
             status = "succeeded"
         else:
@@ -443,7 +523,8 @@ class RestoreReportOperator(RestoreOperatorBase):
         record = {
             "kind": "restore", "status": status, "database": database, "dag_id": ti.dag_id, "run_id": ti.run_id,
             "triggered_by": getattr(dag_run, "triggering_user_name", None) or "unknown",
-            "requested": params, "plan": plan, "result": outcome, "error": error,
+            "requested": params, "plan": plan, "result": outcome, "error": safe_error(error) if error else error,
+            "interrupted_restore_cleanup": healed,
             "started_at": started.isoformat(timespec="seconds"), "written_at": utc_now_iso(),
             "elapsed_seconds": round((datetime.now(timezone.utc) - started).total_seconds(), 1),
         }
@@ -458,27 +539,33 @@ class RestoreReportOperator(RestoreOperatorBase):
 
 
 class DropExpiredReplacedOperator(DatabaseOperator, RestoreOperatorBase):
-    """Drops the databases a ``replace`` restore kept, once ``pgdr_replaced_keep_hours`` have passed
-    (the time is recorded in the kept database's comment). Only databases carrying pgdr's comment
-    are ever considered.
+    """Drops the databases a ``replace`` restore kept, once ``pgdr_replaced_keep_hours`` have passed.
+
+    Only databases recorded in ``<prefix>/state/replaced/<database>/`` when the swap kept them are
+    considered, and only while their OID and name both still match the record; a protected
+    database or a restore's target is never dropped; comments decide nothing. Heals what a dead
+    restore of the database left first (it runs every six hours).
 
     :param conn_id: the protected postgres connection id (templated)
     """
 
     def execute(self, context) -> list[str]:
-        from pgdr.manifest import utc_now_iso
-        from pgdr.restore import drop_database, expired_kept_databases
+        from datetime import datetime, timezone
+
+        from pgdr.restore_journal import drop_expired_replaced
 
         database = self.require_protected(self.conn_id)
-        _, connect = self.target(self.settings.restore_conn_id(database))
-        conn = connect("postgres")
-        try:
-            expired = expired_kept_databases(conn, utc_now_iso())
-            for name, until in expired:
-                self.log.info("dropping %s, kept after a replace until %s", name, until)
-                drop_database(conn, name, self.log)
-        finally:
-            conn.close()
-        if not expired:
-            self.log.info("no replaced database has passed its keep-until time")
-        return [name for name, _ in expired]
+        self.heal_interrupted(database, context)
+        outcome = drop_expired_replaced(
+            self.store, database, connect_for=lambda conn_id: self.target(conn_id)[1],
+            default_conn_id=self.settings.restore_conn_id(database), protected=self.protected_names(),
+            now=datetime.now(timezone.utc), log=self.log)
+        self.log.info("kept databases of %s: dropped %s; still kept %s; forgotten (renamed or gone, not dropped) "
+                      "%s; refused %s", database, outcome["dropped"] or "none", outcome["waiting"] or "none",
+                      outcome["forgotten"] or "none", outcome["refused"] or "none")
+        return outcome["dropped"]
+
+    def protected_names(self) -> set[str]:
+        """The database name of every protected connection (never dropped, whatever a record says)."""
+        # a connection that cannot be read fails the task: nothing is dropped without the full list
+        return {self.target(conn_id)[0].dbname for conn_id in self.settings.databases}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 import pytest
 
@@ -22,10 +23,12 @@ def backups(stack, airflow_db, tmp_path_factory):
 
 
 @pytest.fixture()
-def env(stack, backups, monkeypatch):
+def env(stack, backups, monkeypatch, tmp_path):
     stack.slack.clear()
     for name, value in backups["env"].items():
         monkeypatch.setenv(name, value)
+    # restores go under this test's own directory (the default root, /var/lib/pgdr/restores, is the worker's)
+    monkeypatch.setenv("AIRFLOW_VAR_PGDR_RESTORE_TARGET_DIRS", json.dumps([str(tmp_path)]))
     return backups
 
 
@@ -77,6 +80,48 @@ def test_a_non_empty_dir_is_refused_without_the_confirmation_and_left_as_it_was(
     assert str(dag_run.state) == "success", states
     assert tree_state(target / str(env["uploads"]).lstrip("/")) == env["runs"][-1]["tree"]
     assert (target / "notes.txt").read_text() == "keep me"
+
+
+def _dir_state(path) -> tuple:
+    info = os.stat(path)
+    return info.st_mode, info.st_mtime_ns
+
+
+def test_links_already_in_a_non_empty_target_are_replaced_never_followed(stack, env, tmp_path):
+    """A restore over a directory holding links that lead outside it (a directory of the backup, a file, a
+    directory whose mode and mtime the restore sets) writes nothing outside: the links are replaced."""
+    outside = tmp_path / "outside"
+    (outside / "visit_1").mkdir(parents=True)
+    (outside / "visit_1" / "scan_001.txt").write_text("not to be overwritten")
+    (outside / "victim.txt").write_text("nor this")
+    (outside / "empty").mkdir()
+    os.chmod(outside / "empty", 0o751)
+    os.utime(outside / "empty", ns=(1_000_000_000, 1_000_000_000))
+    before = tree_state(outside)
+    modes = {p: _dir_state(p) for p in (outside, outside / "visit_1", outside / "empty")}
+
+    target = tmp_path / "busy"
+    restored = target / str(env["uploads"]).lstrip("/")
+    (restored / "archive").mkdir(parents=True)
+    os.symlink(outside, restored / "client_01")                        # a directory of the backup
+    os.symlink(outside / "victim.txt", restored / "archive" / "large.bin")   # a file of the backup
+    os.symlink(outside / "empty", restored / "empty_dir")              # a directory whose mode is set
+    dag_run, states = _restore({"kind": "files", "target_dir": str(target), "confirm": "RESTORE care_commons_db"})
+    assert str(dag_run.state) == "success", states
+    assert tree_state(outside) == before
+    assert {p: _dir_state(p) for p in modes} == modes
+    assert tree_state(restored) == env["runs"][-1]["tree"]
+    assert not any(p.is_symlink() for p in (restored / "client_01", restored / "archive" / "large.bin",
+                                             restored / "empty_dir"))
+
+
+@pytest.mark.parametrize("target_dir", ["//.", "/proc/self/root"])
+def test_a_target_dir_that_is_root_in_disguise_is_refused(stack, env, target_dir):
+    dag_run, states = _restore({"kind": "files", "target_dir": target_dir, "confirm": "RESTORE care_commons_db"})
+    assert str(dag_run.state) == "failed" and states["prepare"] == "failed" and states["restore"] == "upstream_failed"
+    record = _last_record(stack)
+    assert record["status"] == "refused"
+    assert f"target_dir {target_dir!r} (resolves to '/') must be a directory of its own, not /" in record["error"]
 
 
 def test_config_restore_gives_back_the_secrets_with_the_right_key_only(stack, env, tmp_path, monkeypatch):

@@ -124,7 +124,7 @@ def test_names_fit_postgres_and_replace_cannot_target_another_database():
     assert replace.kept_database == "care_commons_replaced_20261126_020000"
     with pytest.raises(RestoreRefused, match="replaces 'care_commons'"):
         restore_names(parse_request(_form(mode="replace", confirm="RESTORE care_commons_db",
-                                          target_database="postgres"), PROTECTED), "care_commons", "x")
+                                          target_database="other_db"), PROTECTED), "care_commons", "x")
     tables = restore_names(parse_request(_form(mode="tables", tables=["public.visits"]), PROTECTED),
                            "care_commons", "20261126_020000")
     assert (tables.target_database, tables.recovered_schema) == ("care_commons", "recovered_20261126_020000")

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import tarfile
 import time
 from collections.abc import Callable
@@ -29,9 +30,13 @@ from pgdr.config_backup import SECRET_INDEX, object_aad
 from pgdr.fetch import ObjectHashError, download_object
 from pgdr.files_backup import INDEX_NAME, dest_path, read_index
 from pgdr.manifest import MANIFEST_NAME, Manifest, backup_prefix
+from pgdr.restore_plan import target_dir_problems
 
 CHUNK = 1 << 20
 PARTIAL_PREFIX = ".pgdr-restore-"
+# Directories are opened one component at a time, relative to their parent, never through a link:
+# what a restore writes stays inside target_dir whatever links are already there.
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class FileRestoreError(RuntimeError):
@@ -160,7 +165,7 @@ def _copy(source, entry: dict, write_root: Path | None) -> tuple[str, int]:
     if write_root is not None:
         target = dest_path(write_root, entry["dir"], entry["path"])
         target.parent.mkdir(parents=True, exist_ok=True)
-        out = open(target, "wb")  # noqa: SIM115 - closed below
+        out = open(target, "xb")  # noqa: SIM115 - closed below; a fresh file, never through a link
     try:
         while block := source.read(CHUNK):
             digest.update(block)
@@ -177,13 +182,16 @@ def is_empty_dir(path: Path) -> bool:
     return path.is_dir() and not any(path.iterdir())
 
 
-def check_target_dir(target_dir: str, needed_bytes: int) -> Path:
-    """The directory a restore may write to: absolute, no '..', not a file, space enough. Changes nothing."""
-    path = Path(target_dir)
-    if not target_dir or not path.is_absolute() or ".." in path.parts:
-        raise FileRestoreError(f"target_dir {target_dir!r} must be an absolute path without '..'")
-    if path == Path("/"):
-        raise FileRestoreError("target_dir must not be / ; restore into a directory of its own")
+def check_target_dir(target_dir: str, needed_bytes: int, *, settings=None) -> Path:
+    """The directory a restore may write to, resolved (symlinks followed): absolute, no '..', not /,
+    not overlapping a system directory (with ``settings``: not overlapping a directory pgdr backs up
+    or writes, and under a pgdr_restore_target_dirs root), not a file, space enough. Changes nothing."""
+    if not target_dir:
+        raise FileRestoreError("target_dir is empty; give an absolute directory")
+    problems, resolved = target_dir_problems(target_dir, settings)
+    if problems:
+        raise FileRestoreError("; ".join(problems))
+    path = resolved
     if path.exists() and not path.is_dir():
         raise FileRestoreError(f"target_dir {target_dir} exists and is not a directory")
     existing = path
@@ -198,10 +206,23 @@ def check_target_dir(target_dir: str, needed_bytes: int) -> Path:
 
 
 def restore_tree(store, manifest: Manifest, prefix: str, target_dir: Path, stamp: str, workdir: Path,
-                 log: logging.Logger, *, wrapper=None, entries: list[dict] | None = None) -> dict:
-    """Restore a file or configuration backup into ``target_dir`` and prove every file afterwards."""
+                 log: logging.Logger, *, wrapper=None, entries: list[dict] | None = None, settings=None) -> dict:
+    """Restore a file or configuration backup into ``target_dir`` and prove every file afterwards.
+
+    Links already in ``target_dir`` are never followed: a link where the backup has a directory or
+    a file is replaced; a file or directory of the wrong type in the way is refused before anything
+    is written. With ``settings``, ``target_dir`` is checked against them again (see
+    :func:`check_target_dir`)."""
     started = time.monotonic()
+    # resolved again here: the directory the plan checked may have been swapped for a link since
+    problems, target_dir = target_dir_problems(str(target_dir), settings)
+    if problems:
+        raise FileRestoreError("; ".join(problems) + "; nothing was written")
     entries = entries if entries is not None else load_entries(store, manifest, prefix, workdir)
+    conflicts = find_conflicts(target_dir, entries)
+    if conflicts:
+        raise FileRestoreError(f"{len(conflicts)} path(s) in target_dir {target_dir} are in the way of the backup "
+                               f"({conflicts[0]}); nothing was written")
     unseal = unsealer(manifest, wrapper)
     target_dir.mkdir(parents=True, exist_ok=True)
     partial = target_dir / f"{PARTIAL_PREFIX}{stamp}.partial"
@@ -234,34 +255,144 @@ def restore_tree(store, manifest: Manifest, prefix: str, target_dir: Path, stamp
     return outcome
 
 
+def _parts(entry: dict) -> tuple[str, ...]:
+    """The entry's path below the restore root, component by component, none of them leaving it."""
+    parts = dest_path(Path("/"), entry["dir"], entry["path"]).parts[1:]
+    if not parts or any(part in ("", ".", "..") or "/" in part for part in parts):
+        raise FileRestoreError(f"refusing an entry path that leaves target_dir (backup directory {entry['dir']})")
+    return parts
+
+
+def _what(entry: dict) -> str:
+    return {"dir": "a directory", "file": "a file", "symlink": "a symlink"}.get(entry["type"], entry["type"])
+
+
+def find_conflicts(target_dir: Path, entries: list[dict]) -> list[str]:
+    """What in ``target_dir`` is of the wrong type for the backup (a file where it has a directory, a
+    directory where it has a file or link). Links are not conflicts (they are replaced, never followed);
+    descriptions name the backed-up directory only, never a file's name. Reads, changes nothing."""
+    problems = []
+    for entry in entries:
+        if entry["type"] not in ("dir", "file", "symlink"):
+            continue
+        parts = _parts(entry)
+        current = target_dir
+        for index, name in enumerate(parts):
+            current = current / name
+            try:
+                mode = os.lstat(current).st_mode
+            except FileNotFoundError:
+                break
+            if stat.S_ISLNK(mode):
+                break
+            wants_dir = index < len(parts) - 1 or entry["type"] == "dir"
+            if wants_dir and not stat.S_ISDIR(mode):
+                problems.append(f"a file where the backup has a directory, under {entry['dir']}")
+                break
+            if not wants_dir and stat.S_ISDIR(mode):
+                problems.append(f"a directory where the backup has {_what(entry)}, under {entry['dir']}")
+                break
+    return problems
+
+
+def _open_dir(parent_fd: int, name: str, create: bool) -> int:
+    """Open ``name`` inside ``parent_fd`` as a directory without following a link; with ``create`` a
+    missing directory is made (0700 until its mode is set) and a link in its place is replaced."""
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+    except FileNotFoundError:
+        if not create:
+            raise FileRestoreError("a restored directory disappeared during the restore") from None
+    except OSError:
+        mode = os.stat(name, dir_fd=parent_fd, follow_symlinks=False).st_mode
+        if not (create and stat.S_ISLNK(mode)):
+            raise FileRestoreError("a path in target_dir changed type during the restore (not a directory)") from None
+        os.unlink(name, dir_fd=parent_fd)   # the link goes; whatever it pointed at is untouched
+    os.mkdir(name, 0o700, dir_fd=parent_fd)
+    return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+
+
+def _open_path(root_fd: int, parts: tuple[str, ...], create: bool) -> int:
+    fd = os.dup(root_fd)
+    for name in parts:
+        try:
+            child = _open_dir(fd, name, create)
+        finally:
+            os.close(fd)
+        fd = child
+    return fd
+
+
+def open_root(target_dir: Path) -> int:
+    """A descriptor of ``target_dir`` (a resolved path), opened from / one component at a time
+    without following a link: a link swapped in since it was resolved is refused."""
+    fd = os.open("/", _DIR_FLAGS)
+    for name in target_dir.parts[1:]:
+        try:
+            child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+        except OSError:
+            raise FileRestoreError(f"target_dir {target_dir} changed during the restore ({name} is no longer a "
+                                   "directory); nothing more was written") from None
+        finally:
+            os.close(fd)
+        fd = child
+    return fd
+
+
 def place_entries(partial: Path, target_dir: Path, entries: list[dict]) -> None:
-    """Move the verified files from ``partial`` into place; then symlinks, modes and mtimes."""
-    for entry in entries:
-        final = dest_path(target_dir, entry["dir"], entry["path"])
-        if entry["type"] == "dir":
-            final.mkdir(parents=True, exist_ok=True)
-        elif entry["type"] == "file":
-            final.parent.mkdir(parents=True, exist_ok=True)
-            if final.is_dir() and not final.is_symlink():
-                raise FileRestoreError(f"{final} is a directory in the target; the backup has a file there")
-            os.replace(dest_path(partial, entry["dir"], entry["path"]), final)
-            if "mode" in entry:
-                os.chmod(final, entry["mode"])
-            os.utime(final, ns=(entry["mtime_ns"], entry["mtime_ns"]))
-    # links last, so no file is ever written through a link the backup brought
-    for entry in entries:
-        if entry["type"] == "symlink":
-            final = dest_path(target_dir, entry["dir"], entry["path"])
-            final.parent.mkdir(parents=True, exist_ok=True)
-            if final.is_symlink() or final.is_file():
-                final.unlink()
-            os.symlink(entry["target"], final)
-            os.utime(final, ns=(entry["mtime_ns"], entry["mtime_ns"]), follow_symlinks=False)
-    for entry in sorted((e for e in entries if e["type"] == "dir"), key=lambda e: e["path"].count("/"),
-                        reverse=True):
-        final = dest_path(target_dir, entry["dir"], entry["path"])
-        os.chmod(final, entry["mode"])
-        os.utime(final, ns=(entry["mtime_ns"], entry["mtime_ns"]))
+    """Move the verified files from ``partial`` into place; then symlinks, modes and mtimes.
+
+    Every directory is opened relative to its parent without following links (O_NOFOLLOW): a link
+    already in the target is replaced, never written through, so nothing outside ``target_dir``
+    changes, not even a mode or an mtime."""
+    root = open_root(target_dir)
+    try:
+        for entry in entries:
+            if entry["type"] == "dir":
+                os.close(_open_path(root, _parts(entry), create=True))
+            elif entry["type"] == "file":
+                parts = _parts(entry)
+                parent = _open_path(root, parts[:-1], create=True)
+                try:
+                    # rename replaces a link at the final name; it never writes through it
+                    os.replace(dest_path(partial, entry["dir"], entry["path"]), parts[-1], dst_dir_fd=parent)
+                    fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+                    try:
+                        if "mode" in entry:
+                            os.fchmod(fd, entry["mode"])
+                        os.utime(fd, ns=(entry["mtime_ns"], entry["mtime_ns"]))
+                    finally:
+                        os.close(fd)
+                finally:
+                    os.close(parent)
+        # links last, so no file is ever written through a link the backup brought
+        for entry in entries:
+            if entry["type"] == "symlink":
+                parts = _parts(entry)
+                parent = _open_path(root, parts[:-1], create=True)
+                try:
+                    try:
+                        mode = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False).st_mode
+                    except FileNotFoundError:
+                        mode = None
+                    if mode is not None and stat.S_ISDIR(mode):
+                        raise FileRestoreError(f"a directory is where the backup has a symlink, under {entry['dir']}")
+                    if mode is not None:
+                        os.unlink(parts[-1], dir_fd=parent)
+                    os.symlink(entry["target"], parts[-1], dir_fd=parent)
+                    os.utime(parts[-1], ns=(entry["mtime_ns"], entry["mtime_ns"]), dir_fd=parent,
+                             follow_symlinks=False)
+                finally:
+                    os.close(parent)
+        for entry in sorted((e for e in entries if e["type"] == "dir"), key=lambda e: len(_parts(e)), reverse=True):
+            fd = _open_path(root, _parts(entry), create=False)
+            try:
+                os.fchmod(fd, entry["mode"])
+                os.utime(fd, ns=(entry["mtime_ns"], entry["mtime_ns"]))
+            finally:
+                os.close(fd)
+    finally:
+        os.close(root)
 
 
 def verify_tree(target_dir: Path, entries: list[dict]) -> dict:
@@ -279,11 +410,11 @@ def verify_tree(target_dir: Path, entries: list[dict]) -> dict:
             continue
         digest, count = hashlib.sha256(), 0
         try:
-            with open(final, "rb") as handle:
+            with os.fdopen(os.open(final, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as handle:
                 while block := handle.read(CHUNK):
                     digest.update(block)
                     count += len(block)
-            mtime_ns = os.stat(final).st_mtime_ns
+            mtime_ns = os.stat(final, follow_symlinks=False).st_mtime_ns
         except OSError as err:
             problems.append({"problem": "file unreadable after restore", "path": entry["path"],
                              "error": err.strerror})

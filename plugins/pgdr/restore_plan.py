@@ -9,10 +9,13 @@ RTO projection. They test without PostgreSQL or S3.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
 from pgdr.catalog import BackupEntry, newest_good
 from pgdr.manifest import is_backup_id
@@ -24,6 +27,15 @@ MAX_IDENTIFIER = 63
 _DATABASE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*\.[A-Za-z_][A-Za-z0-9_$]*$")
 _CONN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,249}$")
+# Databases a restore never writes into, in any mode: the cluster's own.
+SYSTEM_DATABASES = ("template0", "template1", "postgres")
+# Directories a file restore never writes into or over, whatever the settings say: the system, the
+# PostgreSQL servers' data, root's home.
+SYSTEM_DIRS = ("/proc", "/sys", "/dev", "/etc", "/bin", "/sbin", "/usr", "/boot", "/lib", "/lib32", "/lib64",
+               "/libx32", "/run", "/var/run", "/var/lib/postgresql", "/root", "/snap")
+# Comments beginning like this are pgdr's own markers (a replaced database's "keep until"): never
+# carried from a dump onto a restored database, so a restore never marks a database for dropping.
+PGDR_COMMENT_PREFIX = "pgdr:"
 
 
 class RestoreRefused(ValueError):
@@ -51,8 +63,14 @@ def confirmation_text(database: str) -> str:
     return f"RESTORE {database}"
 
 
-def parse_request(params: Mapping, protected: Iterable[str]) -> RestoreRequest:
-    """Validate the trigger form. Every problem is reported at once, with the field named."""
+def parse_request(params: Mapping, protected: Iterable[str], *, settings=None) -> RestoreRequest:
+    """Validate the trigger form. Every problem is reported at once, with the field named.
+
+    A field that is null (the form's "not given") counts exactly as an empty one. With ``settings``
+    the destination allow-lists apply too (pgdr_restore_target_conn_ids, pgdr_restore_target_dirs)
+    and target_dir must not overlap a directory pgdr reads or writes; without them only the rules
+    that need no configuration (system databases and directories, ``/``).
+    """
     protected = list(protected)
     problems = []
 
@@ -75,16 +93,26 @@ def parse_request(params: Mapping, protected: Iterable[str]) -> RestoreRequest:
     target_conn_id = text("target_conn_id")
     if target_conn_id and not _CONN_ID.match(target_conn_id):
         problems.append(f"target_conn_id {target_conn_id!r} is not an Airflow connection id")
+    elif target_conn_id and settings is not None:
+        allowed = allowed_target_conn_ids(settings)
+        if target_conn_id not in allowed:
+            problems.append(f"target_conn_id {target_conn_id!r} is not an allowed restore target; allowed: "
+                            f"{sorted(allowed)} (the protected databases' restore connections and setting "
+                            "pgdr_restore_target_conn_ids)")
     target_database = text("target_database")
     if target_database and not _DATABASE_NAME.match(target_database):
         problems.append(f"target_database {target_database!r} is not allowed: use lower-case letters, digits "
                         "and '_', starting with a letter or '_', at most 63 characters")
+    elif target_database in SYSTEM_DATABASES:
+        problems.append(system_database_problem(target_database))
     mode = text("mode") or "new_database"
     if mode not in MODES:
         problems.append(f"mode {mode!r} is not one of {', '.join(MODES)}")
     raw_tables = params.get("tables") or []
     if isinstance(raw_tables, str):
         raw_tables = [part for part in re.split(r"[\s,]+", raw_tables) if part]
+    if isinstance(raw_tables, list):
+        raw_tables = [t for t in raw_tables if t is not None]
     if not isinstance(raw_tables, list) or not all(isinstance(t, str) for t in raw_tables):
         problems.append("tables must be a list of schema.table names")
         raw_tables = []
@@ -114,7 +142,8 @@ def parse_request(params: Mapping, protected: Iterable[str]) -> RestoreRequest:
             problems.append("with a point in time, the base backup is chosen for you: leave backup at 'latest'")
     kind = text("kind") or "database"
     target_dir = text("target_dir")
-    problems.extend(kind_problems(kind, target_dir, mode, tables, point_in_time, target_conn_id, target_database))
+    problems.extend(kind_problems(kind, target_dir, mode, tables, point_in_time, target_conn_id, target_database,
+                                  settings=settings))
     if problems:
         raise RestoreRefused("restore refused, nothing was changed: " + "; ".join(problems))
     return RestoreRequest(database, backup, target_conn_id, target_database, mode, tables, confirm, point_in_time,
@@ -122,7 +151,7 @@ def parse_request(params: Mapping, protected: Iterable[str]) -> RestoreRequest:
 
 
 def kind_problems(kind: str, target_dir: str, mode: str, tables: tuple, point_in_time: str, target_conn_id: str,
-                  target_database: str) -> list[str]:
+                  target_database: str, *, settings=None) -> list[str]:
     """Fields that do not fit the kind: a file or configuration restore goes into target_dir, nothing else."""
     if kind not in RESTORE_KINDS:
         return [f"kind {kind!r} is not one of {', '.join(RESTORE_KINDS)}"]
@@ -132,8 +161,8 @@ def kind_problems(kind: str, target_dir: str, mode: str, tables: tuple, point_in
     if not target_dir:
         problems.append(f"kind {kind!r} restores into a directory: give target_dir, an absolute path "
                         "(an empty or new directory; a non-empty one needs the confirmation)")
-    elif not target_dir.startswith("/") or ".." in target_dir.split("/") or target_dir.rstrip("/") == "":
-        problems.append(f"target_dir {target_dir!r} must be an absolute path without '..', not /")
+    else:
+        problems.extend(target_dir_problems(target_dir, settings)[0])
     if mode != "new_database":
         problems.append(f"mode {mode!r} is for databases; leave it at new_database for kind {kind!r}")
     if point_in_time:
@@ -141,6 +170,97 @@ def kind_problems(kind: str, target_dir: str, mode: str, tables: tuple, point_in
     if target_conn_id or target_database:
         problems.append(f"target_conn_id and target_database are for databases; kind {kind!r} uses target_dir")
     return problems
+
+
+def system_database_problem(name: str, field: str = "target_database") -> str:
+    return (f"{field} {name!r} is a system database ({', '.join(SYSTEM_DATABASES)}); a restore never writes into "
+            "one: choose another database")
+
+
+def allowed_target_conn_ids(settings) -> set[str]:
+    """Connections a restore may write into: each protected database's restore connection (where an
+    empty target_conn_id goes anyway) and those listed in pgdr_restore_target_conn_ids."""
+    allowed = {settings.restore_conn_id(database) for database in settings.databases}
+    return allowed | set(getattr(settings, "restore_target_conn_ids", ()) or ())
+
+
+# --- where a file restore may write --------------------------------------------------------------
+
+def resolve_dir(path: str | os.PathLike) -> Path:
+    """The real path: '.', '//' and every symlink of the existing part followed (/proc/self/root is /)."""
+    return Path(os.path.realpath(path))
+
+
+def protected_dirs(settings=None) -> list[tuple[str, Path, bool]]:
+    """(what, directory, whole) a restore must not write over: a target_dir equal to it or containing
+    it is refused, and with ``whole`` one inside it too. The system, Airflow's home (a directory of
+    its own inside it is allowed, as docker-compose's /opt/airflow/restore), its dags, plugins,
+    config and logs, and with ``settings`` every directory pgdr backs up or writes itself."""
+    named = [(f"the system directory {d}", Path(d), True) for d in SYSTEM_DIRS]
+    home = Path(os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow"))
+    named.append(("the Airflow home (AIRFLOW_HOME)", home, False))
+    for sub in ("dags", "plugins", "config", "logs", "include"):
+        named.append((f"Airflow's {sub} directory", home / sub, True))
+    for variable in ("AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__CORE__PLUGINS_FOLDER"):
+        if os.environ.get(variable, "").startswith("/"):
+            named.append((f"Airflow's {variable}", Path(os.environ[variable]), True))
+    if os.environ.get("AIRFLOW_CONFIG", "").startswith("/"):
+        named.append(("the directory of Airflow's configuration (AIRFLOW_CONFIG)",
+                      Path(os.environ["AIRFLOW_CONFIG"]).parent, True))
+    named.append(("pgdr's plugins directory", Path(__file__).resolve().parent.parent, True))
+    if settings is not None:
+        named.append(("the staging directory (pgdr_staging_dir)", Path(settings.staging_dir), True))
+        named.append(("the WAL receiver directory (pgdr_wal_receiver_dir)", Path(settings.wal_receiver_dir), True))
+        named.append(("the point-in-time recovery directory (pgdr_pitr_data_dir)", Path(settings.pitr_data_dir),
+                      True))
+        named.append(("the PostgreSQL tools directory (pgdr_pg_bindir)", Path(settings.pg_bindir), True))
+        for dirs in (getattr(settings, "file_dirs", None) or {}).values():
+            named.extend(("a backed-up directory (pgdr_file_dirs)", Path(d), True) for d in dirs)
+        for files in (getattr(settings, "config_files", None) or {}).values():
+            named.extend(("the directory of a backed-up configuration file (pgdr_config_files)", Path(f).parent,
+                          True) for f in files)
+    return named
+
+
+def target_dir_problems(target_dir: str, settings=None) -> tuple[list[str], Path | None]:
+    """Why a file restore may not write into ``target_dir``, and the directory it resolves to.
+
+    The path is resolved first (symlinks of its existing part followed, so '//.' or
+    '/proc/self/root' is '/'), then refused when it is '/', overlaps (is inside, equals or
+    contains) a protected directory, or with ``settings`` lies outside every
+    pgdr_restore_target_dirs root. Reads the filesystem, changes nothing.
+    """
+    if "\0" in target_dir or not target_dir.startswith("/") or ".." in target_dir.split("/"):
+        return [f"target_dir {target_dir!r} must be an absolute path without '..', not /"], None
+    try:
+        resolved = resolve_dir(target_dir)
+    except OSError as err:   # a link this worker may not read (/proc/1/root): it cannot be checked
+        return [f"target_dir {target_dir!r} cannot be resolved ({err.strerror}); choose a directory of its own"], None
+    shown = f"target_dir {target_dir!r}" + (f" (resolves to {str(resolved)!r})" if str(resolved) != target_dir else "")
+    if resolved == Path("/"):
+        return [f"{shown} must be a directory of its own, not /"], resolved
+    problems = []
+    for what, directory, whole in protected_dirs(settings):
+        try:
+            real = resolve_dir(directory)
+        except OSError:
+            real = directory
+        for spelled in dict.fromkeys((directory, real)):
+            relation = ("is" if resolved == spelled else "contains" if resolved in spelled.parents else
+                        "is inside" if whole and spelled in resolved.parents else "")
+            if relation:
+                problems.append(f"{shown} {relation} {what}; a restore never writes there: choose a directory of "
+                                "its own")
+                break
+        if problems:
+            break
+    if settings is not None:
+        roots = [Path(r) for r in getattr(settings, "restore_target_dirs", ())]
+        real_roots = [resolve_dir(r) for r in roots]
+        if not any(resolved == r or r in resolved.parents for r in real_roots):
+            problems.append(f"{shown} is not under an allowed restore directory (setting pgdr_restore_target_dirs: "
+                            f"{[str(r) for r in roots]})")
+    return problems, resolved
 
 
 def choose_backup(entries: list[BackupEntry], requested: str, database: str) -> BackupEntry:
@@ -177,8 +297,19 @@ def stamp(now: datetime | None = None) -> str:
 
 
 def with_suffix(base: str, suffix: str) -> str:
-    """``base`` + ``suffix``, shortening ``base`` so the result fits PostgreSQL's 63-byte names."""
-    return base[: MAX_IDENTIFIER - len(suffix)] + suffix
+    """``base`` + ``suffix``, shortening ``base`` so the result fits PostgreSQL's 63-byte names.
+
+    The limit is in UTF-8 bytes (NAMEDATALEN), not characters: a shortened base is cut at a
+    character boundary and followed by a short hash of the whole base, so two long names that
+    share their first bytes still get different names (PostgreSQL would silently truncate both to
+    the same one).
+    """
+    if len((base + suffix).encode()) <= MAX_IDENTIFIER:
+        return base + suffix
+    tag = "_" + hashlib.sha256(base.encode()).hexdigest()[:6]
+    budget = MAX_IDENTIFIER - len(suffix.encode()) - len(tag)
+    short = base.encode()[:max(budget, 0)].decode("utf-8", errors="ignore")
+    return short + tag + suffix
 
 
 @dataclass(frozen=True)
@@ -199,9 +330,15 @@ def restore_names(request: RestoreRequest, source_dbname: str, when: str) -> Res
             raise RestoreRefused(f"mode 'replace' replaces {source_dbname!r}, the database the backup was taken "
                                  f"from; target_database {request.target_database!r} differs. Use mode "
                                  "'new_database' to restore under another name")
+        if source_dbname in SYSTEM_DATABASES:
+            raise RestoreRefused("restore refused, nothing was changed: mode 'replace' never replaces the system "
+                                 f"database {source_dbname!r}; use mode 'new_database'")
         return RestoreNames(source_dbname, with_suffix(source_dbname, f"_incoming_{when}"),
                             with_suffix(source_dbname, f"_replaced_{when}"), None)
     target = request.target_database or source_dbname
+    if target in SYSTEM_DATABASES:
+        raise RestoreRefused("restore refused, nothing was changed: " + system_database_problem(target) +
+                             " (mode 'tables' with target_database empty recovers into the source database)")
     return RestoreNames(target, with_suffix("pgdr_tables", f"_{when}"), None, f"recovered_{when}")
 
 
@@ -260,33 +397,82 @@ def missing_role_statements(globals_sql: str, existing_roles: Iterable[str]) -> 
 
 # --- database-level statements of a dump --------------------------------------------------------
 
+def _open_quote(text: str) -> bool:
+    """Does ``text`` end inside a quoted literal or identifier?"""
+    quote = ""
+    for char in text:
+        if quote:
+            if char == quote:
+                quote = ""
+        elif char in "'\"":
+            quote = char
+    return bool(quote)
+
+
+def _statements(sql_text: str) -> Iterable[str]:
+    """pg_restore's plain SQL, one database-level statement per item: each line, except that a
+    COMMENT whose literal spans lines is joined whole (function bodies are never scanned for quotes)."""
+    lines = iter(sql_text.splitlines())
+    for line in lines:
+        if line.startswith("COMMENT ON DATABASE "):
+            while _open_quote(line) or not line.rstrip().endswith(";"):
+                following = next(lines, None)
+                if following is None:
+                    break
+                line += "\n" + following
+        yield line
+
+
+def is_pgdr_comment(text: str) -> bool:
+    """A comment pgdr wrote itself (a replaced database's "keep until" marker), never to be copied."""
+    return text.lstrip().startswith(PGDR_COMMENT_PREFIX)
+
+
+_DATABASE_STATEMENTS = [
+    re.compile(rf"^(CREATE DATABASE )({_IDENT})( .*;)$", re.DOTALL),
+    re.compile(rf"^(ALTER DATABASE )({_IDENT})( .*;)$", re.DOTALL),
+    re.compile(rf"^(COMMENT ON DATABASE )({_IDENT})( IS .*;)$", re.DOTALL),
+    re.compile(rf"^((?:GRANT|REVOKE) .* ON DATABASE )({_IDENT})( (?:TO|FROM) .*;)$", re.DOTALL),
+    re.compile(rf"^(ALTER ROLE {_IDENT} IN DATABASE )({_IDENT})( SET .*;)$", re.DOTALL),
+]
+
+
+def quote_ident(name: str) -> str:
+    """``name`` as a quoted SQL identifier: any name (upper case, '$', keywords such as order) is safe."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def database_statements(create_sql: str, old_name: str, new_name: str) -> tuple[str | None, list[str]]:
     """The dump's CREATE DATABASE and its database-level statements (owner, settings, per-role
     settings, comment, privileges), taken from ``pg_restore --create --schema-only`` output and pointed at ``new_name``.
 
+    The database's name is matched however pg_dump spelled it (quoted when it is a keyword such
+    as ``order`` or holds upper case or '$'); a comment pgdr wrote itself is left out.
     Returns (create statement, statements to run after the restore).
     """
-    quoted_old = old_name if re.match(r"^[a-z_][a-z0-9_$]*$", old_name) else '"' + old_name.replace('"', '""') + '"'
-    quoted_new = '"' + new_name.replace('"', '""') + '"'
-    patterns = [
-        re.compile(rf"^(CREATE DATABASE ){re.escape(quoted_old)}( .*;)$"),
-        re.compile(rf"^(ALTER DATABASE ){re.escape(quoted_old)}( .*;)$"),
-        re.compile(rf"^(COMMENT ON DATABASE ){re.escape(quoted_old)}( IS .*;)$"),
-        re.compile(rf"^((?:GRANT|REVOKE) .* ON DATABASE ){re.escape(quoted_old)}( (?:TO|FROM) .*;)$"),
-        re.compile(rf"^(ALTER ROLE {_IDENT} IN DATABASE ){re.escape(quoted_old)}( SET .*;)$"),
-    ]
     create, after = None, []
-    for line in create_sql.splitlines():
-        for pattern in patterns:
-            match = pattern.match(line)
-            if match:
-                statement = f"{match.group(1)}{quoted_new}{match.group(2)}"
-                if statement.startswith("CREATE DATABASE"):
-                    create = statement
-                else:
-                    after.append(statement)
-                break
+    for statement in _statements(create_sql):
+        for pattern in _DATABASE_STATEMENTS:
+            match = pattern.match(statement)
+            if not match or unquote(match.group(2)) != old_name:
+                continue
+            rewritten = f"{match.group(1)}{quote_ident(new_name)}{match.group(3)}"
+            if rewritten.startswith("CREATE DATABASE"):
+                create = rewritten
+            elif rewritten.startswith("COMMENT ON DATABASE") and is_pgdr_comment(_comment_text(match.group(3))):
+                pass
+            else:
+                after.append(rewritten)
+            break
     return create, after
+
+
+def _comment_text(tail: str) -> str:
+    """The text of `` IS '...';`` (E'' strings included, escapes left as they are)."""
+    literal = tail[len(" IS "):].rstrip(";").strip()
+    if literal[:1] in "Ee":
+        literal = literal[1:]
+    return literal[1:-1].replace("''", "'") if literal.startswith("'") else ""
 
 
 # --- recovery time ---------------------------------------------------------------------------

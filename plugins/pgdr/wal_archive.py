@@ -622,8 +622,14 @@ def prune_shipped(directory: Path, state: dict, keep_segments: int, log: logging
         try:
             item.path.unlink()
         except FileNotFoundError:
+            pass
+        except OSError as err:   # e.g. the worker may not delete the receiver's files: say so, go on
+            log.warning("cannot prune %s: %s", item.path, err)
             continue
         removed.append(item.name)
+        state["segments"].pop(item.name, None)
+    if removed:
+        save_state(directory, state)
     for folder in Path(directory).glob(ASIDE_PREFIX + "*"):
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pgdr.wal_archive import STATUS_NAME
+from pgdr.wal_archive import ASIDE_PREFIX, GAPS_NAME, STATUS_NAME, read_gaps
 
 DEFAULT_BINDIR = "/usr/lib/postgresql/15/bin"
 DEFAULT_SLOT = "pgdr_receiver"
@@ -63,6 +63,63 @@ _CONNINFO_ENV = {
 
 def _now_iso() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_ENV_KEYWORD = {variable: keyword for keyword, variable in _CONNINFO_ENV.items() if variable}
+
+
+def sql_connect(env: dict, application_name: str = "pgdr_receiver_setup"):
+    """A normal (SQL) connection from a libpq environment dict, autocommit: for reading and fixing
+    the slot. Its application_name differs from the slot's so it never counts as the standby."""
+    import psycopg2
+
+    params = {keyword: env[variable] for variable, keyword in _ENV_KEYWORD.items() if env.get(variable)}
+    if env.get("PGPASSWORD"):
+        params["password"] = env["PGPASSWORD"]
+    params.setdefault("dbname", "postgres")
+    params.setdefault("connect_timeout", "15")
+    params["application_name"] = application_name
+    conn = psycopg2.connect(**params)
+    conn.autocommit = True
+    return conn
+
+
+def plan_gap(files: list, restart_lsn: str, segment_size: int | None = None) -> dict | None:
+    """Pure: the WAL the receiver can no longer get, once the server streams only from ``restart_lsn``.
+
+    ``files``: the receiver directory's segments and partials (:func:`pgdr.wal_archive.scan`).
+    pg_receivewal resumes after the newest file it sees; the files before the segment holding
+    ``restart_lsn`` must move aside (``behind``) and the segments from the first one not fully
+    received up to that segment are missing. None when nothing is missing.
+    """
+    from pgdr.wal_archive import (WAL_SEGMENT_SIZE, format_lsn, parse_lsn, parse_segment, read_segment_header,
+                                  segment_name, segment_number, segment_of_partial, segments_per_log)
+
+    def segment(item) -> str:
+        return item.name if item.kind == "segment" else segment_of_partial(item.name)
+
+    wal = [f for f in files if f.kind in ("segment", "partial")]
+    if segment_size is None:
+        segment_size = WAL_SEGMENT_SIZE
+        for item in wal:
+            header = read_segment_header(item.path)
+            if header is not None and header.segment_size:
+                segment_size = header.segment_size
+                break
+    resume = parse_lsn(restart_lsn) // segment_size
+    behind = [f for f in wal if segment_number(segment(f), segment_size) < resume]
+    if not wal or len(behind) < len(wal):
+        return None   # an empty directory starts at the slot; files at or past it: nothing is missing
+    newest = max(behind, key=lambda f: (segment_number(segment(f), segment_size), f.kind == "partial"))
+    first = segment_number(segment(newest), segment_size) + (0 if newest.kind == "partial" else 1)
+    if first >= resume:
+        return None
+    timeline = parse_segment(segment(newest))[0]
+    per_log = segments_per_log(segment_size)
+    return {"behind": behind, "from_lsn": format_lsn(first * segment_size), "to_lsn": format_lsn(resume * segment_size),
+            "timeline": timeline, "first_segment": segment_name(timeline, first // per_log, first % per_log),
+            "last_segment": segment_name(timeline, (resume - 1) // per_log, (resume - 1) % per_log),
+            "segments": resume - first, "partial_kept": newest.kind == "partial"}
 
 
 class ConnInfo:
@@ -151,6 +208,7 @@ class Supervisor:
         self._child: subprocess.Popen | None = None
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=12)
         self._started_at: str | None = None
+        self._advised = False
 
     # -- public
 
@@ -224,7 +282,104 @@ class Supervisor:
         return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
     def _ensure_slot(self) -> bool:
+        """The slot exists and can serve the directory's position: created when missing; when lost
+        (``wal_status = 'lost'``: the server removed WAL the slot needed) or behind what the server
+        still has, healed by :meth:`_heal` (recreated, the gap recorded and announced)."""
         self._set_state("creating_slot")
+        try:
+            row = self._read_slot()
+        except Exception as err:  # noqa: BLE001 - e.g. pg_hba allows replication connections only
+            from pgdr.redaction import safe_error
+
+            self.log.warning("cannot read pg_replication_slots (%s); creating the slot with pg_receivewal only",
+                             safe_error(err).splitlines()[0] if safe_error(err) else type(err).__name__)
+            row = None
+        else:
+            behind = any("has already been removed" in line for line in self._stderr_tail)
+            if row is not None and (row["wal_status"] == "lost" or behind):
+                return self._heal(row, lost=row["wal_status"] == "lost")
+            if row is not None:
+                return True
+        return self._create_slot_with_tool()
+
+    def _read_slot(self) -> dict | None:
+        with closing(sql_connect(self.env)) as conn, conn.cursor() as cur:
+            cur.execute("SELECT slot_type, wal_status, restart_lsn::text, active_pid FROM pg_replication_slots "
+                        "WHERE slot_name = %s", (self.slot,))
+            row = cur.fetchone()
+        if row is None:
+            return None
+        return {"slot_type": row[0], "wal_status": row[1], "restart_lsn": row[2], "active_pid": row[3]}
+
+    def _heal(self, row: dict, lost: bool) -> bool:
+        """Recreate a lost slot and move the WAL before the gap aside, so pg_receivewal streams from
+        what the server still has; record the gap in ``wal-gaps.json`` (pg_wal_archive copies it to
+        S3 state and alerts) and in the status file. Point-in-time recovery cannot cross the gap:
+        a new base backup is needed for recovery to any time after it."""
+        from pgdr.redaction import safe_error
+        from pgdr.wal_archive import scan
+
+        import psycopg2
+
+        self._set_state("healing_slot")
+        try:
+            with closing(sql_connect(self.env)) as conn, conn.cursor() as cur:
+                if lost:
+                    if row.get("active_pid"):   # a walsender still holding the dead slot
+                        cur.execute("SELECT pg_terminate_backend(%s)", (row["active_pid"],))
+                        time.sleep(0.5)
+                    cur.execute("SELECT pg_drop_replication_slot(%s)", (self.slot,))
+                    cur.execute("SELECT lsn::text FROM pg_create_physical_replication_slot(%s, true)", (self.slot,))
+                    restart = cur.fetchone()[0]
+                else:
+                    restart = row["restart_lsn"]
+        except psycopg2.Error as err:
+            self.last_error = safe_error(err)
+            self.log.error("cannot recreate the lost replication slot %s: %s", self.slot,
+                           (self.last_error.splitlines() or [""])[0])
+            return False
+        if lost:
+            self.log.warning("replication slot %s had lost its WAL (wal_status lost); dropped and recreated at %s",
+                             self.slot, restart)
+        plan = plan_gap(scan(self.directory, aside=False), restart) if restart else None
+        if plan is None:
+            self._stderr_tail.clear()
+            return True
+        aside = self.directory / f"{ASIDE_PREFIX}{plan['first_segment']}"
+        aside.mkdir(exist_ok=True)
+        if self.run_as and os.geteuid() == 0:
+            entry = pwd.getpwnam(self.run_as)
+            os.chown(aside, entry.pw_uid, entry.pw_gid)
+        for item in plan["behind"]:
+            os.replace(item.path, aside / item.name)
+        gap = {key: value for key, value in plan.items() if key != "behind"}
+        gap.update(id=f"{_now_iso()}-{gap['to_lsn']}", detected_at=_now_iso(), slot=self.slot,
+                   reason="replication slot lost (wal_status lost)" if lost else
+                   "the server had removed WAL the receiver still needed",
+                   moved_to=aside.name, unshipped=_unshipped(self.directory, [i.name for i in plan["behind"]]),
+                   next_step="point-in-time recovery cannot cross this gap: take a new base backup")
+        self._record_gap(gap)
+        self.log.error("WAL GAP: %s; WAL %s .. %s (segments %s .. %s, %d) is lost for the archive; streaming "
+                       "resumes at %s. A NEW BASE BACKUP IS NEEDED for point-in-time recovery past the gap "
+                       "(trigger pg_backup_daily); the WAL before it was moved to %s and is still shipped",
+                       gap["reason"], gap["from_lsn"], gap["to_lsn"], gap["first_segment"], gap["last_segment"],
+                       gap["segments"], gap["to_lsn"], aside)
+        self._stderr_tail.clear()
+        return True
+
+    def _record_gap(self, gap: dict) -> None:
+        gaps = read_gaps(self.directory) + [gap]
+        path = self.directory / GAPS_NAME
+        fd, temp = tempfile.mkstemp(prefix=GAPS_NAME + ".", suffix=".tmp", dir=self.directory)
+        with os.fdopen(fd, "w") as handle:
+            json.dump({"gaps": gaps}, handle, indent=1)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, 0o644)
+        os.replace(temp, path)
+        self._write_status()
+
+    def _create_slot_with_tool(self) -> bool:
         try:
             result = subprocess.run(self.create_slot_command(), env=self.env, capture_output=True, text=True,
                                     timeout=60, **self._popen_user())
@@ -239,6 +394,22 @@ class Supervisor:
                            self.last_error.splitlines()[-1] if self.last_error else "")
             return False
         return True
+
+    def _advise(self) -> None:
+        """Once streaming, tell the operator the one set-up step that must come after it: naming the
+        receiver in synchronous_standby_names (set before it streams, every commit waits)."""
+        try:
+            with closing(sql_connect(self.env)) as conn, conn.cursor() as cur:
+                cur.execute("SELECT current_setting('synchronous_standby_names'), "
+                            "(SELECT sync_state FROM pg_stat_replication WHERE application_name = %s)", (self.slot,))
+                names_value, sync_state = cur.fetchone()
+        except Exception:  # noqa: BLE001 - advice only
+            return
+        _, _, names = parse_synchronous_standby_names(names_value)
+        if sync_state is not None and self.synchronous and self.slot not in names and "*" not in names:
+            self.log.warning("%s is streaming (sync_state %s); for RPO = 0 now run on the primary: ALTER SYSTEM SET "
+                             "synchronous_standby_names = '%s'; SELECT pg_reload_conf();  (only now: set before the "
+                             "receiver streams, every commit waits for it)", self.slot, sync_state, self.slot)
 
     def _start_child(self) -> bool:
         self._stderr_tail.clear()
@@ -273,6 +444,9 @@ class Supervisor:
             if time.monotonic() - last_beat >= self.heartbeat_seconds:
                 last_beat = time.monotonic()
                 self._write_status()
+                if not self._advised:
+                    self._advised = True
+                    self._advise()
         self._child.wait()
 
     def _stop_child(self) -> None:
@@ -305,10 +479,11 @@ class Supervisor:
         self._write_status(**extra)
 
     def status(self, **extra) -> dict:
+        gaps = read_gaps(self.directory)
         return {"state": self.state, "pid": self.pid, "restarts": self.restarts, "last_exit": self.last_exit,
                 "last_error": self.last_error, "slot": self.slot, "synchronous": self.synchronous,
                 "directory": str(self.directory), "started_at": self._started_at, "updated_at": _now_iso(),
-                "heartbeat_at": time.time(), **extra}
+                "heartbeat_at": time.time(), "gaps": len(gaps), "last_gap": gaps[-1] if gaps else None, **extra}
 
     def _write_status(self, **extra) -> None:
         path = self.directory / STATUS_NAME
@@ -320,6 +495,17 @@ class Supervisor:
             os.replace(temp, path)
         except OSError as err:
             self.log.warning("cannot write %s: %s", path, err)
+
+
+def _unshipped(directory: Path, names: list[str]) -> list[str]:
+    """Which of ``names`` pg_wal_archive's ship state does not list as shipped (all when unknown)."""
+    from pgdr.wal_archive import WalArchiveError, load_state
+
+    try:
+        state = load_state(directory)
+    except WalArchiveError:
+        return list(names)
+    return [n for n in names if n not in state["segments"] and n not in state["partials"]]
 
 
 def _describe_rc(rc: int | None) -> str:
@@ -422,23 +608,41 @@ def check_primary(env: dict, slot: str = DEFAULT_SLOT, directory: Path | None = 
                         "WHERE slot_name = %s", (slot,))
             row = cur.fetchone()
             if row is None:
-                findings.append(Finding("fail", "slot", f"replication slot {slot} does not exist",
-                                        f"start the receiver once (it creates the slot), or run "
-                                        f"SELECT pg_create_physical_replication_slot('{slot}', true);"))
+                # a fresh set-up: the receiver creates its slot when it starts (the role may, see above)
+                findings.append(Finding("ok", "slot", f"replication slot {slot} does not exist yet; the receiver "
+                                        f"creates it when it starts"))
             elif row[0] != "physical":
                 findings.append(Finding("fail", "slot", f"slot {slot} is a {row[0]} slot; the receiver needs a "
                                         f"physical one", f"SELECT pg_drop_replication_slot('{slot}'); then recreate"))
             elif row[2] == "lost":
                 findings.append(Finding("fail", "slot", f"slot {slot} has lost WAL (wal_status lost): the "
-                                        f"archive has a gap", "drop and recreate the slot, then take a new base backup"))
+                                        f"archive has a gap", "restart the receiver: it recreates the slot, records "
+                                        "the gap (receiver.status.json, S3 state) and streams on; then take a new "
+                                        "base backup (pg_backup_daily) for point-in-time recovery past the gap"))
             else:
                 findings.append(Finding("ok", "slot", f"slot {slot} exists ({'active' if row[1] else 'inactive'}, "
                                         f"restart_lsn {row[3]}, wal_status {row[2]})"))
 
+            cur.execute("SELECT application_name, sync_state, state FROM pg_stat_replication")
+            connected = {name: (sync_state, state) for name, sync_state, state in cur.fetchall()}
             names_value = setting("synchronous_standby_names")
             method, num, names = parse_synchronous_standby_names(names_value)
             example = f"ALTER SYSTEM SET synchronous_standby_names = '{slot}'; SELECT pg_reload_conf();"
-            if not names:
+            waiting = bool(names) and len(connected if "*" in names else set(names) & set(connected)) < num
+            if waiting:
+                findings.append(Finding("fail", "synchronous_standby_names",
+                                        f"synchronous_standby_names = '{names_value}' but fewer than {num} of "
+                                        f"those standbys are connected: every commit on this server waits now",
+                                        f"start the receiver first (python -m pgdr.wal_receiver --directory DIR "
+                                        f"--slot {slot} --synchronous), or ALTER SYSTEM RESET "
+                                        f"synchronous_standby_names; SELECT pg_reload_conf(); until it streams"))
+            elif not names and slot not in connected:
+                # the right order: the receiver streams first, then commits are made to wait for it
+                findings.append(Finding("warn", "synchronous_standby_names",
+                                        "synchronous_standby_names is empty: RPO = 0 needs it, but set it only once "
+                                        "the receiver streams (before that every commit would wait)",
+                                        f"start the receiver, then {example}"))
+            elif not names:
                 findings.append(Finding("fail", "synchronous_standby_names",
                                         "synchronous_standby_names is empty: commits do not wait for the receiver, "
                                         "so losing the primary can lose acknowledged commits (RPO > 0)",
@@ -474,12 +678,10 @@ def check_primary(env: dict, slot: str = DEFAULT_SLOT, directory: Path | None = 
                                         "all WAL for it, without limit", "watch pg_wal's disk, or set a limit "
                                         "(a receiver that falls behind it loses its slot and needs a new base backup)"))
 
-            cur.execute("SELECT sync_state, state FROM pg_stat_replication WHERE application_name = %s", (slot,))
-            row = cur.fetchone()
+            row = connected.get(slot)
             if row is None:
                 findings.append(Finding("warn", "receiver", f"no receiver named {slot} is connected now" +
-                                        ("; commits wait until one is" if names and (slot in names or "*" in names)
-                                         and method == "FIRST" and len(names) <= num else "")))
+                                        ("; commits wait until one is" if waiting else "")))
             else:
                 findings.append(Finding("ok", "receiver", f"{slot} is connected ({row[1]}, sync_state {row[0]})"))
 
@@ -505,8 +707,12 @@ def check_primary(env: dict, slot: str = DEFAULT_SLOT, directory: Path | None = 
 
     if directory is not None:
         directory = Path(directory)
-        if not directory.is_dir():
-            findings.append(Finding("fail", "directory", f"{directory} does not exist",
+        parent = next((p for p in directory.parents if p.exists()), None) if not directory.exists() else None
+        if not directory.exists() and parent is not None and parent.is_dir() and os.access(parent, os.W_OK | os.X_OK):
+            findings.append(Finding("ok", "directory", f"{directory} does not exist yet; the receiver creates it "
+                                    f"when it starts ({parent} is writable)"))
+        elif not directory.is_dir():
+            findings.append(Finding("fail", "directory", f"{directory} does not exist and cannot be created here",
                                     f"mkdir -p {directory} (owned by the user running pg_receivewal)"))
         elif not os.access(directory, os.W_OK):
             findings.append(Finding("fail", "directory", f"{directory} is not writable by this user"))

@@ -43,6 +43,7 @@ def run_logical_backup(*, database: str, backup_id: str, prefix: str, target: Pg
                            part_size=store.part_size, include_role_passwords=include_role_passwords, log=log,
                            on_file=upload) as backup:
             dump = backup.run()
+            report_dead_runs(store, prefix, log)  # under the backup's lock: no other run of this kind
         upload_started = time.monotonic()
         uploads.finish()
         upload_tail = time.monotonic() - upload_started
@@ -83,6 +84,24 @@ def checked_objects(store: BackupStore, prefix: str, backup_id: str, files) -> l
     if problems:
         raise UploadCheckError(f"backup {backup_id} failed its post-upload check: " + " | ".join(problems[:10]))
     return objects
+
+
+def report_dead_runs(store: BackupStore, prefix: str, log: logging.Logger) -> None:
+    """Abort the open multipart uploads of workers killed mid-backup of this database and kind, and
+    report their incomplete backups; best effort (S3 trouble shows in this run's own upload)."""
+    base = prefix.rstrip("/").rsplit("/", 1)[0] + "/"
+    try:
+        aborted, incomplete = store.dead_runs(base, prefix)
+    except Exception as err:  # noqa: BLE001 - the run's own upload reports S3 trouble
+        log.warning("could not look for uploads left by a dead run (%s)", type(err).__name__)
+        return
+    if aborted:
+        log.warning("aborted %d multipart upload(s) left open by a run that died mid-upload: %s", len(aborted),
+                    ", ".join(aborted[:10]))
+    if incomplete:
+        log.warning("%d earlier backup(s) have objects but no manifest (a run failed or died): %s; never "
+                    "listed, restored or counted; retention removes them once a day old", len(incomplete),
+                    ", ".join(incomplete[:10]))
 
 
 def remove_partial_upload(store: BackupStore, keys: list[str], log: logging.Logger) -> None:

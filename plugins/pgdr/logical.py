@@ -18,9 +18,12 @@ expect and the data pg_dump writes come from the same moment.
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
 import queue
 import re
+import signal
 import subprocess
 import threading
 from collections.abc import Callable
@@ -28,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pgdr import sql
+from pgdr import sql, staging
 from pgdr.compression import SUFFIX, compress_growing_file, compress_stream
 from pgdr.digest import Digest, file_digest
 from pgdr.fswatch import DirectoryWatch
@@ -41,6 +44,40 @@ LOCK_KEYS = (0x70676472, 1)
 
 COPY_TRAILER_NEWLINES = 3
 _TOC_DATA = re.compile(r"^(\d+); \d+ (\d+) TABLE DATA ")
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_worker() -> None:
+    """``preexec_fn`` for the PostgreSQL tools a backup starts: SIGKILL them when the thread that
+    started them dies, so a worker killed mid-backup (OOM, ``kill -9``, a lost pod) leaves no
+    pg_dump or pg_basebackup writing into a dead run's staging directory while holding a
+    snapshot, a WAL sender and a connection. Linux only; elsewhere a no-op."""
+    parent = os.getppid()
+    try:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except AttributeError:
+        return
+    if os.getppid() != parent:  # the worker died before prctl took effect
+        os._exit(1)
+
+
+def discard_dead_partials(workdir: Path, what: str, log: logging.Logger) -> list[str]:
+    """Remove every other ``.partial`` beside ``workdir``: the staging directories of workers that died
+    mid-backup (health records, and disk the next backup needs), now rather than after a day.
+
+    Only for a caller that knows no other backup of this kind of this database runs (it holds the
+    backup's advisory lock, or the DAG runs one at a time). Returns the names removed."""
+    removed = []
+    if workdir.parent.is_dir():
+        for dead in sorted(workdir.parent.glob(f"*{staging.PARTIAL}")):
+            if dead.name != workdir.name and dead.is_dir() and not dead.is_symlink():
+                staging.discard(dead)
+                removed.append(dead.name)
+                log.warning("removed %s, the staging directory of a %s that died mid-run", dead.name, what)
+    return removed
 
 
 class BackupBusy(RuntimeError):
@@ -152,7 +189,14 @@ class LockedSession:
         if not cur.fetchone()[0]:
             raise BackupBusy(f"another pgdr {what} of {self.target.describe()} is running; "
                              "refusing to start a second one")
+        self._discard_dead_partials(what)
         return cur
+
+    def _discard_dead_partials(self, what: str) -> None:
+        # with the lock held no other backup of this kind of this database runs
+        workdir = getattr(self, "workdir", None)
+        if workdir is not None:
+            discard_dead_partials(workdir, what, self.log)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -203,7 +247,8 @@ class LogicalBackup(LockedSession):
         tools = {name: tool_version(self.bindir, name) for name in ("pg_dump", "pg_dumpall", "pg_restore")}
 
         dump_dir = self.workdir / "dump"
-        dump_dir.mkdir(parents=True)
+        self.workdir.mkdir(mode=0o700, exist_ok=True)  # the dump holds health records: this user only
+        dump_dir.mkdir(mode=0o700)
         cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         cur.execute("SET LOCAL row_security = off")
         cur.execute("SELECT pg_export_snapshot()")
@@ -277,7 +322,8 @@ class LogicalBackup(LockedSession):
             self._hand_on(dumped_file)
 
         self.log.info("running %s", " ".join(["pg_dump", *argv[1:-1]]))
-        process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                   preexec_fn=die_with_worker)
         stderr_holder: list[str] = []
         reader = threading.Thread(target=lambda: stderr_holder.append(process.stderr.read()), daemon=True)
         reader.start()
@@ -336,7 +382,8 @@ class LogicalBackup(LockedSession):
             argv.append("--no-role-passwords")
         self.log.info("running %s", " ".join(["pg_dumpall", *argv[1:]]))
         target = self.workdir / f"globals.sql{SUFFIX}"
-        process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   preexec_fn=die_with_worker)
         errors: list[bytes] = []
         reader = threading.Thread(target=lambda: errors.append(process.stderr.read()), daemon=True)
         reader.start()

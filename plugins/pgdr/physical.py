@@ -34,7 +34,7 @@ import zstandard
 
 from pgdr.compression import CHUNK, HashingSink
 from pgdr.digest import Digest, StreamDigest, file_digest
-from pgdr.logical import DumpedFile, LockedSession, _server_facts
+from pgdr.logical import DumpedFile, LockedSession, _server_facts, die_with_worker
 from pgdr.manifest import utc_now_iso
 from pgdr.pgtools import PgTarget, PgToolError, libpq_env, stderr_tail, tool_path, tool_version
 from pgdr.progress import Progress, human_bytes
@@ -293,7 +293,8 @@ class PhysicalBackup(LockedSession):
         self.log.info("running %s", " ".join(["pg_basebackup", *argv[1:]]))
         progress = Progress("pg_basebackup", self.log)
         messages: list[str] = []
-        process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                   preexec_fn=die_with_worker)
 
         def read_stderr() -> None:
             done = 0
@@ -338,7 +339,7 @@ class PhysicalBackup(LockedSession):
         argv = [tool_path(self.bindir, "pg_verifybackup"), str(data_dir)]
         self.log.info("running %s", " ".join(["pg_verifybackup", *argv[1:]]))
         result = subprocess.run(argv, env={"PATH": os.environ.get("PATH", ""), "LC_ALL": "C"},
-                                capture_output=True, text=True, check=False)
+                                capture_output=True, text=True, check=False, preexec_fn=die_with_worker)
         if result.returncode != 0:
             raise VerificationFailed(
                 f"pg_verifybackup rejected the base backup copy (exit {result.returncode}); nothing was uploaded: "

@@ -231,20 +231,57 @@ class BackupStore:
             problems.append(f"server-side encryption {encryption or 'none'} != expected {self.expected_sse}")
         return ObjectCheck(key, tuple(problems))
 
-    def check_backup(self, prefix: str, objects) -> list[str]:
-        """Problems with a backup's stored objects (empty when every one is intact and nothing else is there)."""
+    def check_backup(self, prefix: str, objects, sealed: bool = False) -> list[str]:
+        """Problems with a backup's stored objects (empty when every one is intact and nothing else is there).
+
+        ``sealed``: the caller found its own manifest there already (:meth:`holds_manifest`)."""
         problems = []
         for obj in objects:
             check = self.check_object(obj.key, obj.size, obj.sha256, obj.s3_checksum)
             if not check.ok:
                 problems.append(f"{check.key}: {'; '.join(check.problems)}")
+        own_manifest = f"{prefix}/{MANIFEST_NAME}" if sealed else None
         listed = {obj.key for obj in objects}
         for key in self.list_keys(prefix):
+            if key == own_manifest:
+                continue
             if key.endswith("/" + MANIFEST_NAME):
                 problems.append(f"{key} already exists")
             elif key not in listed:
                 problems.append(f"{key}: not part of this backup")
         return problems
+
+    def holds_manifest(self, backup_prefix: str, manifest: Manifest) -> bool:
+        """Whether ``manifest.json`` under ``backup_prefix`` is already exactly ``manifest``: the seal of
+        a worker killed after writing it, retried."""
+        import json
+
+        try:
+            found = self.read_json_or_none(f"{backup_prefix}/{MANIFEST_NAME}")
+        except ValueError:  # not JSON: not ours
+            return False
+        return found == json.loads(manifest.to_json())
+
+    def dead_runs(self, base: str, own_prefix: str) -> tuple[list[str], list[str]]:
+        """What workers killed mid-backup left under ``base`` (``<prefix>/<database>/<kind>/``), outside
+        this run's ``own_prefix``: (multipart uploads aborted, backup ids with objects but no manifest).
+
+        Only for a caller that knows no other backup of this kind runs (it holds the backup's lock):
+        an open multipart upload is then a dead run's, unlisted yet billed until aborted. The
+        incomplete backups are never listed or restored; retention deletes them once a day old."""
+        from pgdr.catalog import entries_from_keys
+
+        aborted = []
+        for page in self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=base):
+            for upload in page.get("Uploads", []):
+                if upload["Key"].startswith(own_prefix + "/"):
+                    continue
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                aborted.append(upload["Key"])
+        own_id = own_prefix.rstrip("/").rsplit("/", 1)[-1]
+        incomplete = [e.backup_id for e in entries_from_keys(self.list_keys(base), base)
+                      if not e.complete and e.backup_id != own_id]
+        return aborted, incomplete
 
     def put_manifest(self, backup_prefix: str, manifest: Manifest) -> str:
         manifest.validate()

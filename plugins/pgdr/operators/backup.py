@@ -133,20 +133,26 @@ class SealBackupOperator(PgdrBaseOperator):
         self.backup = backup
 
     def execute(self, context) -> dict[str, Any]:
-        from pgdr.manifest import Manifest
+        from pgdr.manifest import MANIFEST_NAME, Manifest
         from pgdr.progress import human_bytes
         from pgdr.storage import UploadCheckError
 
         manifest = Manifest.from_dict(self.backup["manifest"])
         self.conn_id = manifest.database
         prefix = self.backup["prefix"]
-        problems = self.store.check_backup(prefix, manifest.objects)
+        # a retry after a worker died just after writing the manifest finds its own manifest there
+        sealed = self.store.holds_manifest(prefix, manifest)
+        problems = self.store.check_backup(prefix, manifest.objects, sealed=sealed)
         if problems:
             raise UploadCheckError(f"backup {manifest.backup_id} failed its check before sealing; no manifest "
                                    f"written: " + " | ".join(problems[:10]))
         self.log.info("all %d objects verified in S3: sizes, SHA-256 computed by S3, encryption %s",
                       len(manifest.objects), self.store.expected_sse)
-        manifest_key = self.store.put_manifest(prefix, manifest)
+        if sealed:
+            manifest_key = f"{prefix}/{MANIFEST_NAME}"
+            self.log.info("manifest.json was already written by an earlier try of this task; not written again")
+        else:
+            manifest_key = self.store.put_manifest(prefix, manifest)
         self.log.info("sealed backup %s of %s: s3://%s/%s (%d objects, %s)", manifest.backup_id,
                       manifest.database, self.store.bucket, manifest_key, len(manifest.objects),
                       human_bytes(manifest.total_size))
@@ -178,6 +184,8 @@ class _StagedBackupOperator(DatabaseOperator):
         from airflow.sdk.exceptions import AirflowSkipException
 
         from pgdr import staging
+        from pgdr.backup import report_dead_runs
+        from pgdr.logical import discard_dead_partials
         from pgdr.manifest import backup_prefix, new_backup_id
 
         settings = self.settings
@@ -191,6 +199,10 @@ class _StagedBackupOperator(DatabaseOperator):
         backup_id = new_backup_id()
         prefix = backup_prefix(settings.s3_prefix, database, self.kind, backup_id)
         work = staging.claim_work_dir(settings.staging_dir, database, self.kind, backup_id)
+        # pg_backup_daily runs one at a time (max_active_runs=1) and this task once per database and
+        # kind, so a .partial here or an open upload is a dead worker's (there is no lock to hold)
+        discard_dead_partials(work, f"{self.kind} backup", self.log)
+        report_dead_runs(self.store, prefix, self.log)
         ti = context["ti"]
         self.log.info("%s backup %s of %s (%d paths) to s3://%s/%s/", self.kind, backup_id, database,
                       len(configured), settings.s3_bucket, prefix)

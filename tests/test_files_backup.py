@@ -138,3 +138,40 @@ def test_an_index_entry_cannot_escape_the_target(tmp_path, path):
 
     with pytest.raises(FileBackupError, match="leaves its directory"):
         dest_path(tmp_path, "/srv/uploads", path)
+
+
+def test_a_file_or_directory_swapped_for_a_symlink_after_the_scan_is_not_followed(tmp_path):
+    """Item 25: between the scan and the read, a file becomes a symlink to a secret outside the
+    directory, a subdirectory a symlink to another directory, and a file a hard link to a secret:
+    none of the secrets reaches the archive; the entries are skipped and listed."""
+    import os
+    import shutil
+
+    import zstandard
+
+    from pgdr.files_backup import scan_directory, write_archive
+
+    sentinel = "SECRET-OUTSIDE-THE-DIR-5d1c"
+    root = tmp_path / "uploads"
+    (root / "sub").mkdir(parents=True)
+    for name in ("a.txt", "sub/b.txt", "c.txt", "d.txt"):
+        (root / name).write_text(f"public {name}")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text(sentinel)
+    (outside / "b.txt").write_text(sentinel)
+    entries, _ = scan_directory(root)
+    fresh = [e for e in entries if e["type"] == "file"]
+
+    (root / "a.txt").unlink()
+    (root / "a.txt").symlink_to(outside / "secret.txt")
+    shutil.rmtree(root / "sub")
+    (root / "sub").symlink_to(outside)
+    (root / "c.txt").unlink()
+    os.link(outside / "secret.txt", root / "c.txt")  # same name, another file
+
+    _, _, vanished = write_archive(root, fresh, tmp_path / "out.tar.zst", 1, 5 << 20)
+    stored = zstandard.ZstdDecompressor().decompressobj().decompress((tmp_path / "out.tar.zst").read_bytes())
+    assert sentinel.encode() not in stored
+    assert sorted(e["path"] for e in vanished) == ["a.txt", "c.txt", "sub/b.txt"]
+    assert b"public d.txt" in stored

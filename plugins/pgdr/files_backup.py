@@ -18,6 +18,7 @@ Airflow-free: the operator and bench/ run the same code.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -113,13 +114,36 @@ def scan_directory(root: Path) -> tuple[list[dict], list[dict]]:
                                 "mtime_ns": info.st_mtime_ns})
                 walk(Path(child.path), rel)
             elif stat.S_ISREG(info.st_mode):
+                # "_id" (device, inode) lets the read refuse another file swapped in; never stored
                 entries.append({"path": rel, "type": "file", "size": info.st_size, "mtime_ns": info.st_mtime_ns,
-                                "mode": stat.S_IMODE(info.st_mode)})
+                                "mode": stat.S_IMODE(info.st_mode), "_id": [info.st_dev, info.st_ino]})
             else:
                 skipped.append({"path": rel, "type": _kind(info.st_mode), "reason": "not a regular file"})
 
     walk(root, "")
     return entries, skipped
+
+
+def open_beneath(root: Path, relative: str) -> int:
+    """A read-only descriptor of ``root/relative``, opened without following a symbolic link at any
+    level below ``root``: a file or directory swapped for a link after the scan (to a secret outside
+    the directory) fails with ELOOP/ENOTDIR instead of being read. O_NONBLOCK: a FIFO swapped in
+    does not hang the backup (it is refused as not a regular file)."""
+    parts = Path(relative).parts
+    if not parts or Path(relative).is_absolute() or ".." in parts:
+        raise FileBackupError(f"refusing an entry path that leaves its directory: {relative!r}")
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        return os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+_REPLACED = (errno.ELOOP, errno.ENOTDIR, errno.ENOENT, errno.ENXIO)
 
 
 # --- the incremental plan ----------------------------------------------------------------------
@@ -188,15 +212,21 @@ def write_archive(root: Path, entries: list[dict], target: Path, level: int, par
         with compressor.stream_writer(sink, closefd=False) as writer:
             with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:
                 for entry in entries:
-                    path = root / entry["path"]
+                    scanned = entry.pop("_id", None)
                     try:
-                        source = open(path, "rb", buffering=CHUNK)  # noqa: SIM115 - closed below
-                    except FileNotFoundError:
+                        fd = open_beneath(root, entry["path"])
+                    except OSError as err:
+                        if err.errno not in _REPLACED:
+                            raise
+                        entry["_replaced"] = err.errno != errno.ENOENT
                         vanished.append(entry)
                         continue
-                    with source:
+                    with os.fdopen(fd, "rb", buffering=CHUNK) as source:
                         before = os.fstat(source.fileno())
-                        if not stat.S_ISREG(before.st_mode):
+                        if not stat.S_ISREG(before.st_mode) or (
+                                scanned and [before.st_dev, before.st_ino] != list(scanned)):
+                            # another file (a hard link to a secret, a FIFO) took its name after the scan
+                            entry["_replaced"] = True
                             vanished.append(entry)
                             continue
                         info = tarfile.TarInfo(entry["path"])
@@ -289,8 +319,9 @@ def run_files_backup(*, database: str, backup_id: str, prefix: str, directories:
                 digest, content, vanished = write_archive(directory, fresh, path, level, store.part_size, progress)
                 for entry in vanished:
                     entries.remove(entry)
-                    skipped.append({"dir": str(directory), "path": entry["path"], "type": "file",
-                                    "reason": "vanished while the backup ran"})
+                    reason = ("replaced after the scan (by a symlink or another file); not followed"
+                              if entry.pop("_replaced", False) else "vanished while the backup ran")
+                    skipped.append({"dir": str(directory), "path": entry["path"], "type": "file", "reason": reason})
                 for entry in fresh:
                     entry.update(backup_id=backup_id, object=name)
                 staged.append(StagedObject(name, path, digest, "files_archive", "zstd", content))
@@ -302,6 +333,8 @@ def run_files_backup(*, database: str, backup_id: str, prefix: str, directories:
                                  "bytes": sum(e["size"] for e in files),
                                  "uploaded_files": sum(1 for e in files if e.get("backup_id") == backup_id),
                                  "uploaded_bytes": sum(e["size"] for e in files if e.get("backup_id") == backup_id)})
+            for entry in entries:
+                entry.pop("_id", None)  # the scan's inode: not part of the index
             all_entries.extend(entries)
         progress.finish()
         index = {"format": INDEX_FORMAT, "backup_id": backup_id, "database": database,

@@ -322,3 +322,110 @@ def test_pgdrs_own_comment_is_never_reapplied(comment):
 def test_a_users_comment_mentioning_pgdr_is_kept():
     sql = "CREATE DATABASE cc WITH TEMPLATE = template0;\nCOMMENT ON DATABASE cc IS 'backed up by pgdr: daily';\n"
     assert database_statements(sql, "cc", "cc2")[1] == ["COMMENT ON DATABASE \"cc2\" IS 'backed up by pgdr: daily';"]
+
+
+# --- end to end: databases whose names pg_dump quotes, and pgdr's comment in a dump ------------
+
+QUOTED_DATABASES = {"order_db": "order", "payroll_db": "pay$roll"}
+KEEP_MARK = "pgdr: replaced by restore manual__2020-01-01; keep until 2020-01-08T00:00:00+00:00"
+
+
+def _comment(cluster, dbname: str):
+    rows = cluster.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+                           params=(dbname,))
+    return rows[0][0] if rows else "no such database"
+
+
+def _db_settings(cluster, dbname: str):
+    return cluster.execute("SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
+                           "WHERE d.datname = %s AND s.setrole = 0", params=(dbname,))
+
+
+@pytest.fixture(scope="module")
+def quoted_backups(stack, airflow_db, tmp_path_factory):
+    """"order" (carrying pgdr's keep-until comment, as a replaced database renamed back would) and
+    "pay$roll" (a comment of its own), each with a table and a database setting, backed up once."""
+    from psycopg2 import sql
+
+    from harness.stack import RESTORE_CONN_ID, postgres_conn
+    from harness.synthetic import fingerprint
+
+    from conftest import run_dag, task_states
+
+    for dbname in QUOTED_DATABASES.values():
+        name = sql.Identifier(dbname)
+        stack.cluster.execute(sql.SQL("CREATE DATABASE {}").format(name))
+        stack.cluster.execute("CREATE TABLE public.items (id int PRIMARY KEY, label text); "
+                              "INSERT INTO public.items SELECT g, 'item ' || g FROM generate_series(1, 250) g",
+                              dbname=dbname)
+        stack.cluster.execute(sql.SQL("ALTER DATABASE {} SET work_mem = '8MB'").format(name))
+    stack.cluster.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier("order"),
+                                                                        sql.Literal(KEEP_MARK)))
+    stack.cluster.execute(sql.SQL("COMMENT ON DATABASE {} IS 'ledger'").format(sql.Identifier("pay$roll")))
+    env = stack.airflow_env()
+    env.update({f"AIRFLOW_CONN_{conn_id.upper()}": postgres_conn(stack.cluster, dbname=dbname)
+                for conn_id, dbname in QUOTED_DATABASES.items()})
+    env.update({"AIRFLOW_VAR_PGDR_DATABASES": json.dumps(sorted(QUOTED_DATABASES)),
+                "AIRFLOW_VAR_PGDR_RESTORE_CONN_IDS": json.dumps({c: RESTORE_CONN_ID for c in QUOTED_DATABASES}),
+                "AIRFLOW_VAR_PGDR_STAGING_DIR": str(tmp_path_factory.mktemp("quoted-staging")),
+                "AIRFLOW_VAR_PGDR_S3_PREFIX": f"quoted-{os.urandom(3).hex()}"})
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        dag_run = run_dag("pg_backup_daily")
+        assert str(dag_run.state) == "success", task_states(dag_run)
+    yield {"env": env, "fingerprints": {d: fingerprint(stack.cluster, d) for d in QUOTED_DATABASES.values()}}
+    for dbname in stack.cluster.database_names():
+        if dbname.startswith(("order", "pay$roll", "payroll")):
+            stack.cluster.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(dbname)))
+
+
+@pytest.fixture()
+def quoted_env(stack, quoted_backups, monkeypatch):
+    stack.slack.clear()
+    for name, value in quoted_backups["env"].items():
+        monkeypatch.setenv(name, value)
+    return quoted_backups
+
+
+def _restore_db(conf: dict):
+    from conftest import run_dag, task_states, xcom_values
+
+    dag_run = run_dag("pg_restore", conf=conf)
+    states = task_states(dag_run)
+    assert str(dag_run.state) == "success", states
+    (outcome,) = xcom_values(dag_run, "restore")
+    return outcome
+
+
+@pytest.mark.slow
+def test_databases_whose_names_pg_dump_quotes_restore_whole_without_pgdrs_comment(stack, quoted_env):
+    from harness.synthetic import fingerprint
+
+    before = set(stack.cluster.database_names())
+    order = _restore_db({"database": "order_db"})   # new_database, default name order_restored_<time>
+    restored = order["target_database"]
+    assert restored.startswith("order_restored_") and set(stack.cluster.database_names()) - before == {restored}
+    assert fingerprint(stack.cluster, restored) == quoted_env["fingerprints"]["order"]
+    assert _db_settings(stack.cluster, restored) == [(["work_mem=8MB"],)]
+    assert _comment(stack.cluster, restored) is None   # pgdr's keep-until mark is not carried over
+
+    payroll = _restore_db({"database": "payroll_db", "target_database": "payroll_copy"})
+    assert payroll["target_database"] == "payroll_copy"
+    assert fingerprint(stack.cluster, "payroll_copy") == quoted_env["fingerprints"]["pay$roll"]
+    assert _comment(stack.cluster, "payroll_copy") == "ledger"   # a user's comment is
+    assert _db_settings(stack.cluster, "payroll_copy") == [(["work_mem=8MB"],)]
+
+
+@pytest.mark.slow
+def test_replacing_a_database_named_order_leaves_the_live_one_unmarked(stack, quoted_env):
+    from harness.synthetic import fingerprint
+
+    stack.cluster.execute("INSERT INTO public.items VALUES (9999, 'after the backup')", dbname="order")
+    outcome = _restore_db({"database": "order_db", "mode": "replace", "confirm": "RESTORE order_db"})
+    assert outcome["target_database"] == "order"
+    assert fingerprint(stack.cluster, "order") == quoted_env["fingerprints"]["order"]
+    assert _comment(stack.cluster, "order") is None   # the live database never carries a "keep until" mark
+    kept = outcome["kept_database"]
+    assert kept.startswith("order_replaced_") and _comment(stack.cluster, kept).startswith("pgdr: replaced by restore")
+    assert stack.cluster.execute("SELECT count(*) FROM public.items WHERE id = 9999", dbname=kept) == [(1,)]

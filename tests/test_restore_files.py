@@ -194,3 +194,86 @@ def test_a_tampered_archive_is_caught_by_the_deep_check_and_refused_for_restore(
                           Metadata={"sha256": archive["sha256"]})
         for key in markers:
             client.delete_object(Bucket=BUCKET, Key=key)
+
+
+# --- placing files: links already in the target are replaced, never followed (no services needed) ----
+
+SRC = "/srv/care-commons/uploads"
+MTIME = 1_700_000_000_000_000_000
+
+
+def _entries(*specs) -> list[dict]:
+    out = []
+    for kind, path, *rest in specs:
+        entry = {"type": kind, "dir": SRC, "path": path, "mtime_ns": MTIME, "mode": 0o750 if kind == "dir" else 0o640}
+        if kind == "symlink":
+            entry["target"] = rest[0]
+        out.append(entry)
+    return out
+
+
+def _staged(partial, entries, body=b"restored"):
+    for entry in entries:
+        if entry["type"] == "file":
+            path = partial / SRC.lstrip("/") / entry["path"]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(body)
+
+
+def _outside(tmp_path):
+    outside = tmp_path / "outside"
+    (outside / "sub").mkdir(parents=True)
+    (outside / "sub" / "f.txt").write_text("outside")
+    (outside / "victim").write_text("victim")
+    os.utime(outside / "sub", ns=(10**18, 10**18))
+    return outside, (tree_state(outside), _dir_state(outside / "sub"), _dir_state(outside))
+
+
+@pytest.mark.parametrize("plant", ["top", "middle", "file", "dir_entry", "link_entry"])
+def test_a_link_planted_anywhere_in_the_target_is_replaced_and_nothing_outside_changes(tmp_path, plant):
+    from pgdr.file_restore import find_conflicts, place_entries
+
+    outside, before = _outside(tmp_path)
+    target, partial = tmp_path / "target", tmp_path / "partial"
+    root = target / SRC.lstrip("/")
+    entries = _entries(("dir", "sub"), ("dir", "empty"), ("file", "sub/f.txt"), ("file", "victim"),
+                       ("symlink", "latest", "sub/f.txt"))
+    _staged(partial, entries)
+    (target if plant == "top" else root).mkdir(parents=True)
+    link, to = {"top": (target / "srv", outside), "middle": (root / "sub", outside / "sub"),
+                "file": (root / "victim", outside / "victim"), "dir_entry": (root / "empty", outside / "sub"),
+                "link_entry": (root / "latest", outside / "victim")}[plant]
+    os.symlink(to, link)
+    assert find_conflicts(target, entries) == []
+    place_entries(partial, target, entries)
+    assert (tree_state(outside), _dir_state(outside / "sub"), _dir_state(outside)) == before
+    assert (root / "sub" / "f.txt").read_bytes() == b"restored" and not (root / "sub").is_symlink()
+    assert (root / "victim").read_bytes() == b"restored" and os.readlink(root / "latest") == "sub/f.txt"
+    assert not (root / "empty").is_symlink() and not any((root / "empty").iterdir())
+    assert oct(os.stat(root / "sub").st_mode & 0o777) == oct(0o750) == oct(os.stat(root / "empty").st_mode & 0o777)
+
+
+def test_a_file_in_the_way_of_a_directory_is_refused_before_anything_is_written(tmp_path):
+    from pgdr.file_restore import find_conflicts
+
+    target = tmp_path / "target"
+    root = target / SRC.lstrip("/")
+    root.mkdir(parents=True)
+    (root / "sub").write_text("a file where the backup has a directory")
+    (root / "victim").mkdir()
+    entries = _entries(("dir", "sub"), ("file", "sub/f.txt"), ("file", "victim"))
+    conflicts = find_conflicts(target, entries)
+    assert conflicts[0] == f"a file where the backup has a directory, under {SRC}"
+    assert f"a directory where the backup has a file, under {SRC}" in conflicts
+    assert all("f.txt" not in c and "victim" not in c for c in conflicts)   # file names can be patient data
+
+
+@pytest.mark.parametrize("path", ["../escape.txt", "a/../../escape.txt"])
+def test_an_entry_leaving_the_target_is_refused(tmp_path, path):
+    from pgdr.file_restore import place_entries
+
+    entries = _entries(("file", path))
+    (tmp_path / "target").mkdir()
+    with pytest.raises(Exception, match="leaves"):
+        place_entries(tmp_path / "partial", tmp_path / "target", entries)
+    assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "target" / "srv" / "escape.txt").exists()

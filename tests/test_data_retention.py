@@ -92,17 +92,21 @@ def retention(stack, airflow_db, tmp_path_factory):
         aged = insert_aged_rows(conn, datetime.now(timezone.utc).date())
     finally:
         conn.close()
+    role = create_retention_role(stack.cluster, dbname, POLICY_TABLES)
     env = stack.airflow_env()
     env.update({
         "AIRFLOW_CONN_RETENTION_DB": postgres_conn(stack.cluster, dbname=dbname),
+        "AIRFLOW_CONN_RETENTION_DB_ACT": postgres_conn(stack.cluster, dbname=dbname, user=role, password=role),
         "AIRFLOW_VAR_PGDR_DATABASES": json.dumps([CONN_ID]),
         "AIRFLOW_VAR_PGDR_RESTORE_CONN_IDS": json.dumps({CONN_ID: RESTORE_CONN_ID}),
+        # retention acts through a dedicated non-superuser role (a superuser connection is refused)
+        "AIRFLOW_VAR_PGDR_RETENTION_CONN_IDS": json.dumps({CONN_ID: "retention_db_act"}),
         "AIRFLOW_VAR_PGDR_S3_PREFIX": f"t/{os.urandom(4).hex()}",
         "AIRFLOW_VAR_PGDR_STAGING_DIR": str(tmp_path_factory.mktemp("retention-staging")),
         # small batches, so the archive, purge and soft-delete each take several transactions
         "AIRFLOW_VAR_PGDR_RETENTION_BATCH_ROWS": "7",
     })
-    state: dict = {"dbname": dbname, "aged": aged, "env": env, "today": date.today()}
+    state: dict = {"dbname": dbname, "aged": aged, "env": env, "today": date.today(), "role": role}
     try:
         with pytest.MonkeyPatch.context() as patch:
             for name, value in env.items():
@@ -121,6 +125,17 @@ def retention(stack, airflow_db, tmp_path_factory):
         yield state
     finally:
         stack.cluster.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        stack.cluster.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+def create_retention_role(cluster, dbname: str, tables) -> str:
+    """A login role for data retention, no superuser: reads every table (the reference checks), may delete
+    and update the policy tables, sees every row (BYPASSRLS). Its password is its name (tests only)."""
+    role = f"pgdr_retention_{os.urandom(3).hex()}"
+    cluster.execute(f"CREATE ROLE \"{role}\" LOGIN BYPASSRLS PASSWORD '{role}'")
+    cluster.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{role}"', dbname=dbname)
+    cluster.execute(f'GRANT UPDATE, DELETE ON {", ".join(tables)} TO "{role}"', dbname=dbname)
+    return role
 
 
 def _report(stack, state, run) -> dict:
@@ -218,7 +233,7 @@ def test_archive_is_encrypted_checked_and_restores_the_deleted_rows(stack, reten
     conn = stack.cluster.connect(retention["dbname"])
     try:
         for rule in report["rules"]:
-            if rule["action"] != "archive":
+            if rule["action"] == "soft_delete":   # archive and purge_soft_deleted both archive what they delete
                 continue
             table = rule["table"].split(".")[1]
             archive = rule["archive"]
@@ -260,7 +275,7 @@ def test_policy_refused_against_the_live_schema_changes_nothing(stack, retention
     before = fingerprint(stack.cluster, retention["dbname"])
 
     def connect():
-        return stack.cluster.connect(retention["dbname"])
+        return stack.cluster.connect(retention["dbname"], user=retention["role"], password=retention["role"])
 
     job = DataRetention(connect=connect, policy=policy, database=CONN_ID, store=None, staging_dir=tmp_path,
                         batch_rows=10, compression_level=1, run_stamp="x", log=logging.getLogger("test"))
@@ -271,3 +286,225 @@ def test_policy_refused_against_the_live_schema_changes_nothing(stack, retention
     assert "public.audit_logs/archive: table public.audit_logs does not exist" in message
     assert "public.visits/soft_delete: date_column 'visit_date' is not a column of public.visits" in message
     assert fingerprint(stack.cluster, retention["dbname"]) == before
+
+
+# the order docs/retention.md gives for the bundled policy: a table after every table it references
+LOAD_ORDER = ("public.visits", "public.evv_records", "public.evv_revisions", "public.audit_events")
+
+
+def test_every_archive_loads_back_into_a_copy_of_the_schema_in_the_documented_order(stack, retention):
+    """Item 26: the EVV archive referenced visits the purge deleted without archiving them, so loading it
+    failed on its foreign key. Every deleted row is archived now, and every archive loads, none refused."""
+    client = stack.s3.client()
+    prefix = retention["env"]["AIRFLOW_VAR_PGDR_S3_PREFIX"]
+    keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(
+        Bucket=BUCKET, Prefix=f"{prefix}/{CONN_ID}/archive/") for o in page.get("Contents", [])]
+    manifests = [json.loads(client.get_object(Bucket=BUCKET, Key=k)["Body"].read())
+                 for k in keys if k.endswith("/archive.json")]
+    assert {m["table"] for m in manifests} == set(LOAD_ORDER)
+    manifests.sort(key=lambda m: (LOAD_ORDER.index(m["table"]), m["object"]["key"]))
+    before, after = retention["before"], retention["after"]
+    copy = f"{retention['dbname']}_reload"
+    stack.cluster.execute(f'CREATE DATABASE "{copy}" TEMPLATE "{retention["dbname"]}"')
+    conn = stack.cluster.connect(copy, autocommit=False)
+    try:
+        loaded: dict[str, set] = {}
+        with conn.cursor() as cur:
+            for manifest in manifests:
+                body = client.get_object(Bucket=BUCKET, Key=manifest["object"]["key"])["Body"].read()
+                csv = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(body)).read()
+                cur.copy_expert(f"COPY {manifest['table']} FROM STDIN WITH (FORMAT csv, HEADER true)", io.BytesIO(csv))
+                assert cur.rowcount == manifest["rows"], manifest["table"]
+                table = manifest["table"].split(".")[1]
+                pk = PK.get(table, "id")
+                cur.execute(f"SELECT count(*) FROM {table}")
+                loaded.setdefault(table, set())
+            for table in loaded:
+                pk = PK.get(table, "id")
+                cur.execute(f"SELECT {pk}::text FROM {table}")
+                loaded[table] = {row[0] for row in cur.fetchall()} - set(after[table])
+        conn.commit()   # every foreign key and constraint held: all or nothing, and it was all
+        for table in loaded:
+            assert loaded[table] == set(before[table]) - set(after[table]), table
+        assert loaded["visits"], "the purge should have archived visits"
+    finally:
+        conn.close()
+        stack.cluster.execute(f'DROP DATABASE IF EXISTS "{copy}" WITH (FORCE)')
+
+
+# ------------------------------------------------------------- a database an application role owns
+
+SENTINEL = "SENTINEL-PHI-7731-Doe"
+
+
+@pytest.fixture(scope="module")
+def guarded(stack, tmp_path_factory):
+    """A small database owned by a non-superuser application role, with a trigger that tries to make that
+    role superuser whenever a row is deleted (and logs the attempt), a table whose soft delete fails on a
+    CHECK constraint quoting a row that holds a sentinel, a retention role, and policies for both."""
+    from datetime import date, timezone
+
+    tag = os.urandom(3).hex()
+    dbname, app, ret = f"guarded_{tag}", f"app_{tag}", f"ret_{tag}"
+    cluster = stack.cluster
+    cluster.execute(f"CREATE ROLE \"{app}\" LOGIN PASSWORD '{app}'")
+    cluster.execute(f"CREATE ROLE \"{ret}\" LOGIN PASSWORD '{ret}'")
+    cluster.execute(f'CREATE DATABASE "{dbname}" OWNER "{app}"')
+    old = date(datetime.now(timezone.utc).year - 10, 6, 1)
+    conn = cluster.connect(dbname, user=app, password=app)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"""
+                CREATE TABLE notes (id int PRIMARY KEY, written date NOT NULL, body text NOT NULL);
+                CREATE TABLE escalation_attempts (at timestamptz DEFAULT now(), outcome text);
+                GRANT INSERT ON escalation_attempts TO PUBLIC;
+                CREATE FUNCTION escalate() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    BEGIN
+                        EXECUTE 'ALTER ROLE {app} SUPERUSER';
+                        INSERT INTO escalation_attempts (outcome) VALUES ('became superuser');
+                    EXCEPTION WHEN insufficient_privilege THEN
+                        INSERT INTO escalation_attempts (outcome) VALUES ('refused');
+                    END;
+                    RETURN OLD;
+                END $$;
+                CREATE TRIGGER escalate BEFORE DELETE ON notes FOR EACH ROW EXECUTE FUNCTION escalate();
+                CREATE TABLE charts (id int PRIMARY KEY, written date NOT NULL, note text NOT NULL,
+                                     deleted_at timestamptz,
+                                     CONSTRAINT charts_sealed CHECK (deleted_at IS NULL OR note NOT LIKE 'SENTINEL%%'));
+                GRANT SELECT, UPDATE, DELETE ON notes, charts TO "{ret}";
+            """)
+            cur.execute("INSERT INTO notes SELECT i, %s, 'old note ' || i FROM generate_series(1, 5) i", (old,))
+            cur.execute("INSERT INTO notes VALUES (100, current_date, 'recent note')")
+            cur.execute("INSERT INTO charts VALUES (1, %s, %s, NULL)", (old, f"{SENTINEL} diagnosis"))
+    finally:
+        conn.close()
+    policies = tmp_path_factory.mktemp("guarded-policy")
+    notes_rule = "  - {table: notes, phi: false, date_column: written, older_than: {years: 7}, action: archive}\n"
+    charts_rule = ("  - {table: charts, phi: false, date_column: written, older_than: {years: 7}, action: soft_delete,"
+                   " soft_delete_column: deleted_at}\n")
+    (policies / "notes.yaml").write_text("rules:\n" + notes_rule)
+    (policies / "both.yaml").write_text("rules:\n" + notes_rule + charts_rule)
+    try:
+        yield {"dbname": dbname, "app": app, "ret": ret, "policies": policies, "old": old}
+    finally:
+        cluster.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        cluster.execute(f'DROP ROLE IF EXISTS "{ret}"')
+        cluster.execute(f'DROP ROLE IF EXISTS "{app}"')
+
+
+def _is_superuser(cluster, role: str) -> bool:
+    return cluster.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s", params=(role,))[0][0]
+
+
+def _notes(cluster, dbname: str) -> list[int]:
+    return [row[0] for row in cluster.execute("SELECT id FROM notes ORDER BY id", dbname=dbname)]
+
+
+def test_a_trigger_on_a_retention_table_cannot_make_its_owner_superuser(stack, guarded, pgdr_env, tmp_path):
+    """Item 7: retention DML ran as superuser, so an application role's trigger could ALTER ROLE ... SUPERUSER.
+    A superuser session is refused now (nothing changes); the dedicated role runs the trigger powerless."""
+    from pgdr.data_policy import PolicyError, load_policy
+    from pgdr.data_retention import DataRetention, RetentionRefused
+    from pgdr.storage import BackupStore
+
+    cluster, dbname = stack.cluster, guarded["dbname"]
+    policy = load_policy(guarded["policies"] / "notes.yaml", floor_years=6)
+    store = BackupStore(client=stack.s3.client(), bucket=BUCKET, prefix=pgdr_env["AIRFLOW_VAR_PGDR_S3_PREFIX"],
+                        sse_args={"ServerSideEncryption": "AES256"}, part_size=64 << 20, log=logging.getLogger("t"))
+
+    def job(connect):
+        return DataRetention(connect=connect, policy=policy, database="guarded", store=store, staging_dir=tmp_path,
+                             batch_rows=2, compression_level=1, run_stamp="20261206T000000Z",
+                             log=logging.getLogger("test"))
+
+    with pytest.raises(RetentionRefused) as refused:
+        job(lambda: cluster.connect(dbname)).run(dry_run=False)   # the superuser
+    assert "is a superuser" in str(refused.value) and "pgdr_retention_conn_ids" in str(refused.value)
+    assert not _is_superuser(cluster, guarded["app"])
+    assert _notes(cluster, dbname) == [1, 2, 3, 4, 5, 100]
+
+    results = job(lambda: cluster.connect(dbname, user=guarded["ret"], password=guarded["ret"])).run(dry_run=False)
+    assert results[0]["archived"] == results[0]["deleted"] == 5
+    assert _notes(cluster, dbname) == [100]
+    assert not _is_superuser(cluster, guarded["app"])
+    outcomes = {row[0] for row in cluster.execute("SELECT outcome FROM escalation_attempts", dbname=dbname)}
+    assert outcomes == {"refused"}   # the trigger ran, and ALTER ROLE was refused
+
+    # a trigger whose function another (non-owner) role wrote is refused before anything runs
+    other = f"other_{guarded['app']}"
+    cluster.execute(f"CREATE ROLE \"{other}\" LOGIN PASSWORD '{other}'")
+    try:
+        cluster.execute(f'GRANT CREATE ON SCHEMA public TO "{other}"', dbname=dbname)
+        conn = cluster.connect(dbname, user=other, password=other)
+        with conn.cursor() as cur:
+            cur.execute("CREATE FUNCTION planted() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN OLD; END $$")
+        conn.close()
+        cluster.execute("CREATE TRIGGER planted BEFORE DELETE ON notes FOR EACH ROW EXECUTE FUNCTION planted()",
+                        dbname=dbname)
+        with pytest.raises(PolicyError) as planted:
+            job(lambda: cluster.connect(dbname, user=guarded["ret"], password=guarded["ret"])).run(dry_run=True)
+        assert f"trigger planted on public.notes runs planted(), owned by role '{other}'" in str(planted.value)
+    finally:
+        cluster.execute("DROP TRIGGER IF EXISTS planted ON notes", dbname=dbname)
+        cluster.execute("DROP FUNCTION IF EXISTS planted()", dbname=dbname)
+        cluster.execute(f'REVOKE CREATE ON SCHEMA public FROM "{other}"', dbname=dbname)
+        cluster.execute(f'DROP ROLE IF EXISTS "{other}"')
+
+
+def _guarded_env(stack, guarded, monkeypatch, **extra) -> dict:
+    env = {
+        "AIRFLOW_CONN_GUARDED_DB": postgres_conn(stack.cluster, dbname=guarded["dbname"], user=guarded["app"],
+                                                 password=guarded["app"]),
+        "AIRFLOW_CONN_GUARDED_RET": postgres_conn(stack.cluster, dbname=guarded["dbname"], user=guarded["ret"],
+                                                  password=guarded["ret"]),
+        "AIRFLOW_VAR_PGDR_DATABASES": json.dumps(["guarded_db"]),
+        "AIRFLOW_VAR_PGDR_RESTORE_CONN_IDS": "{}",
+        "AIRFLOW_VAR_PGDR_RETENTION_CONN_IDS": json.dumps({"guarded_db": "guarded_ret"}),
+        "AIRFLOW_VAR_PGDR_DATA_RETENTION_POLICY": str(guarded["policies"] / "both.yaml"),
+        **extra,
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+def _s3_reports(stack, prefix: str) -> list[dict]:
+    client = stack.s3.client()
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/reports/retention/data/")
+            .get("Contents", [])]
+    return [json.loads(client.get_object(Bucket=BUCKET, Key=k)["Body"].read()) for k in keys]
+
+
+def test_a_failing_row_never_reaches_the_report_slack_xcom_or_log(stack, airflow_db, guarded, pgdr_env, monkeypatch):
+    """Item 8: a soft delete refused by a CHECK constraint quotes the row (DETAIL: Failing row contains ...);
+    the report, Slack, XCom and the task log say which constraint failed, never the row."""
+    from conftest import all_xcom_text
+
+    _guarded_env(stack, guarded, monkeypatch)
+    stack.slack.clear()
+    run, output = run_dag_in_child("pg_data_retention", {"dry_run": False})
+    assert task_states(run)["data.apply_policy[0]"] == "failed", task_states(run)
+    (report,) = [r for r in _s3_reports(stack, pgdr_env["AIRFLOW_VAR_PGDR_S3_PREFIX"]) if r["run_id"] == run.run_id]
+    assert report["status"] == "failed" and "charts_sealed" in report["error"]
+    assert [r["status"] for r in report["rules"]] == ["done", "running"]   # the rule done before is reported
+    texts = json.dumps(stack.slack.wait_for(1))
+    assert "data retention failed" in texts
+    for where, text in (("report", json.dumps(report)), ("slack", texts), ("xcom", all_xcom_text(run)),
+                        ("log", output)):
+        assert SENTINEL not in text, where
+    # the row is still there, untouched
+    assert stack.cluster.execute("SELECT deleted_at FROM charts", dbname=guarded["dbname"]) == [(None,)]
+
+
+def test_an_invalid_setting_still_writes_the_report_and_alerts(stack, airflow_db, guarded, pgdr_env, monkeypatch):
+    """Item 28: settings were read before the try, so an invalid one left no report in S3."""
+    _guarded_env(stack, guarded, monkeypatch, AIRFLOW_VAR_PGDR_RETENTION_BATCH_ROWS="0")
+    stack.slack.clear()
+    before = _notes(stack.cluster, guarded["dbname"])
+    run, _ = run_dag_in_child("pg_data_retention", {"dry_run": False})
+    assert str(run.state) == "failed"
+    (report,) = [r for r in _s3_reports(stack, pgdr_env["AIRFLOW_VAR_PGDR_S3_PREFIX"]) if r["run_id"] == run.run_id]
+    assert report["status"] == "failed" and "pgdr_retention_batch_rows" in report["error"]
+    assert "invalid settings" in json.dumps(stack.slack.wait_for(1))
+    assert _notes(stack.cluster, guarded["dbname"]) == before

@@ -7,13 +7,19 @@ Order of work, per run:
    refuses the whole policy before a single row changes;
 2. each rule in the policy's order: the rows it matches counted (and those other rows still reference,
    which are kept); then, unless a dry run, acted on in batches of ``batch_rows``, one short
-   transaction each. ``archive`` first fixes the rows to take and exports exactly them (one
-   REPEATABLE READ snapshot) to ``<prefix>/<database>/archive/<schema.table>/<run>/rows.csv.zst``,
-   server-side encrypted, checks size, S3's SHA-256 and encryption, writes ``archive.json``, and only
-   then deletes, and only rows still exactly as archived;
+   transaction each. Whatever is hard-deleted is archived first (``archive`` and
+   ``purge_soft_deleted`` alike, so every deleted row can be loaded back): the rows to take are
+   fixed and exported (one REPEATABLE READ snapshot) to
+   ``<prefix>/<database>/archive/<schema.table>/<run>/<as_of>-<action>/rows.csv.zst``, server-side
+   encrypted, size, S3's SHA-256 and encryption checked, ``archive.json`` written, and only then are
+   they deleted, and only rows still exactly as archived;
 3. ``VACUUM (ANALYZE)`` of every table changed, outside any transaction.
 
-A dry run's session is read-only (``default_transaction_read_only``): it cannot change a row.
+The session's role must not be a superuser (nor hold CREATEROLE or the server-program/file roles):
+a trigger on a policy table runs with the rights of whoever fires it, so a superuser session would
+let whoever can create a trigger become superuser. Triggers whose function belongs to a role other
+than the table's owner, this role or a superuser are refused too. A dry run's session is read-only
+(``default_transaction_read_only``): it cannot change a row.
 Reports carry counts, keys and seconds, never row data.
 """
 
@@ -73,8 +79,36 @@ def report_key(prefix: str, stamp: str, database: str) -> str:
     return f"{prefix}/reports/retention/data/{stamp}/{database}.json"
 
 
-def archive_prefix(prefix: str, database: str, rule: Rule, stamp: str) -> str:
-    return f"{prefix}/{database}/{ARCHIVE_KIND}/{rule.qualified}/{stamp}"
+def run_failure_key(prefix: str, stamp: str) -> str:
+    """The report of a run that could not start (invalid settings): no database is known for sure."""
+    return f"{prefix}/reports/retention/data/{stamp}/_run.json"
+
+
+def archive_prefix(prefix: str, database: str, rule: Rule, stamp: str, as_of: datetime) -> str:
+    """One directory per rule and attempt: a retried run (same ``stamp``) never overwrites the archive of
+    rows an earlier, interrupted attempt already deleted."""
+    attempt = as_of.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{prefix}/{database}/{ARCHIVE_KIND}/{rule.qualified}/{stamp}/{attempt}-{rule.action}"
+
+
+class RetentionRefused(PolicyError):
+    """The session or a table is unsafe to run retention DML in; nothing was changed."""
+
+
+def check_session_role(conn) -> str:
+    """The session's role, refused when it is a superuser or could make itself one (see the module doc)."""
+    with conn.cursor() as cur:
+        cur.execute(sqlfiles.load("retention/session_role"))
+        name, is_super, create_role, server_roles = cur.fetchone()
+    if is_super or create_role or server_roles:
+        why = ("a superuser" if is_super else "allowed to CREATEROLE" if create_role
+               else f"a member of {', '.join(server_roles)}")
+        raise RetentionRefused(
+            f"data retention refuses to run as role {name!r}: it is {why}, and a trigger another role created on a "
+            "policy table would run with those rights. Set pgdr_retention_conn_ids to a connection of a "
+            "non-superuser role (ideally the tables' owner) with SELECT and DELETE/UPDATE on the policy tables; "
+            "nothing was changed")
+    return name
 
 
 @dataclass
@@ -149,12 +183,18 @@ def check_policy_against_database(conn, policy: Policy) -> dict[str, TablePlan]:
                                 f"(has {pk or 'none'}) so batches are exact")
             if rls_hides:
                 problems.append(f"rule {rule.label}: row-level security on {rule.qualified} would hide rows from "
-                                "this role; use a connection with BYPASSRLS (pgdr_restore_conn_ids)")
+                                "this role; use a connection with BYPASSRLS (pgdr_retention_conn_ids)")
             needed = {"archive": ("DELETE", can_delete), "purge_soft_deleted": ("DELETE", can_delete),
                       "soft_delete": ("UPDATE", can_update)}[rule.action]
             for privilege, granted in (("SELECT", can_select), needed):
                 if not granted:
-                    problems.append(f"rule {rule.label}: this role lacks {privilege} on {rule.qualified}")
+                    problems.append(f"rule {rule.label}: this role lacks {privilege} on {rule.qualified} "
+                                    "(grant it, or set pgdr_retention_conn_ids)")
+            cur.execute(sqlfiles.load("retention/foreign_triggers"), {"oid": oid})
+            for trigger, function, owner in cur.fetchall():
+                problems.append(f"rule {rule.label}: trigger {trigger} on {rule.qualified} runs {function}(), owned "
+                                f"by role {owner!r}, neither the table's owner nor a superuser: it would run with "
+                                "this connection's rights")
             cur.execute(sqlfiles.load("retention/referencing_keys"), {"oid": oid})
             referencing = [dict(zip(("name", "child_schema", "child_table", "child_columns", "parent_columns"), row))
                            for row in cur.fetchall()]
@@ -183,6 +223,7 @@ class DataRetention:
         self.run_stamp = run_stamp
         self.log = log
         self.as_of = as_of
+        self.role: str | None = None
 
     def run(self, *, dry_run: bool, results: list[dict] | None = None) -> list[dict]:
         """Apply every rule; ``results`` fills as rules finish, so a failure still reports the ones done."""
@@ -197,6 +238,7 @@ class DataRetention:
                     cur.execute(statement)
                 if dry_run:
                     cur.execute("SET default_transaction_read_only = on")
+            self.role = check_session_role(conn)
             plans = check_policy_against_database(conn, self.policy)
             self.log.info("policy %s: %d rules checked against the database; as of %s, legal floor %d years",
                           self.policy.source, len(self.policy.rules), self.as_of.isoformat(), self.policy.floor_years)
@@ -234,6 +276,7 @@ class DataRetention:
             "soft_deleted_before": str(params["soft_deleted_before"]) if "soft_deleted_before" in params else None,
             "matched": 0, "kept_referenced": 0, "archived": 0, "deleted": 0, "soft_deleted": 0,
             "eligible": 0, "kept_changed": 0, "dry_run": dry_run, "status": "running",
+            "phi_exemption": rule.phi_exemption,
         }
         results.append(result)  # in the report even if this rule fails half-way
         with conn.cursor() as cur:
@@ -245,11 +288,9 @@ class DataRetention:
         self.log.info("%s: %d rows match (%s), %d of them still referenced and kept", rule.label, matched,
                       rule.describe(), referenced)
         if not dry_run and matched - referenced > 0:
-            if rule.action == "archive":
+            if rule.action in ("archive", "purge_soft_deleted"):
+                # a purge is an archive too: whatever is deleted must be loadable again (parents before children)
                 self._archive(conn, plan, params, result)
-            elif rule.action == "purge_soft_deleted":
-                result["deleted"] = self._batches(conn, _template("purge_batch", plan), params, rule.label,
-                                                  matched - referenced, "deleted")
             else:
                 result["soft_deleted"] = self._batches(conn, _template("soft_delete_batch", plan), params,
                                                        rule.label, matched, "soft-deleted")
@@ -284,11 +325,11 @@ class DataRetention:
         from pgdr.storage import UploadCheckError
 
         rule = plan.rule
-        prefix = archive_prefix(self.store.prefix, self.database, rule, self.run_stamp)
+        prefix = archive_prefix(self.store.prefix, self.database, rule, self.run_stamp, self.as_of)
         key = f"{prefix}/{ARCHIVE_OBJECT}"
         work = self.staging_dir / self.database / "retention" / f"{self.run_stamp}.partial"
         work.mkdir(parents=True, exist_ok=True)
-        raw = work / f"{rule.qualified}.csv"
+        raw = work / f"{rule.qualified}-{rule.action}.csv"
         uploaded: list[str] = []
         drop_work = plan.sql.SQL("DROP TABLE IF EXISTS {}").format(plan.sql.Identifier(WORK_TABLE))
         try:
@@ -308,7 +349,7 @@ class DataRetention:
                     raise
             if exported != rows:
                 raise RuntimeError(f"{rule.label}: exported {exported} rows but fixed {rows} to archive")
-            compressed = compress_file(raw, work / f"{rule.qualified}.csv.zst", self.compression_level,
+            compressed = compress_file(raw, work / f"{rule.qualified}-{rule.action}.csv.zst", self.compression_level,
                                        self.store.part_size)
             raw.unlink()
             digest = compressed.digest
@@ -325,7 +366,7 @@ class DataRetention:
                 "policy_sha256": self.policy.sha256, "rows": rows, "columns": plan.columns,
                 "format": "csv with header (COPY ... WITH (FORMAT csv, HEADER true)), zstd",
                 "restore": f"COPY {rule.qualified} FROM STDIN WITH (FORMAT csv, HEADER true) from the decompressed "
-                           "object",
+                           "object, after the archives of every table it references (docs/retention.md, load order)",
                 "object": {"key": key, "size": digest.size, "sha256": digest.sha256, "raw_size": compressed.raw_size,
                            "sse": self.store.expected_sse},
                 "written_at": utc_now_iso(),

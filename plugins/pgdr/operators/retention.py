@@ -15,14 +15,34 @@ def run_stamp(context) -> str:
     return stamp(getattr(dag_run, "run_after", None))
 
 
+# what a report needs when the full settings do not validate: where to write it and whom to tell
+_REPORT_SETTINGS = ("s3_bucket", "s3_prefix", "aws_conn_id", "kms_key_id", "slack_conn_id")
+
+
+def report_settings(log):
+    """The settings a failure report needs, read on their own (every other setting at its default), so a
+    run failing on an invalid setting still writes its report; None when even these do not validate."""
+    from airflow.sdk import Variable
+
+    from pgdr.settings import PREFIX, parse_settings
+
+    try:
+        return parse_settings({name: Variable.get(PREFIX + name, default=None) for name in _REPORT_SETTINGS})
+    except Exception as err:  # noqa: BLE001 - nowhere to write: the task's own error says why
+        log.error("no report can be written: the S3 settings themselves are invalid (%s)", type(err).__name__)
+        return None
+
+
 class ApplyDataPolicyOperator(DatabaseOperator):
     """Applies the data retention policy to one protected database.
 
     The policy is validated (legal floor, known actions and keys) and checked against the live
     schema before anything changes; each rule then runs in short batches. Works through the
-    database's restore connection (``pgdr_restore_conn_ids``), which may delete and sees every row;
-    row-level security that would hide rows makes it refuse. A dry run counts and changes nothing.
-    Writes ``<prefix>/reports/retention/data/<run>/<database>.json`` (counts only), also on failure.
+    database's retention connection (``pgdr_retention_conn_ids``, else its own), which must not be a
+    superuser (refused: a trigger another role created would run with superuser rights) and must
+    see every row; row-level security that would hide rows makes it refuse. A dry run counts and
+    changes nothing. Writes ``<prefix>/reports/retention/data/<run>/<database>.json`` (counts only),
+    also on failure, an invalid setting included.
 
     :param conn_id: the protected postgres connection id (templated)
     """
@@ -34,33 +54,39 @@ class ApplyDataPolicyOperator(DatabaseOperator):
 
         from pgdr.alerts import short_error
         from pgdr.data_policy import load_policy, policy_path
-        from pgdr.data_retention import DataRetention, report_key
+        from pgdr.data_retention import DataRetention
         from pgdr.manifest import utc_now_iso
 
-        settings = self.settings
-        database = self.require_protected(self.conn_id)
-        dry_run = effective_dry_run(context)
         ti = context["ti"]
         when = run_stamp(context)
-        admin_conn_id = settings.restore_conn_id(database)
-        report: dict[str, Any] = {"kind": "data_retention", "database": database, "run_id": ti.run_id,
-                                  "dry_run": dry_run, "started_at": utc_now_iso(), "connection": admin_conn_id,
-                                  "legal_floor_years": settings.legal_floor_years, "rules": []}
-        key = report_key(settings.s3_prefix, when, database)
-        self.log.info("data retention of %s (%s) through %s", database,
-                      "DRY RUN: nothing will change" if dry_run else "acting for real", admin_conn_id)
+        report: dict[str, Any] = {"kind": "data_retention", "database": self.conn_id, "run_id": ti.run_id,
+                                  "dry_run": None, "started_at": utc_now_iso(), "rules": []}
+        settings = store = None
         try:
+            settings = self.settings
+            store = self.store
+            database = self.require_protected(self.conn_id)
+            dry_run = effective_dry_run(context)
+            conn_id = settings.retention_conn_ids.get(database, database)
+            report.update(dry_run=dry_run, connection=conn_id, legal_floor_years=settings.legal_floor_years,
+                          phi_tables=list(settings.phi_tables))
+            self.log.info("data retention of %s (%s) through %s", database,
+                          "DRY RUN: nothing will change" if dry_run else "acting for real", conn_id)
             path = policy_path(settings.data_retention_policy)
-            policy = load_policy(path, floor_years=settings.legal_floor_years)
-            report["policy"] = {"file": str(path), "sha256": policy.sha256, "rules": len(policy.rules)}
+            policy = load_policy(path, floor_years=settings.legal_floor_years, phi_tables=settings.phi_tables)
+            report["policy"] = {"file": str(path), "sha256": policy.sha256, "rules": len(policy.rules),
+                                "phi_exemptions": policy.exemptions}
+            for exemption in policy.exemptions:
+                self.log.warning("rule %s goes under the legal floor by written exemption: %s", exemption["rule"],
+                                 exemption["reason"])
             dbname = PostgresHook(postgres_conn_id=database).connection.schema
 
             def connect():
-                conn = PostgresHook(postgres_conn_id=admin_conn_id, database=dbname).get_conn()
+                conn = PostgresHook(postgres_conn_id=conn_id, database=dbname).get_conn()
                 conn.autocommit = True
                 return conn
 
-            job = DataRetention(connect=connect, policy=policy, database=database, store=self.store,
+            job = DataRetention(connect=connect, policy=policy, database=database, store=store,
                                 staging_dir=settings.staging_dir, batch_rows=settings.retention_batch_rows,
                                 compression_level=settings.compression_level, run_stamp=when, log=self.log)
             report["rules"] = job.run(dry_run=dry_run, results=report["rules"])
@@ -68,13 +94,33 @@ class ApplyDataPolicyOperator(DatabaseOperator):
             report["status"] = "ok"
         except Exception as err:
             report["status"] = "failed"
+            # row data never leaves through the error: PostgreSQL's DETAIL/CONTEXT quote the failing row
             report["error"] = f"{type(err).__name__}: {short_error(err)}"
-            raise
+            raise RuntimeError(f"data retention of {self.conn_id} failed: {report['error']}") from None
         finally:
             report["finished_at"] = utc_now_iso()
-            self.store.put_json(key, report)
-            self.log.info("retention report: s3://%s/%s", self.store.bucket, key)
-        return {"database": database, "status": report["status"], "dry_run": dry_run, "report_key": key}
+            key = self._write_report(store, settings, when, report)
+        return {"database": self.conn_id, "status": report["status"], "dry_run": report["dry_run"],
+                "report_key": key}
+
+    def _write_report(self, store, settings, when: str, report: dict) -> str | None:
+        from pgdr.data_retention import report_key
+        from pgdr.storage import BackupStore
+
+        try:
+            if store is None:
+                settings = report_settings(self.log)
+                if settings is None:
+                    return None
+                store = BackupStore.from_settings(settings, self.log)
+            key = store.put_json(report_key(store.prefix, when, self.conn_id), report)
+            self.log.info("retention report: s3://%s/%s", store.bucket, key)
+            return key
+        except Exception as err:  # noqa: BLE001 - the run's own error (if any) must not be masked
+            self.log.error("could not write the retention report: %s", type(err).__name__)
+            if report.get("status") == "ok":
+                raise
+            return None
 
 
 class DataRetentionReportOperator(PgdrBaseOperator):
@@ -90,9 +136,13 @@ class DataRetentionReportOperator(PgdrBaseOperator):
         from pgdr.alerts import AlreadyAlerted, send_alert
         from pgdr.data_retention import collect_reports, retention_alert
 
-        settings = self.settings
         ti = context["ti"]
         when = run_stamp(context)
+        try:
+            settings = self.settings
+        except Exception as err:
+            self._settings_failed(err, ti, when)
+            raise
         reports, missing = collect_reports(self.store, settings.s3_prefix, when, ti.run_id, settings.databases)
         dry_run = effective_dry_run(context)
         payload = retention_alert(reports, missing, dry_run=dry_run, log_url=ti.log_url)
@@ -103,3 +153,25 @@ class DataRetentionReportOperator(PgdrBaseOperator):
                                  f"s3://{self.store.bucket}/{settings.s3_prefix}/reports/retention/data/{when}/")
         return {"databases": [r["database"] for r in reports], "dry_run": dry_run,
                 "rules": sum(len(r.get("rules", [])) for r in reports)}
+
+    def _settings_failed(self, err: Exception, ti, when: str) -> None:
+        """Invalid settings stop every task of the run: still write the run's report and alert, through
+        the few settings that locate S3 and Slack (the documented promise: a report even when a run fails)."""
+        from pgdr.alerts import AlreadyAlerted, build_alert, send_alert, short_error
+        from pgdr.data_retention import run_failure_key
+        from pgdr.manifest import utc_now_iso
+        from pgdr.storage import BackupStore
+
+        error = f"{type(err).__name__}: {short_error(err)}"
+        fallback = report_settings(self.log)
+        if fallback is None:
+            return
+        store = BackupStore.from_settings(fallback, self.log)
+        key = store.put_json(run_failure_key(store.prefix, when), {
+            "kind": "data_retention", "run_id": ti.run_id, "status": "failed", "error": error,
+            "finished_at": utc_now_iso(), "databases": None})
+        self.log.error("data retention could not start: %s; report s3://%s/%s", error, store.bucket, key)
+        send_alert(build_alert(severity="critical", title="pgdr: data retention failed: invalid settings",
+                               facts=[("Error", error)], next_step="fix the setting named above; nothing changed",
+                               log_url=getattr(ti, "log_url", None)), fallback.slack_conn_id)
+        raise AlreadyAlerted(f"data retention could not start: {error}; see s3://{store.bucket}/{key}") from None

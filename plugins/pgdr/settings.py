@@ -47,8 +47,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Bucket that receives every backup (required).", "acme-pgdr-backups"),
     Setting("s3_prefix", "pgdr",
             "Key prefix inside the bucket: objects go to <prefix>/<database>/<kind>/<backup_id>/.", "prod/pgdr"),
-    Setting("staging_dir", "/tmp/pgdr-staging",
-            "Local directory where a backup is written before upload, and where recent copies are kept.",
+    Setting("staging_dir", "/var/lib/pgdr/staging",
+            "Local directory where a backup is written before upload, and where recent copies are kept. It holds "
+            "health records in clear: it must belong to the worker's user and be writable by no one else (refused "
+            "otherwise); pgdr makes what it creates there 0700/0600.",
             "/opt/airflow/staging"),
     Setting("kms_key_id", "",
             "KMS key id or ARN for SSE-KMS; empty means SSE-S3 (AES256). Objects are always encrypted.",
@@ -87,6 +89,11 @@ SETTINGS: tuple[Setting, ...] = (
             "JSON object: protected connection id -> the connection pg_restore uses on that server by default "
             "(a role that may create databases and roles, normally a superuser). A database not listed is "
             "restored through its own connection.", '{"care_commons_db": "care_commons_admin"}'),
+    Setting("marker_conn_ids", "{}",
+            "JSON object: protected connection id -> the connection pg_backup_verify writes recovery markers "
+            "through: a role that is not a superuser and owns schema pgdr (pgdr_markers, docs/deployment.md). A "
+            "database not listed uses its restore connection; either way a schema pgdr or marker table another "
+            "role owns, or one with a trigger, is refused.", '{"care_commons_db": "care_commons_markers"}'),
     Setting("drill_conn_ids", "{}",
             "JSON object: protected connection id -> a scratch server for the monthly restore drill. A "
             "database not listed is drilled on its own server (through its restore connection), in a scratch "
@@ -207,6 +214,7 @@ class Settings:
     pg_bindir: Path
     multipart_chunk_mb: int
     restore_conn_ids: dict[str, str]
+    marker_conn_ids: dict[str, str]
     drill_conn_ids: dict[str, str]
     restore_target_conn_ids: tuple[str, ...]
     restore_target_dirs: tuple[Path, ...]
@@ -462,6 +470,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "pg_bindir": _abs_path,
     "multipart_chunk_mb": _int_in(5, 5120),
     "restore_conn_ids": _conn_map,
+    "marker_conn_ids": _conn_map,
     "drill_conn_ids": _conn_map,
     "restore_target_conn_ids": _conn_id_list,
     "restore_target_dirs": _restore_roots,
@@ -505,7 +514,7 @@ def parse_settings(raw: Mapping[str, str | None]) -> Settings:
         values[setting.name] = _PARSERS[setting.name](setting.name, str(value))
     assert set(values) == {f.name for f in fields(Settings)}
     settings = Settings(**values)
-    for map_name in ("restore_conn_ids", "drill_conn_ids", "file_dirs", "config_files"):
+    for map_name in ("restore_conn_ids", "marker_conn_ids", "drill_conn_ids", "file_dirs", "config_files"):
         unknown = sorted(set(getattr(settings, map_name)) - set(settings.databases))
         if unknown:
             raise _fail(map_name, f"names {unknown}, which pgdr_databases does not list", raw.get(map_name))

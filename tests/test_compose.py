@@ -85,6 +85,8 @@ REQUIRED_VARS = [
     "PGDR_BACKUP_PASSWORD",
     "PGDR_REPLICATION_PASSWORD",
     "PGDR_ADMIN_PASSWORD",
+    "PGDR_MARKERS_PASSWORD",
+    "PGDR_RETENTION_PASSWORD",
     "PGDR_CONFIG_KEY",
     "SLACK_WEBHOOK_URL",
     "PGDR_S3_BUCKET",
@@ -478,7 +480,8 @@ def test_every_connection_a_setting_names_is_wired(compose, aws_overlay):
         values = {**DUMMY_ENV, "PGDR_KMS_KEY_ID": "alias/k", "PGDR_S3_REGION": "eu-west-1"}
         settings = parse_settings(pgdr_variables(env, values))
         named = {*settings.databases, settings.aws_conn_id, settings.slack_conn_id, settings.config_key_conn_id,
-                 *settings.restore_conn_ids.values(), *settings.drill_conn_ids.values()}
+                 *settings.restore_conn_ids.values(), *settings.drill_conn_ids.values(),
+                 *settings.marker_conn_ids.values(), *settings.retention_conn_ids.values()}
         wired = {var[len("AIRFLOW_CONN_"):].lower() for var in env if var.startswith("AIRFLOW_CONN_")}
         assert named == wired, f"{label}: settings name {sorted(named)}, environment wires {sorted(wired)}"
 
@@ -789,6 +792,8 @@ PASSWORDS = {
     "PGDR_BACKUP_PASSWORD": "bk3f9a1c77e2d4",
     "PGDR_REPLICATION_PASSWORD": "rp81d0b4c2aa5e",
     "PGDR_ADMIN_PASSWORD": "ad5e6f7a8b9c0d",
+    "PGDR_MARKERS_PASSWORD": "mk4c2e9a0b7d13",
+    "PGDR_RETENTION_PASSWORD": "rt9b1d3f5a7c24",
 }
 
 
@@ -875,7 +880,7 @@ def test_server_takes_the_compose_settings_and_commits_wait_for_the_receiver(ser
     assert not waiter.is_alive()
 
 
-def test_init_script_creates_three_least_privilege_roles(care_commons_db):
+def test_init_script_creates_one_least_privilege_role_per_duty(care_commons_db):
     cluster = care_commons_db
     assert cluster.execute("SELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL") == [(0,)]
     roles = {row[0]: row[1:] for row in cluster.execute(
@@ -885,7 +890,11 @@ def test_init_script_creates_three_least_privilege_roles(care_commons_db):
         "pgdr_backup": (True, False, True, True, False, False),
         "pgdr_replication": (True, False, True, False, False, False),
         "pgdr_admin": (True, True, False, False, False, False),
+        "pgdr_markers": (True, False, False, False, False, False),
+        "pgdr_retention": (True, False, False, True, False, False),
     }
+    assert cluster.execute("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'pgdr'",
+                           dbname="care_commons") == [("pgdr_markers",)]
     with _login(cluster, "pgdr_backup", PASSWORDS["PGDR_BACKUP_PASSWORD"]) as conn:
         assert _query(conn, "SELECT count(*) FROM visit_notes") == [(3,)], "row-level security hid rows from dumps"
         assert _query(conn, "SELECT system_identifier > 0 FROM pg_control_system()") == [(True,)]

@@ -105,7 +105,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("restore_target_dirs", '["/var/lib/pgdr/restores"]',
             "JSON list of absolute directories under which a files or config restore's target_dir must lie "
             "(symlinks resolved). A target_dir overlapping a backed-up directory, the staging, WAL or PITR "
-            "directory, the Airflow home or a system directory is refused whatever this says.",
+            "directory, Airflow's home, dags, plugins, config or logs, or a system directory is refused "
+            "whatever this says.",
             '["/var/lib/pgdr/restores", "/srv/restores"]'),
     Setting("rto_budget_minutes", "60",
             "Recovery time objective: pg_restore_test alerts when a drill's measured restore (download, "

@@ -797,6 +797,18 @@ def record_gaps(store, database: str, directory: Path, state: dict, notify, log:
     return new
 
 
+def failure_kind(err: BaseException) -> str:
+    """What kind of S3 failure: the same kind is the same problem (one alert), whichever of the
+    many connection errors a dead endpoint produces on a given attempt."""
+    from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, HTTPClientError
+
+    if isinstance(err, ClientError):
+        return f"S3 refused: {err.response.get('Error', {}).get('Code', 'error')}"
+    if isinstance(err, (BotoConnectionError, HTTPClientError, ConnectionError, TimeoutError)):
+        return "S3 endpoint unreachable"
+    return type(err).__name__
+
+
 def ship_window(store, database: str, directory: Path, seconds: float, interval: float, log: logging.Logger,
                 stop_event: threading.Event | None = None, level: int = COMPRESSION_LEVEL,
                 max_failure_seconds: float = 60.0, *, notify=None, probe=None, slot: str = "pgdr_receiver",
@@ -847,9 +859,10 @@ def ship_window(store, database: str, directory: Path, seconds: float, interval:
             failing = time.monotonic() - first_failure
             message = f"shipping WAL of {database} has failed for {failing:.0f} s: {short_error(err)}"
             if notify is not None:
-                watch.update("s3", {"fingerprint": type(err).__name__, "severity": "critical",
+                kind = failure_kind(err)
+                watch.update("s3", {"fingerprint": kind, "severity": "critical",
                                     "title": f"WAL of {database} cannot be shipped to S3",
-                                    "facts": [("failing for", f"{failing:.0f} s"), ("error", type(err).__name__)],
+                                    "facts": [("failing for", f"{failing:.0f} s"), ("problem", kind)],
                                     "details": short_error(err),
                                     "next_step": "check the S3 endpoint and credentials; received WAL stays in the "
                                                  "receiver directory and is shipped when S3 is back (nothing "

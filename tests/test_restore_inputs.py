@@ -207,16 +207,21 @@ def test_directories_pgdr_reads_or_writes_are_refused(tmp_path, where, relation)
 def test_airflows_own_directories_are_refused_but_a_restore_dir_in_its_home_is_not(tmp_path, monkeypatch):
     home = tmp_path / "airflow"
     monkeypatch.setenv("AIRFLOW_HOME", str(home))
+    monkeypatch.setenv("AIRFLOW_CONFIG", str(home / "airflow.cfg"))   # the usual place: the home itself
     for sub, relation in (("", "is the Airflow home"), ("dags/x", "is inside Airflow's dags directory"),
-                          ("plugins", "is Airflow's plugins directory"), ("config", "is Airflow's config")):
-        target = str(home / sub) if sub else str(home)
-        assert relation in _refused(_form(kind="files", target_dir=target))
-    assert str(tmp_path) == parse_request(_form(kind="files", target_dir=str(tmp_path / "x")), PROTECTED).target_dir[
-        :len(str(tmp_path))]
+                          ("plugins", "is Airflow's plugins directory"), ("config", "is Airflow's config"),
+                          ("logs/dag_id=pg_restore", "is inside Airflow's logs directory")):
+        assert relation in _refused(_form(kind="files", target_dir=str(home / sub) if sub else str(home)))
     assert "contains the Airflow home" in _refused(_form(kind="files", target_dir=str(tmp_path)))
+    # a directory of its own inside the home, as docker-compose's /opt/airflow/restore, is fine
+    assert parse_request(_form(kind="files", target_dir=str(home / "restore" / "r1")), PROTECTED).target_dir == \
+        str(home / "restore" / "r1")
     settings = _settings(tmp_path, restore_target_dirs=json.dumps([str(home / "restore")]))
     assert parse_request(_form(kind="files", target_dir=str(home / "restore" / "r1")), PROTECTED,
                          settings=settings).target_dir == str(home / "restore" / "r1")
+    monkeypatch.setenv("AIRFLOW_CONFIG", str(tmp_path / "etc-airflow" / "airflow.cfg"))
+    assert "is inside the directory of Airflow's configuration (AIRFLOW_CONFIG)" in \
+        _refused(_form(kind="files", target_dir=str(tmp_path / "etc-airflow" / "x")))
 
 
 def test_check_target_dir_resolves_and_refuses_the_same_way(tmp_path):

@@ -205,8 +205,8 @@ def protected_dirs(settings=None) -> list[tuple[str, Path, bool]]:
         if os.environ.get(variable, "").startswith("/"):
             named.append((f"Airflow's {variable}", Path(os.environ[variable]), True))
     if os.environ.get("AIRFLOW_CONFIG", "").startswith("/"):
-        named.append(("the directory of Airflow's configuration (AIRFLOW_CONFIG)",
-                      Path(os.environ["AIRFLOW_CONFIG"]).parent, True))
+        config_dir = Path(os.environ["AIRFLOW_CONFIG"]).parent
+        named.append(("the directory of Airflow's configuration (AIRFLOW_CONFIG)", config_dir, config_dir != home))
     named.append(("pgdr's plugins directory", Path(__file__).resolve().parent.parent, True))
     if settings is not None:
         named.append(("the staging directory (pgdr_staging_dir)", Path(settings.staging_dir), True))
@@ -470,7 +470,7 @@ def database_statements(create_sql: str, old_name: str, new_name: str) -> tuple[
 def _comment_text(tail: str) -> str:
     """The text of `` IS '...';`` (E'' strings included, escapes left as they are)."""
     literal = tail[len(" IS "):].rstrip(";").strip()
-    if literal[:1] in "Ee":
+    if literal[:1] in ("E", "e"):
         literal = literal[1:]
     return literal[1:-1].replace("''", "'") if literal.startswith("'") else ""
 

@@ -259,7 +259,8 @@ def _throttled_bindir(directory: Path) -> Path:
         (directory / tool.name).symlink_to(tool)
     (directory / "pg_basebackup").unlink()
     script = directory / "pg_basebackup"
-    script.write_text(f'#!/bin/sh\nexec "{pg_bindir()}/pg_basebackup" --max-rate=64k "$@"\n')
+    # appended, so that "pg_basebackup --version" still answers (it must be the first argument)
+    script.write_text(f'#!/bin/sh\nexec "{pg_bindir()}/pg_basebackup" "$@" --max-rate=64k\n')
     script.chmod(0o755)
     return directory
 
@@ -394,7 +395,7 @@ def test_a_full_staging_disk_fails_clearly_cleans_up_and_lists_nothing(stack, sm
 
 # --- hostile names --------------------------------------------------------------------------------
 
-HOSTILE_DATABASES = ['we"ird $name; DROP', "Łódź-" + "ü" * 28, "user"]  # the second is 62 bytes
+HOSTILE_DATABASES = ['we"ird $name; DROP', "Łódź-" + "ü" * 27, "user"]  # the second is 62 bytes
 HOSTILE_TABLES = ['Tab"le $1', "ünï cødé table", "order", "x" * 63, "semi;colon --dash"]
 
 

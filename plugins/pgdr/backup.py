@@ -9,6 +9,7 @@ bench/ run exactly the same work.
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from collections.abc import Callable
@@ -50,9 +51,12 @@ def run_logical_backup(*, database: str, backup_id: str, prefix: str, target: Pg
         check_started = time.monotonic()
         objects = checked_objects(store, prefix, backup_id, dump.files)
         check_seconds = time.monotonic() - check_started
-    except BaseException:
+    except BaseException as err:
         uploads.cancel()
         remove_partial_upload(store, uploads.keys, log)
+        full = staging_full(err, workdir)
+        if full is not None:
+            raise full from err
         raise
     log.info("post-upload check passed for all %d objects: size, SHA-256 computed by S3, encryption %s",
              len(objects), store.expected_sse)
@@ -70,6 +74,21 @@ def run_logical_backup(*, database: str, backup_id: str, prefix: str, target: Pg
               "snapshot": dump.snapshot_id, "raw_size": dump.raw_size, "seconds": seconds},
         airflow=airflow,
     ).validate()
+
+
+class StagingFull(OSError):
+    """The staging disk filled up while a backup was written there."""
+
+
+def staging_full(err: BaseException, workdir: Path) -> StagingFull | None:
+    """A clear error naming the setting when ``err`` is the staging disk running full (our own write,
+    or a PostgreSQL tool's, whose message says so), else None."""
+    if not ((isinstance(err, OSError) and err.errno == errno.ENOSPC) or "No space left on device" in str(err)):
+        return None
+    return StagingFull(errno.ENOSPC, f"the staging disk is full (No space left on device) under {workdir.parent} "
+                       "while the backup was written there (setting pgdr_staging_dir); the partial copy is removed "
+                       "and nothing is listed. Point pgdr_staging_dir at a disk with room for the largest "
+                       "compressed backup (see the sizes in earlier manifests), or free space there")
 
 
 def checked_objects(store: BackupStore, prefix: str, backup_id: str, files) -> list[ObjectEntry]:

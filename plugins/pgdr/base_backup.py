@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pgdr import __version__
-from pgdr.backup import checked_objects, remove_partial_upload, report_dead_runs
+from pgdr.backup import checked_objects, remove_partial_upload, report_dead_runs, staging_full
 from pgdr.compression import zstandard_version
 from pgdr.manifest import Manifest, utc_now_iso
 from pgdr.pgtools import PgTarget
@@ -32,10 +32,16 @@ def run_base_backup(*, database: str, backup_id: str, prefix: str, target: PgTar
     the objects it uploaded are removed (best effort; without a manifest they are never listed).
     """
     started = time.monotonic()
-    with PhysicalBackup(target=target, connect=connect, workdir=workdir, bindir=bindir, level=level,
-                        part_size=store.part_size, label=f"pgdr-{backup_id}", log=log) as backup:
-        copy = backup.run()
-        report_dead_runs(store, prefix, log)  # under the backup's lock: no other base backup runs
+    try:
+        with PhysicalBackup(target=target, connect=connect, workdir=workdir, bindir=bindir, level=level,
+                            part_size=store.part_size, label=f"pgdr-{backup_id}", log=log) as backup:
+            copy = backup.run()
+            report_dead_runs(store, prefix, log)  # under the backup's lock: no other base backup runs
+    except Exception as err:  # our own write, or a tool's ("could not write ...: No space left on device")
+        full = staging_full(err, workdir)
+        if full is not None:
+            raise full from err
+        raise
 
     uploads = UploadQueue(store, workers=2)
     metadata = {"pgdr-backup-id": backup_id, "pgdr-database": database}

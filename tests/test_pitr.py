@@ -59,7 +59,8 @@ class Site:
             "AIRFLOW_CONN_CARE_COMMONS_ADMIN": postgres_conn(self.cluster, user=RESTORE_ROLE,
                                                              password=RESTORE_PASSWORD),
             "AIRFLOW_VAR_PGDR_S3_PREFIX": self.prefix,
-            "AIRFLOW_VAR_PGDR_STAGING_DIR": str(_shared_dir("pgdr-staging-")),
+            # staging holds patient data: private to the worker (pgdr refuses a directory others can write)
+            "AIRFLOW_VAR_PGDR_STAGING_DIR": tempfile.mkdtemp(prefix="pgdr-staging-"),
             "AIRFLOW_VAR_PGDR_WAL_RECEIVER_DIR": str(self.wal_root),
             "AIRFLOW_VAR_PGDR_PITR_DATA_DIR": str(self.pitr_root),
             "AIRFLOW_VAR_PGDR_PITR_PORT": str(free_port()),

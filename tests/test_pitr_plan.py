@@ -11,6 +11,7 @@ from pgdr.pitr_plan import (
     check_target_reachable,
     choose_base_backup,
     format_lsn,
+    parse_history,
     parse_lsn,
     parse_target,
     plan_wal,
@@ -31,9 +32,14 @@ def test_targets_parse_and_bad_ones_are_refused():
     assert lsn.kind == "lsn" and lsn.lsn == 0x3000060 and format_lsn(lsn.lsn) == "0/3000060"
     when = parse_target("2026-11-26T14:30:00+01:00")
     assert when.kind == "time" and when.time == datetime(2026, 11, 26, 13, 30, tzinfo=timezone.utc)
-    assert parse_target("2026-11-26 14:30:00").time.tzinfo == timezone.utc
+    assert parse_target("2026-11-26 14:30:00Z").time == datetime(2026, 11, 26, 14, 30, tzinfo=timezone.utc)
     with pytest.raises(RestoreRefused, match="neither 'latest', an ISO time"):
         parse_target("yesterday")
+
+
+def test_a_time_without_a_zone_is_refused_naming_the_fix():
+    with pytest.raises(RestoreRefused, match="'2026-11-26 14:30:00' has no time zone.*2026-11-26 14:30:00Z"):
+        parse_target("2026-11-26 14:30:00")
 
 
 def test_segment_names_follow_postgres():
@@ -114,3 +120,79 @@ def test_the_form_refuses_point_in_time_combinations_that_make_no_sense():
                            ({"backup": "20261126T020000Z"}, "leave backup at 'latest'")):
         with pytest.raises(RestoreRefused, match=message):
             parse_request({**form, **extra}, ["db"])
+
+
+# ---------------------------------------------------------------- timelines and clusters
+
+def _history_case():
+    """Base backup on timeline 1 in segment 2; a failover at 0/5000100 started timeline 2; the old
+    primary wrote on into segment 6 of timeline 1 (an abandoned branch) and shipped it."""
+    names = ["000000010000000000000002", "000000010000000000000003", "000000010000000000000004",
+             "000000010000000000000005", "000000010000000000000006",
+             "000000020000000000000005", "000000020000000000000006"]
+    keys = [(f"{BASE}{n}.zst", T0) for n in names] + [(f"{BASE}000000020000000000000007.partial.zst", T0)]
+    return wal_objects(keys, BASE), {2: parse_history("1\t0/5000100\tno recovery target specified\n")}
+
+
+def test_latest_follows_the_history_to_the_newest_timeline_taking_each_segment_from_its_owner():
+    from pgdr.pitr_plan import choose_timeline
+
+    found, histories = _history_case()
+    tli, path, branches = choose_timeline(1, parse_lsn("0/2000028"), histories)
+    assert tli == 2 and not branches
+    plan = plan_wal(found, "000000010000000000000002", Target("latest"), path)
+    assert [s.name for s in plan.segments] == [
+        "000000010000000000000002", "000000010000000000000003", "000000010000000000000004",
+        "000000020000000000000005", "000000020000000000000006", "000000020000000000000007"]
+    assert plan.timeline == 2 and plan.segments[-1].partial
+    # without the history (today's behaviour before the fix) replay would end on timeline 1's branch
+    assert plan_wal(found, "000000010000000000000002", Target("latest")).last == "000000010000000000000006"
+
+
+def test_a_gap_on_the_new_timeline_is_refused_naming_it():
+    from pgdr.pitr_plan import choose_timeline
+
+    found, histories = _history_case()
+    del found["000000020000000000000006"]
+    _, path, _ = choose_timeline(1, parse_lsn("0/2000028"), histories)
+    with pytest.raises(RestoreRefused, match="segment 000000020000000000000006 is missing"):
+        plan_wal(found, "000000010000000000000002", Target("latest"), path)
+
+
+def test_a_target_on_the_abandoned_branch_is_refused_and_one_before_it_is_not():
+    from pgdr.pitr_plan import AbandonedBranch, check_not_abandoned, choose_timeline
+
+    found, histories = _history_case()
+    tli, path, branches = choose_timeline(1, parse_lsn("0/2000028"), histories, requested=1,
+                                          stored={2: datetime(2026, 11, 26, 3, 0, tzinfo=timezone.utc)})
+    assert tli == 1 and [(b.tli, b.lsn) for b in branches] == [(2, 0x5000100)]
+    for target in (parse_target("0/6000000"), Target("latest"), parse_target("2026-11-26T04:00:00Z")):
+        with pytest.raises(AbandonedBranch, match="abandoned branch: timeline 2 left timeline 1 at LSN 0/5000100"):
+            check_not_abandoned(target, tli, branches)
+    check_not_abandoned(parse_target("0/4000000"), tli, branches)
+    assert plan_wal(found, "000000010000000000000002", parse_target("0/4000000"), path).last == \
+        "000000010000000000000004"
+    # a base backup taken on timeline 1 after the branch cannot reach timeline 2
+    tli, _, branches = choose_timeline(1, parse_lsn("0/6000028"), histories)
+    assert tli == 1 and branches and branches[0].before_base
+    with pytest.raises(AbandonedBranch, match="before the base backup started"):
+        check_not_abandoned(parse_target("2026-11-26T02:30:00Z"), tli, branches)
+    with pytest.raises(AbandonedBranch, match="recovery target timeline 2 does not pass through timeline 1"):
+        choose_timeline(1, parse_lsn("0/6000028"), histories, requested=2)
+
+
+def test_two_clusters_with_the_same_segment_names_never_mix():
+    keys = [(f"{BASE}111/000000010000000000000002.zst", T0), (f"{BASE}111/000000010000000000000003.zst", T0),
+            (f"{BASE}222/000000010000000000000002.zst", T0), (f"{BASE}222/000000010000000000000003.partial.zst", T0),
+            (f"{BASE}000000010000000000000001.zst", T0), (f"{BASE}000000010000000000000002.zst", T0)]
+    first = wal_objects(keys, BASE, "111")
+    second = wal_objects(keys, BASE, "222")
+    assert first["000000010000000000000002"].key == f"{BASE}111/000000010000000000000002.zst"
+    assert second["000000010000000000000002"].key == f"{BASE}222/000000010000000000000002.zst"
+    assert second["000000010000000000000003"].partial and not first["000000010000000000000003"].partial
+    # legacy objects fill in only what the cluster's own directory lacks, and not at all when told so
+    assert first["000000010000000000000001"].system_identifier is None
+    assert "000000010000000000000001" not in wal_objects(keys, BASE, "111", legacy=False)
+    # a base backup of unknown cluster reads the legacy layout only
+    assert {o.key for o in wal_objects(keys, BASE).values()} == {f"{BASE}000000010000000000000001.zst",
+                                                                  f"{BASE}000000010000000000000002.zst"}

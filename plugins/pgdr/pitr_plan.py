@@ -1,8 +1,17 @@
 """Point-in-time recovery, decided before anything starts: the target, the base backup, the WAL.
 
-Pure functions over manifests and WAL object names. A target before the oldest base backup,
-after the newest WAL shipped, or behind a gap in the WAL is refused here, with the missing
-segment named, before a byte is downloaded.
+Pure functions over manifests, WAL object names and timeline history files. A target before the
+oldest base backup, after the newest WAL shipped, behind a gap in the WAL, or on a timeline branch
+that a failover abandoned is refused here, with the missing segment or the branch point named,
+before a byte is downloaded.
+
+WAL of one database cluster lives under ``<prefix>/<database>/wal/<system_identifier>/`` (a cluster
+rebuilt after a site loss has a new identifier and restarts the same segment names); WAL shipped
+before that layout lies directly under ``wal/`` ("legacy") and is read for a base backup whose
+identifier matches or is unknown. A failover (a promoted standby, a recovered cluster promoted)
+starts a new timeline and ships ``<tli>.history``; recovery follows the histories from the base
+backup's timeline to the newest timeline that descends from it (or the one asked for), taking each
+segment from the timeline that owned it.
 """
 
 from __future__ import annotations
@@ -43,7 +52,10 @@ def format_lsn(value: int) -> str:
 
 
 def parse_target(text: str) -> Target:
-    """``latest``, an ISO 8601 time (with a zone; none means UTC), or an LSN like ``0/3000060``."""
+    """``latest``, an ISO 8601 time with a zone (``Z`` or ``+01:00``), or an LSN like ``0/3000060``.
+
+    A time without a zone is refused: the worker's zone, the user's and UTC differ by hours, and a
+    guess recovers to the wrong moment without a word."""
     text = (text or "").strip()
     if text == "latest":
         return Target("latest")
@@ -55,7 +67,8 @@ def parse_target(text: str) -> Target:
         raise RestoreRefused(f"{REFUSED}point_in_time {text!r} is neither 'latest', an ISO time such as "
                              "2026-11-26T14:30:00Z, nor an LSN such as 0/3000060") from None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        raise RestoreRefused(f"{REFUSED}point_in_time {text!r} has no time zone; write it with one, such as "
+                             f"{text}Z for UTC or {text}+01:00")
     return Target("time", time=when.astimezone(timezone.utc), text=when.astimezone(timezone.utc).isoformat())
 
 
@@ -83,28 +96,198 @@ class WalObject:
     key: str
     partial: bool
     modified: datetime | None = None
+    system_identifier: str | None = None   # the directory it was found in; None: the legacy layout
 
 
-def wal_objects(keys_and_times: list[tuple[str, datetime | None]], base: str) -> dict[str, WalObject]:
+_HISTORY = re.compile(r"^([0-9A-F]{8})\.history$")
+
+
+def _split_key(key: str, base: str) -> tuple[str | None, str] | None:
+    """(system identifier or None for the legacy layout, file name without .zst) of a key under ``base``."""
+    rest = key[len(base):]
+    system_identifier, _, name = rest.rpartition("/")
+    if system_identifier and (not system_identifier.isdigit() or "/" in system_identifier):
+        return None
+    if name.endswith(".zst"):
+        name = name[:-4]
+    return (system_identifier or None), name
+
+
+def _layouts(system_identifier: str | int | None, legacy: bool) -> list[str | None]:
+    """The directories to read, preferred first: the cluster's own, then (for old backups) the legacy one."""
+    if system_identifier is None:
+        return [None]
+    return [str(system_identifier)] + ([None] if legacy else [])
+
+
+def wal_objects(keys_and_times: list[tuple[str, datetime | None]], base: str,
+                system_identifier: str | int | None = None, legacy: bool = True) -> dict[str, WalObject]:
     """Segment name -> object, from the keys under ``<prefix>/<database>/wal/``; a completed segment
-    wins over a partial one of the same name."""
+    wins over a partial one of the same name, the cluster's own directory over the legacy layout.
+
+    ``system_identifier`` None reads the legacy layout only (a base backup whose cluster is unknown);
+    otherwise ``<system_identifier>/`` and, with ``legacy``, the legacy objects it does not have. The
+    WAL of another cluster is never returned."""
+    layouts = _layouts(system_identifier, legacy)
     found: dict[str, WalObject] = {}
     for key, modified in keys_and_times:
-        name = key[len(base):]
-        partial = name.endswith(".partial.zst")
-        stem = name[: -len(".partial.zst")] if partial else (name[:-4] if name.endswith(".zst") else name)
+        split = _split_key(key, base)
+        if split is None or split[0] not in layouts:
+            continue
+        layout, name = split
+        partial = name.endswith(".partial")
+        stem = name[: -len(".partial")] if partial else name
         if not _SEGMENT.match(stem):
             continue
-        if stem in found and not found[stem].partial:
-            continue
-        found[stem] = WalObject(stem, key, partial, modified)
+        new = WalObject(stem, key, partial, modified, layout)
+        old = found.get(stem)
+        if old is not None:
+            rank_old = (layouts.index(old.system_identifier), old.partial)
+            if rank_old <= (layouts.index(layout), partial):
+                continue
+        found[stem] = new
     return found
+
+
+def history_objects(keys_and_times: list[tuple[str, datetime | None]], base: str,
+                    system_identifier: str | int | None = None, legacy: bool = True) -> dict[int, WalObject]:
+    """Timeline -> its ``<tli>.history`` object (same layout rules as :func:`wal_objects`)."""
+    layouts = _layouts(system_identifier, legacy)
+    found: dict[int, WalObject] = {}
+    for key, modified in keys_and_times:
+        split = _split_key(key, base)
+        if split is None or split[0] not in layouts:
+            continue
+        layout, name = split
+        match = _HISTORY.match(name)
+        if not match:
+            continue
+        tli = int(match.group(1), 16)
+        old = found.get(tli)
+        if old is not None and layouts.index(old.system_identifier) <= layouts.index(layout):
+            continue
+        found[tli] = WalObject(name, key, False, modified, layout)
+    return found
+
+
+# ---------------------------------------------------------------- timelines
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    """A stretch of one timeline on the way to the target timeline: WAL in [begin, end) belongs to it."""
+    tli: int
+    begin: int          # LSN where the timeline took over (0 for the first one)
+    end: int | None     # LSN where the next timeline branched off; None: still open
+
+
+def parse_history(text: str) -> list[tuple[int, int]]:
+    """``<parent tli> <switch LSN> <reason>`` lines of a history file -> [(parent tli, switch LSN)]."""
+    entries = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = line.split()
+        if len(fields) < 2 or not fields[0].isdigit() or not _LSN.match(fields[1]):
+            raise ValueError(f"not a timeline history line: {line[:80]!r}")
+        entries.append((int(fields[0]), parse_lsn(fields[1])))
+    return entries
+
+
+def timeline_path(tli: int, histories: dict[int, list[tuple[int, int]]]) -> list[TimelineEntry]:
+    """The timelines WAL replay passes through to reach ``tli``, oldest first (from its history file)."""
+    if tli == 1 or tli not in histories:
+        return [TimelineEntry(tli, 0, None)]
+    path, begin = [], 0
+    for parent, switch in histories[tli]:
+        path.append(TimelineEntry(parent, begin, switch))
+        begin = switch
+    path.append(TimelineEntry(tli, begin, None))
+    return path
+
+
+def _reaches(path: list[TimelineEntry], base_tli: int, base_lsn: int) -> bool:
+    """Whether replay from a base backup started at ``base_lsn`` on ``base_tli`` can follow ``path``."""
+    return any(e.tli == base_tli and e.begin <= base_lsn and (e.end is None or base_lsn < e.end) for e in path)
+
+
+class AbandonedBranch(RestoreRefused):
+    """The target, or the base backup, lies on a stretch of timeline a failover left behind."""
+
+
+@dataclass(frozen=True)
+class Branch:
+    """A newer timeline that left the chosen path: WAL on the path after ``lsn`` was abandoned."""
+    tli: int            # the newer timeline
+    parent: int         # the path's timeline it left
+    lsn: int            # where it left
+    since: datetime | None   # when its history file was stored (the branch happened before)
+    before_base: bool = False   # the base backup itself started after the branch: all of it is abandoned
+
+
+def choose_timeline(base_tli: int, base_lsn: int, histories: dict[int, list[tuple[int, int]]],
+                    requested: str | int = "latest", stored: dict[int, datetime | None] | None = None
+                    ) -> tuple[int, list[TimelineEntry], list[Branch]]:
+    """(timeline to recover to, the path to it, the branches that left that path after the base backup).
+
+    ``requested``: ``latest`` (the newest timeline that descends from the base backup's point), ``current``
+    (the base backup's own) or a number. A timeline the base backup cannot reach is refused."""
+    known = sorted(set(histories) | {base_tli})
+    reachable = [t for t in known if _reaches(timeline_path(t, histories), base_tli, base_lsn)]
+    if requested in ("latest", "", None):
+        tli = max(reachable)
+    elif requested == "current":
+        tli = base_tli
+    else:
+        tli = int(requested)
+        if tli not in reachable:
+            raise_as = AbandonedBranch if tli in histories else RestoreRefused
+            why = ("has no history file in the archive" if tli not in histories and tli != base_tli else
+                   f"does not pass through timeline {base_tli} at {format_lsn(base_lsn)}, where the base backup "
+                   "starts")
+            raise raise_as(f"{REFUSED}recovery target timeline {tli} {why}; reachable from this base "
+                                 f"backup: {', '.join(map(str, reachable))}")
+    path = [e for e in timeline_path(tli, histories) if e.end is None or e.end > base_lsn]
+    on_path = {e.tli: e for e in path}
+    branches = []
+    for other in known:
+        if other == tli or other in on_path:
+            continue
+        for entry in timeline_path(other, histories):
+            mine = on_path.get(entry.tli)
+            # ``other`` left the path's timeline at entry.end, inside the stretch the path uses of it
+            if (mine is not None and entry.end is not None
+                    and (mine.end is None or entry.end < mine.end) and entry.end >= mine.begin):
+                branches.append(Branch(other, entry.tli, entry.end, (stored or {}).get(other), entry.end <= base_lsn))
+                break
+    return tli, path, branches
+
+
+def check_not_abandoned(target: Target, tli: int, branches: list[Branch]) -> None:
+    """Refuse a target on a stretch of timeline that a failover left behind (a newer timeline branched off
+    before it): the rows there were never seen by the promoted server and are not what anyone has now."""
+    for branch in sorted(branches, key=lambda b: b.lsn):
+        after = (branch.before_base or target.kind == "latest"
+                 or (target.kind == "lsn" and target.lsn > branch.lsn)
+                 or (target.kind == "time" and branch.since is not None and target.time > branch.since))
+        if after:
+            raise AbandonedBranch(
+                f"{REFUSED}{target.describe()} on timeline {tli} lies on an abandoned branch: timeline "
+                f"{branch.tli} left timeline {branch.parent} at LSN {format_lsn(branch.lsn)}"
+                + (", before the base backup started" if branch.before_base else "")
+                + (f" (its history was shipped {branch.since.isoformat(timespec='seconds')})" if branch.since
+                   else "") + "; recover on the newest timeline (recovery target timeline latest) or choose a "
+                f"target before LSN {format_lsn(branch.lsn)}")
 
 
 @dataclass(frozen=True)
 class WalPlan:
     segments: list[WalObject]     # in replay order, the last one possibly partial
     newest_time: datetime | None
+    timeline: int = 0             # the timeline recovery ends on (0: the base backup's, not looked up)
+    histories: tuple[WalObject, ...] = ()   # the history files replay reads (timelines after the first)
+    system_identifier: str | None = None    # the cluster whose WAL this is (None: unknown, legacy)
+    path: tuple[TimelineEntry, ...] = ()
 
     @property
     def first(self) -> str:
@@ -115,40 +298,62 @@ class WalPlan:
         return self.segments[-1].name
 
 
-def plan_wal(found: dict[str, WalObject], start_segment: str, target: Target) -> WalPlan:
+def plan_wal(found: dict[str, WalObject], start_segment: str, target: Target,
+             path: list[TimelineEntry] | None = None) -> WalPlan:
     """Every segment from the base backup's start to the newest shipped, refusing a gap.
 
-    For an LSN target the plan stops at the segment holding it; for a time target the
-    segments after it are harmless (recovery stops at the target) but are still needed to
-    exist up to the target, which the newest object's time bounds.
+    Along ``path`` (see :func:`choose_timeline`; default: the start segment's timeline only) each
+    segment number is taken from the newest timeline that had begun by that segment, as PostgreSQL's
+    replay does: the first segment of a new timeline holds its parent's WAL up to the switch. For an
+    LSN target the plan stops at the segment holding it; for a time target the segments after it are
+    harmless (recovery stops at the target) but are still needed to exist up to the target, which the
+    newest object's time bounds.
     """
-    timeline, start = segment_number(start_segment)
-    numbers = sorted(number for name, obj in found.items() for tli, number in [segment_number(name)]
-                     if tli == timeline and number >= start)
-    if not numbers or numbers[0] != start:
-        raise RestoreRefused(f"{REFUSED}WAL segment {start_segment}, where the base backup starts, is not in "
+    start_tli, start = segment_number(start_segment)
+    path = list(path or [TimelineEntry(start_tli, 0, None)])
+    begins = [(e.begin // WAL_SEGMENT_SIZE, e.tli) for e in path]
+
+    def owner(number: int) -> int:
+        tli = begins[0][1]
+        for begin, candidate in begins:
+            if begin <= number:
+                tli = candidate
+        return tli
+
+    have: dict[tuple[int, int], WalObject] = {}
+    for obj in found.values():
+        have[segment_number(obj.name)] = obj
+    first = name_of(owner(start), start)
+    if (owner(start), start) not in have:
+        raise RestoreRefused(f"{REFUSED}WAL segment {first}, where the base backup starts, is not in "
                              "the archive; recovery from this base backup is impossible")
-    last = numbers[-1]
+    final = path[-1]
+    final_from = max(start, final.begin // WAL_SEGMENT_SIZE)
+    on_final = [n for (tli, n) in have if tli == final.tli and n >= final_from]
+    if not on_final:
+        raise RestoreRefused(f"{REFUSED}timeline {final.tli} began at LSN {format_lsn(final.begin)}, but its "
+                             f"first segment {name_of(final.tli, final_from)} is not in the archive; recovery to "
+                             f"{target.describe()} would stop before it (is the new primary's WAL being shipped?)")
+    last = max(on_final)
     if target.kind == "lsn":
-        wanted = segment_number(segment_name(timeline, target.lsn))[1]
+        wanted = target.lsn // WAL_SEGMENT_SIZE
         if wanted > last:
             raise RestoreRefused(f"{REFUSED}{target.describe()} is after the newest WAL shipped "
-                                 f"({name_of(timeline, last)})")
-        last = wanted
-    have = set(numbers)
-    missing = [name_of(timeline, n) for n in range(start, last + 1) if n not in have]
+                                 f"({name_of(final.tli, last)})")
+        last = max(wanted, start)
+    missing = [name_of(owner(n), n) for n in range(start, last + 1) if (owner(n), n) not in have]
     if missing:
         raise RestoreRefused(f"{REFUSED}the WAL archive has a gap: segment {missing[0]} is missing"
                              + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
                              + f"; recovery to {target.describe()} would stop there. Choose a point in time "
                              f"before {missing[0]} or a base backup taken after it")
-    segments = [found[name_of(timeline, n)] for n in range(start, last + 1)]
+    segments = [have[(owner(n), n)] for n in range(start, last + 1)]
     partial_inside = [s.name for s in segments[:-1] if s.partial]
     if partial_inside:
         raise RestoreRefused(f"{REFUSED}segment {partial_inside[0]} was only shipped partially, yet later WAL "
                              "exists; the archive is inconsistent")
     times = [s.modified for s in segments if s.modified is not None]
-    return WalPlan(segments, max(times) if times else None)
+    return WalPlan(segments, max(times) if times else None, final.tli, (), None, tuple(path))
 
 
 def choose_base_backup(candidates: list[tuple[str, dict]], target: Target) -> tuple[str, dict]:
@@ -157,6 +362,11 @@ def choose_base_backup(candidates: list[tuple[str, dict]], target: Target) -> tu
     ``candidates`` are (backup_id, {"finished_at": iso, "wal": {...}}) of complete, good base
     backups, oldest first.
     """
+    return usable_base_backups(candidates, target)[0]
+
+
+def usable_base_backups(candidates: list[tuple[str, dict]], target: Target) -> list[tuple[str, dict]]:
+    """Every good base backup that ends before the target, newest first; refused when there is none."""
     if not candidates:
         raise RestoreRefused(f"{REFUSED}there is no complete, good base backup: point-in-time recovery needs one "
                              "(setting pgdr_physical_backups, DAG pg_backup_daily)")
@@ -172,7 +382,7 @@ def choose_base_backup(candidates: list[tuple[str, dict]], target: Target) -> tu
         raise RestoreRefused(f"{REFUSED}{target.describe()} is before the oldest base backup ({oldest_id}, "
                              f"finished {oldest['finished_at']}, WAL from {oldest['wal']['start_lsn']}); "
                              "nothing can be recovered to it")
-    return usable[-1]
+    return usable[::-1]
 
 
 def check_target_reachable(plan: WalPlan, target: Target) -> None:
@@ -182,6 +392,7 @@ def check_target_reachable(plan: WalPlan, target: Target) -> None:
                              "'latest' to recover everything there is")
 
 
+TARGET_NOT_REACHED = "recovery ended before configured recovery target was reached"
 _LAST_TXN = re.compile(r"last completed transaction was at log time (.+)$")
 _REDO_DONE = re.compile(r"redo done at ([0-9A-F]+/[0-9A-F]+)")
 

@@ -143,6 +143,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("pitr_os_user", "postgres",
             "Unprivileged OS user that runs a cluster created by point-in-time recovery when the worker "
             "runs as root (PostgreSQL refuses to run as root).", "postgres"),
+    Setting("pitr_listen_addresses", "127.0.0.1",
+            "Addresses the cluster created by point-in-time recovery listens on (PostgreSQL listen_addresses: "
+            "comma-separated host names or IPs, or *); widen it to let the application reach a recovered "
+            "cluster that becomes the new primary (its pg_hba.conf, from the backup, still applies).",
+            "127.0.0.1,10.0.0.12"),
+    Setting("pitr_keep_hours", "72",
+            "A cluster created by point-in-time recovery (it holds a full copy of the data) is stopped and "
+            "removed this many hours after it was started, by the next recovery on the worker or "
+            "pgdr.pitr.expire_recovered; promote it to the new primary (and move it out of "
+            "pgdr_pitr_data_dir) before then.", "168"),
     Setting("replaced_keep_hours", "168",
             "After a restore with mode replace, the old database is kept (renamed *_replaced_<time>) this "
             "many hours, then pg_backup_verify drops it.", "72"),
@@ -231,6 +241,8 @@ class Settings:
     pitr_data_dir: Path
     pitr_port: int
     pitr_os_user: str
+    pitr_listen_addresses: str
+    pitr_keep_hours: float
     replaced_keep_hours: float
     legal_floor_years: int
     data_retention_policy: str
@@ -426,6 +438,13 @@ def _name_list(name: str, value: str) -> tuple[str, ...]:
     return tuple(parsed)
 
 
+def _listen_addresses(name: str, value: str) -> str:
+    items = [item.strip() for item in value.split(",")]
+    if not value.strip() or not all(item == "*" or re.fullmatch(r"[A-Za-z0-9.:\-]+", item) for item in items):
+        raise _fail(name, "must be '*' or comma-separated host names or IP addresses", value)
+    return ", ".join(items)
+
+
 def _conn_id_list(name: str, value: str) -> tuple[str, ...]:
     parsed = _json(name, value or "[]", list, "JSON list of connection ids")
     if not all(isinstance(item, str) for item in parsed):
@@ -487,6 +506,8 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "pitr_data_dir": _abs_path,
     "pitr_port": _int_in(1024, 65535),
     "pitr_os_user": _identifier,
+    "pitr_listen_addresses": _listen_addresses,
+    "pitr_keep_hours": _float_in(0.0, 24 * 366),
     "replaced_keep_hours": _float_in(0.0, 24 * 366),
     "legal_floor_years": _int_in(6, 100),
     "data_retention_policy": _policy_file,

@@ -1,4 +1,5 @@
-"""Verification of the continuous WAL: the archive has no gap, shipping keeps up, the receiver
+"""Verification of the continuous WAL: the archive has no gap (per database cluster, along the timeline
+history), shipping keeps up, the receiver
 is connected (and synchronous when it should be), its slot is healthy, the archiver is not failing.
 
 Read from S3 (the WAL objects, the base backups' start segments) and from the primary's
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from pgdr.pitr_plan import Target, format_lsn, plan_wal, wal_objects
+from pgdr.pitr_plan import AbandonedBranch, Target, format_lsn
 from pgdr.restore_plan import RestoreRefused
 from pgdr.verification import result
 
@@ -23,28 +24,41 @@ def shipping_limit_seconds(ship_seconds: float) -> float:
 
 
 def archive_findings(store, database: str, ship_seconds: float, now: datetime | None = None) -> list[dict]:
-    """Gaps between the oldest good base backup and the newest WAL, and a stalled shipper."""
+    """Gaps between the oldest good base backup of each database cluster (system identifier) and the
+    newest WAL, followed along the timeline history to the newest timeline; and a stalled shipper."""
+    from pgdr.pitr import WalArchiveView, manifest_system_identifier
+
     now = now or datetime.now(timezone.utc)
     entries = [e for e in store.catalog(database, "base") if e.complete and not e.bad]
     if not entries:
         return [{"problem": "no complete, good base backup: point-in-time recovery is impossible"}]
-    oldest = entries[0]
-    manifest = store.read_manifest(f"{store.prefix}/{database}/base/{oldest.backup_id}/manifest.json")
-    base = f"{store.prefix}/{database}/wal/"
-    listed = store.list_objects(base)
-    found = wal_objects(listed, base)
+    clusters: dict[str | None, list] = {}
+    for entry in entries:   # oldest first
+        manifest = store.read_manifest(f"{store.prefix}/{database}/base/{entry.backup_id}/manifest.json")
+        clusters.setdefault(manifest_system_identifier(manifest), []).append((entry.backup_id, manifest))
+    view = WalArchiveView(store, database)
     findings = []
-    try:
-        plan = plan_wal(found, manifest.wal["start_wal_file"], Target("latest"))
-    except RestoreRefused as refused:
-        text = str(refused).split("nothing was changed: ", 1)[-1]
-        findings.append({"problem": "WAL archive gap", "base_backup": oldest.backup_id, "detail": text[:300]})
+    plans = []
+    for system_identifier, bases in clusters.items():
+        for backup_id, manifest in bases:
+            try:
+                plans.append(view.plan(manifest, Target("latest")))
+                break
+            except AbandonedBranch:
+                continue   # this base backup lies on a branch a failover left; a newer one is checked
+            except RestoreRefused as refused:
+                text = str(refused).split("nothing was changed: ", 1)[-1]
+                findings.append({"problem": "WAL archive gap", "base_backup": backup_id, "detail": text[:300],
+                                 **({"system_identifier": system_identifier} if len(clusters) > 1 else {})})
+                break
+    if findings:
         return findings
+    listed = view.listed
     newest = max((modified for _, modified in listed if modified is not None), default=None)
-    if newest is not None:
+    if newest is not None and plans:
         age = (now - newest).total_seconds()
         if age > shipping_limit_seconds(ship_seconds):
-            findings.append({"problem": "WAL shipping stalled", "newest_wal": plan.last,
+            findings.append({"problem": "WAL shipping stalled", "newest_wal": plans[-1].last,
                              "age_seconds": round(age), "limit_seconds": shipping_limit_seconds(ship_seconds)})
     return findings
 

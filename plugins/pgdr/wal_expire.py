@@ -1,5 +1,10 @@
 """WAL retention: the archive on S3 and the receiver's local directory, pruned to what the kept base backups
-and the PITR window need. Called by :func:`pgdr.expire.run` with the backups it found and decided on."""
+and the PITR window need. Called by :func:`pgdr.expire.run` with the backups it found and decided on.
+
+WAL is kept per database cluster (``<database>/wal/<system_identifier>/``): a cluster rebuilt after a site
+loss restarts the same segment names, so each cluster's WAL is cut at its own kept base backups, never at
+another's. WAL shipped before that layout (directly under ``wal/``) is cut at the earliest cut of any
+cluster, since old base backups of any cluster may read it."""
 
 from __future__ import annotations
 
@@ -63,16 +68,35 @@ def _wal_name(key: str) -> tuple[str, str] | None:
     return None
 
 
-def prune_wal(store, database: str, cutoff: str | None, now: datetime, dry_run: bool) -> dict:
+def _system_identifier(found) -> str | None:
+    value = (found.wal or {}).get("system_identifier")
+    return str(value) if value not in (None, "") else None
+
+
+def _layout_of(key: str, base: str) -> str | None | bool:
+    """The system identifier directory of a WAL key under ``base``, None for the legacy layout, False otherwise."""
+    rest = key[len(base):]
+    if "/" not in rest:
+        return None
+    directory, _, name = rest.partition("/")
+    return directory if directory.isdigit() and "/" not in name else False
+
+
+def prune_wal(store, database: str, cutoff: str | None, now: datetime, dry_run: bool,
+              system_identifier: str | None = None, versions: list[ObjectVersion] | None = None) -> dict:
     """Delete every version of WAL segments (any timeline) and partial objects before ``cutoff``, and
-    of partial objects whose completed segment is stored; history files are always kept."""
+    of partial objects whose completed segment is stored; history files are always kept. Only the WAL of
+    ``system_identifier``'s directory (None: the legacy layout) is looked at."""
     from pgdr.wal_archive import segment_number, wal_prefix
 
     result = {"cutoff": cutoff, "deleted_objects": 0, "bytes_freed": 0, "locked": [], "errors": []}
     if cutoff is None:
         return result
     limit = segment_number(cutoff)
-    versions = store.list_versions(wal_prefix(store.prefix, database) + "/")
+    base = wal_prefix(store.prefix, database) + "/"
+    if versions is None:
+        versions = store.list_versions(base)
+    versions = [v for v in versions if _layout_of(v.key, base) == system_identifier]
     completed = {parsed[0] for v in versions if not v.delete_marker and (parsed := _wal_name(v.key))
                  and parsed[1] == "segment"}
     doomed: dict[str, list[ObjectVersion]] = {}
@@ -126,12 +150,55 @@ def prune_receiver_dir(directory: Path, newest_base_start: str | None, dry_run: 
 
 def expire_wal(*, store, database: str, found: list, decisions: list[gfs.Decision], deleted: list[str], settings,
                now: datetime, dry_run: bool, log: logging.Logger) -> tuple[dict, dict]:
-    """Prune the WAL archive and the receiver directory for one database; returns (wal report, receiver report)."""
-    cutoff, why = wal_cutoff(found, decisions, now, settings.pitr_window_days)
-    wal = {**prune_wal(store, database, cutoff, now, dry_run), "reason": why}
-    kept_bases = sorted((f for f in found if f.backup.kind == "base" and f.backup.complete
-                         and f.backup.status != gfs.BAD and (f.wal or {}).get("start_wal_file")
-                         and f.backup.key not in deleted), key=lambda f: f.backup.finished)
-    receiver = prune_receiver_dir(Path(settings.wal_receiver_dir) / database,
-                                  kept_bases[-1].wal["start_wal_file"] if kept_bases else None, dry_run, log)
+    """Prune the WAL archive (per database cluster) and the receiver directory for one database; returns
+    (wal report, receiver report)."""
+    from pgdr.wal_archive import load_state, segment_number, wal_prefix
+
+    bases = [f for f in found if f.backup.kind == "base"]
+    clusters = sorted({_system_identifier(f) for f in bases}, key=lambda c: (c is None, c or ""))
+    base = wal_prefix(store.prefix, database) + "/"
+    versions = store.list_versions(base)
+    stored = {layout for v in versions if (layout := _layout_of(v.key, base)) is not False}
+    per_cluster: dict[str, dict] = {}
+    cuts: list[str | None] = []
+    for cluster in [c for c in clusters if c is not None] + sorted(c for c in stored if c and c not in clusters):
+        mine = [f for f in bases if _system_identifier(f) == cluster]
+        cutoff, why = wal_cutoff(mine, decisions, now, settings.pitr_window_days)
+        if not mine:
+            why = "no base backup of this cluster yet: all its WAL kept"
+        cuts.append(cutoff)
+        per_cluster[cluster] = {**prune_wal(store, database, cutoff, now, dry_run, cluster, versions), "reason": why}
+    # legacy objects serve base backups of unknown cluster and old backups of every cluster: the earliest cut
+    unknown = [f for f in bases if _system_identifier(f) is None]
+    if None in stored or unknown:
+        if unknown:
+            cutoff, why = wal_cutoff(unknown, decisions, now, settings.pitr_window_days)
+            cuts.append(cutoff)
+        known = [c for c in cuts]
+        legacy_cut = None if (not known or None in known) else min(known, key=segment_number)
+        why = ("the earliest cut of any cluster (legacy WAL may serve old base backups of each)" if legacy_cut
+               else "a cluster keeps all its WAL: all legacy WAL kept")
+        per_cluster["legacy"] = {**prune_wal(store, database, legacy_cut, now, dry_run, None, versions),
+                                 "reason": why}
+    newest_cluster = max((f for f in bases if f.backup.complete), key=lambda f: f.backup.finished, default=None)
+    headline = per_cluster.get(_system_identifier(newest_cluster) if newest_cluster else None) \
+        or per_cluster.get("legacy") or {"cutoff": None, "reason": "no usable base backup: all WAL kept"}
+    wal = {"cutoff": headline["cutoff"], "reason": headline["reason"],
+           "deleted_objects": sum(r["deleted_objects"] for r in per_cluster.values()),
+           "bytes_freed": sum(r["bytes_freed"] for r in per_cluster.values()),
+           "locked": [x for r in per_cluster.values() for x in r["locked"]],
+           "errors": [x for r in per_cluster.values() for x in r["errors"]],
+           "clusters": {k: {"cutoff": r["cutoff"], "reason": r["reason"], "deleted_objects": r["deleted_objects"]}
+                        for k, r in per_cluster.items()}}
+    kept_bases = sorted((f for f in bases if f.backup.complete and f.backup.status != gfs.BAD
+                         and (f.wal or {}).get("start_wal_file") and f.backup.key not in deleted),
+                        key=lambda f: f.backup.finished)
+    # the receiver directory holds one cluster's WAL: cut it at that cluster's newest base backup
+    directory = Path(settings.wal_receiver_dir) / database
+    try:
+        receiving = load_state(directory).get("system_identifier") if directory.is_dir() else None
+    except Exception:  # noqa: BLE001 - an unreadable state only means the cluster is unknown here
+        receiving = None
+    same = [f for f in kept_bases if receiving is None or _system_identifier(f) in (None, str(receiving))]
+    receiver = prune_receiver_dir(directory, same[-1].wal["start_wal_file"] if same else None, dry_run, log)
     return wal, receiver

@@ -228,7 +228,7 @@ class PitrDrillOperator(DatabaseOperator, RestoreOperatorBase, PitrMixin):
         from pgdr.alerts import drill_alert, send_alert, short_error
         from pgdr.manifest import new_backup_id, utc_now_iso
         from pgdr.markers import choose_moment, expected_markers
-        from pgdr.pitr import PointInTimeRecovery, connect_recovered
+        from pgdr.pitr import PointInTimeRecovery, connect_recovered, plan_point_in_time
 
         settings = self.settings
         database = self.require_protected(self.conn_id)
@@ -253,7 +253,9 @@ class PitrDrillOperator(DatabaseOperator, RestoreOperatorBase, PitrMixin):
         problems, recovery, lease = [], None, None
         started = time.monotonic()
         try:
-            target, manifest, prefix, wal, _ = self.pitr_choice(database, moment.isoformat())
+            # the plan follows the timeline history and the base backup's own cluster (system identifier)
+            target, manifest, prefix, wal, _ = plan_point_in_time(
+                self.store, database, moment.isoformat(), lambda b: self.manifest(database, b, kind="base"))
             lease = self.hold_lease(database, "base", manifest.backup_id, context)
             restore_target, _ = self.target(settings.restore_conn_id(database))
             with socket.socket() as probe:

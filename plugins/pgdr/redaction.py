@@ -59,11 +59,12 @@ _INLINE = (
 
 def _redact_line(line: str) -> tuple[str, bool]:
     """(the line without inline values, whether a value was cut at its end)."""
-    for pattern in _INLINE:
-        match = pattern.search(line)
-        if match:
-            return line[: match.start()] + match.group("keep").rstrip() + " " + REDACTED, True
-    return line, False
+    # the earliest value wins: a value may itself contain what another pattern looks for
+    matches = [m for m in (pattern.search(line) for pattern in _INLINE) if m]
+    if not matches:
+        return line, False
+    match = min(matches, key=lambda m: m.start())
+    return line[: match.start()] + match.group("keep").rstrip() + " " + REDACTED, True
 
 
 def _redact(text: str) -> str:

@@ -458,3 +458,48 @@ def test_hostile_database_and_table_names_back_up_and_restore_identical(stack, e
             assert len(source) == len(HOSTILE_TABLES)
             assert fingerprint(_Superuser(fresh), dbname) == source, dbname
             assert sorted(manifest["row_counts"].values()) == sorted(rows for rows, _ in source.values())
+
+
+# --- the database or the stored bytes failing under a backup ---------------------------------------
+
+
+def test_the_dump_session_killed_by_the_server_fails_clearly_and_leaves_nothing(stack, env):
+    """pg_dump's session is terminated mid-dump (an administrator, a failover): the task fails naming
+    pg_dump, removes its staging dir and whatever it uploaded (the globals); the retry succeeds."""
+    holder = stack.cluster.connect(DB)
+    try:
+        with holder.cursor() as cur:
+            cur.execute("BEGIN")
+            cur.execute("LOCK TABLE small IN ACCESS EXCLUSIVE MODE")
+        task = KillableTask.start(LOGICAL, {"task_id": "dump_and_upload", "conn_id": CONN}, env=env)
+        waiting = task.wait_until(lambda: [r for r in _backends(stack, "pgdr") if r[2] == "Lock"],
+                                  what="pg_dump waiting")
+        stack.cluster.execute("SELECT pg_terminate_backend(%s)", params=(waiting[0][0],))
+        with pytest.raises(TaskFailed) as failed:
+            task.run_to_end()
+    finally:
+        holder.rollback()
+        holder.close()
+    assert "pg_dump failed" in failed.value.output
+    assert _catalog(stack, env, "logical") == ([], [])  # not even the globals' object is left
+    assert _partials(env, "logical") == []
+
+    result = _take_and_seal(env)
+    assert _catalog(stack, env, "logical")[0] == [result["backup_id"]]
+
+
+def test_an_object_changed_in_s3_before_the_seal_is_never_sealed(stack, env):
+    """A byte flipped in S3 between upload and seal (same size): the seal's check refuses it and
+    writes no manifest, naming the object; nothing is listed."""
+    result = run_task(LOGICAL, {"task_id": "dump_and_upload", "conn_id": CONN}, env=env)
+    obj = next(o for o in result["manifest"]["objects"] if o["role"] == "toc")
+    client = stack.s3.client()
+    body = bytearray(client.get_object(Bucket=BUCKET, Key=obj["key"])["Body"].read())
+    body[len(body) // 2] ^= 0x01
+    client.put_object(Bucket=BUCKET, Key=obj["key"], Body=bytes(body), ServerSideEncryption="AES256",
+                      Metadata={"sha256": obj["sha256"]}, ChecksumAlgorithm="SHA256")
+    with pytest.raises(TaskFailed) as failed:
+        run_task(SEAL, {"task_id": "seal", "backup": result}, env=env)
+    assert "failed its check before sealing; no manifest written" in failed.value.output
+    assert obj["key"] in failed.value.output
+    assert _catalog(stack, env, "logical")[0] == []

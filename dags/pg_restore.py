@@ -37,6 +37,16 @@ WHAT = "What to restore"
 WHERE = "Where to restore it"
 SAFETY = "Safety"
 
+# Every optional field is typed ["null", ...] with default None: Airflow's trigger form treats a
+# field whose type does not allow null as required (and "" as missing), which disabled the Trigger
+# button. "" still passes the patterns, for REST callers that send an empty string.
+# An ISO time must carry its zone (Z or an offset): a bare time would silently be read as UTC.
+POINT_IN_TIME = (r"^(|latest"
+                 r"|[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?"
+                 r"(Z|[+-][0-9]{2}(:?[0-9]{2})?)"
+                 r"|[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8})$")
+TABLE = r"^[A-Za-z_][A-Za-z0-9_$]*\.[A-Za-z_][A-Za-z0-9_$]*$"
+
 with DAG(
     dag_id="pg_restore",
     description="Restore a protected database (new database, replace, single tables), its files or its configuration",
@@ -57,11 +67,12 @@ with DAG(
             description="'latest' = the newest verified backup, or a backup id such as 20261126T020000Z "
                         "(see the verification reports or the bucket).", section=WHAT),
         "point_in_time": Param(
-            "", type="string", title="Point in time",
-            pattern=r"^(|latest|[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9:.]+(Z|[+-][0-9]{2}:?[0-9]{2})?|[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8})$",
+            None, type=["null", "string"], title="Point in time",
+            pattern=POINT_IN_TIME,
             description="Empty = the logical backup as it is. Otherwise point-in-time recovery from a base backup "
-                        "and the WAL archive: 'latest' (every commit the WAL receiver saw), an ISO time such as "
-                        "2026-11-26T14:30:00Z, or an LSN such as 0/3000060. Recovers into a new cluster on the "
+                        "and the WAL archive: 'latest' (every commit the WAL receiver saw), an ISO time with its "
+                        "zone such as 2026-11-26T14:30:00Z or 2026-11-26T09:30:00-05:00 (a time without a zone is "
+                        "refused), or an LSN such as 0/3000060. Recovers into a new cluster on the "
                         "worker (pgdr_pitr_data_dir, pgdr_pitr_port); with mode tables, the tables as they were "
                         "then go into recovered_<time> of the live database.", section=WHAT),
         "kind": Param(
@@ -77,29 +88,31 @@ with DAG(
                             "tables": "Single tables into a recovered_<time> schema of the live database"},
             description="How to restore.", section=WHAT),
         "tables": Param(
-            [], type="array", items={"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_$]*\.[A-Za-z_][A-Za-z0-9_$]*$"},
-            title="Tables (mode tables)", description="schema.table, one per line, e.g. public.visits.",
+            None, type=["null", "array"], items={"type": "string", "pattern": TABLE},
+            title="Tables (mode tables)", description="schema.table, one per line, e.g. public.visits. "
+                                                      "Leave empty unless mode is tables.",
             section=WHAT),
         "target_conn_id": Param(
-            "", type="string", title="Target server (connection id)", pattern=r"^([A-Za-z0-9][A-Za-z0-9_.\-]*)?$",
+            None, type=["null", "string"], title="Target server (connection id)",
+            pattern=r"^([A-Za-z0-9][A-Za-z0-9_.\-]*)?$",
             description="Airflow postgres connection of the server to restore into. Empty = the source's server "
                         "(through pgdr_restore_conn_ids). For a site loss, the new server's connection.",
             section=WHERE),
         "target_database": Param(
-            "", type="string", title="Target database name", pattern=r"^([a-z_][a-z0-9_]{0,62})?$",
+            None, type=["null", "string"], title="Target database name", pattern=r"^([a-z_][a-z0-9_]{0,62})?$",
             description="new_database: the name to create (empty = <name>_restored_<time>). tables: the database "
                         "to recover into (empty = the source's). replace: leave empty.", section=WHERE),
         "target_dir": Param(
-            "", type="string", title="Target directory (kind files, config)", pattern=r"^(|/.*)$",
+            None, type=["null", "string"], title="Target directory (kind files, config)", pattern=r"^(/.*)?$",
             description="files / config: the absolute directory on the worker to restore into; files land under "
                         "their original absolute path inside it (e.g. <target_dir>/srv/care-commons/uploads/...). "
                         "A non-empty directory needs the confirmation below. Leave empty for a database.",
             section=WHERE),
         "confirm": Param(
-            "", type="string", title="Confirmation (mode replace, or a non-empty target_dir)",
-            pattern=r"^(|RESTORE [A-Za-z0-9_.\-]+)$",
+            None, type=["null", "string"], title="Confirmation (mode replace, or a non-empty target_dir)",
+            pattern=r"^(RESTORE [A-Za-z0-9_.\-]+)?$",
             description="For replace, or files/config into a non-empty target_dir: type exactly RESTORE <database>, "
-                        "e.g. RESTORE care_commons_db.",
+                        "e.g. RESTORE care_commons_db. Leave empty otherwise.",
             section=SAFETY),
     },
     tags=["pgdr", "restore"],

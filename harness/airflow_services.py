@@ -9,7 +9,8 @@ the passwords file, exchanged for a JWT at ``/auth/token``; :class:`ApiClient` s
 
     services = start_airflow_services(home, extra_env=stack.airflow_env())
     api = services.api()
-    api.get("/api/v2/dags")
+    wait_for_dags(services, api, {"pg_restore"})
+    run_id = trigger(api, "pg_restore", {...}); wait_for_run(services, api, "pg_restore", run_id)
     services.stop()     # every process group and every descendant, then the ports are free
 """
 
@@ -137,6 +138,87 @@ class AirflowServices:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 pass
+
+
+def wait_for_dags(services: AirflowServices, api: ApiClient, dag_ids: set[str], timeout: float = 120) -> None:
+    """Until every DAG in ``dag_ids`` is listed by the API; an import error of one of them fails at once."""
+    deadline = time.monotonic() + timeout
+    listed: set[str] = set()
+    while time.monotonic() < deadline:
+        listed = {dag["dag_id"] for dag in api.get("/api/v2/dags", params={"limit": 100})["dags"]}
+        if dag_ids <= listed:
+            return
+        errors = [e for e in api.get("/api/v2/importErrors")["import_errors"]
+                  if e["filename"].removesuffix(".py") in dag_ids - listed]
+        if errors:
+            raise AssertionError("import errors: "
+                                 + "\n".join(f"{e['filename']}: {e['stack_trace']}" for e in errors))
+        time.sleep(2)
+    raise AssertionError(f"DAGs {sorted(dag_ids - listed)} not listed after {timeout:.0f} s\n{services.component_logs()}")
+
+
+def trigger(api: ApiClient, dag_id: str, conf: dict) -> str:
+    """Unpause ``dag_id`` and start a manual run with ``conf``; returns its run id."""
+    api.patch(f"/api/v2/dags/{dag_id}", {"is_paused": False})
+    response = api.post(f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf}, expect=200)
+    return response.json()["dag_run_id"]
+
+
+def wait_for_run(services: AirflowServices, api: ApiClient, dag_id: str, run_id: str, timeout: float = 240) -> dict:
+    """Follow a run to success: {"run": ..., "states": {task[map_index]: state}}. Fails at the first failed
+    or retrying task, or a dead component, with every task log."""
+    run_path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}"
+    deadline = time.monotonic() + timeout
+    run: dict = {}
+    states: dict = {}
+    while time.monotonic() < deadline:
+        run = api.get(run_path)
+        tis = api.get(f"{run_path}/taskInstances")["task_instances"]
+        states = {f"{ti['task_id']}[{ti['map_index']}]": ti["state"] for ti in tis}
+        broken = {k: s for k, s in states.items() if s in ("failed", "up_for_retry", "upstream_failed")}
+        if run["state"] == "success":
+            return {"run": run, "states": states}
+        if run["state"] == "failed" or broken or services.dead_components():
+            break
+        time.sleep(2)
+    raise AssertionError(f"{dag_id} run {run_id} ended {run.get('state')!r} (tasks: {states}, dead components: "
+                         f"{services.dead_components()})\n{services.task_logs(dag_id, run_id)}\n"
+                         f"{services.component_logs()}")
+
+
+_SCHEDULED_RUN = """
+import sys
+from airflow.models.dag import DagModel
+from airflow.models.dagbag import DBDagBag
+from airflow.utils.session import create_session
+from airflow.utils.state import DagRunState
+from airflow.utils.types import DagRunTriggeredByType, DagRunType
+
+with create_session() as session:
+    dag_model = session.get(DagModel, sys.argv[1])
+    dag = DBDagBag().get_latest_version_of_dag(sys.argv[1], session=session)
+    info = dag.timetable.next_run_info_from_dag_model(dag_model=dag_model)
+    run = dag.create_dagrun(
+        run_id=dag.timetable.generate_run_id(run_type=DagRunType.SCHEDULED, run_after=info.run_after,
+                                             data_interval=info.data_interval, partition_key=info.partition_key),
+        logical_date=info.logical_date, data_interval=info.data_interval, run_after=info.run_after,
+        run_type=DagRunType.SCHEDULED, triggered_by=DagRunTriggeredByType.TIMETABLE, state=DagRunState.QUEUED,
+        partition_key=info.partition_key, partition_date=info.partition_date, session=session)
+    print(run.run_id)
+"""
+
+
+def create_scheduled_run(services: AirflowServices, dag_id: str) -> str:
+    """Queue the DAG's next scheduled run exactly as the scheduler's own loop creates it; returns its run id.
+
+    The services run with use_job_schedule off (every other run is driven through the API), so a
+    test that needs a run of type "scheduled" asks for it here; the scheduler then runs it as usual.
+    """
+    result = subprocess.run([sys.executable, "-c", _SCHEDULED_RUN, dag_id], env=services.env, cwd=services.home,
+                            capture_output=True, text=True, timeout=120, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"creating a scheduled run of {dag_id} failed:\n{result.stderr[-3000:]}")
+    return result.stdout.strip().splitlines()[-1]
 
 
 def _wait_gone(procs: list, timeout: float) -> list:

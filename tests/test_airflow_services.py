@@ -20,7 +20,15 @@ from dataclasses import dataclass
 
 import pytest
 
-from harness.airflow_services import USERNAME, AirflowServices, ApiClient, start_airflow_services
+from harness.airflow_services import (
+    USERNAME,
+    AirflowServices,
+    ApiClient,
+    start_airflow_services,
+    trigger,
+    wait_for_dags,
+    wait_for_run,
+)
 from harness.s3_server import SECRET_KEY
 from harness.stack import BACKUP_PASSWORD, BUCKET, CONN_ID, DBNAME, RESTORE_PASSWORD
 from harness.synthetic import fingerprint
@@ -53,51 +61,11 @@ def airflow(stack, tmp_path_factory):
     services = start_airflow_services(home, env)
     try:
         api = services.api()
-        _wait_for_dags(services, api, {"pg_backup_daily", "pg_restore"})
+        wait_for_dags(services, api, {"pg_backup_daily", "pg_restore"})
         yield Deployment(services, api, prefix)
     finally:
         services.stop()
         stack.cluster.execute(f"DROP DATABASE IF EXISTS {RESTORED_DB} WITH (FORCE)")
-
-
-def _wait_for_dags(services: AirflowServices, api: ApiClient, dag_ids: set[str], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    listed: set[str] = set()
-    while time.monotonic() < deadline:
-        listed = {dag["dag_id"] for dag in api.get("/api/v2/dags", params={"limit": 100})["dags"]}
-        if dag_ids <= listed:
-            return
-        errors = [e for e in api.get("/api/v2/importErrors")["import_errors"]
-                  if e["filename"].removesuffix(".py") in dag_ids - listed]
-        if errors:
-            pytest.fail("import errors: " + "\n".join(f"{e['filename']}: {e['stack_trace']}" for e in errors))
-        time.sleep(2)
-    pytest.fail(f"DAGs {sorted(dag_ids - listed)} not listed after {timeout:.0f} s\n{services.component_logs()}")
-
-
-def _trigger(api: ApiClient, dag_id: str, conf: dict) -> str:
-    api.patch(f"/api/v2/dags/{dag_id}", {"is_paused": False})
-    response = api.post(f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf}, expect=200)
-    return response.json()["dag_run_id"]
-
-
-def _wait_for_run(services: AirflowServices, api: ApiClient, dag_id: str, run_id: str) -> dict:
-    """Follow a run to success; fail at the first failed or retrying task, with every task log."""
-    run_path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}"
-    deadline = time.monotonic() + RUN_TIMEOUT
-    run: dict = {}
-    while time.monotonic() < deadline:
-        run = api.get(run_path)
-        tis = api.get(f"{run_path}/taskInstances")["task_instances"]
-        states = {f"{ti['task_id']}[{ti['map_index']}]": ti["state"] for ti in tis}
-        broken = {k: s for k, s in states.items() if s in ("failed", "up_for_retry", "upstream_failed")}
-        if run["state"] == "success":
-            return {"run": run, "states": states}
-        if run["state"] == "failed" or broken or services.dead_components():
-            break
-        time.sleep(2)
-    pytest.fail(f"{dag_id} run {run_id} ended {run.get('state')!r} (tasks: {states}, dead components: "
-                f"{services.dead_components()})\n{services.task_logs(dag_id, run_id)}\n{services.component_logs()}")
 
 
 @contextmanager
@@ -137,8 +105,8 @@ def backup_run(airflow, stack):
     source = fingerprint(stack.cluster, DBNAME)
     with _table_locked(stack.cluster, "public.visits", LOCK_SECONDS):
         started = time.monotonic()
-        run_id = _trigger(api, "pg_backup_daily", {})
-        outcome = _wait_for_run(services, api, "pg_backup_daily", run_id)
+        run_id = trigger(api, "pg_backup_daily", {})
+        outcome = wait_for_run(services, api, "pg_backup_daily", run_id, timeout=RUN_TIMEOUT)
     assert time.monotonic() - started >= LOCK_SECONDS - 1, "the backup did not wait for the lock"
     seal = api.get(f"/api/v2/dags/pg_backup_daily/dagRuns/{run_id}/taskInstances/backup.verify_and_seal"
                    f"/xcomEntries/return_value", params={"map_index": 0})["value"]
@@ -191,10 +159,11 @@ def test_restore_with_a_bad_confirmation_is_refused_with_http_400_and_no_run(air
 @pytest.fixture(scope="module")
 def restore_run(airflow, backup_run):
     """pg_restore into a new database, triggered through the API and followed to success."""
-    run_id = _trigger(airflow.api, "pg_restore", {
+    run_id = trigger(airflow.api, "pg_restore", {
         "database": CONN_ID, "kind": "database", "backup": "latest", "mode": "new_database",
         "target_database": RESTORED_DB, "confirm": f"RESTORE {CONN_ID}"})
-    return {"run_id": run_id, **_wait_for_run(airflow.services, airflow.api, "pg_restore", run_id)}
+    outcome = wait_for_run(airflow.services, airflow.api, "pg_restore", run_id, timeout=RUN_TIMEOUT)
+    return {"run_id": run_id, **outcome}
 
 
 def test_restore_triggered_through_the_api_brings_every_row_back(airflow, stack, backup_run, restore_run):

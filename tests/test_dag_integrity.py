@@ -1,5 +1,6 @@
 """Every DAG file parses cleanly and without I/O; ids, schedules, retries, tags and docs as documented."""
 
+import copy
 import socket
 from datetime import timedelta
 
@@ -106,11 +107,45 @@ def test_restore_is_manual_only_with_a_sectioned_trigger_form(dagbag):
         assert params.get_param(name).description, name
     assert params.get_param("mode").schema["enum"] == ["new_database", "replace", "tables"]
     assert set(params.get_param("mode").schema["values_display"]) == {"new_database", "replace", "tables"}
-    assert params["backup"] == "latest" and params["mode"] == "new_database" and params["confirm"] == ""
+    assert params["backup"] == "latest" and params["mode"] == "new_database"
     assert params.get_param("kind").schema["enum"] == ["database", "files", "config"] and params["kind"] == "database"
-    assert params["target_dir"] == ""
+    # The UI treats a field whose type does not allow null as required: only these four are
+    # (each with a default), every other field is optional and empty by default.
+    required = {name for name in params if "null" not in params.get_param(name).schema["type"]}
+    assert required == {"database", "backup", "kind", "mode"}
+    assert all(params[name] is None for name in set(params) - required)
     assert [t.task_id for t in dag.tasks] == ["prepare", "restore", "report"]
     assert dag.get_task("report").trigger_rule == "all_done"
+
+
+@pytest.mark.parametrize(("field", "value", "accepted"), [
+    ("point_in_time", "2026-11-26T14:30:00Z", True),
+    ("point_in_time", "2026-11-26 09:30:00.5-05:00", True),
+    ("point_in_time", "2026-11-26T14:30:00+0100", True),
+    ("point_in_time", "latest", True),
+    ("point_in_time", "0/3000060", True),
+    ("point_in_time", None, True),
+    ("point_in_time", "2026-11-26T14:30:00", False),  # no zone: would silently be UTC
+    ("point_in_time", "yesterday", False),
+    ("confirm", "RESTORE care_commons_db", True),
+    ("confirm", "yes", False),
+    ("backup", "20261126T020000Z", True),
+    ("backup", "2026-11-26", False),
+    ("tables", ["public.visits"], True),
+    ("tables", ["visits"], False),
+    ("target_dir", "relative/dir", False),
+    ("target_database", "Bad-Name", False),
+])
+def test_restore_form_fields_validate_what_is_typed(dagbag, field, value, accepted):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = copy.deepcopy(dagbag.get_dag("pg_restore").params)
+    if accepted:
+        params[field] = value
+        params.validate()
+    else:
+        with pytest.raises(ParamValidationError, match=f"param {field}"):
+            params[field] = value
 
 
 def test_the_drill_cleans_up_in_a_teardown_so_the_run_fails_when_the_drill_does(dagbag):

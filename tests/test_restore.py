@@ -235,7 +235,7 @@ def test_tables_mode_recovers_deleted_rows_and_touches_nothing_else(stack, resto
                                      "the newest good backup is"),
     ({"mode": "tables", "tables": ["public.no_such_table"]}, "holds no table public.no_such_table"),
     ({"target_database": DBNAME}, f"database '{DBNAME}' already exists on the target"),
-    ({"mode": "replace", "confirm": f"RESTORE {CONN_ID}", "target_database": "postgres"},
+    ({"mode": "replace", "confirm": f"RESTORE {CONN_ID}", "target_database": "cc_other"},
      "mode 'replace' replaces 'care_commons'"),
 ])
 def test_bad_requests_are_refused_by_the_prepare_task_with_nothing_changed(stack, restore_env, conf, message):

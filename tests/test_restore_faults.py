@@ -327,3 +327,43 @@ def test_row_data_in_a_failing_restore_reaches_no_record_xcom_or_alert(stack, fa
     finally:
         stack.cluster.execute(f"DROP DATABASE IF EXISTS {probe} WITH (FORCE)")
         stack.cluster.execute("DROP DATABASE IF EXISTS phi_probe_restored WITH (FORCE)")
+
+
+# --- retention racing the choice of a backup ----------------------------------------------------------
+
+def test_a_backup_retention_deletes_while_it_is_chosen_is_let_go_and_the_next_good_one_leased(stack, faults_env):
+    """Retention plans from the leases it read, then deletes. A restore that chose a backup just
+    before its lease existed must notice the backup is gone (looked up again after leasing) and
+    lease another, never go on with the deleted one."""
+    import logging
+
+    from pgdr.catalog import newest_good
+    from pgdr.leases import active, holders_by_backup, lease_chosen, release
+    from pgdr.settings import load_settings
+    from pgdr.storage import BackupStore
+
+    client = _client(stack)
+    old = faults_env["backup_id"]
+    newer = "20991231T235959Z"
+    base = f"{PREFIX}/{CONN_ID}/logical/"
+    for obj in client.list_objects_v2(Bucket=BUCKET, Prefix=f"{base}{old}/")["Contents"]:
+        client.copy_object(Bucket=BUCKET, Key=obj["Key"].replace(old, newer, 1), ServerSideEncryption="AES256",
+                           CopySource={"Bucket": BUCKET, "Key": obj["Key"]})
+    store = BackupStore.from_settings(load_settings(), logging.getLogger("test"))
+    chosen = []
+
+    def choose_while_retention_deletes(entries):
+        entry = newest_good(entries)
+        chosen.append(entry.backup_id)
+        if entry.backup_id == newer:
+            # retention, which read the leases before this one was written, deletes the backup now
+            store.delete_all_versions(store.list_keys(f"{base}{newer}"))
+        return entry
+
+    try:
+        _, entry, _ = lease_chosen(store, CONN_ID, "logical", choose_while_retention_deletes, "pg_restore:race", 2.0)
+        assert chosen == [newer, old] and entry.backup_id == old
+        assert holders_by_backup(active(store, CONN_ID)) == {("logical", old): ("pg_restore:race",)}
+    finally:
+        release(store, CONN_ID, "logical", old, "pg_restore:race")
+        store.delete_all_versions(store.list_keys(f"{base}{newer}"))

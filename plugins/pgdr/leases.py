@@ -3,6 +3,10 @@
 Airflow 3 tasks cannot query the metadata database, so the lease lives in S3 beside the state:
 ``<prefix>/state/leases/<database>/<kind>/<backup_id>/<holder>.json`` with an expiry. A lease
 whose holder died simply runs out. Leases are never Object-Locked (they must be removable).
+
+A backup is leased as soon as it is chosen and then looked up again (:func:`lease_chosen`):
+retention deletes what it planned before the lease existed, so a backup that vanished in between
+is let go and another one chosen, never restored half-deleted.
 """
 
 from __future__ import annotations
@@ -38,6 +42,27 @@ def hold(store, database: str, kind: str, backup_id: str, holder: str, hours: fl
                          "held_at": now.isoformat(timespec="seconds"),
                          "expires_at": (now + timedelta(hours=hours)).isoformat(timespec="seconds")})
     return key
+
+
+def lease_chosen(store, database: str, kind: str, choose, holder: str, hours: float, log=None, attempts: int = 3):
+    """Choose a backup (``choose(entries) -> entry``), lease it, then check it is still complete and
+    good; one that went away meanwhile is released and the choice made again.
+
+    Returns (entries, entry, lease key); raises RuntimeError when backups keep disappearing.
+    """
+    for _ in range(attempts):
+        entries = store.catalog(database, kind)
+        entry = choose(entries)
+        key = hold(store, database, kind, entry.backup_id, holder, hours)
+        again = {e.backup_id: e for e in store.catalog(database, kind)}.get(entry.backup_id)
+        if again is not None and again.complete and not again.bad:
+            return entries, entry, key
+        release(store, database, kind, entry.backup_id, holder)
+        if log is not None:
+            log.warning("%s backup %s of %s went away while it was being leased; choosing again", kind,
+                        entry.backup_id, database)
+    raise RuntimeError(f"{kind} backups of {database} keep disappearing while being leased "
+                       "(is backup retention running?); try again")
 
 
 def release(store, database: str, kind: str, backup_id: str, holder: str) -> None:

@@ -317,20 +317,27 @@ class LogicalRestore:
     # --- the work --------------------------------------------------------------------------
     def run(self) -> dict:
         self.workdir.mkdir(parents=True, exist_ok=False)
+        failed = True
         try:
             result = self._run()
+            failed = False
         except BaseException:
             self._drop_created()
             raise
         finally:
             shutil.rmtree(self.workdir, ignore_errors=True)
-            self._close_journal()
+            self._close_journal(failed)
         return result
 
-    def _close_journal(self) -> None:
+    def _close_journal(self, failed: bool) -> None:
         if self.journal is None:
             return
-        if self.cleanup_incomplete:
+        swapping = self.journal.document.get("swap") and self.journal.document.get("step") != "done"
+        if failed and swapping:
+            # a swap that failed part-way is checked by OID and put right by the heal (the report runs it)
+            self.journal.update(step=f"failed during the swap (was: {self.journal.document.get('step')})")
+            self.journal.stop()
+        elif self.cleanup_incomplete:
             self.journal.update(step=f"failed; cleanup incomplete (was: {self.journal.document.get('step')})")
             self.journal.stop()   # left for the next run to heal
         else:

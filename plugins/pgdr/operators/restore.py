@@ -129,30 +129,30 @@ class RestoreOperatorBase(PgdrBaseOperator):
         return reports
 
     def lease_chosen(self, database: str, kind: str, choose, context):
-        """Choose a backup and lease it, then check it is still there: a retention run that planned
-        before the lease existed may have deleted it meanwhile. Returns (entries, entry, lease)."""
+        """Choose a backup and lease it at once (see :func:`pgdr.leases.lease_chosen`): (entries, entry, lease)."""
+        from pgdr import leases
         from pgdr.restore_plan import RestoreRefused
 
-        for _ in range(3):
-            entries = self.store.catalog(database, kind)
-            entry = choose(entries)
-            lease = self.hold_lease(database, kind, entry.backup_id, context)
-            again = {e.backup_id: e for e in self.store.catalog(database, kind)}.get(entry.backup_id)
-            if again is not None and again.complete and not again.bad:
-                return entries, entry, lease
-            self.release_lease(lease)
-            self.log.warning("%s backup %s of %s went away while it was being leased; choosing again", kind,
-                             entry.backup_id, database)
-        raise RestoreRefused(f"restore refused, nothing was changed: {kind} backups of {database} keep "
-                             "disappearing while being leased (is backup retention running?); try again")
+        holder, hours = self.lease_holder(context)
+        try:
+            entries, entry, _ = leases.lease_chosen(self.store, database, kind, choose, holder, hours, self.log)
+        except RuntimeError as err:
+            raise RestoreRefused(f"restore refused, nothing was changed: {err}") from None
+        self.log.info("leased %s backup %s of %s for this run", kind, entry.backup_id, database)
+        return entries, entry, {"database": database, "kind": kind, "backup_id": entry.backup_id, "holder": holder}
+
+    def lease_holder(self, context) -> tuple[str, float]:
+        """Who holds the lease (this run) and for how long (longer than the run may take)."""
+        holder = f"{context['ti'].dag_id}:{context['ti'].run_id}"
+        timeout = getattr(getattr(self, "dag", None), "dagrun_timeout", None) or timedelta(hours=6)
+        return holder, timeout.total_seconds() / 3600 + 1
 
     def hold_lease(self, database: str, kind: str, backup_id: str, context) -> dict[str, str]:
         """Lease the backup in S3 so backup retention keeps it while this run reads it."""
         from pgdr import leases
 
-        holder = f"{context['ti'].dag_id}:{context['ti'].run_id}"
-        timeout = getattr(getattr(self, "dag", None), "dagrun_timeout", None) or timedelta(hours=6)
-        leases.hold(self.store, database, kind, backup_id, holder, hours=timeout.total_seconds() / 3600 + 1)
+        holder, hours = self.lease_holder(context)
+        leases.hold(self.store, database, kind, backup_id, holder, hours=hours)
         self.log.info("leased %s backup %s of %s for this run", kind, backup_id, database)
         return {"database": database, "kind": kind, "backup_id": backup_id, "holder": holder}
 

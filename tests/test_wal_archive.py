@@ -611,5 +611,20 @@ def test_pg_wal_archive_dag_ships_the_receiver_directory(stack, cluster, pgdr_en
         stack.slack.wait_for(1)
         posted = "\n".join(stack.slack.texts())
         assert "pg_wal_archive failed" in posted and "was not running during this window" in posted
+
+        # the primary's view, asked on every pass, alerts once the outage lasted the setting's seconds;
+        # that alert stands for the failure (no generic one), and the next window stays quiet
+        monkeypatch.setenv("AIRFLOW_VAR_PGDR_WAL_RECEIVER_ALERT_SECONDS", "0.5")
+        for _ in range(2):
+            stack.slack.clear()
+            dag_run = run_dag("pg_wal_archive")
+            assert task_states(dag_run)["ship_wal[0]"] == "failed"
+            time.sleep(1)
+            texts = stack.slack.texts()
+            if _ == 0:
+                assert len(texts) == 1, texts
+                assert "WAL receiver problem seen from the primary" in texts[0] and "not connected" in texts[0]
+            else:
+                assert texts == [], "an outage lasting several windows is announced once"
     finally:
         subprocess.run(["rm", "-rf", str(root)], check=False)

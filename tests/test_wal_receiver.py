@@ -14,7 +14,7 @@ import os
 import subprocess
 import threading
 import time
-from contextlib import closing
+from contextlib import closing, contextmanager
 
 import pytest
 
@@ -60,13 +60,24 @@ def cluster():
     cluster = start_cluster()
     cluster.execute("CREATE TABLE walgen (id bigserial PRIMARY KEY, payload text)")
     cluster.create_backup_role(REPL_ROLE, REPL_PASSWORD)
-    # a receiver that falls more than 48 MiB behind loses its slot
-    for setting, value in (("max_slot_wal_keep_size", "48MB"), ("wal_keep_size", "0"),
-                           ("max_wal_size", "64MB"), ("min_wal_size", "32MB")):
-        cluster.execute(f"ALTER SYSTEM SET {setting} = '{value}'")
-    cluster.execute("SELECT pg_reload_conf()")
     yield cluster
     cluster.destroy()
+
+
+@contextmanager
+def small_slot_limit(cluster):
+    """A receiver that falls more than 48 MiB behind loses its slot (only inside this block)."""
+    settings = (("max_slot_wal_keep_size", "48MB"), ("wal_keep_size", "0"), ("max_wal_size", "64MB"),
+                ("min_wal_size", "32MB"))
+    for setting, value in settings:
+        cluster.execute(f"ALTER SYSTEM SET {setting} = '{value}'")
+    cluster.execute("SELECT pg_reload_conf()")
+    try:
+        yield
+    finally:
+        for setting, _ in settings:
+            cluster.execute(f"ALTER SYSTEM RESET {setting}")
+        cluster.execute("SELECT pg_reload_conf()")
 
 
 @pytest.fixture()
@@ -117,6 +128,14 @@ def primary_probe(cluster, slot: str = "pgdr_receiver"):
 def test_a_lost_slot_is_recreated_the_gap_recorded_and_synchronous_commits_work_again(
         stack, pgdr_env, cluster, wal_dir, store):
     database = "walgap_db"
+    with small_slot_limit(cluster):
+        state, before = _lose_the_slot(cluster, wal_dir, store, database)
+        with sync_names(cluster, "pgdr_receiver"):
+            status = _heal(cluster, wal_dir)
+    _check_gap_and_ship(stack, cluster, wal_dir, store, database, state, before, status)
+
+
+def _lose_the_slot(cluster, wal_dir, store, database):
     with receiver(cluster, wal_dir, synchronous=True), sync_names(cluster, "pgdr_receiver"):
         wait_for(lambda: streaming(cluster, "pgdr_receiver") == "sync", what="sync_state sync")
         assert commit_seconds(cluster)[0] < 2
@@ -130,25 +149,29 @@ def test_a_lost_slot_is_recreated_the_gap_recorded_and_synchronous_commits_work_
     # the receiver is down long enough for the server to drop the WAL its slot held
     generate_wal(cluster, 6)
     wait_for(lambda: slot_status(cluster) == ("lost", False), 30, "the slot to be invalidated")
+    return state, before
 
-    with sync_names(cluster, "pgdr_receiver"):
-        with receiver(cluster, wal_dir, synchronous=True) as supervisor:
-            wait_for(lambda: streaming(cluster, "pgdr_receiver") == "sync", 60, "sync again after healing")
-            seconds, notices = commit_seconds(cluster)
-            assert seconds < 2 and not notices, (seconds, notices)
-            assert slot_status(cluster) == ("reserved", True)
-            status = wait_for(lambda: _status(wal_dir, lambda s: s["gaps"] == 1 and s["state"] == "running"), 30,
-                              "the gap in the status file")
-            assert supervisor.restarts >= 0
-        gap = status["last_gap"]
-        assert gap["reason"] == "replication slot lost (wal_status lost)"
-        assert gap["segments"] >= 3 and gap["first_segment"] <= gap["last_segment"]
-        assert gap["from_lsn"] and gap["to_lsn"] and "base backup" in gap["next_step"]
-        assert json.loads((wal_dir / GAPS_NAME).read_text())["gaps"] == [gap]
-        # streaming resumed after the gap: the new files are past it, the old ones moved aside
-        top = {f.name for f in scan(wal_dir, aside=False) if f.kind in ("segment", "partial")}
-        assert top and all(name[8:24] > gap["last_segment"][8:] for name in top), (top, gap)
-        assert {f.name for f in scan(wal_dir) if f.kind in ("segment", "partial")} >= before
+
+def _heal(cluster, wal_dir):
+    with receiver(cluster, wal_dir, synchronous=True):
+        wait_for(lambda: streaming(cluster, "pgdr_receiver") == "sync", 60, "sync again after healing")
+        seconds, notices = commit_seconds(cluster)
+        assert seconds < 2 and not notices, (seconds, notices)
+        assert slot_status(cluster) == ("reserved", True)
+        return wait_for(lambda: _status(wal_dir, lambda s: s["gaps"] == 1 and s["state"] == "running"), 30,
+                        "the gap in the status file")
+
+
+def _check_gap_and_ship(stack, cluster, wal_dir, store, database, state, before, status):
+    gap = status["last_gap"]
+    assert gap["reason"] == "replication slot lost (wal_status lost)"
+    assert gap["segments"] >= 3 and gap["first_segment"] <= gap["last_segment"]
+    assert gap["from_lsn"] and gap["to_lsn"] and "base backup" in gap["next_step"]
+    assert json.loads((wal_dir / GAPS_NAME).read_text())["gaps"] == [gap]
+    # streaming resumed after the gap: the new files are past it, the old ones moved aside
+    top = {f.name for f in scan(wal_dir, aside=False) if f.kind in ("segment", "partial")}
+    assert top and all(name[8:24] > gap["last_segment"][8:] for name in top), (top, gap)
+    assert {f.name for f in scan(wal_dir) if f.kind in ("segment", "partial")} >= before
 
     # the shipper ships what is on both sides, records the gap in S3 state and alerts once
     stack.slack.clear()

@@ -852,13 +852,15 @@ def ship_window(store, database: str, directory: Path, seconds: float, interval:
         except WalArchiveError:
             raise
         except Exception as err:  # noqa: BLE001 - retried at the next tick, bounded below
-            from pgdr.alerts import short_error
+            from pgdr.redaction import safe_error
 
             summary["failed_ships"] += 1
             first_failure = first_failure if first_failure is not None else tick
             failing = time.monotonic() - first_failure
-            message = f"shipping WAL of {database} has failed for {failing:.0f} s: {short_error(err)}"
+            message = f"shipping WAL of {database} has failed for {failing:.0f} s: {safe_error(err)}"
             if notify is not None:
+                from pgdr.alerts import short_error
+
                 kind = failure_kind(err)
                 watch.update("s3", {"fingerprint": kind, "severity": "critical",
                                     "title": f"WAL of {database} cannot be shipped to S3",
@@ -870,7 +872,7 @@ def ship_window(store, database: str, directory: Path, seconds: float, interval:
                              time.time(), grace_seconds=max_failure_seconds)
             if final or (notify is None and failing > max_failure_seconds):
                 raise ShippingFailed(message, alerted=watch.active("s3")) from err
-            log.warning("ship failed (%s); retrying in %.0f s", short_error(err), interval)
+            log.warning("ship failed (%s); retrying in %.1f s", safe_error(err), interval)
             return
         if first_failure is not None or watch.active("s3"):
             watch.update("s3", None, time.time())

@@ -479,7 +479,8 @@ class PointInTimeRecovery:
 
         keys = [obj.key]
         if obj.partial:
-            keys.append(obj.key.replace(".partial", "", 1))
+            stem, dot_partial, suffix = obj.key.rpartition(".partial")
+            keys.append(stem + suffix)
         problem = ""
         for attempt in range(2):
             for key in keys:

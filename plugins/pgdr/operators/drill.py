@@ -267,7 +267,10 @@ class PitrDrillOperator(DatabaseOperator, RestoreOperatorBase, PitrMixin):
                 store=self.store, manifest=manifest, prefix=prefix, wal=wal, target=target,
                 data_dir=Path(settings.pitr_data_dir) / scratch_database(database, _when(context)), port=port,
                 os_user=settings.pitr_os_user, login=restore_target.user, bindir=settings.pg_bindir,
-                jobs=settings.dump_jobs, log=self.log)
+                jobs=settings.dump_jobs, log=self.log,
+                # the drill's copy is read here and removed below: nobody else needs to reach it, and a
+                # worker killed before the removal leaves it to the next recovery's expiry sweep
+                listen_addresses="127.0.0.1", keep_hours=1.0)
             outcome = recovery.run()
             conn = connect_recovered(outcome, restore_target.user, manifest.dbname)
             try:

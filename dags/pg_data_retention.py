@@ -19,8 +19,10 @@ newest verified or a leased backup; WAL kept back to the start of the oldest bas
 `pgdr_pitr_window_days`; Object Lock dates extended, locked objects reported, never deleted early;
 the WAL receiver directory and staging pruned; the report to `<prefix>/reports/retention/backups/`.
 
-**Dry run**: a manual run follows its `dry_run` field (default on: counts what each rule would
-touch, changes nothing); scheduled runs act for real. See docs/retention.md.
+**Dry run**: only the scheduled monthly run acts for real. Every other run (manual, a backfill, a
+run started by another DAG or by an asset) follows its `dry_run` field (default on: counts what
+each rule would touch, changes nothing); to act from the CLI: `-c '{"dry_run": false}'`.
+See docs/retention.md.
 """
 
 from datetime import timedelta
@@ -46,7 +48,7 @@ with DAG(
         "dry_run": Param(
             True, type="boolean", title="Dry run",
             description="On (default): count what each rule would archive, soft-delete or purge and report it, "
-                        "changing nothing. Off: act. Scheduled runs always act."),
+                        "changing nothing. Off: act. Applies to every run but the scheduled one, which always acts."),
     },
     tags=["pgdr", "retention"],
     doc_md=__doc__,

@@ -63,10 +63,13 @@ class ProtectedDatabasesOperator(PgdrBaseOperator):
 
 
 def effective_dry_run(context) -> bool:
-    """Scheduled runs act for real; a manual run follows its ``dry_run`` field (default true)."""
-    from airflow.utils.types import DagRunType
+    """Only a scheduled run acts for real; every other run follows its ``dry_run`` field (default true).
 
-    dag_run = context["dag_run"]
-    if dag_run.run_type != DagRunType.MANUAL:
+    A scheduled run is the job the policy was written and reviewed for. A manual run, a backfill,
+    a run started by another DAG (TriggerDagRunOperator) or by an asset is started by a person or a
+    pipeline with the form's ``dry_run`` in hand: acting for real there needs ``dry_run`` false.
+    """
+    run_type = context["dag_run"].run_type
+    if getattr(run_type, "value", run_type) == "scheduled":
         return False
     return bool(context["params"].get("dry_run", True))

@@ -33,6 +33,10 @@ import json, logging, os, sys
 from pathlib import Path
 sys.path[:0] = [os.environ["PGDR_REPO"] + "/plugins", os.environ["PGDR_REPO"]]
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+if os.environ.get("FAULT_PAUSE_AT"):   # stop (until killed) in the given call of that function, before it runs
+    from harness.kill_task import _install_pause
+    _install_pause(os.environ["FAULT_PAUSE_AT"], os.environ["FAULT_PAUSE_FILE"], int(os.environ["FAULT_PAUSE_AFTER"]),
+                   "before")
 import psycopg2
 from pgdr.data_policy import load_policy
 from pgdr.data_retention import DataRetention
@@ -52,9 +56,10 @@ _EXPIRE_CHILD = r"""
 import json, logging, os, sys
 sys.path[:0] = [os.environ["PGDR_REPO"] + "/plugins", os.environ["PGDR_REPO"]]
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-if len(sys.argv) > 1:   # stop (until killed) in the given call of BackupStore.delete_versions, before it runs
+if os.environ.get("FAULT_PAUSE_AT"):   # stop (until killed) in the given call of that function, before it runs
     from harness.kill_task import _install_pause
-    _install_pause("pgdr.storage.BackupStore.delete_versions", sys.argv[1], int(sys.argv[2]), "before")
+    _install_pause(os.environ["FAULT_PAUSE_AT"], os.environ["FAULT_PAUSE_FILE"], int(os.environ["FAULT_PAUSE_AFTER"]),
+                   "before")
 from pgdr import expire
 from pgdr.settings import load_settings
 from pgdr.storage import BackupStore
@@ -70,6 +75,19 @@ print(json.dumps(report["counts"]))
 def _child(code: str, *args: str, env: dict) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", code, *args], cwd=REPO, env={**os.environ, **env,
                             "PGDR_REPO": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _pause(function: str, marker: Path, after_calls: int) -> dict:
+    """Environment that makes a child stop in call ``after_calls + 1`` of ``function`` (before it runs)."""
+    return {"FAULT_PAUSE_AT": function, "FAULT_PAUSE_FILE": str(marker), "FAULT_PAUSE_AFTER": str(after_calls)}
+
+
+def _kill_when_paused(worker: subprocess.Popen, marker: Path, what: str) -> None:
+    try:
+        wait_for(marker.exists, timeout=120, what=what)
+    finally:
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.communicate()
 
 
 def _finish(process: subprocess.Popen, timeout: float = 300) -> str:
@@ -176,6 +194,24 @@ def test_worker_killed_between_retention_delete_batches_then_the_retry_completes
     assert {i: union[i] for i in set(before) - set(after)} == {i: before[i] for i in set(before) - set(after)}
 
 
+def test_worker_killed_between_the_archive_upload_and_its_manifest_deletes_nothing(stack, fault_db, tmp_path):
+    cluster, dbname = stack.cluster, fault_db["dbname"]
+    before = _rows(cluster, dbname)
+    stamp = "20261201_030000"
+    marker = tmp_path / "paused"
+    worker = _child(_DATA_CHILD, str(fault_db["policy"]), stamp, "50",
+                    env={**fault_db["env"], **_pause("pgdr.storage.BackupStore.put_json", marker, 0)})
+    _kill_when_paused(worker, marker, "the worker after rows.csv.zst, before archive.json")
+    assert _rows(cluster, dbname) == before, "no row is deleted before its archive is described and checked"
+    assert _archived(stack, fault_db["prefix"]) == [], "an archive without archive.json is never counted"
+
+    _finish(_child(_DATA_CHILD, str(fault_db["policy"]), stamp, "50", env=fault_db["env"]))
+    after = _rows(cluster, dbname)
+    (archive,) = _archived(stack, fault_db["prefix"])
+    assert set(after) == {i for i in before if i > 1000}
+    assert archive == {i: md5 for i, md5 in before.items() if i not in after}
+
+
 # ------------------------------------------------------------------ backup expiry
 
 def _put_backup(s3, prefix: str, when: datetime, objects: int, status: str = "good") -> str:
@@ -214,7 +250,7 @@ def test_worker_killed_mid_backup_expiry_lists_nothing_half_deleted_and_the_next
     env = {"FAULT_DATABASE": CONN_ID}
     pause = tmp_path / "paused"
     # delete_versions call 1: the first doomed backup's manifest; call 2 (paused, then killed): its other objects
-    worker = _child(_EXPIRE_CHILD, str(pause), "1", env=env)
+    worker = _child(_EXPIRE_CHILD, env={**env, **_pause("pgdr.storage.BackupStore.delete_versions", pause, 1)})
     try:
         wait_for(pause.exists, timeout=120, what="the worker between a backup's manifest and its objects")
     finally:
@@ -232,3 +268,33 @@ def test_worker_killed_mid_backup_expiry_lists_nothing_half_deleted_and_the_next
     for backup_id in doomed:   # every version gone, the half-deleted one as an orphan
         assert not _versions(s3, f"{prefix}/{CONN_ID}/logical/{backup_id}/")
     assert {v for b in keep for v in _versions(s3, f"{prefix}/{CONN_ID}/logical/{b}/")} == kept_versions
+
+
+def test_worker_killed_while_restoring_soft_deleted_backups_the_next_run_restores_the_rest(
+        stack, pgdr_env, tmp_path):
+    from pgdr.storage import BackupStore
+
+    s3 = stack.s3.client()
+    prefix = pgdr_env["AIRFLOW_VAR_PGDR_S3_PREFIX"]
+    now = datetime.now(timezone.utc)
+    newest = _put_backup(s3, prefix, now - timedelta(days=2), 2)
+    hidden = [_put_backup(s3, prefix, now - timedelta(days=d), 2) for d in (3, 4)]
+    for backup_id in hidden:   # aws s3 rm of each manifest
+        s3.delete_object(Bucket=BUCKET, Key=f"{prefix}/{CONN_ID}/logical/{backup_id}/manifest.json")
+    data = {(v["Key"], v["VersionId"]) for v in s3.list_object_versions(
+        Bucket=BUCKET, Prefix=f"{prefix}/{CONN_ID}/").get("Versions", [])}
+    store = BackupStore(client=s3, bucket=BUCKET, prefix=prefix, sse_args={"ServerSideEncryption": "AES256"},
+                        part_size=64 << 20, log=log)
+    marker = tmp_path / "paused"
+    # delete_versions call 1 removes the first hidden backup's delete marker; killed before the second
+    worker = _child(_EXPIRE_CHILD, env={"FAULT_DATABASE": CONN_ID,
+                                        **_pause("pgdr.storage.BackupStore.delete_versions", marker, 1)})
+    _kill_when_paused(worker, marker, "the worker between two restores")
+    assert {e.backup_id for e in store.catalog(CONN_ID, "logical") if e.complete} == {newest, hidden[1]}
+
+    output = _finish(_child(_EXPIRE_CHILD, env={"FAULT_DATABASE": CONN_ID}))
+    counts = json.loads(output.strip().splitlines()[-1])
+    assert counts["restored"] == 1 and counts["deleted"] == 0, output[-2000:]
+    assert {e.backup_id for e in store.catalog(CONN_ID, "logical") if e.complete} == {newest, *hidden}
+    listed = s3.list_object_versions(Bucket=BUCKET, Prefix=f"{prefix}/{CONN_ID}/")
+    assert {(v["Key"], v["VersionId"]) for v in listed.get("Versions", [])} == data and not listed.get("DeleteMarkers")

@@ -201,6 +201,14 @@ def commit_seconds(cluster, rows: int = 10, timeout: float = 5.0) -> tuple[float
         conn.close()
 
 
+def caught_up(cluster, slot: str = "pgdr_receiver") -> None:
+    """Wait until the receiver has flushed everything the server has written so far."""
+    (target,) = cluster.execute("SELECT pg_current_wal_lsn()::text")[0]
+    wait_for(lambda: cluster.execute("SELECT flush_lsn >= %s::pg_lsn FROM pg_stat_replication WHERE "
+                                     "application_name = %s", params=(target, slot)) == [(True,)], 20,
+             "the receiver to flush what the server wrote")
+
+
 def current_segment(cluster) -> tuple[str, int]:
     """(segment holding the insert position, byte offset of that position in it)."""
     lsn, timeline = cluster.execute("SELECT pg_current_wal_lsn()::text, timeline_id FROM pg_control_checkpoint()")[0]
@@ -246,6 +254,7 @@ def test_segments_and_the_growing_partial_reach_s3_and_nothing_is_shipped_twice(
         commit_seconds(cluster, rows=50)
         first_segment, offset = current_segment(cluster)
         wait_for(lambda: (wal_dir / (first_segment + ".partial")).exists(), what="the partial segment")
+        caught_up(cluster)
 
         state = load_state(wal_dir, database)
         result = ship_once(store, database, wal_dir, state, log)
@@ -272,6 +281,7 @@ def test_segments_and_the_growing_partial_reach_s3_and_nothing_is_shipped_twice(
         commit_seconds(cluster, rows=500)
         segment, offset2 = current_segment(cluster)
         assert segment == first_segment and offset2 > offset
+        caught_up(cluster)   # no synchronous_standby_names here: the commit did not wait for the receiver
         result = ship_once(store, database, wal_dir, state, log)
         assert [u["name"] for u in result["uploaded"]] == [first_segment + ".partial"]
         grown = s3_bytes(stack, partial_key)

@@ -223,11 +223,12 @@ def test_wal_pruned_to_the_pitr_window_still_recovers_to_its_oldest_moment(stack
         time.sleep(1)
         site.ship()
         store = site.store()
-        start = store.read_manifest(f"{site.prefix}/{CONN_ID}/base/{second}/manifest.json").wal["start_wal_file"]
-        base = wal_prefix(site.prefix, CONN_ID) + "/"
+        second_manifest = store.read_manifest(f"{site.prefix}/{CONN_ID}/base/{second}/manifest.json")
+        start = second_manifest.wal["start_wal_file"]
+        base = wal_prefix(site.prefix, CONN_ID) + "/"   # every cluster's WAL (<system identifier>/<name>.zst)
 
         def segments() -> list[str]:
-            return sorted(k[len(base):][:24] for k in store.list_keys(base) if k.endswith(".zst"))
+            return sorted(k.rsplit("/", 1)[-1][:24] for k in store.list_keys(base) if k.endswith(".zst"))
 
         assert any(name < start for name in segments()), "WAL older than the second base backup is archived"
         local_before = {item.name for item in scan(site.receiver_dir) if item.kind == "segment"}
@@ -243,7 +244,7 @@ def test_wal_pruned_to_the_pitr_window_still_recovers_to_its_oldest_moment(stack
         local_after = {item.name for item in scan(site.receiver_dir) if item.kind == "segment"}
         assert local_after == {n for n in local_before if n >= start} and local_after != local_before
 
-        found = wal_objects(store.list_objects(base), base)
+        found = wal_objects(store.list_objects(base), base, second_manifest.system_identifier)
         assert plan_wal(found, start, parse_target(moment.isoformat())).first == start
         dag_run, states = site.recover(moment.isoformat())
         assert str(dag_run.state) == "success", states
@@ -256,7 +257,7 @@ def test_wal_pruned_to_the_pitr_window_still_recovers_to_its_oldest_moment(stack
 def s3_versions_before(stack, base: str, start: str) -> list[str]:
     listing = stack.s3.client().list_object_versions(Bucket=BUCKET, Prefix=base)
     return [v["Key"] for v in listing.get("Versions", []) + listing.get("DeleteMarkers", [])
-            if v["Key"][len(base):][:24] < start and not v["Key"].endswith(".history.zst")]
+            if v["Key"].rsplit("/", 1)[-1][:24] < start and not v["Key"].endswith(".history.zst")]
 
 
 def _synthetic_backup(s3, prefix: str, when: datetime, status: str | None) -> str:

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from pgdr.alerts import AlreadyAlerted
+from pgdr.redaction import safe_error
+from pgdr.staging import private_dir
 from pgdr.operators.base import DatabaseOperator
 from pgdr.operators.restore import PitrMixin, RestoreOperatorBase
 
@@ -66,7 +68,7 @@ class RestoreDrillOperator(DatabaseOperator, RestoreOperatorBase):
                 check_target_server(conn, manifest, names, "new_database")
             finally:
                 conn.close()
-            workdir = Path(settings.staging_dir) / database / "drill" / f"{when}.partial"
+            workdir = private_dir(settings.staging_dir, database, "drill") / f"{when}.partial"
             started = time.monotonic()
             outcome = LogicalRestore(
                 store=self.store, manifest=manifest, prefix=prefix, target=target, connect=connect, names=names,
@@ -134,7 +136,7 @@ class RestoreDrillOperator(DatabaseOperator, RestoreOperatorBase):
                     results.append({"kind": kind, "status": "failed", "error": "no good backup"})
                     problems.append({"problem": f"no good {kind} backup to drill with"})
                 continue
-            scratch = Path(settings.staging_dir) / database / "drill" / f"{when}-{kind}.partial"
+            scratch = private_dir(settings.staging_dir, database, "drill") / f"{when}-{kind}.partial"
             started = time.monotonic()
             lease = None
             try:
@@ -180,7 +182,7 @@ class RestoreDrillOperator(DatabaseOperator, RestoreOperatorBase):
             finally:
                 conn.close()
         except Exception as err:  # noqa: BLE001 - the teardown task tries again
-            self.log.error("could not drop the scratch database %s: %s", scratch, err)
+            self.log.error("could not drop the scratch database %s: %s", scratch, safe_error(err))
             return False
         return True
 

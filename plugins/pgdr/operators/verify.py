@@ -164,7 +164,8 @@ class VerificationReportOperator(PgdrBaseOperator):
 
 
 class RecordMarkerOperator(DatabaseOperator):
-    """Commits a recovery marker into the protected database (through its restore connection) and
+    """Commits a recovery marker into the protected database (through the markers connection,
+    ``pgdr_marker_conn_ids``, else its restore connection; owner and trigger checks either way) and
     remembers it in ``<prefix>/state/markers/<database>.json``; the point-in-time drill checks
     recovered data against these. Skipped when physical backups are off.
 
@@ -175,14 +176,14 @@ class RecordMarkerOperator(DatabaseOperator):
         from airflow.providers.postgres.hooks.postgres import PostgresHook
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from pgdr.markers import record_marker, remember
+        from pgdr.markers import marker_conn_id, record_marker, remember
 
         database = self.require_protected(self.conn_id)
         settings = self.settings
         if not settings.physical_backups:
             raise AirflowSkipException("physical backups are off (pgdr_physical_backups): no point-in-time drill")
         source_dbname = PostgresHook(postgres_conn_id=database).connection.schema
-        conn = PostgresHook(postgres_conn_id=settings.restore_conn_id(database), database=source_dbname).get_conn()
+        conn = PostgresHook(postgres_conn_id=marker_conn_id(settings, database), database=source_dbname).get_conn()
         try:
             marker = record_marker(conn, context["ti"].run_id)
         finally:

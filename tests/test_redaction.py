@@ -213,20 +213,11 @@ _PROBE = textwrap.dedent('''
     from airflow.sdk import DAG, BaseOperator
     from pgdr.alerts import on_task_failure
     from pgdr.operators.base import PgdrBaseOperator
-    from pgdr.redaction import redacting
 
     if os.environ["WRAP"] != "1":
         Base = BaseOperator  # control: a plain Airflow operator
-    elif "__init_subclass__" in PgdrBaseOperator.__dict__:
-        Base = PgdrBaseOperator  # operators/base.py redacts every pgdr operator
     else:
-        class Base(PgdrBaseOperator):
-            # the change proposed for operators/base.py's PgdrBaseOperator, until it is applied there
-            def __init_subclass__(cls, **kwargs):
-                super().__init_subclass__(**kwargs)
-                execute = cls.__dict__.get("execute")
-                if execute is not None and not getattr(execute, "__pgdr_redacting__", False):
-                    cls.execute = redacting(execute)
+        Base = PgdrBaseOperator  # operators/base.py redacts every pgdr operator
 
     class InsertRow(Base):
         def __init__(self, *, dsn, **kwargs):

@@ -17,6 +17,16 @@ class PgdrBaseOperator(BaseOperator):
 
     ui_color = "#e8f1fb"
 
+    def __init_subclass__(cls, **kwargs) -> None:
+        # Airflow logs a failed task's traceback and hands the exception to the failure callback: an
+        # exception quoting row data (PostgreSQL's DETAIL lines) leaves every pgdr task redacted
+        super().__init_subclass__(**kwargs)
+        from pgdr.redaction import redacting
+
+        execute = cls.__dict__.get("execute")
+        if execute is not None and not getattr(execute, "__pgdr_redacting__", False):
+            cls.execute = redacting(execute)
+
     @cached_property
     def settings(self) -> "Settings":
         from pgdr.settings import load_settings

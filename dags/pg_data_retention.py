@@ -8,7 +8,10 @@ Monthly (1st, 03:00 UTC) and on demand. Task group `data`, per protected databas
    `pgdr_data_retention_policy`) validated against the legal floor (`pgdr_legal_floor_years`) and
    the live schema before anything changes, then each rule run in batches of
    `pgdr_retention_batch_rows`: `archive` (rows exported to S3, encrypted and checksummed, verified,
-   then deleted), `soft_delete`, `purge_soft_deleted`; `VACUUM ANALYZE` of every touched table;
+   then deleted), `soft_delete`, `purge_soft_deleted` (archived like `archive` before the delete, so
+   whatever is deleted loads back); `VACUUM ANALYZE` of every touched table. The DML runs through
+   `pgdr_retention_conn_ids` (a non-superuser role; a superuser session, or a trigger of a third
+   role on a policy table, is refused before anything changes);
    the per-rule counts to `<prefix>/reports/retention/data/<run>/<database>.json`;
 2. `data.report`: one Slack message with every database's counts (no row data), and the run
    fails when a database failed.

@@ -96,7 +96,8 @@ with DAG(
             None, type=["null", "string"], title="Target server (connection id)",
             pattern=r"^([A-Za-z0-9][A-Za-z0-9_.\-]*)?$",
             description="Airflow postgres connection of the server to restore into. Empty = the source's server "
-                        "(through pgdr_restore_conn_ids). For a site loss, the new server's connection.",
+                        "(through pgdr_restore_conn_ids). For a site loss, the new server's connection, which must be "
+                        "listed in pgdr_restore_target_conn_ids.",
             section=WHERE),
         "target_database": Param(
             None, type=["null", "string"], title="Target database name", pattern=r"^([a-z_][a-z0-9_]{0,62})?$",
@@ -106,7 +107,9 @@ with DAG(
             None, type=["null", "string"], title="Target directory (kind files, config)", pattern=r"^(/.*)?$",
             description="files / config: the absolute directory on the worker to restore into; files land under "
                         "their original absolute path inside it (e.g. <target_dir>/srv/care-commons/uploads/...). "
-                        "A non-empty directory needs the confirmation below. Leave empty for a database.",
+                        "It must lie under pgdr_restore_target_dirs (default /var/lib/pgdr/restores), away from system "
+                        "and backed-up directories. A non-empty directory needs the confirmation below. Leave "
+                        "empty for a database.",
             section=WHERE),
         "confirm": Param(
             None, type=["null", "string"], title="Confirmation (mode replace, or a non-empty target_dir)",

@@ -4,7 +4,8 @@
 Ships each protected database's WAL off-site: the WAL receiver (`python -m pgdr.wal_receiver`, a
 supervised `pg_receivewal` on its own host or container) streams WAL from the primary into
 `<pgdr_wal_receiver_dir>/<database>/`; this DAG uploads what it wrote to
-`<prefix>/<database>/wal/` (zstd, server-side encrypted, SHA-256 checked by S3).
+`<prefix>/<database>/wal/<system identifier>/` (zstd, server-side encrypted, SHA-256 checked by S3;
+each cluster's WAL apart, so a cluster rebuilt after a site loss never collides with the lost one).
 
 - `protected_databases` → `ship_wal` (mapped, one per database): for `pgdr_wal_archive_window_minutes`
   it ships every `pgdr_wal_ship_seconds`: new completed segments (`<segment>.zst`), timeline history
@@ -13,8 +14,16 @@ supervised `pg_receivewal` on its own host or container) streams WAL from the pr
   next run at once (one run at a time), so a database is always being shipped.
 - What was shipped is remembered in the receiver directory (`.pgdr-shipped.json`), so a retry or
   the next run uploads nothing twice; each log line gives what was shipped and the lag.
-- The task fails (and alerts) when shipping has failed for over a minute or the receiver was not
-  running during the whole window; the receiver's state is in `receiver.status.json`.
+- Every pass also asks the primary whether it sees the receiver (`pg_stat_replication`, the slot's
+  `wal_status`) and alerts after `pgdr_wal_receiver_alert_seconds`; prunes shipped and checked
+  segments from the receiver directory, keeping `pgdr_wal_receiver_keep_segments`; alerts when its
+  free space is under `pgdr_wal_receiver_min_free_mb`; copies a gap the receiver recorded after a
+  lost slot to `<prefix>/state/wal-gaps/<database>.json` and alerts; deletes older versions of the
+  partial object once a newer checked one is stored.
+- Alerts are posted once when a problem starts (S3 unreachable, S3 refusing, receiver not seen),
+  again when it changes or after `pgdr_alert_reminder_hours`, and once when it is over; a window that
+  fails on a problem already posted fails without a second message. The receiver's own state is in
+  `receiver.status.json`.
 
 **RPO.** Primary lost: 0, when the receiver runs with `--synchronous` and the primary has
 `synchronous_standby_names = 'pgdr_receiver'` (or `ANY 1 (pgdr_receiver, <standby>)`), because a

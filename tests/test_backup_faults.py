@@ -434,7 +434,6 @@ def _create_hostile(cluster, dbname: str) -> None:
     conn.close()
 
 
-@pytest.mark.slow
 def test_hostile_database_and_table_names_back_up_and_restore_identical(stack, env, tmp_path):
     from conftest import download_backup, restore_by_hand
     from harness.pg_cluster import start_cluster

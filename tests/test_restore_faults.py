@@ -130,7 +130,7 @@ def test_a_worker_killed_mid_pg_restore_is_healed_by_the_next_run(stack, faults_
         assert names - before == {"cc_after_the_kill"}, "the half-restored database is gone"
         assert not os.path.exists(workdir)
         assert _journals(stack) == []
-        (healed,) = _records(stack, "-healed.json")
+        (healed,) = [r for r in _records(stack, "-healed.json") if r["interrupted"][0]["run_id"] == journal["run_id"]]
         assert healed["status"] == "healed" and healed["interrupted"][0]["left"] == []
         done = "\n".join(healed["interrupted"][0]["done"])
         assert f"stopped pg_restore (pid {pid})" in done and f"dropped the half-restored database {half}" in done
@@ -211,7 +211,7 @@ def test_a_worker_killed_inside_the_swap_leaves_the_live_database_usable_after_t
         assert _rows(stack, DBNAME, "public.written_after_backup") == 7, "the live database is the one it was"
         assert set(stack.cluster.database_names()) == before, "the restored copy is dropped, nothing is kept"
         assert _journals(stack) == []
-        (healed,) = _records(stack, "-healed.json")
+        (healed,) = [r for r in _records(stack, "-healed.json") if r["interrupted"][0]["run_id"] == journal["run_id"]]
         done = "\n".join(healed["interrupted"][0]["done"])
         assert f"dropped the restored copy {journal['work']['name']}" in done
         if stalled_rename == "completed after the worker died":

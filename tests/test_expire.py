@@ -172,6 +172,14 @@ def test_objects_get_their_gfs_lock_at_write_and_a_failed_upload_leaves_nothing_
     partial_key = f"{prefix}/{CONN_ID}/wal/000000010000000000000004.partial.zst"
     store.upload_file(path, partial_key, digest, {}, Progress("upload", log))
     assert "ObjectLockRetainUntilDate" not in s3.head_object(Bucket=BUCKET, Key=partial_key)
+    # the layout per cluster (<db>/wal/<system identifier>/<name>) is locked the same way
+    cluster_key = f"{prefix}/{CONN_ID}/wal/7311111111111111111/000000010000000000000003.zst"
+    store.upload_file(path, cluster_key, digest, {}, Progress("upload", log))
+    cluster_until = s3.head_object(Bucket=BUCKET, Key=cluster_key)["ObjectLockRetainUntilDate"]
+    assert timedelta(days=6.9) < cluster_until - now < timedelta(days=7.1)
+    cluster_partial = f"{prefix}/{CONN_ID}/wal/7311111111111111111/000000010000000000000004.partial.zst"
+    store.upload_file(path, cluster_partial, digest, {}, Progress("upload", log))
+    assert "ObjectLockRetainUntilDate" not in s3.head_object(Bucket=BUCKET, Key=cluster_partial)
 
     remove_partial_upload(store, [key], log)
     assert store.list_keys(f"{prefix}/{CONN_ID}/logical") == []

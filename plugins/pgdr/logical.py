@@ -18,12 +18,9 @@ expect and the data pg_dump writes come from the same moment.
 
 from __future__ import annotations
 
-import ctypes
 import logging
-import os
 import queue
 import re
-import signal
 import subprocess
 import threading
 from collections.abc import Callable
@@ -36,7 +33,8 @@ from pgdr.compression import SUFFIX, compress_growing_file, compress_stream
 from pgdr.digest import Digest, file_digest
 from pgdr.fswatch import DirectoryWatch
 from pgdr.manifest import utc_now_iso
-from pgdr.pgtools import PgTarget, PgToolError, libpq_env, run_tool, stderr_tail, tool_path, tool_version
+from pgdr.pgtools import (PgTarget, PgToolError, die_with_worker, libpq_env, run_tool, stderr_tail, tool_path,
+                          tool_version)
 from pgdr.progress import Progress, human_bytes
 
 # pg_try_advisory_lock(key1, key2): 'pgdr' and the logical-backup slot.
@@ -44,24 +42,6 @@ LOCK_KEYS = (0x70676472, 1)
 
 COPY_TRAILER_NEWLINES = 3
 _TOC_DATA = re.compile(r"^(\d+); \d+ (\d+) TABLE DATA ")
-
-
-_LIBC = ctypes.CDLL(None, use_errno=True)
-_PR_SET_PDEATHSIG = 1
-
-
-def die_with_worker() -> None:
-    """``preexec_fn`` for the PostgreSQL tools a backup starts: SIGKILL them when the thread that
-    started them dies, so a worker killed mid-backup (OOM, ``kill -9``, a lost pod) leaves no
-    pg_dump or pg_basebackup writing into a dead run's staging directory while holding a
-    snapshot, a WAL sender and a connection. Linux only; elsewhere a no-op."""
-    parent = os.getppid()
-    try:
-        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except AttributeError:
-        return
-    if os.getppid() != parent:  # the worker died before prctl took effect
-        os._exit(1)
 
 
 def discard_dead_partials(workdir: Path, what: str, log: logging.Logger) -> list[str]:

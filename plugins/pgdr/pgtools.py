@@ -8,9 +8,11 @@ keeps free of passwords, after :mod:`pgdr.redaction` has removed every row value
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -29,6 +31,24 @@ _EXTRA_TO_ENV = {
     "connect_timeout": "PGCONNECT_TIMEOUT",
     "target_session_attrs": "PGTARGETSESSIONATTRS",
 }
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_worker() -> None:
+    """``preexec_fn`` for the PostgreSQL tools pgdr starts: SIGKILL them when the thread that
+    started them dies, so a worker killed mid-backup (OOM, ``kill -9``, a lost pod) leaves no
+    pg_dump or pg_basebackup writing into a dead run's staging directory while holding a
+    snapshot, a WAL sender and a connection. Linux only; elsewhere a no-op."""
+    parent = os.getppid()
+    try:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except AttributeError:
+        return
+    if os.getppid() != parent:  # the worker died before prctl took effect
+        os._exit(1)
 
 
 class PgToolError(RuntimeError):
@@ -119,6 +139,7 @@ def run_tool(argv: list[str], env: dict[str, str], log: logging.Logger, **kwargs
     """Run a tool to completion; raise :class:`PgToolError` with its stderr on failure."""
     name = Path(argv[0]).name
     log.info("running %s", " ".join([name, *argv[1:]]))
+    kwargs.setdefault("preexec_fn", die_with_worker)   # a killed worker leaves no tool running
     result = subprocess.run(argv, env=env, capture_output=True, text=True, **kwargs)
     if result.returncode != 0:
         raise PgToolError(f"{name} failed (exit {result.returncode}): {stderr_tail(result.stderr)}")

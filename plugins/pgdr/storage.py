@@ -413,7 +413,8 @@ class BackupStore:
                 if cache_key not in self._backup_locks:
                     self._backup_locks[cache_key] = self._backup_lock_date(*cache_key)
                 until = self._backup_locks[cache_key]
-        elif len(parts) == 3 and parts[1] == "wal" and not parts[2].endswith(".partial.zst"):
+        elif (parts[1:2] == ["wal"] and (len(parts) == 3 or (len(parts) == 4 and parts[2].isdigit()))
+              and not parts[-1].endswith(".partial.zst")):   # <db>/wal/[<system identifier>/]<name>
             until = now + timedelta(days=self.lock_policy.pitr_window_days)
         else:
             return None

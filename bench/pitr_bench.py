@@ -29,7 +29,7 @@ alternating between repeats:
 
    ``pgdr``
        What the pg_restore DAG runs for ``point_in_time=latest``: the plan
-       (``pgdr.pitr.check_pitr_target``, the WAL listing, ``pgdr.pitr_plan.plan_wal``), then
+       (``pgdr.pitr.check_pitr_target``, the WAL listing and plan, ``pgdr.pitr.WalArchiveView``), then
        ``pgdr.pitr.PointInTimeRecovery.run()``: download of ``data.tar.zst`` (sha256
        checked), unpack, pg_verifybackup, download of the WAL segments, recovery.conf
        settings, pg_ctl start, wait for promotion. In a child process.
@@ -241,23 +241,16 @@ def restore_child(spec_path: str) -> int:
     """pgdr's point-in-time recovery to 'latest': the pg_restore DAG's plan and PointInTimeRecovery.run()."""
     spec, log, store = _child_setup(spec_path)
     from pgdr.manifest import Manifest
-    from pgdr.pitr import PointInTimeRecovery, check_pitr_target
-    from pgdr.pitr_plan import (
-        WAL_SEGMENT_SIZE,
-        check_target_reachable,
-        parse_target,
-        plan_wal,
-        wal_objects,
-    )
+    from pgdr.pitr import PointInTimeRecovery, WalArchiveView, check_pitr_target
+    from pgdr.pitr_plan import WAL_SEGMENT_SIZE, check_target_reachable, parse_target
 
     manifest = Manifest.from_dict(spec["manifest"])
     data_root = Path(spec["data_root"])
     t0 = time.perf_counter()
     # the prepare task's work (PitrMixin.pitr_choice and check_pitr_target), minus reading the catalog
     target = parse_target("latest")
-    wal_base = f"{STORE_PREFIX}/{spec['database']}/wal/"
-    found = wal_objects(store.list_objects(wal_base), wal_base)
-    plan = plan_wal(found, manifest.wal["start_wal_file"], target)
+    # the base backup's own cluster's WAL (<db>/wal/<system identifier>/), along the timeline history
+    plan = WalArchiveView(store, spec["database"]).plan(manifest, target)
     check_target_reachable(plan, target)
     raw = sum(o.raw_size or o.size for o in manifest.objects)
     data_dir = check_pitr_target(data_root, spec["name"], spec["port"],
@@ -1077,7 +1070,7 @@ def main(argv: list[str] | None = None) -> int:
                 },
                 "restore": {
                     "pgdr": "the pg_restore DAG's point_in_time=latest work without Airflow: WAL listing, "
-                            "plan_wal, check_pitr_target, PointInTimeRecovery.run() (download data.tar.zst with "
+                            "the WAL plan, check_pitr_target, PointInTimeRecovery.run() (download data.tar.zst with "
                             "sha256 check, unpack, pg_verifybackup --no-parse-wal, fetch every WAL segment from the "
                             "base backup's start to the newest shipped partial, recovery settings, pg_ctl start, "
                             "poll until promoted), then a query in care_commons; child process",

@@ -123,6 +123,11 @@ def test_site_loss_restore_into_a_brand_new_cluster_creates_the_missing_roles(st
         assert not new_site.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", params=(APP_ROLE,))
         monkeypatch.setenv("AIRFLOW_CONN_NEW_SITE", postgres_conn(new_site, dbname="postgres", user=RESTORE_ROLE,
                                                                   password=RESTORE_PASSWORD))
+        # a restore writes only into a protected database's restore server or a listed connection
+        dag_run, states = _restore({"target_conn_id": "new_site", "target_database": DBNAME})
+        assert str(dag_run.state) == "failed" and states["restore"] != "success", states
+        assert not new_site.execute("SELECT 1 FROM pg_database WHERE datname = %s", params=(DBNAME,))
+        monkeypatch.setenv("AIRFLOW_VAR_PGDR_RESTORE_TARGET_CONN_IDS", '["new_site"]')
         dag_run, states = _restore({"target_conn_id": "new_site", "target_database": DBNAME})
         assert str(dag_run.state) == "success", states
         assert fingerprint(new_site, DBNAME) == restore_env["fingerprint"]

@@ -206,10 +206,24 @@ def restore_alert(record: dict, log_url: str | None) -> dict:
              ("Target", f"{plan.get('target_conn_id', '?')} / {names.get('target_database', '?')}" if plan else None),
              ("Triggered by", record.get("triggered_by")), ("Run", record.get("run_id"))]
     if record["status"] != "succeeded":
+        # say what is true: a restore task killed part-way is cleaned up by the report (or the next run),
+        # and what could not be undone is named
+        cleanup = record.get("interrupted_restore_cleanup") or []
+        left = [item for run in cleanup for item in run.get("left", [])]
+        done = [item for run in cleanup for item in run.get("done", [])]
+        see = f"see {RUNBOOK}#restore-refused-or-failed"
+        if left:
+            step = f"NOT everything the restore left could be cleaned up: {'; '.join(left)}; check by hand, {see}"
+        elif done:
+            step = (f"the restore task died part-way; cleaned up after it: {'; '.join(done)}; trigger pg_restore "
+                    f"again, {see}")
+        elif record["status"] == "refused":
+            step = f"nothing was changed; fix the cause and trigger pg_restore again, {see}"
+        else:
+            step = f"what the restore created was dropped; fix the cause and trigger pg_restore again, {see}"
         return build_alert(severity="critical", title=f"pgdr: restore of {record['database']} {record['status']}",
                            facts=facts, details=short_error(record.get("error") or "see the task log"),
-                           next_step=f"nothing was left half-restored; fix the cause and trigger pg_restore again, "
-                                     f"see {RUNBOOK}#restore-refused-or-failed", log_url=log_url)
+                           next_step=step, log_url=log_url)
     seconds = result.get("seconds", {})
     if plan.get("kind") in ("files", "config"):
         facts = [f for f in facts if f[0] not in ("Target", "Mode")] + [

@@ -18,6 +18,7 @@ from typing import Any
 from pgdr.alerts import AlreadyAlerted
 from pgdr.operators.base import DatabaseOperator, PgdrBaseOperator
 from pgdr.redaction import safe_error
+from pgdr.staging import private_dir
 
 ERROR_KEY = "error"
 
@@ -184,27 +185,12 @@ class PitrMixin:
         ``only``: the base backup the plan chose and leased; the restore uses exactly that one
         (a newer base backup may fit by then, but it is not leased: retention could delete it).
         """
-        from pgdr.pitr_plan import check_target_reachable, choose_base_backup, parse_target, plan_wal, wal_objects
-        from pgdr.restore_plan import RestoreRefused
+        from pgdr.pitr import plan_point_in_time
 
-        target = parse_target(point_in_time)
-        entries = self.store.catalog(database, "base")
-        candidates, manifests = [], {}
-        if only is not None and not any(e.backup_id == only and e.complete and not e.bad for e in entries):
-            raise RestoreRefused(f"restore refused, nothing was changed: base backup {only} of {database}, chosen "
-                                 "and leased by prepare, is no longer complete and good; trigger pg_restore again")
-        for entry in entries:
-            if entry.complete and not entry.bad and (only is None or entry.backup_id == only):
-                manifest, prefix = self.manifest(database, entry.backup_id, kind="base")
-                manifests[entry.backup_id] = (manifest, prefix)
-                candidates.append((entry.backup_id, {"finished_at": manifest.finished_at, "wal": manifest.wal}))
-        backup_id, _ = choose_base_backup(candidates, target)
-        manifest, prefix = manifests[backup_id]
-        wal_base = f"{self.store.prefix}/{database}/wal/"
-        found = wal_objects(self.store.list_objects(wal_base), wal_base)
-        plan = plan_wal(found, manifest.wal["start_wal_file"], target)
-        check_target_reachable(plan, target)
-        return target, manifest, prefix, plan, entries
+        # the base backup's own cluster's WAL (its system identifier), followed along the timeline
+        # history to the newest timeline
+        return plan_point_in_time(self.store, database, point_in_time,
+                                  lambda backup_id: self.manifest(database, backup_id, kind="base"), only=only)
 
 
 class PrepareRestoreOperator(RestoreOperatorBase, PitrMixin):
@@ -227,7 +213,7 @@ class PrepareRestoreOperator(RestoreOperatorBase, PitrMixin):
         from pgdr.restore_plan import RestoreRefused, choose_backup, parse_request, restore_names, stamp
 
         settings = self.settings
-        request = parse_request(context["params"], settings.databases)
+        request = parse_request(context["params"], settings.databases, settings=settings)
         self.conn_id = request.database
         # what a restore killed earlier left (a half-restored database, a stopped swap) goes first
         self.heal_interrupted(request.database, context)
@@ -294,7 +280,7 @@ class PrepareRestoreOperator(RestoreOperatorBase, PitrMixin):
         self.refuse_unconfirmed_overwrite(request)
         needed = int(manifest.dump.get("bytes", 0) * 1.1) + sum(o.size for o in manifest.objects) + (16 << 20)
         try:
-            target_dir = check_target_dir(request.target_dir, needed)
+            target_dir = check_target_dir(request.target_dir, needed, settings=self.settings)
         except FileRestoreError as err:
             raise RestoreRefused(f"{refused}{err}") from None
         if (manifest.encryption or {}).get("client_side"):
@@ -314,7 +300,7 @@ class PrepareRestoreOperator(RestoreOperatorBase, PitrMixin):
         from pgdr.pitr import check_pitr_target
         from pgdr.pitr_plan import WAL_SEGMENT_SIZE
         from pgdr.restore import check_target_server
-        from pgdr.restore_plan import RestoreNames, RestoreRefused, stamp
+        from pgdr.restore_plan import RestoreRefused, restore_names, stamp
 
         settings = self.settings
         target, manifest, prefix, plan, entries = self.pitr_choice(request.database, request.point_in_time)
@@ -339,7 +325,7 @@ class PrepareRestoreOperator(RestoreOperatorBase, PitrMixin):
             if unknown:
                 raise RestoreRefused(f"restore refused, nothing was changed: {unknown} are not schema.table names")
             target_conn_id = request.target_conn_id or settings.restore_conn_id(request.database)
-            names = RestoreNames(request.target_database or manifest.dbname, "", None, f"recovered_{when}")
+            names = restore_names(request, manifest.dbname, when)   # system databases refused here too
             _, connect = self.target(target_conn_id)
             conn = connect("postgres")
             try:
@@ -350,7 +336,7 @@ class PrepareRestoreOperator(RestoreOperatorBase, PitrMixin):
             plan_out["names"] = {"target_database": names.target_database, "work_database": "",
                                  "kept_database": None, "recovered_schema": names.recovered_schema}
         self.log.info("plan: point-in-time recovery of %s to %s from base backup %s (WAL %s .. %s, %d segments%s) "
-                      "into a new cluster at %s, port %d", request.database, target.describe(), manifest.backup_id,
+                      "into a new cluster at %s, preferred port %d", request.database, target.describe(), manifest.backup_id,
                       plan.first, plan.last, len(plan.segments),
                       ", the last partial" if plan.segments[-1].partial else "", data_dir, settings.pitr_port)
         return plan_out
@@ -398,7 +384,7 @@ class RestoreBackupOperator(RestoreOperatorBase, PitrMixin):
             conn.close()
         keep_until = (datetime.now(timezone.utc) + timedelta(hours=settings.replaced_keep_hours)).isoformat(
             timespec="seconds")
-        workdir = Path(settings.staging_dir) / request["database"] / "restore" / f"{plan['stamp']}.partial"
+        workdir = private_dir(settings.staging_dir, request["database"], "restore") / f"{plan['stamp']}.partial"
         # recorded in S3 before anything is created: a worker killed from here on is healed by the next run
         journal = Journal.begin(self.store, database=request["database"], run_id=context["ti"].run_id,
                                 target_conn_id=plan["target_conn_id"], mode=request["mode"], names=plan["names"],
@@ -422,10 +408,11 @@ class RestoreBackupOperator(RestoreOperatorBase, PitrMixin):
         self.refuse_unconfirmed_overwrite(request)  # the directory may have filled since the plan was made
         manifest, prefix = self.manifest(request.database, plan["backup_id"], kind=plan["kind"])
         wrapper = self.config_wrapper(manifest) if (manifest.encryption or {}).get("client_side") else None
-        workdir = Path(self.settings.staging_dir) / request.database / "restore" / f"{plan['stamp']}-{plan['kind']}.partial"
+        workdir = (private_dir(self.settings.staging_dir, request.database, "restore")
+                   / f"{plan['stamp']}-{plan['kind']}.partial")
         try:
             outcome = restore_tree(self.store, manifest, prefix, Path(plan["target_dir"]), plan["stamp"], workdir,
-                                   self.log, wrapper=wrapper)
+                                   self.log, wrapper=wrapper, settings=self.settings)
         finally:
             import shutil
 
@@ -448,7 +435,8 @@ class RestoreBackupOperator(RestoreOperatorBase, PitrMixin):
         recovery = PointInTimeRecovery(
             store=self.store, manifest=manifest, prefix=prefix, wal=wal, target=target,
             data_dir=Path(plan["data_dir"]), port=settings.pitr_port, os_user=settings.pitr_os_user,
-            login=restore_target.user, bindir=settings.pg_bindir, jobs=settings.dump_jobs, log=self.log)
+            login=restore_target.user, bindir=settings.pg_bindir, jobs=settings.dump_jobs, log=self.log,
+            listen_addresses=settings.pitr_listen_addresses, keep_hours=settings.pitr_keep_hours)
         outcome = recovery.run()
         try:
             def connect(dbname: str):
@@ -554,8 +542,13 @@ class DropExpiredReplacedOperator(DatabaseOperator, RestoreOperatorBase):
 
         from pgdr.restore_journal import drop_expired_replaced
 
+        from pgdr.pitr import expire_recovered
+
         database = self.require_protected(self.conn_id)
         self.heal_interrupted(database, context)
+        # recovered clusters hold PHI: stopped and removed once pgdr_pitr_keep_hours have passed
+        for cluster in expire_recovered(Path(self.settings.pitr_data_dir), self.log):
+            self.log.info("removed the expired recovered cluster %s", cluster.get("data_dir"))
         outcome = drop_expired_replaced(
             self.store, database, connect_for=lambda conn_id: self.target(conn_id)[1],
             default_conn_id=self.settings.restore_conn_id(database), protected=self.protected_names(),

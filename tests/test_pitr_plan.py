@@ -16,11 +16,10 @@ from pgdr.pitr_plan import (
     parse_target,
     plan_wal,
     recovery_end,
-    segment_name,
-    segment_number,
     wal_objects,
 )
 from pgdr.restore_plan import RestoreRefused, parse_request
+from pgdr.wal.names import segment_for_lsn, segment_number
 
 BASE = "pgdr/db/wal/"
 T0 = datetime(2026, 11, 26, 2, 0, tzinfo=timezone.utc)
@@ -43,9 +42,9 @@ def test_a_time_without_a_zone_is_refused_naming_the_fix():
 
 
 def test_segment_names_follow_postgres():
-    assert segment_name(1, parse_lsn("0/3000060")) == "000000010000000000000003"
-    assert segment_name(2, parse_lsn("1/FF000000")) == "0000000200000001000000FF"
-    assert segment_number("000000010000000100000000") == (1, 256)
+    assert segment_for_lsn(parse_lsn("0/3000060"), 1, 16 << 20) == "000000010000000000000003"
+    assert segment_for_lsn(parse_lsn("1/FF000000"), 2, 16 << 20) == "0000000200000001000000FF"
+    assert segment_number("000000010000000100000000", 16 << 20) == 256
 
 
 def _found(*names, partial=None):
@@ -88,6 +87,35 @@ def test_missing_start_segment_and_targets_past_the_archive_are_refused():
     plan = plan_wal(_found("000000010000000000000002"), "000000010000000000000002", Target("latest"))
     with pytest.raises(RestoreRefused, match="after the newest WAL shipped"):
         check_target_reachable(plan, parse_target("2026-11-26T03:00:00Z"))
+
+
+def test_a_gap_carries_the_missing_segment_and_timeline_as_fields():
+    from pgdr import errors
+
+    found = _found("000000010000000000000002", "000000010000000000000004")
+    with pytest.raises(errors.WalGap) as gap:
+        plan_wal(found, "000000010000000000000002", Target("latest"))
+    assert (gap.value.segment, gap.value.timeline) == ("000000010000000000000003", 1)
+    with pytest.raises(errors.WalGap) as gap:
+        plan_wal(_found("000000010000000000000003"), "000000010000000000000002", Target("latest"))
+    assert gap.value.segment == "000000010000000000000002"
+
+
+@pytest.mark.parametrize("size, names", [
+    # the last segments of the first 4 GiB of WAL and the first of the next, for each segment size
+    (1 << 20, ["000000010000000000000FFE", "000000010000000000000FFF", "000000010000000100000000",
+               "000000010000000100000001"]),
+    (64 << 20, ["00000001000000000000003E", "00000001000000000000003F", "000000010000000100000000",
+                "000000010000000100000001"]),
+])
+def test_wal_of_a_cluster_with_another_segment_size_is_planned_in_its_own_segments(size, names):
+    plan = plan_wal(_found(*names[:-1], partial=names[-1]), names[0], Target("latest"), segment_size=size)
+    assert [s.name for s in plan.segments] == names and plan.segment_size == size
+    # an LSN target stops at the segment that holds it
+    lsn = parse_target(format_lsn(segment_number(names[2], size) * size + 0x28))
+    assert plan_wal(_found(*names), names[0], lsn, segment_size=size).last == names[2]
+    with pytest.raises(RestoreRefused, match=f"segment {names[1]} is missing"):
+        plan_wal(_found(names[0], *names[2:]), names[0], Target("latest"), segment_size=size)
 
 
 def _base(backup_id, finished, start, end):

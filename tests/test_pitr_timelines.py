@@ -378,12 +378,12 @@ def test_retention_keeps_each_clusters_wal_for_its_own_base_backups(rebuilt, sta
 def test_a_legacy_object_of_another_cluster_is_never_replayed(rebuilt):
     """WAL shipped before the keyed layout (directly under wal/) is read for a matching cluster only: the
     new cluster's segment that would continue the lost cluster's WAL, stored the old way, is left out."""
-    from pgdr.pitr_plan import name_of, segment_number
+    from pgdr.wal.names import DEFAULT_SEGMENT_SIZE, next_segment
 
     store = rebuilt["store"]
     new = rebuilt["new"]
     lost_last = max(n for n in rebuilt["lost_archive"] if len(n) == 24)
-    wanted = name_of(1, segment_number(lost_last)[1] + 1)
+    wanted = next_segment(lost_last, DEFAULT_SEGMENT_SIZE)
     name, n = "", 2000
     while name < wanted:
         new.insert(n, n)

@@ -55,8 +55,8 @@ REPL_PASSWORD = "pgdr-Wal-Secret-5d1c0e"
 
 def test_segment_names_lsns_and_what_needs_shipping(tmp_path):
     assert parse_segment("000000020000000A000000FF") == (2, 10, 255)
-    assert next_segment("0000000100000000000000FE") == "0000000100000000000000FF"
-    assert next_segment("0000000100000000000000FF") == "000000010000000100000000"
+    assert next_segment("0000000100000000000000FE", 16 << 20) == "0000000100000000000000FF"
+    assert next_segment("0000000100000000000000FF", 16 << 20) == "000000010000000100000000"
     assert next_segment("0000000100000000000003FF", segment_size=4 << 20) == "000000010000000100000000"
     assert parse_lsn("16/B374D848") == 0x16B374D848
     assert segment_for_lsn("16/B374D848", 1) == "0000000100000016000000B3"
@@ -237,7 +237,7 @@ def fake_segment(directory: Path, name: str, system_identifier: str, fill: bytes
     after the header are ``fill``; shipping reads only the header)."""
     segment = name.removesuffix(".partial")
     timeline, _, _ = parse_segment(segment)
-    header = wal_archive._LONG_HEADER.pack(0xD113, 0x0002, timeline, wal_archive.segment_start_lsn(segment), 0,
+    header = wal_archive._LONG_HEADER.pack(0xD113, 0x0002, timeline, wal_archive.segment_start_lsn(segment, wal_archive.WAL_SEGMENT_SIZE), 0,
                                            int(system_identifier), wal_archive.WAL_SEGMENT_SIZE, 8192)
     path = directory / name
     path.write_bytes(header + fill)

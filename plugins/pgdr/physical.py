@@ -38,6 +38,7 @@ from pgdr.logical import DumpedFile, LockedSession, _server_facts, die_with_work
 from pgdr.manifest import utc_now_iso
 from pgdr.pgtools import PgTarget, PgToolError, libpq_env, stderr_tail, tool_path, tool_version
 from pgdr.progress import Progress, human_bytes
+from pgdr.wal.names import format_lsn, parse_lsn, segment_for_lsn  # parse_lsn: verification imports it from here
 
 # pg_try_advisory_lock(key1, key2): 'pgdr' and the base-backup slot (the logical backup uses 1).
 LOCK_KEYS = (0x70676472, 2)
@@ -46,7 +47,6 @@ DATA_TAR = "data.tar.zst"
 BACKUP_MANIFEST = "backup_manifest"
 FORMAT = "pg_basebackup plain -> tar.zst"
 
-_LSN = re.compile(r"^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$")
 _START_WAL = re.compile(r"^START WAL LOCATION: ([0-9A-Fa-f]+/[0-9A-Fa-f]+) \(file ([0-9A-F]{24})\)$",
                         re.MULTILINE)
 _START_TIMELINE = re.compile(r"^START TIMELINE: (\d+)$", re.MULTILINE)
@@ -57,25 +57,7 @@ class VerificationFailed(PgToolError):
     """pg_verifybackup rejected the copy; nothing was uploaded."""
 
 
-# --- pure helpers: LSNs, WAL file names, backup_label and backup_manifest --------------------
-
-
-def parse_lsn(text: str) -> int:
-    match = _LSN.match(text.strip())
-    if not match:
-        raise ValueError(f"not an LSN: {text!r}")
-    return (int(match.group(1), 16) << 32) | int(match.group(2), 16)
-
-
-def format_lsn(lsn: int) -> str:
-    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
-
-
-def wal_file_name(timeline: int, lsn: int, segment_size: int) -> str:
-    """The WAL segment file holding ``lsn`` (PostgreSQL's XLByteToSeg + XLogFileName)."""
-    segment = lsn // segment_size
-    per_id = 0x100000000 // segment_size
-    return f"{timeline:08X}{segment // per_id:08X}{segment % per_id:08X}"
+# --- pure helpers: backup_label and backup_manifest (LSNs and WAL names: pgdr.wal.names) ---------
 
 
 def parse_backup_label(text: str) -> dict:
@@ -109,7 +91,7 @@ def wal_range(label: dict, backup_manifest: dict, segment_size: int, system_iden
         "end_lsn": format_lsn(end_lsn),
         "timeline": label["timeline"],
         "start_wal_file": label["start_wal_file"],
-        "end_wal_file": wal_file_name(end_timeline, end_lsn, segment_size),
+        "end_wal_file": segment_for_lsn(end_lsn, end_timeline, segment_size),
         "system_identifier": system_identifier,
         "wal_segment_size": segment_size,
     }

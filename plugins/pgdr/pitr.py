@@ -39,9 +39,10 @@ from pgdr.fetch import download_object
 from pgdr.manifest import Manifest
 from pgdr.pgtools import PgToolError, stderr_tail, tool_path
 from pgdr.pitr_plan import (TARGET_NOT_REACHED, AbandonedBranch, Target, WalObject, WalPlan, check_not_abandoned,
-                             check_target_reachable, choose_timeline, history_objects, parse_history, parse_lsn,
-                             parse_target, plan_wal, recovery_end, segment_number, usable_base_backups, wal_objects)
+                             check_target_reachable, choose_timeline, history_objects, parse_history, parse_target,
+                             plan_wal, recovery_end, usable_base_backups, wal_objects)
 from pgdr.restore_plan import RestoreRefused
+from pgdr.wal.names import parse_lsn, segment_size_of, timeline_of
 
 REFUSED = "restore refused, nothing was changed: "
 REGISTRY_SUFFIX = ".pgdr-pitr.json"
@@ -102,13 +103,15 @@ class WalArchiveView:
         system_identifier = manifest_system_identifier(manifest)
         history_objs, histories = self.histories(system_identifier)
         wal = manifest.wal
-        base_tli = int(wal.get("timeline") or segment_number(wal["start_wal_file"])[0])
+        base_tli = int(wal.get("timeline") or timeline_of(wal["start_wal_file"]))
+        # the cluster's segment size, as the base backup recorded it: names map to LSNs through it
+        segment_size = segment_size_of(wal)
         tli, path, branches = choose_timeline(base_tli, parse_lsn(wal["start_lsn"]), histories, timeline,
                                               {t: o.modified for t, o in history_objs.items()})
         check_not_abandoned(target, tli, branches)
         found = wal_objects(self.listed, self.base, system_identifier)
         for _ in range(3):
-            plan = plan_wal(found, wal["start_wal_file"], target, path)
+            plan = plan_wal(found, wal["start_wal_file"], target, path, segment_size)
             if system_identifier is None:
                 break
             legacy = [s for s in plan.segments if s.system_identifier is None]
@@ -118,7 +121,8 @@ class WalArchiveView:
                 break
             found = {name: obj for name, obj in found.items() if name not in strangers}
         histories_needed = tuple(history_objs[e.tli] for e in path if e.tli in history_objs)
-        return WalPlan(plan.segments, plan.newest_time, tli, histories_needed, system_identifier, plan.path)
+        return WalPlan(plan.segments, plan.newest_time, tli, histories_needed, system_identifier, plan.path,
+                       segment_size)
 
 
 def plan_point_in_time(store, database: str, point_in_time: str, load_manifest, timeline: str | int = "latest",
@@ -553,7 +557,7 @@ class PointInTimeRecovery:
         # the timeline the plan followed (its history files are in the WAL directory); the base backup's own
         # when no newer one descends from it
         timeline = self.wal.timeline
-        start_tli = segment_number(self.wal.first)[0]
+        start_tli = timeline_of(self.wal.first)
         overrides = [
             "", "# pgdr point-in-time recovery: these settings win over the source's",
             f"port = {self.port}",

@@ -20,11 +20,15 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from pgdr import errors
 from pgdr.restore_plan import RestoreRefused
+from pgdr.wal.names import (DEFAULT_SEGMENT_SIZE, format_lsn, history_timeline, is_history, is_lsn, is_segment,
+                            lsn_segment_number, parse_lsn, segment_from_number, segment_number,
+                            timeline_of)
+from pgdr.wal.names import parse_history  # re-exported (see __all__): pitr and the tests read it here
 
-WAL_SEGMENT_SIZE = 16 * 1024 * 1024
-_LSN = re.compile(r"^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$")
-_SEGMENT = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$")
+# the default size, for callers that estimate space (a plan carries its cluster's own: WalPlan.segment_size)
+WAL_SEGMENT_SIZE = DEFAULT_SEGMENT_SIZE
 REFUSED = "restore refused, nothing was changed: "
 
 
@@ -40,17 +44,6 @@ class Target:
                 "lsn": f"LSN {self.text}"}[self.kind]
 
 
-def parse_lsn(text: str) -> int:
-    match = _LSN.match(text.strip())
-    if not match:
-        raise ValueError(f"not an LSN: {text!r}")
-    return (int(match.group(1), 16) << 32) | int(match.group(2), 16)
-
-
-def format_lsn(value: int) -> str:
-    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
-
-
 def parse_target(text: str) -> Target:
     """``latest``, an ISO 8601 time with a zone (``Z`` or ``+01:00``), or an LSN like ``0/3000060``.
 
@@ -59,7 +52,7 @@ def parse_target(text: str) -> Target:
     text = (text or "").strip()
     if text == "latest":
         return Target("latest")
-    if _LSN.match(text):
+    if is_lsn(text):
         return Target("lsn", lsn=parse_lsn(text), text=text.upper())
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -72,24 +65,6 @@ def parse_target(text: str) -> Target:
     return Target("time", time=when.astimezone(timezone.utc), text=when.astimezone(timezone.utc).isoformat())
 
 
-def segment_name(timeline: int, lsn: int) -> str:
-    return f"{timeline:08X}{lsn >> 32:08X}{(lsn & 0xFFFFFFFF) // WAL_SEGMENT_SIZE:08X}"
-
-
-def segment_number(name: str) -> tuple[int, int]:
-    """(timeline, absolute segment number) of a WAL file name."""
-    match = _SEGMENT.match(name)
-    if not match:
-        raise ValueError(f"not a WAL segment name: {name!r}")
-    per_log = 0x100000000 // WAL_SEGMENT_SIZE
-    return int(match.group(1), 16), int(match.group(2), 16) * per_log + int(match.group(3), 16)
-
-
-def name_of(timeline: int, number: int) -> str:
-    per_log = 0x100000000 // WAL_SEGMENT_SIZE
-    return f"{timeline:08X}{number // per_log:08X}{number % per_log:08X}"
-
-
 @dataclass(frozen=True)
 class WalObject:
     name: str          # segment name (24 hex) or a history file name
@@ -97,9 +72,6 @@ class WalObject:
     partial: bool
     modified: datetime | None = None
     system_identifier: str | None = None   # the directory it was found in; None: the legacy layout
-
-
-_HISTORY = re.compile(r"^([0-9A-F]{8})\.history$")
 
 
 def _split_key(key: str, base: str) -> tuple[str | None, str] | None:
@@ -137,7 +109,7 @@ def wal_objects(keys_and_times: list[tuple[str, datetime | None]], base: str,
         layout, name = split
         partial = name.endswith(".partial")
         stem = name[: -len(".partial")] if partial else name
-        if not _SEGMENT.match(stem):
+        if not is_segment(stem):
             continue
         new = WalObject(stem, key, partial, modified, layout)
         old = found.get(stem)
@@ -159,10 +131,9 @@ def history_objects(keys_and_times: list[tuple[str, datetime | None]], base: str
         if split is None or split[0] not in layouts:
             continue
         layout, name = split
-        match = _HISTORY.match(name)
-        if not match:
+        if not is_history(name):
             continue
-        tli = int(match.group(1), 16)
+        tli = history_timeline(name)
         old = found.get(tli)
         if old is not None and layouts.index(old.system_identifier) <= layouts.index(layout):
             continue
@@ -178,20 +149,6 @@ class TimelineEntry:
     tli: int
     begin: int          # LSN where the timeline took over (0 for the first one)
     end: int | None     # LSN where the next timeline branched off; None: still open
-
-
-def parse_history(text: str) -> list[tuple[int, int]]:
-    """``<parent tli> <switch LSN> <reason>`` lines of a history file -> [(parent tli, switch LSN)]."""
-    entries = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        fields = line.split()
-        if len(fields) < 2 or not fields[0].isdigit() or not _LSN.match(fields[1]):
-            raise ValueError(f"not a timeline history line: {line[:80]!r}")
-        entries.append((int(fields[0]), parse_lsn(fields[1])))
-    return entries
 
 
 def timeline_path(tli: int, histories: dict[int, list[tuple[int, int]]]) -> list[TimelineEntry]:
@@ -280,6 +237,11 @@ def check_not_abandoned(target: Target, tli: int, branches: list[Branch]) -> Non
                 f"target before LSN {format_lsn(branch.lsn)}")
 
 
+class WalGapRefused(errors.WalGap, RestoreRefused):
+    """A segment the recovery needs is not in the archive: a :class:`pgdr.errors.WalGap` (``segment``,
+    ``timeline``) that callers catching :class:`RestoreRefused` still see as a refused restore."""
+
+
 @dataclass(frozen=True)
 class WalPlan:
     segments: list[WalObject]     # in replay order, the last one possibly partial
@@ -288,6 +250,7 @@ class WalPlan:
     histories: tuple[WalObject, ...] = ()   # the history files replay reads (timelines after the first)
     system_identifier: str | None = None    # the cluster whose WAL this is (None: unknown, legacy)
     path: tuple[TimelineEntry, ...] = ()
+    segment_size: int = DEFAULT_SEGMENT_SIZE   # the cluster's wal_segment_size (bytes per segment)
 
     @property
     def first(self) -> str:
@@ -299,7 +262,7 @@ class WalPlan:
 
 
 def plan_wal(found: dict[str, WalObject], start_segment: str, target: Target,
-             path: list[TimelineEntry] | None = None) -> WalPlan:
+             path: list[TimelineEntry] | None = None, segment_size: int = DEFAULT_SEGMENT_SIZE) -> WalPlan:
     """Every segment from the base backup's start to the newest shipped, refusing a gap.
 
     Along ``path`` (see :func:`choose_timeline`; default: the start segment's timeline only) each
@@ -307,11 +270,13 @@ def plan_wal(found: dict[str, WalObject], start_segment: str, target: Target,
     replay does: the first segment of a new timeline holds its parent's WAL up to the switch. For an
     LSN target the plan stops at the segment holding it; for a time target the segments after it are
     harmless (recovery stops at the target) but are still needed to exist up to the target, which the
-    newest object's time bounds.
+    newest object's time bounds. ``segment_size`` is the cluster's (the base backup's manifest records
+    it): names map to LSNs through it, so a cluster made with ``initdb --wal-segsize`` plans right.
+    A missing segment is refused with :class:`WalGapRefused`, naming it.
     """
-    start_tli, start = segment_number(start_segment)
+    start_tli, start = timeline_of(start_segment), segment_number(start_segment, segment_size)
     path = list(path or [TimelineEntry(start_tli, 0, None)])
-    begins = [(e.begin // WAL_SEGMENT_SIZE, e.tli) for e in path]
+    begins = [(lsn_segment_number(e.begin, segment_size), e.tli) for e in path]
 
     def owner(number: int) -> int:
         tli = begins[0][1]
@@ -320,40 +285,50 @@ def plan_wal(found: dict[str, WalObject], start_segment: str, target: Target,
                 tli = candidate
         return tli
 
+    def name_of(tli: int, number: int) -> str:
+        return segment_from_number(tli, number, segment_size)
+
     have: dict[tuple[int, int], WalObject] = {}
     for obj in found.values():
-        have[segment_number(obj.name)] = obj
+        try:
+            have[(timeline_of(obj.name), segment_number(obj.name, segment_size))] = obj
+        except ValueError:
+            continue   # a name no segment of this size can have (another cluster's, under the legacy layout)
     first = name_of(owner(start), start)
     if (owner(start), start) not in have:
-        raise RestoreRefused(f"{REFUSED}WAL segment {first}, where the base backup starts, is not in "
-                             "the archive; recovery from this base backup is impossible")
+        raise WalGapRefused(f"{REFUSED}WAL segment {first}, where the base backup starts, is not in "
+                            "the archive; recovery from this base backup is impossible",
+                            segment=first, timeline=owner(start))
     final = path[-1]
-    final_from = max(start, final.begin // WAL_SEGMENT_SIZE)
+    final_from = max(start, lsn_segment_number(final.begin, segment_size))
     on_final = [n for (tli, n) in have if tli == final.tli and n >= final_from]
     if not on_final:
-        raise RestoreRefused(f"{REFUSED}timeline {final.tli} began at LSN {format_lsn(final.begin)}, but its "
-                             f"first segment {name_of(final.tli, final_from)} is not in the archive; recovery to "
-                             f"{target.describe()} would stop before it (is the new primary's WAL being shipped?)")
+        missing_first = name_of(final.tli, final_from)
+        raise WalGapRefused(f"{REFUSED}timeline {final.tli} began at LSN {format_lsn(final.begin)}, but its "
+                            f"first segment {missing_first} is not in the archive; recovery to "
+                            f"{target.describe()} would stop before it (is the new primary's WAL being shipped?)",
+                            segment=missing_first, timeline=final.tli)
     last = max(on_final)
     if target.kind == "lsn":
-        wanted = target.lsn // WAL_SEGMENT_SIZE
+        wanted = lsn_segment_number(target.lsn, segment_size)
         if wanted > last:
             raise RestoreRefused(f"{REFUSED}{target.describe()} is after the newest WAL shipped "
                                  f"({name_of(final.tli, last)})")
         last = max(wanted, start)
-    missing = [name_of(owner(n), n) for n in range(start, last + 1) if (owner(n), n) not in have]
+    missing = [(owner(n), n) for n in range(start, last + 1) if (owner(n), n) not in have]
     if missing:
-        raise RestoreRefused(f"{REFUSED}the WAL archive has a gap: segment {missing[0]} is missing"
-                             + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
-                             + f"; recovery to {target.describe()} would stop there. Choose a point in time "
-                             f"before {missing[0]} or a base backup taken after it")
+        gap = name_of(*missing[0])
+        raise WalGapRefused(f"{REFUSED}the WAL archive has a gap: segment {gap} is missing"
+                            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                            + f"; recovery to {target.describe()} would stop there. Choose a point in time "
+                            f"before {gap} or a base backup taken after it", segment=gap, timeline=missing[0][0])
     segments = [have[(owner(n), n)] for n in range(start, last + 1)]
     partial_inside = [s.name for s in segments[:-1] if s.partial]
     if partial_inside:
         raise RestoreRefused(f"{REFUSED}segment {partial_inside[0]} was only shipped partially, yet later WAL "
                              "exists; the archive is inconsistent")
     times = [s.modified for s in segments if s.modified is not None]
-    return WalPlan(segments, max(times) if times else None, final.tli, (), None, tuple(path))
+    return WalPlan(segments, max(times) if times else None, final.tli, (), None, tuple(path), segment_size)
 
 
 def choose_base_backup(candidates: list[tuple[str, dict]], target: Target) -> tuple[str, dict]:
@@ -406,3 +381,9 @@ def recovery_end(server_log: str) -> dict:
         if (m := _REDO_DONE.search(line)):
             redo = m.group(1)
     return {"last_transaction_time": last_time, "redo_end_lsn": redo}
+
+
+__all__ = ["REFUSED", "TARGET_NOT_REACHED", "WAL_SEGMENT_SIZE", "AbandonedBranch", "Branch", "Target", "TimelineEntry",
+           "WalGapRefused", "WalObject", "WalPlan", "check_not_abandoned", "check_target_reachable",
+           "choose_base_backup", "choose_timeline", "format_lsn", "history_objects", "parse_history", "parse_lsn",
+           "parse_target", "plan_wal", "recovery_end", "timeline_path", "usable_base_backups", "wal_objects"]

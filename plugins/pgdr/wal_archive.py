@@ -9,7 +9,8 @@ completed segments and histories once, the partial segment whenever its content 
 is remembered in ``<directory>/.pgdr-shipped.json`` so a restart uploads nothing twice; without that
 file a HEAD request on each key decides. :func:`ship_window` ships every few seconds for a while.
 
-The name helpers at the top are pure.
+WAL names, LSNs and their arithmetic are :mod:`pgdr.wal.names` (re-exported here for older importers);
+the segment size of the WAL shipped is read from each segment's header.
 """
 
 from __future__ import annotations
@@ -28,7 +29,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-WAL_SEGMENT_SIZE = 16 * 1024 * 1024   # PostgreSQL's default wal_segment_size
+from pgdr.wal import names
+from pgdr.wal.names import (DEFAULT_SEGMENT_SIZE, classify, format_lsn, next_segment, parse_lsn, parse_segment,
+                            segment_name, segment_number, segment_of_partial, segment_start_lsn, segments_per_log)
+
+WAL_SEGMENT_SIZE = DEFAULT_SEGMENT_SIZE   # the default; the WAL's own size is in each segment's header
 STATE_NAME = ".pgdr-shipped.json"
 STATUS_NAME = "receiver.status.json"
 GAPS_NAME = "wal-gaps.json"              # gaps the receiver recorded when it had to recreate its slot
@@ -36,11 +41,6 @@ ALERTS_NAME = ".pgdr-alerts.json"        # what the shipper alerted on (local: u
 ASIDE_PREFIX = "before-gap-"             # WAL moved out of pg_receivewal's sight when its slot was lost
 STATE_VERSION = 1
 COMPRESSION_LEVEL = 1
-
-_SEGMENT = re.compile(r"^[0-9A-F]{24}$")
-_PARTIAL = re.compile(r"^([0-9A-F]{24})\.partial$")
-_HISTORY = re.compile(r"^[0-9A-F]{8}\.history$")
-_LSN = re.compile(r"^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$")
 
 KIND_ORDER = {"history": 0, "segment": 1, "partial": 2}
 
@@ -57,92 +57,12 @@ class ShippingFailed(WalArchiveError):
         self.alerted = alerted
 
 
-# ---------------------------------------------------------------- names and LSNs (pure)
+# ---------------------------------------------------------------- names (pure; the vocabulary is pgdr.wal.names)
 
-def _check_segment_size(segment_size: int) -> int:
-    if segment_size < 1 << 20 or segment_size > 1 << 30 or segment_size & (segment_size - 1):
-        raise ValueError(f"WAL segment size must be a power of two between 1 MiB and 1 GiB, got {segment_size}")
-    return segment_size
-
-
-def segments_per_log(segment_size: int = WAL_SEGMENT_SIZE) -> int:
-    """Segments per 4 GiB "log" (the middle 8 hex digits of a segment name)."""
-    return 0x100000000 // _check_segment_size(segment_size)
-
-
-def parse_segment(name: str) -> tuple[int, int, int]:
-    """``000000010000000A000000FF`` -> (timeline, log, seg) = (1, 10, 255)."""
-    if not _SEGMENT.match(name):
-        raise ValueError(f"not a WAL segment name (24 upper-case hex digits): {name!r}")
-    return int(name[0:8], 16), int(name[8:16], 16), int(name[16:24], 16)
-
-
-def segment_name(timeline: int, log: int, seg: int) -> str:
-    if not 1 <= timeline <= 0xFFFFFFFF or not 0 <= log <= 0xFFFFFFFF or not 0 <= seg <= 0xFFFFFFFF:
-        raise ValueError(f"timeline/log/seg out of range: {timeline}, {log}, {seg}")
-    return f"{timeline:08X}{log:08X}{seg:08X}"
-
-
-def segment_number(name: str, segment_size: int = WAL_SEGMENT_SIZE) -> int:
-    """The segment's number on its timeline (its start LSN divided by the segment size)."""
-    _, log, seg = parse_segment(name)
-    per_log = segments_per_log(segment_size)
-    if seg >= per_log:
-        raise ValueError(f"{name}: segment part {seg:#x} is beyond {per_log - 1:#x} for {segment_size}-byte segments")
-    return log * per_log + seg
-
-
-def next_segment(name: str, segment_size: int = WAL_SEGMENT_SIZE) -> str:
-    timeline, _, _ = parse_segment(name)
-    number = segment_number(name, segment_size) + 1
-    per_log = segments_per_log(segment_size)
-    return segment_name(timeline, number // per_log, number % per_log)
-
-
-def parse_lsn(lsn: str | int) -> int:
-    """``'16/B374D848'`` (pg_lsn text) -> int; ints pass through."""
-    if isinstance(lsn, int):
-        if lsn < 0 or lsn > 0xFFFFFFFFFFFFFFFF:
-            raise ValueError(f"LSN out of range: {lsn}")
-        return lsn
-    match = _LSN.match(str(lsn).strip())
-    if not match:
-        raise ValueError(f"not an LSN (expected like '16/B374D848'): {lsn!r}")
-    return (int(match.group(1), 16) << 32) | int(match.group(2), 16)
-
-
-def format_lsn(value: int) -> str:
-    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
-
-
-def segment_for_lsn(lsn: str | int, timeline: int, segment_size: int = WAL_SEGMENT_SIZE) -> str:
-    """The segment holding the byte at ``lsn`` (``pg_walfile_name`` differs exactly on a boundary,
-    where it names the previous segment, the one that ends there)."""
-    number = parse_lsn(lsn) // _check_segment_size(segment_size)
-    per_log = segments_per_log(segment_size)
-    return segment_name(timeline, number // per_log, number % per_log)
-
-
-def segment_start_lsn(name: str, segment_size: int = WAL_SEGMENT_SIZE) -> int:
-    return segment_number(name, segment_size) * segment_size
-
-
-def classify(name: str) -> str | None:
-    """'segment', 'partial', 'history' or None for anything else in the receiver's directory."""
-    if _SEGMENT.match(name):
-        return "segment"
-    if _PARTIAL.match(name):
-        return "partial"
-    if _HISTORY.match(name):
-        return "history"
-    return None
-
-
-def segment_of_partial(name: str) -> str:
-    match = _PARTIAL.match(name)
-    if not match:
-        raise ValueError(f"not a partial WAL segment name: {name!r}")
-    return match.group(1)
+def segment_for_lsn(lsn: str | int, timeline: int, segment_size: int = DEFAULT_SEGMENT_SIZE) -> str:
+    """:func:`pgdr.wal.names.segment_for_lsn`, with the default size for callers of the old signature
+    (bench/pitr_bench.py); pass the cluster's size."""
+    return names.segment_for_lsn(lsn, timeline, segment_size)
 
 
 _SYSTEM_IDENTIFIER = re.compile(r"^[0-9]{1,20}$")
@@ -931,3 +851,15 @@ def ship_window(store, database: str, directory: Path, seconds: float, interval:
     one(final=True)
     summary["alerting"] = sorted(key.split(":")[0] for key in watch.state["checks"])
     return summary
+
+
+# the WAL names are re-exported from pgdr.wal.names for the modules and tests that import them from here
+__all__ = ["ALERTS_NAME", "ASIDE_PREFIX", "COMPRESSION_LEVEL", "GAPS_NAME", "KIND_ORDER", "RESOLVED_TITLES",
+           "STATE_NAME", "STATE_VERSION", "STATUS_NAME", "WAL_SEGMENT_SIZE", "AlertWatch", "LocalWal",
+           "SegmentHeader", "ShippingFailed", "WalArchiveError", "classify", "discover_system_identifier",
+           "failure_kind", "format_lsn", "gap_alert", "gaps_key", "load_state", "needs_shipping", "new_state",
+           "next_segment", "parse_lsn", "parse_segment", "pending", "prunable", "prune_shipped", "read_gaps",
+           "read_receiver_status", "read_segment_header", "receiver_health", "receiver_problem", "record_gaps",
+           "save_state", "scan", "segment_for_lsn", "segment_name", "segment_number", "segment_of_partial",
+           "segment_start_lsn", "segments_per_log", "ship_once", "ship_window", "unshipped_age", "wal_key",
+           "wal_prefix"]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pgdr import gfs
 from pgdr.storage import ObjectVersion
+from pgdr.wal.names import classify, segment_of_partial, segment_position
 
 
 def _iso(when):
@@ -30,8 +31,8 @@ def wal_cutoff(found: list, decisions: list[gfs.Decision], now: datetime,
                window_days: float) -> tuple[str | None, str]:
     """The first WAL segment to keep, and why: the start of the newest usable base backup that finished
     before the PITR window opened (so its oldest moment stays recoverable), else of the oldest one.
-    A base backup leased by a running restore keeps its WAL too."""
-    from pgdr.wal_archive import segment_number
+    A base backup leased by a running restore keeps its WAL too. Segments are compared by their place in
+    the WAL (:func:`segment_position`), which holds whatever the cluster's segment size."""
 
     kept = {d.backup.key for d in decisions if d.keep}
     bases = sorted((f for f in found if f.backup.kind == "base" and f.backup.complete and f.backup.status != gfs.BAD
@@ -48,15 +49,13 @@ def wal_cutoff(found: list, decisions: list[gfs.Decision], now: datetime,
         f"start of base backup {anchor.backup.backup_id}, the oldest (none finished before the window opened)")
     for leased in (f for f in bases if f.backup.leased_by):
         start = leased.wal["start_wal_file"]
-        if segment_number(start) < segment_number(cutoff):
+        if segment_position(start) < segment_position(cutoff):
             cutoff, why = start, f"start of base backup {leased.backup.backup_id}, leased by a running restore"
     return cutoff, why
 
 
 def _wal_name(key: str) -> tuple[str, str] | None:
     """(segment, 'segment'|'partial') of a WAL object key; None for histories and anything else."""
-    from pgdr.wal_archive import classify
-
     name = key.rsplit("/", 1)[-1]
     if name.endswith(".zst"):
         name = name[:-4]
@@ -64,7 +63,7 @@ def _wal_name(key: str) -> tuple[str, str] | None:
     if kind == "segment":
         return name, kind
     if kind == "partial":
-        return name[:-len(".partial")], kind
+        return segment_of_partial(name), kind
     return None
 
 
@@ -87,12 +86,12 @@ def prune_wal(store, database: str, cutoff: str | None, now: datetime, dry_run: 
     """Delete every version of WAL segments (any timeline) and partial objects before ``cutoff``, and
     of partial objects whose completed segment is stored; history files are always kept. Only the WAL of
     ``system_identifier``'s directory (None: the legacy layout) is looked at."""
-    from pgdr.wal_archive import segment_number, wal_prefix
+    from pgdr.wal_archive import wal_prefix
 
     result = {"cutoff": cutoff, "deleted_objects": 0, "bytes_freed": 0, "locked": [], "errors": []}
     if cutoff is None:
         return result
-    limit = segment_number(cutoff)
+    limit = segment_position(cutoff)
     base = wal_prefix(store.prefix, database) + "/"
     if versions is None:
         versions = store.list_versions(base)
@@ -105,7 +104,7 @@ def prune_wal(store, database: str, cutoff: str | None, now: datetime, dry_run: 
         if parsed is None:
             continue
         segment, kind = parsed
-        if segment_number(segment) < limit or (kind == "partial" and segment in completed):
+        if segment_position(segment) < limit or (kind == "partial" and segment in completed):
             doomed.setdefault(version.key, []).append(version)
     go = []
     for key, key_versions in sorted(doomed.items()):
@@ -128,16 +127,16 @@ def prune_receiver_dir(directory: Path, newest_base_start: str | None, dry_run: 
                        log: logging.Logger) -> dict:
     """Remove local WAL segments already shipped (per the shipper's state) and older than the newest base
     backup's start. Never one that is unshipped, a partial or a history file."""
-    from pgdr.wal_archive import load_state, scan, segment_number
+    from pgdr.wal_archive import load_state, scan
 
     result = {"directory": str(directory), "removed": [], "bytes_freed": 0}
     if newest_base_start is None or not directory.is_dir():
         result["skipped"] = "no base backup" if newest_base_start is None else "directory not on this worker"
         return result
     shipped = load_state(directory)["segments"]
-    limit = segment_number(newest_base_start)
+    limit = segment_position(newest_base_start)
     for item in scan(directory):
-        if item.kind == "segment" and item.name in shipped and segment_number(item.name) < limit:
+        if item.kind == "segment" and item.name in shipped and segment_position(item.name) < limit:
             if not dry_run:
                 item.path.unlink(missing_ok=True)
             result["removed"].append(item.name)
@@ -152,7 +151,7 @@ def expire_wal(*, store, database: str, found: list, decisions: list[gfs.Decisio
                now: datetime, dry_run: bool, log: logging.Logger) -> tuple[dict, dict]:
     """Prune the WAL archive (per database cluster) and the receiver directory for one database; returns
     (wal report, receiver report)."""
-    from pgdr.wal_archive import load_state, segment_number, wal_prefix
+    from pgdr.wal_archive import load_state, wal_prefix
 
     bases = [f for f in found if f.backup.kind == "base"]
     clusters = sorted({_system_identifier(f) for f in bases}, key=lambda c: (c is None, c or ""))
@@ -175,7 +174,7 @@ def expire_wal(*, store, database: str, found: list, decisions: list[gfs.Decisio
             cutoff, why = wal_cutoff(unknown, decisions, now, settings.pitr_window_days)
             cuts.append(cutoff)
         known = [c for c in cuts]
-        legacy_cut = None if (not known or None in known) else min(known, key=segment_number)
+        legacy_cut = None if (not known or None in known) else min(known, key=segment_position)
         why = ("the earliest cut of any cluster (legacy WAL may serve old base backups of each)" if legacy_cut
                else "a cluster keeps all its WAL: all legacy WAL kept")
         per_cluster["legacy"] = {**prune_wal(store, database, legacy_cut, now, dry_run, None, versions),

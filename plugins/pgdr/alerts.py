@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from pgdr.errors import PgdrError
+
 log = logging.getLogger(__name__)
 
 RUNBOOK = "docs/RUNBOOK_DISASTER_RECOVERY.md"
@@ -139,7 +141,7 @@ def verification_alert(*, database: str, result: dict, reason: str, log_url: str
     )
 
 
-class AlreadyAlerted(RuntimeError):
+class AlreadyAlerted(PgdrError, RuntimeError):
     """A failure whose alert has been posted by the task itself (no second, generic alert)."""
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pgdr import __version__
 from pgdr.compression import zstandard_version
+from pgdr.errors import PgdrError
 from pgdr.logical import LogicalBackup
 from pgdr.manifest import Manifest, ObjectEntry, utc_now_iso
 from pgdr.pgtools import PgTarget
@@ -76,7 +77,7 @@ def run_logical_backup(*, database: str, backup_id: str, prefix: str, target: Pg
     ).validate()
 
 
-class StagingFull(OSError):
+class StagingFull(PgdrError, OSError):
     """The staging disk filled up while a backup was written there."""
 
 

@@ -27,6 +27,7 @@ import zstandard
 from pgdr import __version__
 from pgdr.digest import StreamDigest
 from pgdr.envelope import ALGORITHM, seal
+from pgdr.errors import Refused
 from pgdr.files_backup import StagedObject
 from pgdr.manifest import Manifest, utc_now_iso
 
@@ -36,7 +37,7 @@ SECRET_INDEX = ".pgdr-secret-index.json"
 MAX_FILE_BYTES = 64 << 20   # configuration, not data: anything bigger is a misconfiguration
 
 
-class ConfigBackupError(RuntimeError):
+class ConfigBackupError(Refused, RuntimeError):
     """The configured files cannot be backed up as they are; nothing was uploaded."""
 
 

@@ -30,6 +30,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from pgdr.errors import Refused
+
 ACTIONS = ("archive", "soft_delete", "purge_soft_deleted")
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _AGE_UNITS = ("years", "months", "days")
@@ -44,7 +46,7 @@ MIN_EXEMPTION_CHARS = 20
 _TOP_KEYS = {"version", "rules"}
 
 
-class PolicyError(ValueError):
+class PolicyError(Refused, ValueError):
     """The policy is invalid; the message names the file and the rule."""
 
 
@@ -136,13 +138,14 @@ class Policy:
             cutoff = rule.older_than.before(as_of)
             if rule.phi and cutoff > floor:
                 raise PolicyError(f"{self.source}: rule {rule.label}: its cutoff {cutoff.isoformat()} is younger "
-                                  f"than the legal floor ({self.floor_years} years: {floor.isoformat()})")
+                                  f"than the legal floor ({self.floor_years} years: {floor.isoformat()})",
+                                  field=f"rule {rule.label}")
             cutoffs[rule.label] = cutoff
         return cutoffs
 
 
 def _fail(source: str, where: str, problem: str) -> PolicyError:
-    return PolicyError(f"{source}: {where}: {problem}")
+    return PolicyError(f"{source}: {where}: {problem}", field=where)
 
 
 def _age(value: Any, source: str, where: str, key: str) -> Age:
@@ -242,29 +245,31 @@ def parse_policy(document: Any, *, floor_years: int, source: str = "policy", sha
     ``phi_tables`` (``schema.table``): tables the floor always covers; None means the setting's default."""
     phi_tables = default_phi_tables() if phi_tables is None else tuple(phi_tables)
     if not isinstance(floor_years, int) or floor_years < 1:
-        raise PolicyError(f"legal floor must be a whole number of years >= 1; got {floor_years!r}")
+        raise PolicyError(f"legal floor must be a whole number of years >= 1; got {floor_years!r}",
+                          field="pgdr_legal_floor_years")
     if not isinstance(document, dict):
-        raise PolicyError(f"{source}: must be a mapping with a 'rules' list")
+        raise PolicyError(f"{source}: must be a mapping with a 'rules' list", field="rules")
     unknown = sorted(set(document) - _TOP_KEYS)
     if unknown:
-        raise PolicyError(f"{source}: unknown top-level key(s) {unknown}; allowed: {', '.join(sorted(_TOP_KEYS))}")
+        raise PolicyError(f"{source}: unknown top-level key(s) {unknown}; allowed: {', '.join(sorted(_TOP_KEYS))}",
+                          field=unknown[0])
     if document.get("version", 1) != 1:
-        raise PolicyError(f"{source}: version must be 1; got {document.get('version')!r}")
+        raise PolicyError(f"{source}: version must be 1; got {document.get('version')!r}", field="version")
     raw_rules = document.get("rules")
     if not isinstance(raw_rules, list) or not raw_rules:
-        raise PolicyError(f"{source}: 'rules' must be a non-empty list")
+        raise PolicyError(f"{source}: 'rules' must be a non-empty list", field="rules")
     rules = tuple(_rule(raw, index, source, floor_years, phi_tables) for index, raw in enumerate(raw_rules))
     seen: dict[str, int] = {}
     phi_of: dict[str, bool] = {}
     for index, rule in enumerate(rules):
         if rule.label in seen:
             raise PolicyError(f"{source}: rule {index + 1} ({rule.label}): the same table and action as "
-                              f"rule {seen[rule.label] + 1}; one rule per table and action")
+                              f"rule {seen[rule.label] + 1}; one rule per table and action", field=f"rule {index + 1}")
         seen[rule.label] = index
         declared = bool(raw_rules[index]["phi"])
         if phi_of.setdefault(rule.qualified, declared) != declared:
             raise PolicyError(f"{source}: rule {index + 1} ({rule.label}): phi differs from another rule on "
-                              f"{rule.qualified}; a table either holds PHI or it does not")
+                              f"{rule.qualified}; a table either holds PHI or it does not", field=f"rule {index + 1}")
     return Policy(rules=rules, floor_years=floor_years, source=source, sha256=sha256)
 
 
@@ -274,7 +279,8 @@ def load_policy(path: Path, *, floor_years: int, phi_tables: tuple[str, ...] | N
 
     path = Path(path)
     if not path.is_file():
-        raise PolicyError(f"policy file {path} not found (setting pgdr_data_retention_policy)")
+        raise PolicyError(f"policy file {path} not found (setting pgdr_data_retention_policy)",
+                          field="pgdr_data_retention_policy")
     raw = path.read_bytes()
     try:
         document = yaml.safe_load(raw)

@@ -23,13 +23,15 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from pgdr.errors import Refused
+
 MAGIC = b"PGDRENC1"
 NONCE_SIZE = 12
 KEY_SIZE = 32
 ALGORITHM = "AES-256-GCM"
 
 
-class KeyProblem(RuntimeError):
+class KeyProblem(Refused, RuntimeError):
     """The key-encryption key is missing, malformed or not the one a backup was sealed with."""
 
 

@@ -26,11 +26,12 @@ from pathlib import Path
 import zstandard
 
 from pgdr.compression import CHUNK, SUFFIX
+from pgdr.errors import StoreError
 from pgdr.manifest import ObjectEntry
 from pgdr.progress import Progress
 
 
-class ObjectHashError(RuntimeError):
+class ObjectHashError(StoreError, RuntimeError):
     """A downloaded object differs from what the manifest records."""
 
     def __init__(self, key: str, problem: str) -> None:

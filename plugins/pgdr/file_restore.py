@@ -27,6 +27,7 @@ from pathlib import Path
 import zstandard
 
 from pgdr.config_backup import SECRET_INDEX, object_aad
+from pgdr.errors import PgdrError
 from pgdr.fetch import ObjectHashError, download_object
 from pgdr.files_backup import INDEX_NAME, dest_path, read_index
 from pgdr.manifest import MANIFEST_NAME, Manifest, backup_prefix
@@ -39,7 +40,7 @@ PARTIAL_PREFIX = ".pgdr-restore-"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-class FileRestoreError(RuntimeError):
+class FileRestoreError(PgdrError, RuntimeError):
     """A file or configuration restore could not be completed; the message says what differed."""
 
 

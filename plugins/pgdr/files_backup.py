@@ -36,6 +36,7 @@ import zstandard
 from pgdr import __version__
 from pgdr.compression import HashingSink
 from pgdr.digest import Digest, StreamDigest
+from pgdr.errors import Refused
 from pgdr.manifest import Manifest, backup_id_time, utc_now_iso
 from pgdr.progress import Progress
 
@@ -45,7 +46,7 @@ INDEX_FORMAT = 1
 CHUNK = 1 << 20
 
 
-class FileBackupError(RuntimeError):
+class FileBackupError(Refused, RuntimeError):
     """A file backup cannot be taken as configured (a directory missing, nothing readable)."""
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from pgdr import sql, staging
 from pgdr.compression import SUFFIX, compress_growing_file, compress_stream
 from pgdr.digest import Digest, file_digest
+from pgdr.errors import Refused
 from pgdr.fswatch import DirectoryWatch
 from pgdr.manifest import utc_now_iso
 from pgdr.pgtools import (PgTarget, PgToolError, die_with_worker, libpq_env, run_tool, stderr_tail, tool_path,
@@ -60,11 +61,11 @@ def discard_dead_partials(workdir: Path, what: str, log: logging.Logger) -> list
     return removed
 
 
-class BackupBusy(RuntimeError):
+class BackupBusy(Refused, RuntimeError):
     """Another pgdr backup of the same database holds the lock."""
 
 
-class RowVisibilityError(RuntimeError):
+class RowVisibilityError(Refused, RuntimeError):
     """The backup role cannot see every row (row-level security)."""
 
 

@@ -12,6 +12,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
+from pgdr.errors import StoreError
+
 FORMAT_VERSION = 1
 KINDS = ("logical", "base", "files", "config")
 MANIFEST_NAME = "manifest.json"
@@ -19,7 +21,7 @@ _BACKUP_ID = re.compile(r"^\d{8}T\d{6}Z$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-class ManifestError(ValueError):
+class ManifestError(StoreError, ValueError):
     """A manifest is malformed or inconsistent."""
 
 

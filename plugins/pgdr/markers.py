@@ -13,13 +13,14 @@ import random
 from datetime import datetime, timedelta, timezone
 
 from pgdr import sql
+from pgdr.errors import Refused
 
 KEEP = 1000
 # a marker whose commit straddles the target is neither required nor forbidden
 MARGIN = timedelta(seconds=1)
 
 
-class MarkerRefused(RuntimeError):
+class MarkerRefused(Refused, RuntimeError):
     """Schema ``pgdr`` or its marker table is not pgdr's own: nothing was written."""
 
 

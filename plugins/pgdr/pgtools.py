@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pgdr.errors import ToolError
+
 DEFAULT_BINDIR = "/usr/lib/postgresql/15/bin"
 
 # libpq options an Airflow connection's extra may carry, and their environment names.
@@ -51,7 +53,7 @@ def die_with_worker() -> None:
         os._exit(1)
 
 
-class PgToolError(RuntimeError):
+class PgToolError(ToolError, RuntimeError):
     """A PostgreSQL tool failed; the message carries its stderr (no secrets) with every row value
     removed: whoever builds one, its text passes :func:`pgdr.redaction.redact_phi`."""
 

@@ -36,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pgdr import sql
+from pgdr.errors import PgdrError
 from pgdr.fetch import PipedDataFiles, fetch_whole
 from pgdr.manifest import Manifest
 from pgdr.pgtools import PgTarget, PgToolError, libpq_env, run_tool, stderr_tail, tool_path
@@ -54,7 +55,7 @@ from pgdr.restore_plan import (
 Connect = Callable[[str], object]   # database name -> an autocommit DB-API connection
 
 
-class RestoreFailed(RuntimeError):
+class RestoreFailed(PgdrError, RuntimeError):
     """The restore did not complete; what it created has been removed."""
 
 

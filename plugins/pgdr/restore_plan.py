@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from pgdr.catalog import BackupEntry, newest_good
+from pgdr.errors import RestoreRefused  # noqa: F401 - its home was here: importers keep this path
 from pgdr.manifest import is_backup_id
 
 MODES = ("new_database", "replace", "tables")
@@ -36,10 +37,6 @@ SYSTEM_DIRS = ("/proc", "/sys", "/dev", "/etc", "/bin", "/sbin", "/usr", "/boot"
 # Comments beginning like this are pgdr's own markers (a replaced database's "keep until"): never
 # carried from a dump onto a restored database, so a restore never marks a database for dropping.
 PGDR_COMMENT_PREFIX = "pgdr:"
-
-
-class RestoreRefused(ValueError):
-    """The restore was refused before anything was changed; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -72,103 +69,115 @@ def parse_request(params: Mapping, protected: Iterable[str], *, settings=None) -
     that need no configuration (system databases and directories, ``/``).
     """
     protected = list(protected)
-    problems = []
+    problems: list[str] = []
+    fields: list[str] = []   # the form field each problem concerns, in step with problems
+
+    def problem(field: str, text: str) -> None:
+        problems.append(text)
+        fields.append(field)
 
     def text(name: str) -> str:
         value = params.get(name)
         if value is None:
             return ""
         if not isinstance(value, str):
-            problems.append(f"{name} must be text, got {type(value).__name__}")
+            problem(name, f"{name} must be text, got {type(value).__name__}")
             return ""
         return value.strip()
 
     database = text("database")
     if database not in protected:
-        problems.append(f"database {database!r} is not a protected database; choose one of {protected}")
+        problem("database", f"database {database!r} is not a protected database; choose one of {protected}")
     backup = text("backup") or "latest"
     if backup != "latest" and not is_backup_id(backup):
-        problems.append(f"backup {backup!r} is neither 'latest' nor a backup id (YYYYMMDDTHHMMSSZ, "
-                        "e.g. 20261126T020000Z)")
+        problem("backup", f"backup {backup!r} is neither 'latest' nor a backup id (YYYYMMDDTHHMMSSZ, "
+                "e.g. 20261126T020000Z)")
     target_conn_id = text("target_conn_id")
     if target_conn_id and not _CONN_ID.match(target_conn_id):
-        problems.append(f"target_conn_id {target_conn_id!r} is not an Airflow connection id")
+        problem("target_conn_id", f"target_conn_id {target_conn_id!r} is not an Airflow connection id")
     elif target_conn_id and settings is not None:
         allowed = allowed_target_conn_ids(settings)
         if target_conn_id not in allowed:
-            problems.append(f"target_conn_id {target_conn_id!r} is not an allowed restore target; allowed: "
-                            f"{sorted(allowed)} (the protected databases' restore connections and setting "
-                            "pgdr_restore_target_conn_ids)")
+            problem("target_conn_id", f"target_conn_id {target_conn_id!r} is not an allowed restore target; "
+                    f"allowed: {sorted(allowed)} (the protected databases' restore connections and setting "
+                    "pgdr_restore_target_conn_ids)")
     target_database = text("target_database")
     if target_database and not _DATABASE_NAME.match(target_database):
-        problems.append(f"target_database {target_database!r} is not allowed: use lower-case letters, digits "
-                        "and '_', starting with a letter or '_', at most 63 characters")
+        problem("target_database", f"target_database {target_database!r} is not allowed: use lower-case letters, "
+                "digits and '_', starting with a letter or '_', at most 63 characters")
     elif target_database in SYSTEM_DATABASES:
-        problems.append(system_database_problem(target_database))
+        problem("target_database", system_database_problem(target_database))
     mode = text("mode") or "new_database"
     if mode not in MODES:
-        problems.append(f"mode {mode!r} is not one of {', '.join(MODES)}")
+        problem("mode", f"mode {mode!r} is not one of {', '.join(MODES)}")
     raw_tables = params.get("tables") or []
     if isinstance(raw_tables, str):
         raw_tables = [part for part in re.split(r"[\s,]+", raw_tables) if part]
     if isinstance(raw_tables, list):
         raw_tables = [t for t in raw_tables if t is not None]
     if not isinstance(raw_tables, list) or not all(isinstance(t, str) for t in raw_tables):
-        problems.append("tables must be a list of schema.table names")
+        problem("tables", "tables must be a list of schema.table names")
         raw_tables = []
     tables = tuple(dict.fromkeys(t.strip() for t in raw_tables if t.strip()))
     bad_tables = [t for t in tables if not _TABLE_NAME.match(t)]
     if bad_tables:
-        problems.append(f"tables {bad_tables} are not schema.table names (letters, digits, '_', '$')")
+        problem("tables", f"tables {bad_tables} are not schema.table names (letters, digits, '_', '$')")
     if mode == "tables" and not tables:
-        problems.append("mode 'tables' needs the tables to restore, e.g. public.visits")
+        problem("tables", "mode 'tables' needs the tables to restore, e.g. public.visits")
     if mode != "tables" and tables:
-        problems.append(f"tables are only used with mode 'tables' (mode is {mode!r}); clear the field")
+        problem("tables", f"tables are only used with mode 'tables' (mode is {mode!r}); clear the field")
     confirm = text("confirm")
     if mode == "replace" and confirm != confirmation_text(database):
         shown = f"{confirm!r}" if confirm else "nothing"
-        problems.append(f"mode 'replace' overwrites the live database: type exactly "
-                        f"{confirmation_text(database)!r} in confirm (got {shown})")
+        problem("confirm", f"mode 'replace' overwrites the live database: type exactly "
+                f"{confirmation_text(database)!r} in confirm (got {shown})")
     point_in_time = text("point_in_time")
     if point_in_time:
         if mode == "replace":
-            problems.append("mode 'replace' cannot take a point in time: recover into a new cluster (mode "
-                            "new_database), check it, then point the application at it")
+            problem("point_in_time", "mode 'replace' cannot take a point in time: recover into a new cluster "
+                    "(mode new_database), check it, then point the application at it")
         if mode == "new_database" and (target_conn_id or target_database):
-            problems.append("with a point in time, mode 'new_database' recovers into a new cluster on this "
-                            "worker (settings pgdr_pitr_data_dir, pgdr_pitr_port): leave target_conn_id and "
-                            "target_database empty")
+            problem("target_conn_id" if target_conn_id else "target_database",
+                    "with a point in time, mode 'new_database' recovers into a new cluster on this worker "
+                    "(settings pgdr_pitr_data_dir, pgdr_pitr_port): leave target_conn_id and target_database empty")
         if backup != "latest":
-            problems.append("with a point in time, the base backup is chosen for you: leave backup at 'latest'")
+            problem("backup", "with a point in time, the base backup is chosen for you: leave backup at 'latest'")
     kind = text("kind") or "database"
     target_dir = text("target_dir")
-    problems.extend(kind_problems(kind, target_dir, mode, tables, point_in_time, target_conn_id, target_database,
-                                  settings=settings))
+    for field, text_ in kind_problems(kind, target_dir, mode, tables, point_in_time, target_conn_id, target_database,
+                                      settings=settings):
+        problem(field, text_)
     if problems:
-        raise RestoreRefused("restore refused, nothing was changed: " + "; ".join(problems))
+        # the first problem's field: the form shows every problem, a caller reacts to the first
+        raise RestoreRefused.because("; ".join(problems), field=fields[0])
     return RestoreRequest(database, backup, target_conn_id, target_database, mode, tables, confirm, point_in_time,
                           kind, target_dir)
 
 
 def kind_problems(kind: str, target_dir: str, mode: str, tables: tuple, point_in_time: str, target_conn_id: str,
-                  target_database: str, *, settings=None) -> list[str]:
-    """Fields that do not fit the kind: a file or configuration restore goes into target_dir, nothing else."""
+                  target_database: str, *, settings=None) -> list[tuple[str, str]]:
+    """Fields that do not fit the kind: a file or configuration restore goes into target_dir, nothing else.
+    (form field, problem) pairs."""
+    problems: list[tuple[str, str]] = []
     if kind not in RESTORE_KINDS:
-        return [f"kind {kind!r} is not one of {', '.join(RESTORE_KINDS)}"]
-    if kind == "database":
-        return ["target_dir is only for kind files or config (kind is database); clear it"] if target_dir else []
-    problems = []
-    if not target_dir:
-        problems.append(f"kind {kind!r} restores into a directory: give target_dir, an absolute path "
-                        "(an empty or new directory; a non-empty one needs the confirmation)")
+        problems.append(("kind", f"kind {kind!r} is not one of {', '.join(RESTORE_KINDS)}"))
+    elif kind == "database":
+        if target_dir:
+            problems.append(("target_dir",
+                             "target_dir is only for kind files or config (kind is database); clear it"))
     else:
-        problems.extend(target_dir_problems(target_dir, settings)[0])
-    if mode != "new_database":
-        problems.append(f"mode {mode!r} is for databases; leave it at new_database for kind {kind!r}")
-    if point_in_time:
-        problems.append(f"point_in_time is for databases; clear it for kind {kind!r}")
-    if target_conn_id or target_database:
-        problems.append(f"target_conn_id and target_database are for databases; kind {kind!r} uses target_dir")
+        if not target_dir:
+            problems.append(("target_dir", f"kind {kind!r} restores into a directory: give target_dir, an absolute "
+                             "path (an empty or new directory; a non-empty one needs the confirmation)"))
+        else:
+            problems.extend(("target_dir", p) for p in target_dir_problems(target_dir, settings)[0])
+        if mode != "new_database":
+            problems.append(("mode", f"mode {mode!r} is for databases; leave it at new_database for kind {kind!r}"))
+        if point_in_time:
+            problems.append(("point_in_time", f"point_in_time is for databases; clear it for kind {kind!r}"))
+        if target_conn_id or target_database:
+            problems.append(("target_conn_id" if target_conn_id else "target_database",
+                             f"target_conn_id and target_database are for databases; kind {kind!r} uses target_dir"))
     return problems
 
 
@@ -267,22 +276,23 @@ def choose_backup(entries: list[BackupEntry], requested: str, database: str) -> 
     """The backup to restore: the newest good one for 'latest', else the id asked for if it may be used."""
     good = newest_good(entries)
     hint = f"the newest good backup is {good.backup_id}" if good else "there is no good backup"
-    refused = "restore refused, nothing was changed: "
     if requested == "latest":
         if good is None:
-            raise RestoreRefused(f"{refused}no complete, good backup of {database} exists; nothing to restore")
+            raise RestoreRefused.because(f"no complete, good backup of {database} exists; nothing to restore",
+                                         field="backup")
         return good
     entry = next((e for e in entries if e.backup_id == requested), None)
     if entry is None:
-        raise RestoreRefused(f"{refused}backup {requested} of {database} does not exist; {hint}")
+        raise RestoreRefused.because(f"backup {requested} of {database} does not exist; {hint}", field="backup")
     if not entry.complete:
-        raise RestoreRefused(f"{refused}backup {requested} of {database} is incomplete (no manifest.json) and is "
-                             f"never restored; {hint}")
+        raise RestoreRefused.because(f"backup {requested} of {database} is incomplete (no manifest.json) and is "
+                                     f"never restored; {hint}", field="backup")
     if entry.bad:
         problems = (entry.verification or {}).get("problems") or []
         first = problems[0].get("problem", "") if problems and isinstance(problems[0], dict) else ""
-        raise RestoreRefused(f"{refused}backup {requested} of {database} was marked bad by verification at "
-                             f"{entry.verified_at or '?'}" + (f" ({first})" if first else "") + f"; {hint}")
+        raise RestoreRefused.because(f"backup {requested} of {database} was marked bad by verification at "
+                                     f"{entry.verified_at or '?'}" + (f" ({first})" if first else "") + f"; {hint}",
+                                     field="backup")
     return entry
 
 
@@ -329,16 +339,17 @@ def restore_names(request: RestoreRequest, source_dbname: str, when: str) -> Res
         if request.target_database and request.target_database != source_dbname:
             raise RestoreRefused(f"mode 'replace' replaces {source_dbname!r}, the database the backup was taken "
                                  f"from; target_database {request.target_database!r} differs. Use mode "
-                                 "'new_database' to restore under another name")
+                                 "'new_database' to restore under another name", field="target_database")
         if source_dbname in SYSTEM_DATABASES:
             raise RestoreRefused("restore refused, nothing was changed: mode 'replace' never replaces the system "
-                                 f"database {source_dbname!r}; use mode 'new_database'")
+                                 f"database {source_dbname!r}; use mode 'new_database'", field="mode")
         return RestoreNames(source_dbname, with_suffix(source_dbname, f"_incoming_{when}"),
                             with_suffix(source_dbname, f"_replaced_{when}"), None)
     target = request.target_database or source_dbname
     if target in SYSTEM_DATABASES:
         raise RestoreRefused("restore refused, nothing was changed: " + system_database_problem(target) +
-                             " (mode 'tables' with target_database empty recovers into the source database)")
+                             " (mode 'tables' with target_database empty recovers into the source database)",
+                             field="target_database")
     return RestoreNames(target, with_suffix("pgdr_tables", f"_{when}"), None, f"recovered_{when}")
 
 

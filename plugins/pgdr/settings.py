@@ -16,6 +16,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from pgdr.errors import Refused
+
 PREFIX = "pgdr_"
 
 # Airflow connection ids: letters, digits, '_', '-', '.'; nothing that could
@@ -26,7 +28,7 @@ _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 _PREFIX_PART = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
-class SettingsError(ValueError):
+class SettingsError(Refused, ValueError):
     """A setting is missing or invalid; the message names the Variable."""
 
 

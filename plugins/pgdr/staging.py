@@ -22,6 +22,7 @@ import stat
 import time
 from pathlib import Path
 
+from pgdr.errors import Refused
 from pgdr.manifest import is_backup_id
 
 PARTIAL = ".partial"
@@ -33,13 +34,13 @@ FILE_MODE = 0o600
 log = logging.getLogger(__name__)
 
 
-class StagingRefused(RuntimeError):
+class StagingRefused(Refused, RuntimeError):
     """The staging directory is not safe for health records; nothing was written."""
 
 
 def _refuse(path: Path, problem: str, fix: str) -> StagingRefused:
     return StagingRefused(f"staging directory {path} {problem} (setting pgdr_staging_dir); nothing was written: "
-                          f"{fix}")
+                          f"{fix}", field="pgdr_staging_dir")
 
 
 def _make_private(path: Path, what: str) -> None:
@@ -116,7 +117,7 @@ def keep(work: Path) -> Path:
 
 def make_private_tree(path: Path) -> None:
     """Directories 0700, files 0600 under ``path`` (links are left alone, never followed)."""
-    for root, dirs, files in os.walk(path):
+    for root, _dirs, files in os.walk(path):
         os.chmod(root, DIR_MODE)
         for name in files:
             entry = os.path.join(root, name)

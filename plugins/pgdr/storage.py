@@ -19,6 +19,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from pgdr.digest import Digest
+from pgdr.errors import StoreError
 from pgdr.manifest import MANIFEST_NAME, Manifest, ManifestError
 from pgdr.progress import Progress
 
@@ -65,7 +66,7 @@ class _FileSlice(io.RawIOBase):
         return len(data)
 
 
-class UploadCheckError(RuntimeError):
+class UploadCheckError(StoreError, RuntimeError):
     """An uploaded object does not match what was sent."""
 
 

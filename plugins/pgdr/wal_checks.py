@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from pgdr.errors import RestoreRefused, WalGap
 from pgdr.pitr_plan import AbandonedBranch, Target, format_lsn
-from pgdr.restore_plan import RestoreRefused
 from pgdr.verification import result
 
 # retained WAL beyond this on the receiver's slot means the receiver has fallen far behind
@@ -47,8 +47,10 @@ def archive_findings(store, database: str, ship_seconds: float, now: datetime | 
             except AbandonedBranch:
                 continue   # this base backup lies on a branch a failover left; a newer one is checked
             except RestoreRefused as refused:
-                text = str(refused).split("nothing was changed: ", 1)[-1]
-                findings.append({"problem": "WAL archive gap", "base_backup": backup_id, "detail": text[:300],
+                # the plan's reason, not its "restore refused" opening: no restore was asked for here
+                findings.append({"problem": "WAL archive gap", "base_backup": backup_id,
+                                 "detail": refused.reason[:300],
+                                 **({"segment": refused.segment} if isinstance(refused, WalGap) else {}),
                                  **({"system_identifier": system_identifier} if len(clusters) > 1 else {})})
                 break
     if findings:

@@ -21,6 +21,9 @@ from pgdr.redaction import safe_error
 from pgdr.staging import private_dir
 
 ERROR_KEY = "error"
+# pushed with the error when it was a restore refusal (nothing was changed): {"field": the form field or None};
+# the report reads it instead of the error's text
+REFUSED_KEY = "refused"
 
 
 class RestoreOperatorBase(PgdrBaseOperator):
@@ -97,8 +100,11 @@ class RestoreOperatorBase(PgdrBaseOperator):
 
     def remember_error(self, context, err: BaseException) -> None:
         from pgdr.alerts import short_error
+        from pgdr.errors import RestoreRefused
 
         context["ti"].xcom_push(key=ERROR_KEY, value=f"{type(err).__name__}: {short_error(safe_error(err))}")
+        if isinstance(err, RestoreRefused):
+            context["ti"].xcom_push(key=REFUSED_KEY, value={"field": err.field})
 
     def heal_interrupted(self, database: str, context, run_id: str | None = None) -> list[dict]:
         """Undo what a dead restore of ``database`` left (its S3 journal says what), then tell the
@@ -336,8 +342,8 @@ class PrepareRestoreOperator(RestoreOperatorBase, PitrMixin):
             plan_out["names"] = {"target_database": names.target_database, "work_database": "",
                                  "kept_database": None, "recovered_schema": names.recovered_schema}
         self.log.info("plan: point-in-time recovery of %s to %s from base backup %s (WAL %s .. %s, %d segments%s) "
-                      "into a new cluster at %s, preferred port %d", request.database, target.describe(), manifest.backup_id,
-                      plan.first, plan.last, len(plan.segments),
+                      "into a new cluster at %s, preferred port %d", request.database, target.describe(),
+                      manifest.backup_id, plan.first, plan.last, len(plan.segments),
                       ", the last partial" if plan.segments[-1].partial else "", data_dir, settings.pitr_port)
         return plan_out
 
@@ -506,7 +512,8 @@ class RestoreReportOperator(RestoreOperatorBase):
         if outcome and not error:
             status = "succeeded"
         else:
-            status = "refused" if plan is None and (error or "").startswith("RestoreRefused") else "failed"
+            refused = plan is None and ti.xcom_pull(task_ids="prepare", key=REFUSED_KEY) is not None
+            status = "refused" if refused else "failed"
         started = dag_run.start_date or datetime.now(timezone.utc)
         record = {
             "kind": "restore", "status": status, "database": database, "dag_id": ti.dag_id, "run_id": ti.run_id,
@@ -540,9 +547,8 @@ class DropExpiredReplacedOperator(DatabaseOperator, RestoreOperatorBase):
     def execute(self, context) -> list[str]:
         from datetime import datetime, timezone
 
-        from pgdr.restore_journal import drop_expired_replaced
-
         from pgdr.pitr import expire_recovered
+        from pgdr.restore_journal import drop_expired_replaced
 
         database = self.require_protected(self.conn_id)
         self.heal_interrupted(database, context)

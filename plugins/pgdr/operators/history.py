@@ -10,7 +10,7 @@ from pgdr.operators.base import PgdrBaseOperator
 class HistoryPageOperator(PgdrBaseOperator):
     """Renders the backup history page (sizes and durations of backups, verification results, drill
     RTOs over time, the latest of each) from the manifests and reports in S3 and uploads it to
-    ``<prefix>/reports/index.html``, server-side encrypted. See :mod:`pgdr.history`.
+    ``<prefix>/reports/index.html``, server-side encrypted. See :mod:`pgdr.report`.
 
     :param days: how far back the page looks (templated); the newest backup of each kind is always shown
     """
@@ -23,12 +23,13 @@ class HistoryPageOperator(PgdrBaseOperator):
         self.days = days
 
     def execute(self, context) -> dict[str, Any]:
-        from pgdr.history import HistoryError, collect, publish, render_page
+        from pgdr.report.history import HistoryError, collect, publish
+        from pgdr.report.history_page import render_page
 
         try:
             days = int(self.days)
         except (TypeError, ValueError):
-            raise HistoryError(f"days must be a whole number, got {self.days!r}") from None
+            raise HistoryError(f"days must be a whole number, got {self.days!r}", field="days") from None
         settings = self.settings
         history = collect(self.store, databases=settings.databases,
                           rto_budget_seconds=settings.rto_budget_minutes * 60, days=days, log=self.log)

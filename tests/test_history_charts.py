@@ -198,6 +198,8 @@ def test_the_template_escapes_a_hostile_database_name_in_text_attributes_titles_
                        drills=[DrillPoint(HOSTILE, NOW, None, 60.0, None, "ok")],
                        unreadable=[f"pgdr/reports/verify/{HOSTILE}.json"])
     assert environment().autoescape is True
+    template = (TEMPLATES / "history.html.j2").read_text()
+    assert "|safe" not in template.replace(" ", "") and "autoescape" not in template  # nothing opts out
     page = render_page(history)
     assert "<script" not in page
     # h2, data-database on the section and each chart, chart titles/aria-labels, the unreadable key

@@ -9,7 +9,7 @@ PYTEST := $(BIN)/python -m pytest
 TEST_WORKERS ?= 2
 PARALLEL := $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
-.PHONY: venv test test-fast demo bench rto-table report clean
+.PHONY: venv test test-fast test-unit demo bench rto-table report clean
 
 $(STAMP): requirements.txt
 	rm -rf $(VENV)
@@ -27,6 +27,13 @@ test: venv
 ## the fast set only: skips tests marked slow
 test-fast: venv
 	$(PYTEST) tests -m "not slow" $(PARALLEL)
+
+## the pure tests only (no PostgreSQL, S3 server, Slack receiver or Airflow run), in seconds, one process;
+## a test file belongs here when none of its tests needs a service
+UNIT_TESTS := $(addprefix tests/test_,alert_policy.py data_policy.py fetch.py fswatch.py gfs.py layering.py \
+	manifest.py markers.py pitr_plan.py restore_alert.py restore_plan.py rto_table.py settings.py wal_checks_unit.py)
+test-unit: venv
+	$(PYTEST) $(UNIT_TESTS)
 
 ## a throwaway cluster, S3 endpoint and Slack receiver; runs pg_backup_daily through Airflow
 demo: venv

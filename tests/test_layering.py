@@ -16,6 +16,7 @@ through other modules.
 from __future__ import annotations
 
 import ast
+import functools
 import sys
 from pathlib import Path
 
@@ -36,6 +37,7 @@ PURE = ["gfs", "data_policy", "manifest", "catalog", "alert_policy", "redaction"
         "restore_plan", "digest", "progress", "markers", "sql", "drill", "rto_table", "history"]
 
 
+@functools.cache
 def _imports(path: Path, module_level_only: bool) -> list[tuple[str, int]]:
     """(absolute module name, line) of each import; ``from pgdr import x`` counts as ``pgdr.x``."""
     tree = ast.parse(path.read_text(), filename=str(path))

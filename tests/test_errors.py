@@ -113,12 +113,45 @@ def test_field_carrying_refusals_name_what_they_refused(tmp_path):
     with pytest.raises(RestoreRefused) as refused:
         parse_request({"database": "care_commons_db", "backup": "yesterday"}, ["care_commons_db"])
     assert refused.value.field == "backup"
+    with pytest.raises(RestoreRefused) as refused:   # the first problem's field; every problem in the text
+        parse_request({"database": "care_commons_db", "kind": "files", "point_in_time": "latest"}, ["care_commons_db"])
+    assert refused.value.field == "target_dir" and "point_in_time is for databases" in str(refused.value)
     open_dir = tmp_path / "staging"
     open_dir.mkdir(mode=0o777)
     open_dir.chmod(0o777)
     with pytest.raises(staging.StagingRefused) as refused:
         staging.private_dir(str(open_dir), "care_commons_db", "restore")
     assert refused.value.field == "pgdr_staging_dir"
+
+
+def test_policy_refusals_name_the_rule_or_setting(tmp_path):
+    from pgdr.data_policy import PolicyError, load_policy, parse_policy
+
+    with pytest.raises(PolicyError) as refused:
+        parse_policy({"version": 2, "rules": []}, floor_years=6)
+    assert refused.value.field == "version"
+    with pytest.raises(PolicyError) as refused:
+        load_policy(tmp_path / "absent.yaml", floor_years=6)
+    assert refused.value.field == "pgdr_data_retention_policy"
+    with pytest.raises(PolicyError) as refused:
+        parse_policy({"rules": [{"table": "public.visits"}]}, floor_years=0)
+    assert refused.value.field == "pgdr_legal_floor_years"
+
+
+def test_a_full_disk_is_read_from_the_tools_error_field_not_its_text(tmp_path):
+    import errno
+
+    from pgdr.backup import StagingFull, staging_full
+    from pgdr.pgtools import PgToolError
+
+    workdir = tmp_path / "care_commons_db" / "logical" / "x.partial"
+    tool = PgToolError("pg_dump: error: could not write to file \"3456.dat\": No space left on device")
+    assert tool.disk_full
+    full = staging_full(tool, workdir)
+    assert isinstance(full, StagingFull) and full.errno == errno.ENOSPC and "pgdr_staging_dir" in str(full)
+    assert isinstance(staging_full(OSError(errno.ENOSPC, "No space left on device"), workdir), StagingFull)
+    assert staging_full(PgToolError("pg_dump: error: connection refused"), workdir) is None
+    assert not PgToolError("pg_dump: error: connection refused").disk_full
 
 
 # an exception's text read as data: str(err).split(...), "..." in str(err), error.startswith("SomeError")

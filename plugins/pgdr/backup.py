@@ -20,7 +20,7 @@ from pgdr.compression import zstandard_version
 from pgdr.errors import PgdrError
 from pgdr.logical import LogicalBackup
 from pgdr.manifest import Manifest, ObjectEntry, utc_now_iso
-from pgdr.pgtools import PgTarget
+from pgdr.pgtools import PgTarget, PgToolError
 from pgdr.storage import BackupStore, UploadCheckError, UploadQueue
 
 
@@ -83,8 +83,9 @@ class StagingFull(PgdrError, OSError):
 
 def staging_full(err: BaseException, workdir: Path) -> StagingFull | None:
     """A clear error naming the setting when ``err`` is the staging disk running full (our own write,
-    or a PostgreSQL tool's, whose message says so), else None."""
-    if not ((isinstance(err, OSError) and err.errno == errno.ENOSPC) or "No space left on device" in str(err)):
+    or a PostgreSQL tool's: :attr:`PgToolError.disk_full`), else None."""
+    tool_full = isinstance(err, PgToolError) and err.disk_full
+    if not ((isinstance(err, OSError) and err.errno == errno.ENOSPC) or tool_full):
         return None
     return StagingFull(errno.ENOSPC, f"the staging disk is full (No space left on device) under {workdir.parent} "
                        "while the backup was written there (setting pgdr_staging_dir); the partial copy is removed "

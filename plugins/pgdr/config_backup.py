@@ -86,7 +86,7 @@ def read_config_files(paths: tuple[Path, ...] | list[Path]) -> list[tuple[Path, 
             found.append((path, data, info))
     if problems:
         raise ConfigBackupError("configuration backup refused, nothing was uploaded: " + "; ".join(problems) +
-                                " (setting pgdr_config_files)")
+                                " (setting pgdr_config_files)", field="pgdr_config_files")
     return found
 
 
@@ -117,7 +117,7 @@ def run_config_backup(*, database: str, backup_id: str, prefix: str, paths: tupl
     plain = [(p, d, i) for p, d, i in files if not is_secret(p, secret_files)]
     if secret and wrapper is None:
         raise ConfigBackupError("configuration backup refused, nothing was uploaded: secret files are listed but "
-                                "no key to seal them is configured")
+                                "no key to seal them is configured", field="pgdr_config_key_conn_id")
     entries, staged, wrapping = [], [], None
     workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if plain:

@@ -107,7 +107,7 @@ def check_session_role(conn) -> str:
             f"data retention refuses to run as role {name!r}: it is {why}, and a trigger another role created on a "
             "policy table would run with those rights. Set pgdr_retention_conn_ids to a connection of a "
             "non-superuser role (ideally the tables' owner) with SELECT and DELETE/UPDATE on the policy tables; "
-            "nothing was changed")
+            "nothing was changed", field="pgdr_retention_conn_ids")
     return name
 
 

@@ -285,7 +285,7 @@ def run_files_backup(*, database: str, backup_id: str, prefix: str, directories:
     missing = [str(d) for d in directories if not d.is_dir()]
     if missing:
         raise FileBackupError(f"configured file directories do not exist or are not directories: {missing} "
-                              "(setting pgdr_file_dirs); nothing was uploaded")
+                              "(setting pgdr_file_dirs); nothing was uploaded", field="pgdr_file_dirs")
     started_at, started = utc_now_iso(), time.monotonic()
     before = {}
     if previous_index is not None:

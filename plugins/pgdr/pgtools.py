@@ -61,6 +61,9 @@ class PgToolError(ToolError, RuntimeError):
         from pgdr.redaction import redact_phi
 
         super().__init__(redact_phi(str(message)), *args)
+        # a tool tells of a full disk (ENOSPC) only in its stderr: read once here, where that text
+        # arrives, so callers test this field instead of the message
+        self.disk_full = "No space left on device" in str(message)
 
 
 @dataclass(frozen=True)
@@ -76,9 +79,10 @@ class PgTarget:
     options: tuple[tuple[str, str], ...] = ()
 
     @classmethod
-    def from_connection(cls, conn_id: str, conn) -> "PgTarget":
+    def from_connection(cls, conn_id: str, conn) -> PgTarget:
         extra = conn.extra_dejson if hasattr(conn, "extra_dejson") else {}
-        missing = [name for name, value in (("host", conn.host), ("login", conn.login), ("schema (database name)", conn.schema)) if not value]
+        missing = [name for name, value in (("host", conn.host), ("login", conn.login),
+                                            ("schema (database name)", conn.schema)) if not value]
         if missing:
             raise ValueError(f"connection {conn_id!r} lacks {', '.join(missing)}")
         options = tuple((key, str(extra[key])) for key in _EXTRA_TO_ENV if key in extra)

@@ -8,6 +8,10 @@
 * Pure modules (planning, policy, formats) pull in no I/O library at module level, directly or
   through another pgdr module they import: they are unit-tested without services.
 * The library never imports its operators, and neither the library nor dags/ imports the test harness.
+* Sub-packages by lifecycle stage (docs/architecture.md, issue 13) import only from lower layers, lazy
+  imports included: core <- store <- {backup, wal} <- {verify, restore, retain} <- drill <- {alerts, report}
+  <- operators, with settings and errors importable from anywhere. Checked for each sub-package as it
+  appears; flat modules not yet moved into one are not checked.
 
 ruff's TID253 (pyproject.toml) reports the first rule in an editor; this test also follows imports
 through other modules.
@@ -32,6 +36,9 @@ DAG_MAY_IMPORT = ("pgdr.operators", "pgdr.settings", "pgdr.alerts", "pgdr.deadli
                   "pgdr.errors")
 IO_LIBRARIES = {"airflow", "boto3", "botocore", "psycopg2", "psycopg", "slack_sdk", "requests", "subprocess",
                 "socket"}
+# lower layers first; a module may import its own sub-package and any sub-package of a lower layer
+LAYERS = [{"core"}, {"store"}, {"backup", "wal"}, {"verify", "restore", "retain"}, {"drill"}, {"alerts", "report"},
+          {"operators"}]
 # modules of today that hold logic only: what to keep, what to refuse, what a record says
 PURE = ["gfs", "data_policy", "manifest", "catalog", "alert_policy", "redaction", "errors", "pitr_plan",
         "restore_plan", "digest", "progress", "markers", "sql", "drill", "rto_table", "history"]
@@ -141,6 +148,29 @@ def test_the_library_never_imports_its_operators_nor_the_test_harness():
     assert not offenders, offenders
 
 
+def _layer_violations() -> list[str]:
+    layer_of = {package: rank for rank, packages in enumerate(LAYERS) for package in packages}
+    found = []
+    for path in sorted(PKG.rglob("*.py")):
+        parts = path.relative_to(PKG).parts
+        if len(parts) < 2 or parts[0] not in layer_of:
+            continue
+        for name, line in _imports(path, module_level_only=False):
+            target = name.split(".")
+            if target[0] != "pgdr" or len(target) < 2 or target[1] == parts[0] or target[1] not in layer_of:
+                continue
+            message = f"plugins/pgdr/{_rel(path)}:{line} ({parts[0]}) imports pgdr.{target[1]}"
+            if layer_of[target[1]] >= layer_of[parts[0]] and message not in found:
+                found.append(message)
+    return found
+
+
+def test_sub_packages_import_only_from_lower_layers():
+    violations = _layer_violations()
+    assert not violations, ("a sub-package may import only from a lower layer (" +
+                            " <- ".join("/".join(sorted(layer)) for layer in LAYERS) + f"): {violations}")
+
+
 def test_the_checks_see_a_module_level_import_through_another_module(tmp_path, monkeypatch):
     """The transitive check is not vacuous: a pure-looking module importing an I/O module is caught."""
     fake = tmp_path / "pgdr"
@@ -152,3 +182,19 @@ def test_the_checks_see_a_module_level_import_through_another_module(tmp_path, m
     assert set(_loaded_with("pgdr.looks_pure")) == {"pgdr", "pgdr.looks_pure", "pgdr.io_thing"}
     names = {n for m in _loaded_with("pgdr.looks_pure") for n, _ in _imports(_source(m), module_level_only=True)}
     assert "boto3" in names and "psycopg2" not in names
+
+
+def test_the_layer_check_sees_an_upward_or_sideways_import(tmp_path, monkeypatch):
+    fake = tmp_path / "pgdr"
+    for package in ("store", "verify", "restore"):
+        (fake / package).mkdir(parents=True)
+        (fake / package / "__init__.py").write_text("")
+    (fake / "__init__.py").write_text("")
+    (fake / "store" / "s3.py").write_text("from pgdr.settings import load\n\ndef f():\n    from pgdr.verify import x\n")
+    (fake / "verify" / "wal.py").write_text("from pgdr.store import s3\nfrom pgdr.restore import plan\n")
+    (fake / "restore" / "plan.py").write_text("from pgdr import errors\nfrom pgdr.store.s3 import f\n")
+    monkeypatch.setattr(sys.modules[__name__], "PKG", fake)
+    violations = _layer_violations()
+    assert len(violations) == 2, violations
+    assert violations[0].endswith("store/s3.py:4 (store) imports pgdr.verify")
+    assert violations[1].endswith("verify/wal.py:2 (verify) imports pgdr.restore")

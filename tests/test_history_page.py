@@ -16,8 +16,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from conftest import run_dag, task_states
 
+from conftest import run_dag, task_states
 from harness.stack import BACKUP_PASSWORD, BUCKET, CONN_ID, DBNAME
 from pgdr.history import (
     BackupPoint,

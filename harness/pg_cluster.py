@@ -68,6 +68,11 @@ class PgCluster:
     port: int
     bindir: Path = field(default_factory=pg_bindir)
     host: str = "127.0.0.1"
+    # initdb --wal-segsize (MB, a power of two 1..1024); None: PostgreSQL's default, 16
+    wal_segsize_mb: int | None = None
+    # the first WAL segment the new cluster writes (pg_resetwal -l), to stand for a cluster that has
+    # already written a lot of WAL (say near the end of the first 4 GiB) without writing it; None: initdb's
+    first_wal_file: str | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -142,9 +147,15 @@ class PgCluster:
                 str(self.bindir / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER,
                 "--auth-local=trust", "--auth-host=scram-sha-256", "--data-checksums",
                 "--encoding=UTF8", "--locale=C.UTF-8",
+                *([f"--wal-segsize={self.wal_segsize_mb}"] if self.wal_segsize_mb else []),
             ]),
             check=True, capture_output=True,
         )
+        if self.first_wal_file:
+            subprocess.run(
+                _as_server_user([str(self.bindir / "pg_resetwal"), "-l", self.first_wal_file, "-D", str(self.data_dir)]),
+                check=True, capture_output=True,
+            )
         with open(self.data_dir / "postgresql.auto.conf", "a") as conf:
             conf.write(
                 "\n# pgdr test harness\n"
@@ -198,11 +209,14 @@ class PgCluster:
         self.destroy()
 
 
-def start_cluster(base_dir: Path | None = None) -> PgCluster:
-    """initdb a new cluster in a fresh temporary directory and start it."""
+def start_cluster(base_dir: Path | None = None, *, wal_segsize_mb: int | None = None,
+                  first_wal_file: str | None = None) -> PgCluster:
+    """initdb a new cluster in a fresh temporary directory and start it (see :class:`PgCluster` for the
+    WAL options)."""
     if base_dir is None:
         base_dir = Path(tempfile.mkdtemp(prefix="pgdr-pg-"))
-    cluster = PgCluster(base_dir=Path(base_dir), port=free_port())
+    cluster = PgCluster(base_dir=Path(base_dir), port=free_port(), wal_segsize_mb=wal_segsize_mb,
+                        first_wal_file=first_wal_file)
     try:
         cluster.initdb()
         cluster.start()

@@ -39,11 +39,12 @@ def _shared_dir(prefix: str) -> Path:
 class Site:
     """A primary with a synchronous WAL receiver, wired into pgdr's settings."""
 
-    def __init__(self, stack, monkeypatch) -> None:
+    def __init__(self, stack, monkeypatch, **cluster_options) -> None:
+        """``cluster_options``: :func:`harness.pg_cluster.start_cluster`'s WAL options (segment size, first segment)."""
         from pgdr.wal_receiver import Supervisor
 
         self.stack = stack
-        self.cluster = start_cluster()
+        self.cluster = start_cluster(**cluster_options)
         self.cluster.execute(f"CREATE DATABASE {DBNAME}")
         self.cluster.execute("CREATE TABLE marks (n int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())",
                              dbname=DBNAME)

@@ -35,25 +35,21 @@ This is a benchmark: nothing here asserts on time.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import logging
 import math
 import os
-import platform
-import resource
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "plugins"), str(REPO)]
+
+from bench import common  # noqa: E402
+from bench.common import Column, MiB, fixed, mb, say  # noqa: E402
 
 VARIANTS = ("pgdr", "seed", "pg_dump -Fc", "pg_dump -Fd -j2")
 PARALLEL_RESTORE = {
@@ -70,43 +66,6 @@ DEFAULT_LEVEL = 1       # pgdr setting compression_level
 DEFAULT_PART_MB = 64    # pgdr setting multipart_chunk_mb
 MEMORY_BOUND_RATIO = 1.25
 TIME_TARGET = 0.3
-MiB = 1024 * 1024
-
-_STARTED = time.monotonic()
-_LIVE: list[subprocess.Popen] = []
-
-
-def say(message: str) -> None:
-    elapsed = time.monotonic() - _STARTED
-    print(f"[{int(elapsed // 60):02d}:{elapsed % 60:04.1f}] {message}", flush=True)
-
-
-def mb(size: float) -> float:
-    return size / 1e6
-
-
-def tree_size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def _stop_group(process: subprocess.Popen) -> None:
-    """Stop a child started in its own session, and everything it started (pg_dump, gzip)."""
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            process.wait(wait)
-            break
-        except subprocess.TimeoutExpired:
-            continue
 
 
 # --------------------------------------------------------------------------------------------
@@ -115,51 +74,29 @@ def _stop_group(process: subprocess.Popen) -> None:
 
 def pgdr_child(spec_path: str) -> int:
     """Run the backup task's work once and write its figures as JSON to spec['result']."""
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    spec = json.loads(Path(spec_path).read_text())
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    log = logging.getLogger("pgdr.bench")
+    import resource
 
-    import boto3
-    import psycopg2
-    from botocore.config import Config
-
+    spec, log = common.child_start(spec_path)
     from pgdr.backup import run_logical_backup
-    from pgdr.pgtools import PgTarget
-    from pgdr.storage import BackupStore
 
-    target = PgTarget(conn_id="care_commons_db", host=spec["host"], port=spec["port"], user=spec["user"],
-                      dbname=spec["dbname"], password=spec["password"])
-
-    def connect():
-        return psycopg2.connect(host=spec["host"], port=spec["port"], user=spec["user"],
-                                password=spec["password"], dbname=spec["dbname"])
-
-    client = boto3.client("s3", endpoint_url=spec["endpoint"], region_name=spec["region"],
-                          aws_access_key_id=spec["access_key"], aws_secret_access_key=spec["secret_key"],
-                          config=Config(retries={"max_attempts": 2}))
-    store = BackupStore(client=client, bucket=spec["bucket"], prefix="pgdr", sse_args={"ServerSideEncryption": "AES256"},
-                        part_size=spec["part_size"], log=log)
-    workdir = Path(spec["workdir"])
-    prefix = spec["prefix"]
-
+    target, connect = common.pg_target("care_commons_db", spec["host"], spec["port"], spec["user"], spec["password"],
+                                       spec["dbname"])
+    store = common.child_store(spec, "pgdr", log)
     t0 = time.perf_counter()
     # exactly the backup task's work: pgdr.backup.run_logical_backup (dump, zstd and upload overlapped,
     # then the post-upload check of every object in S3)
     manifest = run_logical_backup(
-        database="care_commons_db", backup_id="20260101T000000Z", prefix=prefix, target=target, connect=connect,
-        store=store, workdir=workdir, bindir=Path(spec["bindir"]), jobs=spec["jobs"], level=spec["level"],
-        include_role_passwords=False, kms_key_id=None, airflow={}, log=log)
+        database="care_commons_db", backup_id="20260101T000000Z", prefix=spec["prefix"], target=target,
+        connect=connect, store=store, workdir=Path(spec["workdir"]), bindir=Path(spec["bindir"]), jobs=spec["jobs"],
+        level=spec["level"], include_role_passwords=False, kms_key_id=None, airflow={}, log=log)
     t_check = time.perf_counter()
-    problems = []
-    stage_seconds = manifest.dump["seconds"]
     objects = manifest.objects
+    # ru_maxrss of this process (all its threads); the tools' peak separately
     own = resource.getrusage(resource.RUSAGE_SELF)
     tools = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = {
         "seconds": t_check - t0,
-        "stages": stage_seconds,
+        "stages": manifest.dump["seconds"],
         "objects": len(objects),
         "multipart_objects": sum(1 for o in objects if store.is_multipart(o.size)),
         "largest_object": max(o.size for o in objects),
@@ -167,55 +104,13 @@ def pgdr_child(spec_path: str) -> int:
         "raw_size": manifest.dump["raw_size"],
         "tables": len(manifest.row_counts),
         "rows": sum(manifest.row_counts.values()),
-        "check_problems": problems,
+        "check_problems": [],
         "peak_rss_bytes": own.ru_maxrss * 1024,
         "tools_peak_rss_bytes": tools.ru_maxrss * 1024,
         "cpu_seconds": {"python": own.ru_utime + own.ru_stime, "tools": tools.ru_utime + tools.ru_stime},
     }
-    Path(spec["result"]).write_text(json.dumps(result))
-    return 1 if problems else 0
-
-
-class TreeSampler:
-    """Polls a process and its descendants with psutil: peak RSS of the process, and of the tree."""
-
-    def __init__(self, pid: int, interval: float = 0.05) -> None:
-        import psutil
-
-        self._psutil = psutil
-        self.process = psutil.Process(pid)
-        self.interval = interval
-        self.peak_self = 0
-        self.peak_tree = 0
-        self.peak_threads = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        psutil = self._psutil
-        while not self._stop.is_set():
-            try:
-                own = self.process.memory_info().rss
-                self.peak_threads = max(self.peak_threads, self.process.num_threads())
-                tree = own
-                for child in self.process.children(recursive=True):
-                    try:
-                        tree += child.memory_info().rss
-                    except psutil.Error:
-                        pass
-                self.peak_self = max(self.peak_self, own)
-                self.peak_tree = max(self.peak_tree, tree)
-            except psutil.Error:
-                break
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> "TreeSampler":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+    common.write_result(spec, result)
+    return 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -229,7 +124,6 @@ class Bench:
         self.cluster = None
         self.s3 = None
         self.s3_client = None
-        self.target = None          # pgdr.pgtools.PgTarget of the big database
         self.runs: dict[str, list[dict]] = {name: [] for name in VARIANTS}
         self.small_runs: list[dict] = []
         self.databases: dict[str, dict] = {}
@@ -237,94 +131,39 @@ class Bench:
     # -- services --------------------------------------------------------------------------
 
     def start_services(self) -> None:
-        from harness.pg_cluster import start_cluster
-        from harness.s3_server import start_s3_server
-
         say("starting a throwaway PostgreSQL 15 cluster and a moto S3 server")
-        self.cluster = start_cluster()  # its own directory, readable by the server's user
-        self.s3 = start_s3_server()
-        # Unversioned, unlike production: every run's objects are deleted afterwards so the
-        # in-memory store stays small across repeats; upload and head requests are the same.
-        self.s3.create_bucket(self.args.bucket, object_lock=False, hardened=False)
+        self.cluster, self.s3 = common.start_cluster_and_s3()
+        common.create_bench_bucket(self.s3, self.args.bucket)
         self.s3_client = self.s3.client()
 
     def stop_services(self) -> None:
-        for process in list(_LIVE):
-            _stop_group(process)
-        if self.s3 is not None:
-            try:
-                self.s3.stop()
-            except Exception:  # noqa: BLE001 - tear down what we can
-                pass
-        if self.cluster is not None:
-            try:
-                self.cluster.destroy()
-            except Exception:  # noqa: BLE001
-                pass
-        if self.args.keep:
-            say(f"--keep: the last output of each variant is in {self.work}")
-        else:
-            shutil.rmtree(self.work, ignore_errors=True)
+        common.stop_all()
+        for service, stop in ((self.s3, "stop"), (self.cluster, "destroy")):
+            if service is not None:
+                try:
+                    getattr(service, stop)()
+                except Exception:  # noqa: BLE001 - tear down what we can
+                    pass
+        common.remove_work(self.work, self.args.keep, "the last output of each variant is in")
 
     # -- data --------------------------------------------------------------------------------
 
-    def _db_size(self, dbname: str) -> int:
-        return int(self.cluster.execute("SELECT pg_database_size(%s)", params=(dbname,))[0][0])
-
     def generate(self, dbname: str, scale: float, min_bytes: int = 0) -> dict:
-        from harness.synthetic import create_care_commons
-
-        attempts = []
-        while True:
-            say(f"generating {dbname} at scale {scale:g} (seed {self.args.seed})")
-            t0 = time.perf_counter()
-            row_counts = create_care_commons(self.cluster, dbname=dbname, scale=scale, seed=self.args.seed)
-            seconds = time.perf_counter() - t0
-            size = self._db_size(dbname)
-            attempts.append({"scale": scale, "size_bytes": size, "generation_seconds": round(seconds, 2)})
-            say(f"  {dbname}: pg_database_size {size:,} bytes ({mb(size):,.1f} MB) in {seconds:.1f} s, "
-                f"{sum(row_counts.values()):,} rows in {len(row_counts)} tables")
-            if size >= min_bytes or len(attempts) > 2:
-                break
-            new_scale = round(scale * min_bytes / size * 1.08, 2)
-            say(f"  below {mb(min_bytes):,.0f} MB: dropping it and regenerating at scale {new_scale:g}")
-            self.cluster.execute(f'DROP DATABASE "{dbname}"')
-            scale = new_scale
-        if size < min_bytes:
-            raise RuntimeError(f"{dbname} is {size:,} bytes after {len(attempts)} attempts; raise --scale")
-        info = {"dbname": dbname, "scale": scale, "size_bytes": size, "size_mb": round(mb(size), 1),
-                "generation_seconds": attempts[-1]["generation_seconds"], "attempts": attempts,
-                "tables": len(row_counts), "rows": sum(row_counts.values())}
+        info = common.generate_database(self.cluster, dbname, scale, self.args.seed, min_bytes)
         self.databases[dbname] = info
         return info
 
     def prepare(self) -> None:
         """Set hint bits and freeze (so no variant pays for the first read after the bulk load)."""
-        t0 = time.perf_counter()
-        for dbname in self.databases:
-            self.cluster.execute("VACUUM (FREEZE, ANALYZE)", dbname=dbname)
-        self.cluster.execute("CHECKPOINT")
-        seconds = time.perf_counter() - t0
+        seconds = common.freeze(self.cluster, self.databases)
         for dbname, info in self.databases.items():
-            info["size_after_vacuum_bytes"] = self._db_size(dbname)
+            info["size_after_vacuum_bytes"] = int(self.cluster.execute("SELECT pg_database_size(%s)",
+                                                                       params=(dbname,))[0][0])
         say(f"VACUUM (FREEZE, ANALYZE) and CHECKPOINT in {seconds:.1f} s")
 
     # -- variants ----------------------------------------------------------------------------
 
-    def _settle(self) -> None:
-        """Outside the timings: no pending writeback or checkpoint from the previous run."""
-        self.cluster.execute("CHECKPOINT")
-        os.sync()
-
-    def _target(self, dbname: str):
-        from harness.stack import BACKUP_PASSWORD, BACKUP_ROLE
-        from pgdr.pgtools import PgTarget
-
-        return PgTarget(conn_id="care_commons_db", host=self.cluster.host, port=self.cluster.port,
-                        user=BACKUP_ROLE, dbname=dbname, password=BACKUP_PASSWORD)
-
     def run_pgdr(self, dbname: str, label: str) -> dict:
-        from harness.s3_server import ACCESS_KEY, REGION, SECRET_KEY
         from harness.stack import BACKUP_PASSWORD, BACKUP_ROLE
 
         run_dir = self.work / label
@@ -335,47 +174,22 @@ class Bench:
             "host": self.cluster.host, "port": self.cluster.port, "user": BACKUP_ROLE,
             "password": BACKUP_PASSWORD, "dbname": dbname, "workdir": str(run_dir / "backup"),
             "bindir": str(self.cluster.bindir), "jobs": self.args.jobs, "level": self.args.level,
-            "part_size": self.args.part_mb * MiB, "endpoint": self.s3.endpoint_url, "region": REGION,
-            "access_key": ACCESS_KEY, "secret_key": SECRET_KEY, "bucket": self.args.bucket,
-            "prefix": prefix, "result": str(run_dir / "result.json"),
+            "prefix": prefix, **common.s3_spec(self.s3, self.args.bucket, self.args.part_mb * MiB),
         }
-        spec_path = run_dir / "spec.json"
-        fd = os.open(spec_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(spec, handle)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "plugins"), str(REPO)]))
-        log_path = run_dir / "pgdr.log"
-        self._settle()
-        t0 = time.perf_counter()
-        with open(log_path, "w") as log_handle:
-            process = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child-pgdr", str(spec_path)],
-                                       stdout=log_handle, stderr=subprocess.STDOUT, env=env,
-                                       start_new_session=True)
-            _LIVE.append(process)
-            with TreeSampler(process.pid) as sampler:
-                returncode = process.wait()
-            _LIVE.remove(process)
-        wall = time.perf_counter() - t0
-        if returncode != 0:
-            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-25:])
-            raise RuntimeError(f"pgdr variant failed (exit {returncode}):\n{tail}")
-        result = json.loads((run_dir / "result.json").read_text())
-        result["process_wall_seconds"] = wall
-        result["psutil_peak_rss_bytes"] = sampler.peak_self
-        result["psutil_peak_tree_rss_bytes"] = sampler.peak_tree
-        result["psutil_peak_threads"] = sampler.peak_threads
+        common.settle(self.cluster)
+        result, child = common.run_spec_child(__file__, "--child-pgdr", spec, run_dir, interval=0.05,
+                                              what="pgdr variant")
+        result["process_wall_seconds"] = child["wall_seconds"]
+        result["psutil_peak_rss_bytes"] = child["peak_rss_bytes"]
+        result["psutil_peak_tree_rss_bytes"] = child["peak_tree_rss_bytes"]
+        result["psutil_peak_threads"] = child["peak_threads"]
         result["size_bytes"] = result["stored_size"]
         # Remove this run's objects (outside the timing) so moto's memory does not grow.
-        keys = []
-        for page in self.s3_client.get_paginator("list_objects_v2").paginate(Bucket=self.args.bucket,
-                                                                              Prefix=prefix + "/"):
-            keys.extend({"Key": obj["Key"]} for obj in page.get("Contents", []))
-        result["uploaded_objects_listed"] = len(keys)
-        for start in range(0, len(keys), 1000):
-            self.s3_client.delete_objects(Bucket=self.args.bucket, Delete={"Objects": keys[start:start + 1000]})
+        result["uploaded_objects_listed"] = common.delete_prefix(self.s3_client, self.args.bucket, prefix + "/")
         return result
 
     def run_shell(self, name: str, dbname: str, label: str) -> dict:
+        from harness.stack import BACKUP_PASSWORD, BACKUP_ROLE
         from pgdr.pgtools import libpq_env
 
         run_dir = self.work / label
@@ -386,7 +200,8 @@ class Bench:
             output = run_dir / "backup.dump.gz"
             argv = ["bash", "-c", 'set -euo pipefail; "$1" -Fc "$2" | gzip > "$3"; gunzip -t "$3"',
                     "seed", pg_dump, dbname, str(output)]
-            shown = f"bash -c 'set -euo pipefail; pg_dump -Fc {dbname} | gzip > backup.dump.gz; gunzip -t backup.dump.gz'"
+            shown = (f"bash -c 'set -euo pipefail; pg_dump -Fc {dbname} | gzip > backup.dump.gz; "
+                     "gunzip -t backup.dump.gz'")
         elif name == "pg_dump -Fc":
             output = run_dir / "backup.dump"
             argv = [pg_dump, "-Fc", f"--file={output}", dbname]
@@ -397,21 +212,22 @@ class Bench:
             shown = f"pg_dump -Fd --jobs={self.args.jobs} --file=backup.dir {dbname}"
         else:
             raise ValueError(name)
-        with libpq_env(self._target(dbname)) as env:
-            self._settle()
-            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        target, _ = common.pg_target("care_commons_db", self.cluster.host, self.cluster.port, BACKUP_ROLE,
+                                     BACKUP_PASSWORD, dbname)
+        with libpq_env(target) as env:
+            common.settle(self.cluster)
+            before = common.children_cpu()
             t0 = time.perf_counter()
             process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                        start_new_session=True)
-            _LIVE.append(process)
+            common.LIVE.append(process)
             _, stderr = process.communicate()
-            _LIVE.remove(process)
+            common.LIVE.remove(process)
             seconds = time.perf_counter() - t0
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = common.children_cpu() - before
         if process.returncode != 0:
             raise RuntimeError(f"{name} failed (exit {process.returncode}): {stderr.strip()[-2000:]}")
-        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        return {"seconds": seconds, "size_bytes": tree_size(output), "cpu_seconds": {"tools": cpu},
+        return {"seconds": seconds, "size_bytes": common.tree_size(output), "cpu_seconds": {"tools": cpu},
                 "argv": shown}
 
     def run_variant(self, name: str, dbname: str, label: str) -> dict:
@@ -427,10 +243,7 @@ class Bench:
 
     def measure(self) -> None:
         dbname = self.args.dbname
-        order = list(VARIANTS)
-        for repeat in range(1, self.args.repeat + 1):
-            sequence = order if repeat % 2 == 1 else list(reversed(order))
-            say(f"repeat {repeat}/{self.args.repeat}: " + " -> ".join(sequence))
+        for repeat, sequence in common.repeats(VARIANTS, self.args.repeat):
             for name in sequence:
                 result = self.run_variant(name, dbname, label=f"{name.replace(' ', '_')}")
                 result["repeat"] = repeat
@@ -456,41 +269,13 @@ class Bench:
 # Report
 # --------------------------------------------------------------------------------------------
 
-def machine_info(bench: Bench) -> dict:
-    import psutil
-
-    cpu_model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    server_version = bench.cluster.execute("SHOW server_version")[0][0] if bench.cluster else None
-    versions = {"python": platform.python_version()}
-    for module in ("zstandard", "boto3", "botocore", "s3transfer", "moto", "psycopg2", "psutil"):
-        try:
-            versions[module] = __import__(module).__version__
-        except Exception:  # noqa: BLE001
-            versions[module] = None
-    tools = {}
-    for tool in ("pg_dump", "gzip"):
-        path = bench.cluster.bindir / tool if tool == "pg_dump" else shutil.which(tool)
-        out = subprocess.run([str(path), "--version"], capture_output=True, text=True).stdout
-        tools[tool] = out.splitlines()[0] if out else None
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_affinity": len(os.sched_getaffinity(0)),
-        "cpu_model": cpu_model,
-        "memory_total_bytes": psutil.virtual_memory().total,
-        "memory_total_gb": round(psutil.virtual_memory().total / 1e9, 1),
-        "kernel": platform.release(),
-        "postgresql_server": server_version,
-        "tools": tools,
-        "versions": versions,
-        "disk_free_bytes_at_end": shutil.disk_usage(bench.work).free,
-    }
+def machine(bench: Bench) -> dict:
+    modules = ("zstandard", "boto3", "botocore", "s3transfer", "moto", "psycopg2", "psutil")
+    info = common.machine_info(bench.cluster, modules)
+    info["tools"] = {"pg_dump": common.tool_version([bench.cluster.bindir / "pg_dump", "--version"]),
+                     "gzip": common.tool_version([shutil.which("gzip"), "--version"])}
+    info["disk_free_bytes_at_end"] = shutil.disk_usage(bench.work).free
+    return info
 
 
 def summarize(bench: Bench) -> dict:
@@ -523,11 +308,13 @@ def summarize(bench: Bench) -> dict:
         "full_scale": {"scale": big_db["scale"], "database_bytes": big_db["size_bytes"],
                        "peak_rss_bytes": peak_big, "peak_rss_mb": round(mb(peak_big), 1),
                        "tools_peak_rss_mb": round(mb(max(r["tools_peak_rss_bytes"] for r in pgdr_runs)), 1),
-                       "psutil_peak_tree_rss_mb": round(mb(max(r["psutil_peak_tree_rss_bytes"] for r in pgdr_runs)), 1)},
+                       "psutil_peak_tree_rss_mb": round(mb(max(r["psutil_peak_tree_rss_bytes"]
+                                                               for r in pgdr_runs)), 1)},
         "small_scale": {"scale": small_db["scale"], "database_bytes": small_db["size_bytes"],
                         "peak_rss_bytes": peak_small, "peak_rss_mb": round(mb(peak_small), 1),
                         "tools_peak_rss_mb": round(mb(max(r["tools_peak_rss_bytes"] for r in bench.small_runs)), 1),
-                        "psutil_peak_tree_rss_mb": round(mb(max(r["psutil_peak_tree_rss_bytes"] for r in bench.small_runs)), 1),
+                        "psutil_peak_tree_rss_mb": round(mb(max(r["psutil_peak_tree_rss_bytes"]
+                                                                for r in bench.small_runs)), 1),
                         "median_seconds": round(statistics.median(r["seconds"] for r in bench.small_runs), 2),
                         "size_bytes": int(statistics.median(r["size_bytes"] for r in bench.small_runs))},
         "database_size_ratio": round(big_db["size_bytes"] / small_db["size_bytes"], 2),
@@ -552,15 +339,16 @@ def summarize(bench: Bench) -> dict:
     return {"table": table, "pgdr_stage_median_seconds": stages, "memory": memory, "targets": targets}
 
 
+TABLE = (Column("variant", 16, left=True), Column("median s", 9, fixed(".1f")),
+         Column("vs seed", 8, fixed(".2f", "x")), Column("vs -Fc", 7, fixed(".2f", "x")),
+         Column("size bytes", 14, fixed(",")), Column("MB", 8, fixed(".1f")), Column("parallel restore", sep="  "))
+
+
 def print_report(summary: dict, bench: Bench) -> None:
-    header = f"{'variant':<16} {'median s':>9} {'vs seed':>8} {'vs -Fc':>7} {'size bytes':>14} {'MB':>8}  parallel restore"
     print()
-    print(header)
-    print("-" * len(header))
-    for row in summary["table"]:
-        print(f"{row['variant']:<16} {row['median_seconds']:>9.1f} {row['ratio_vs_seed']:>7.2f}x "
-              f"{row['ratio_vs_pg_dump_fc']:>6.2f}x {row['size_bytes']:>14,} {row['size_mb']:>8.1f}  "
-              f"{row['parallel_restore']}")
+    common.print_table(TABLE, ([row["variant"], row["median_seconds"], row["ratio_vs_seed"], row["ratio_vs_pg_dump_fc"],
+                                row["size_bytes"], row["size_mb"], row["parallel_restore"]]
+                               for row in summary["table"]))
     print()
     st = summary["pgdr_stage_median_seconds"]
     print("pgdr stage split (medians, s): " + ", ".join(f"{k} {v:.1f}" for k, v in st.items()))
@@ -571,22 +359,21 @@ def print_report(summary: dict, bench: Bench) -> None:
           f"({mb(mem['small_scale']['database_bytes']):,.0f} MB database); pg_dump tools peak "
           f"{mem['full_scale']['tools_peak_rss_mb']:.0f} MB")
     print()
-    print("targets:")
-    for key, target in summary["targets"].items():
-        verdict = "MET" if target["met"] else "MISSED"
+
+    def detail(key: str, target: dict) -> str:
         if key == "time":
-            detail = (f"pgdr {target['pgdr_seconds']:.1f} s = {target['ratio']:.2f}x seed "
-                      f"(target {target['target_seconds']:.1f} s"
-                      + (f", over by {target['over_by_seconds']:.1f} s)" if not target["met"] else ")"))
-        elif key == "size":
-            detail = f"pgdr {target['pgdr_bytes']:,} B = {target['ratio']:.2f}x seed {target['seed_bytes']:,} B"
-        elif key == "parallel_restore":
-            detail = target["why"]
-        else:
-            detail = (f"{target['full_mb']:.0f} MB vs {target['small_mb']:.0f} MB at a "
-                      f"{target['database_size_ratio']:.1f}x smaller database (ratio {target['ratio']:.2f}; "
-                      f"bounded by constant buffers: 1 MiB read chunks, zstd contexts, s3transfer parts)")
-        print(f"  [{verdict:^6}] {target['target']}: {detail}")
+            return (f"pgdr {target['pgdr_seconds']:.1f} s = {target['ratio']:.2f}x seed "
+                    f"(target {target['target_seconds']:.1f} s"
+                    + (f", over by {target['over_by_seconds']:.1f} s)" if not target["met"] else ")"))
+        if key == "size":
+            return f"pgdr {target['pgdr_bytes']:,} B = {target['ratio']:.2f}x seed {target['seed_bytes']:,} B"
+        if key == "parallel_restore":
+            return target["why"]
+        return (f"{target['full_mb']:.0f} MB vs {target['small_mb']:.0f} MB at a "
+                f"{target['database_size_ratio']:.1f}x smaller database (ratio {target['ratio']:.2f}; "
+                f"bounded by constant buffers: 1 MiB read chunks, zstd contexts, s3transfer parts)")
+
+    common.print_targets(summary["targets"], detail)
     print("note: the pgdr figure is end to end and includes uploading to moto's S3 server (~90 MB/s here).")
 
 
@@ -605,16 +392,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=DEFAULT_JOBS, help="pgdr dump_jobs and pg_dump -Fd -j (default 2)")
     parser.add_argument("--level", type=int, default=DEFAULT_LEVEL, help="pgdr compression_level (default 1)")
     parser.add_argument("--part-mb", type=int, default=DEFAULT_PART_MB, help="pgdr multipart_chunk_mb (default 64)")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the work directory (the last output of each variant); servers are always stopped")
-    parser.add_argument("--workdir", default=None, help="parent of the temporary work directory (default $TMPDIR)")
-    parser.add_argument("--output", default=None,
-                        help="JSON results path (default bench/results/backup-<UTC date>.json)")
-    parser.add_argument("--child-pgdr", default=None, help=argparse.SUPPRESS)
+    common.add_run_arguments(parser, "backup", "keep the work directory (the last output of each variant); servers are "
+                                        "always stopped")
+    common.add_child_arguments(parser, "pgdr")
     args = parser.parse_args(argv)
-    if args.child_pgdr:
-        return pgdr_child(args.child_pgdr)
+    child = common.run_child_mode(args, {"pgdr": pgdr_child})
+    if child is not None:
+        return child
     if args.repeat < 1:
         parser.error("--repeat must be >= 1")
     if args.small_scale is None:
@@ -622,15 +406,10 @@ def main(argv: list[str] | None = None) -> int:
     args.dbname = "care_commons"
     args.small_dbname = "care_commons_small"
     args.bucket = "pgdr-bench"
-
-    # Ctrl-C, kill and a closed terminal all end in the same cleanup (even when the shell
-    # that started us ignores SIGINT, as non-interactive shells do for background jobs).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    signal.signal(signal.SIGHUP, _raise_interrupt)
-    started_at = dt.datetime.now(dt.timezone.utc)
+    started_at = common.utc_now()
     bench = Bench(args)
-    try:
+
+    def body() -> int:
         bench.start_services()
         from harness.stack import BACKUP_PASSWORD, BACKUP_ROLE
 
@@ -653,18 +432,16 @@ def main(argv: list[str] | None = None) -> int:
         bench.measure()
         summary = summarize(bench)
         print_report(summary, bench)
-        machine = machine_info(bench)
-        finished_at = dt.datetime.now(dt.timezone.utc)
+        machine_figures = machine(bench)
+        finished_at = common.utc_now()
         pgdr_args = (f"run_logical_backup(jobs={args.jobs}, level={args.level}, part_size={args.part_mb} MiB, "
                      "include_role_passwords=False): dump, zstd and upload overlapped, then the "
                      "post-upload check of every object; SSE AES256")
         document = {
-            "benchmark": "pgdr logical backup vs bare PostgreSQL tools",
-            "command": "python bench/backup_bench.py " + " ".join(a for a in (argv if argv is not None else sys.argv[1:])),
-            "started_at": started_at.isoformat(timespec="seconds"),
-            "finished_at": finished_at.isoformat(timespec="seconds"),
-            "total_seconds": round((finished_at - started_at).total_seconds(), 1),
-            "settings": {"scale": args.scale, "scale_choice": args.scale_choice, "small_scale": args.small_scale, "repeat": args.repeat,
+            **common.document_header("pgdr logical backup vs bare PostgreSQL tools", "backup_bench.py", argv,
+                                     started_at, finished_at),
+            "settings": {"scale": args.scale, "scale_choice": args.scale_choice, "small_scale": args.small_scale,
+                         "repeat": args.repeat,
                          "jobs": args.jobs, "level": args.level, "part_mb": args.part_mb, "seed": args.seed,
                          "min_size_mb": args.min_size_mb},
             "databases": bench.databases,
@@ -694,21 +471,15 @@ def main(argv: list[str] | None = None) -> int:
                 "2-core, noisy virtual machine: the PostgreSQL server, pg_dump, zstd threads and moto all share "
                 "the 2 cores",
             ],
-            "machine": machine,
+            "machine": machine_figures,
             "results": summary,
             "runs": bench.runs,
             "small_scale_pgdr_runs": bench.small_runs,
         }
-        output = Path(args.output) if args.output else REPO / "bench" / "results" / f"backup-{finished_at:%Y-%m-%d}.json"
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(document, indent=2) + "\n")
-        say(f"wrote {output}")
+        common.write_results(document, args.output, "backup", finished_at)
         return 0
-    except KeyboardInterrupt:
-        say("interrupted; cleaning up")
-        return 130
-    finally:
-        bench.stop_services()
+
+    return common.run_guarded(body, bench.stop_services)
 
 
 if __name__ == "__main__":

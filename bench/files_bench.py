@@ -27,11 +27,15 @@ sys.path[:0] = [str(REPO / "plugins"), str(REPO)]
 
 import zstandard  # noqa: E402
 
+from bench.common import Column, bench_store, create_bench_bucket, fixed, print_table  # noqa: E402
 from harness.s3_server import start_s3_server  # noqa: E402
 from pgdr.digest import StreamDigest  # noqa: E402
-from pgdr.storage import BackupStore, _b64  # noqa: E402
+from pgdr.storage import _b64  # noqa: E402
 
 BUCKET = "pgdr-bench-files"
+TABLE = (Column("layout", 20, left=True, sep=""), Column("backup", 8, left=True, sep=""),
+         Column("objects", 9, sep=""), Column("MB sent", 10, lambda sent: f"{sent / 1e6:.2f}", sep=""),
+         Column("seconds", 9, fixed(".2f"), sep=""))
 
 
 class CountingClient:
@@ -130,10 +134,9 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="pgdr-files-bench-"))
     s3 = start_s3_server()
     try:
-        s3.create_bucket(BUCKET, object_lock=False, hardened=False)
+        create_bench_bucket(s3, BUCKET)
         counting = CountingClient(s3.client())
-        store = BackupStore(client=counting, bucket=BUCKET, prefix="bench", sse_args={"ServerSideEncryption": "AES256"},
-                            part_size=64 << 20, log=logging.getLogger("bench"))
+        store = bench_store(counting, BUCKET, "bench", 64 << 20, logging.getLogger("bench"))
         root = work / "uploads"
         make_tree(root, args.files, rng)
         total = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
@@ -147,10 +150,10 @@ def main() -> int:
         results.update(changed=changed, incremental={"first": first, "second": second},
                        content_addressed={"first": ca_first, "second": ca_second})
         print(f"{changed} files changed ({args.changed:.0%})")
-        print(f"{'layout':<20}{'backup':<8}{'objects':>9}{'MB sent':>10}{'seconds':>9}")
-        for name, runs in (("incremental (pgdr)", (first, second)), ("content-addressed", (ca_first, ca_second))):
-            for label, run in zip(("full", "second"), runs):
-                print(f"{name:<20}{label:<8}{run['objects']:>9}{run['bytes'] / 1e6:>10.2f}{run['seconds']:>9.2f}")
+        print_table(TABLE, ([name, label, run["objects"], run["bytes"], run["seconds"]]
+                            for name, runs in (("incremental (pgdr)", (first, second)),
+                                               ("content-addressed", (ca_first, ca_second)))
+                            for label, run in zip(("full", "second"), runs, strict=True)), rule=None)
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=2))
     finally:

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,21 +24,18 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO_ROOT / "plugins"), str(REPO_ROOT)]
 
+from bench.common import RESULTS, Column, db_size, fixed, mb, median, print_table, repeats, tree_size  # noqa: E402
 from harness.pg_cluster import pg_bindir, start_cluster  # noqa: E402
 from harness.synthetic import create_care_commons  # noqa: E402
 from pgdr.compression import compress_file, decompress_file  # noqa: E402
 
 DB = "care_commons"
+TABLE = (Column("candidate", 50, left=True), Column("dump s", 7, fixed(".1f")), Column("restore s", 9, fixed(".1f")),
+         Column("size MB", 8, lambda size: f"{mb(size):.0f}"), Column("parallel restore", 16))
 
 
 def _run(argv, env, shell=False):
     subprocess.run(argv, env=env, check=True, shell=shell, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def _size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def _zstd_dir(directory: Path, level: int) -> None:
@@ -70,7 +66,7 @@ def main() -> int:
     cluster = start_cluster()
     try:
         create_care_commons(cluster, dbname=DB, scale=args.scale)
-        db_size = cluster.execute(f"SELECT pg_database_size('{DB}')")[0][0]
+        size_of_db = db_size(cluster, DB)
         env = cluster.tool_env()
         dump, restore = str(bindir / "pg_dump"), str(bindir / "pg_restore")
         candidates = {
@@ -91,15 +87,15 @@ def main() -> int:
                 restore_jobs=1, unpack_file=lambda out: f"gunzip -c {out} | {restore} -d {{db}}"),
         }
         results = {}
-        for rep in range(args.repeat):
-            names = list(candidates) if rep % 2 == 0 else list(reversed(candidates))
+        for repeat, names in repeats(list(candidates), args.repeat, announce=False):
+            rep = repeat - 1
             for name in names:
                 spec = candidates[name]
                 out = work / f"out{spec['ext']}"
                 started = time.monotonic()
                 spec["dump"](out)
                 dump_seconds = time.monotonic() - started
-                size = _size(out)
+                size = tree_size(out)
                 target = f"restore_{rep}"
                 cluster.execute(f"CREATE DATABASE {target}")
                 started = time.monotonic()
@@ -117,18 +113,18 @@ def main() -> int:
                 entry["restore"].append(restore_seconds)
                 print(f"  rep {rep} {name}: dump {dump_seconds:.1f} s, restore {restore_seconds:.1f} s, "
                       f"{size / 1e6:.0f} MB", flush=True)
-        print(f"\ndatabase {db_size / 1e6:.0f} MB (scale {args.scale}), medians of {args.repeat}:")
-        print(f"{'candidate':<50} {'dump s':>7} {'restore s':>9} {'size MB':>8} {'parallel restore':>16}")
-        summary = {}
+        print(f"\ndatabase {mb(size_of_db):.0f} MB (scale {args.scale}), medians of {args.repeat}:")
+        summary, rows = {}, []
         for name, entry in results.items():
-            dump_m, restore_m = statistics.median(entry["dump"]), statistics.median(entry["restore"])
+            dump_m, restore_m = median(entry["dump"]), median(entry["restore"])
             parallel = candidates[name]["restore_jobs"] > 1
             summary[name] = {"dump_s": round(dump_m, 2), "restore_s": round(restore_m, 2),
                              "size_bytes": entry["size"], "parallel_restore": parallel}
-            print(f"{name:<50} {dump_m:7.1f} {restore_m:9.1f} {entry['size'] / 1e6:8.0f} {str(parallel):>16}")
-        out_file = REPO_ROOT / "bench" / "results" / f"format-choice-{time.strftime('%Y%m%d')}.json"
+            rows.append([name, dump_m, restore_m, entry["size"], parallel])
+        print_table(TABLE, rows, rule=None)
+        out_file = RESULTS / f"format-choice-{time.strftime('%Y%m%d')}.json"
         out_file.parent.mkdir(exist_ok=True)
-        out_file.write_text(json.dumps({"scale": args.scale, "db_size_bytes": db_size, "repeat": args.repeat,
+        out_file.write_text(json.dumps({"scale": args.scale, "db_size_bytes": size_of_db, "repeat": args.repeat,
                                         "nproc": os.cpu_count(), "results": summary}, indent=2))
         print(f"\nwritten to {out_file.relative_to(REPO_ROOT)}")
     finally:

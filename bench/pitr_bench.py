@@ -50,16 +50,11 @@ directory are removed on exit, Ctrl-C included. This is a benchmark: nothing ass
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import logging
 import os
-import platform
 import pwd
-import resource
 import shutil
-import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -69,6 +64,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "plugins"), str(REPO)]
+
+from bench import common  # noqa: E402
+from bench.common import Column, MiB, fixed, mb, median, say  # noqa: E402
 
 VARIANTS = ("pgdr", "pgbackrest")
 TARGET_RATIO = 1.2
@@ -80,20 +78,6 @@ DEFAULT_LEVEL = 1          # pgdr setting compression_level
 DEFAULT_JOBS = 2           # pgdr setting dump_jobs (the PITR's WAL fetch threads)
 DEFAULT_PART_MB = 64       # pgdr setting multipart_chunk_mb
 POLL_SECONDS = 0.2         # pgdr.pitr's promotion poll, used for both variants
-MiB = 1024 * 1024
-
-_STARTED = time.monotonic()
-_LIVE: list[subprocess.Popen] = []
-
-
-def say(message: str) -> None:
-    elapsed = time.monotonic() - _STARTED
-    print(f"[{int(elapsed // 60):02d}:{elapsed % 60:04.1f}] {message}", flush=True)
-
-
-def mb(size: float) -> float:
-    return size / 1e6
-
 
 def server_user() -> str | None:
     """The OS user servers and pgbackrest run as: postgres when we are root (as harness.pg_cluster)."""
@@ -110,35 +94,6 @@ def give_to_server_user(path: Path) -> None:
     if user:
         entry = pwd.getpwnam(user)
         os.chown(path, entry.pw_uid, entry.pw_gid)
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def _stop_group(process: subprocess.Popen) -> None:
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            process.wait(wait)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def run_tracked(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
-    """subprocess.run in its own session, stopped with its children on Ctrl-C."""
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True, **kwargs)
-    _LIVE.append(process)
-    try:
-        stdout, stderr = process.communicate()
-    finally:
-        _LIVE.remove(process)
-    return subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
 
 
 def wait_promoted(host: str, port: int, user: str, deadline_seconds: float = 86400) -> None:
@@ -183,46 +138,19 @@ def probe_query(host: str, port: int, user: str, dbname: str) -> None:
 # The pgdr variants, in child processes
 # --------------------------------------------------------------------------------------------
 
-def _child_setup(spec_path: str):
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    spec = json.loads(Path(spec_path).read_text())
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    log = logging.getLogger("pgdr.bench")
-
-    import boto3
-    from botocore.config import Config
-    from pgdr.storage import BackupStore
-
-    client = boto3.client("s3", endpoint_url=spec["endpoint"], region_name=spec["region"],
-                          aws_access_key_id=spec["access_key"], aws_secret_access_key=spec["secret_key"],
-                          config=Config(retries={"max_attempts": 2}))
-    store = BackupStore(client=client, bucket=spec["bucket"], prefix=STORE_PREFIX,
-                        sse_args={"ServerSideEncryption": "AES256"}, part_size=spec["part_size"], log=log)
-    return spec, log, store
-
-
 def _usage() -> dict:
-    # CPU only: ru_maxrss would be inflated by the parent's high-water mark (see the restore bench notes)
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    tools = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return {"cpu_seconds": {"python": round(own.ru_utime + own.ru_stime, 2),
-                            "tools": round(tools.ru_utime + tools.ru_stime, 2)}}
+    # CPU only: ru_maxrss would be inflated by the parent's high-water mark (see bench/common.py)
+    return {"cpu_seconds": {k: round(v, 2) for k, v in common.child_usage().items()}}
 
 
 def backup_child(spec_path: str) -> int:
     """pgdr's base backup, exactly what PhysicalBackupOperator runs: pgdr.base_backup.run_base_backup."""
-    spec, log, store = _child_setup(spec_path)
-    import psycopg2
+    spec, log = common.child_start(spec_path)
+    store = common.child_store(spec, STORE_PREFIX, log)
     from pgdr.base_backup import run_base_backup
-    from pgdr.pgtools import PgTarget
 
-    target = PgTarget(conn_id=spec["database"], host=spec["host"], port=spec["port"], user=spec["user"],
-                      dbname=spec["dbname"], password=spec["password"])
-
-    def connect():
-        return psycopg2.connect(host=spec["host"], port=spec["port"], user=spec["user"],
-                                password=spec["password"], dbname=spec["dbname"])
+    target, connect = common.pg_target(spec["database"], spec["host"], spec["port"], spec["user"], spec["password"],
+                                       spec["dbname"])
 
     t0 = time.perf_counter()
     manifest = run_base_backup(
@@ -233,13 +161,14 @@ def backup_child(spec_path: str) -> int:
     result = {"seconds": seconds, "stages": manifest.dump["seconds"], "stored_size": manifest.total_size,
               "objects": {o.name: o.size for o in manifest.objects}, "cluster_size": manifest.dump["cluster_size"],
               "raw_size": manifest.dump["raw_size"], "wal": manifest.wal, "manifest": manifest.to_dict(), **_usage()}
-    Path(spec["result"]).write_text(json.dumps(result))
+    common.write_result(spec, result)
     return 0
 
 
 def restore_child(spec_path: str) -> int:
     """pgdr's point-in-time recovery to 'latest': the pg_restore DAG's plan and PointInTimeRecovery.run()."""
-    spec, log, store = _child_setup(spec_path)
+    spec, log = common.child_start(spec_path)
+    store = common.child_store(spec, STORE_PREFIX, log)
     from pgdr.manifest import Manifest
     from pgdr.pitr import PointInTimeRecovery, WalArchiveView, check_pitr_target
     from pgdr.pitr_plan import WAL_SEGMENT_SIZE, check_target_reachable, parse_target
@@ -271,7 +200,7 @@ def restore_child(spec_path: str) -> int:
     result = {"seconds": seconds, "stages": stages, "outcome": outcome, "wal_segments": len(plan.segments),
               "wal_first": plan.first, "wal_last": plan.last, "wal_last_partial": plan.segments[-1].partial,
               **_usage()}
-    Path(spec["result"]).write_text(json.dumps(result, default=str))
+    common.write_result(spec, result)
     return 0
 
 
@@ -305,38 +234,27 @@ class Bench:
     # -- services --------------------------------------------------------------------------
 
     def start_services(self) -> None:
-        from harness.stack import start_stack
-
         staging = self.work / "staging"
         staging.mkdir()
-        say(f"starting the harness stack: PostgreSQL 15, care_commons at scale {self.args.scale:g} "
-            f"(seed {self.args.seed}), moto S3")
-        t0 = time.perf_counter()
-        self.stack = start_stack(scale=self.args.scale, staging_dir=staging, seed=self.args.seed)
+        self.stack, generation = common.start_harness_stack(self.work, self.args.scale, self.args.seed, "moto S3",
+                                                            staging)
         self.cluster = self.stack.cluster
-        generation = time.perf_counter() - t0
-        # Unversioned, unlike production: each repeat's objects are deleted so moto's memory stays flat.
-        self.stack.s3.create_bucket(self.args.bucket, object_lock=False, hardened=False)
+        # each repeat's objects are deleted so moto's memory stays flat
+        common.create_bench_bucket(self.stack.s3, self.args.bucket)
         self.s3_client = self.stack.s3.client()
-        from pgdr.storage import BackupStore
-
-        self.store = BackupStore(client=self.s3_client, bucket=self.args.bucket, prefix=STORE_PREFIX,
-                                 sse_args={"ServerSideEncryption": "AES256"}, part_size=self.args.part_mb * MiB,
-                                 log=self.log)
+        self.store = common.bench_store(self.s3_client, self.args.bucket, STORE_PREFIX, self.args.part_mb * MiB,
+                                        self.log)
         rows = sum(self.stack.row_counts.values())
         size = self._db_size()
         say(f"  care_commons: pg_database_size {size:,} bytes ({mb(size):,.1f} MB), {rows:,} rows in "
             f"{len(self.stack.row_counts)} tables; stack up in {generation:.1f} s")
-        t0 = time.perf_counter()
-        self.cluster.execute("VACUUM (FREEZE, ANALYZE)", dbname="care_commons")
-        self.cluster.execute("CHECKPOINT")
-        say(f"  VACUUM (FREEZE, ANALYZE) and CHECKPOINT in {time.perf_counter() - t0:.1f} s")
+        say(f"  VACUUM (FREEZE, ANALYZE) and CHECKPOINT in {common.freeze(self.cluster, ['care_commons']):.1f} s")
         self.database = {"dbname": "care_commons", "scale": self.args.scale, "size_bytes": size,
                          "size_mb": round(mb(size), 1), "rows": rows, "tables": len(self.stack.row_counts),
                          "stack_seconds": round(generation, 1)}
 
     def _db_size(self) -> int:
-        return int(self.cluster.execute("SELECT pg_database_size('care_commons')")[0][0])
+        return common.db_size(self.cluster, "care_commons")
 
     def start_pgbackrest(self) -> None:
         say("configuring pgBackRest (local repository, zst, process-max "
@@ -375,7 +293,8 @@ class Bench:
                                    f"{result.stdout.strip()[-2000:]}")
 
     def pgbackrest(self, *args: str) -> subprocess.CompletedProcess:
-        return run_tracked(as_server_user(["pgbackrest", f"--config={self.pb_conf}", f"--stanza={STANZA}", *args]))
+        argv = ["pgbackrest", f"--config={self.pb_conf}", f"--stanza={STANZA}", *args]
+        return common.run_tracked(as_server_user(argv))
 
     def start_receiver(self) -> None:
         from pgdr.wal_receiver import Supervisor
@@ -397,8 +316,7 @@ class Bench:
         raise RuntimeError(f"the WAL receiver did not connect: {self.supervisor.last_error}")
 
     def stop_services(self) -> None:
-        for process in _LIVE:
-            _stop_group(process)
+        common.stop_all()
         for data_dir in list(self.running_restores):
             self._remove_restore(data_dir)
         if self.supervisor is not None:
@@ -406,50 +324,22 @@ class Bench:
             self.receiver_thread.join(timeout=30)
         if self.stack is not None:
             self.stack.stop()
-        if self.args.keep:
-            say(f"--keep: the work directory (pgBackRest repository, received WAL, logs) is {self.work}")
-        else:
-            shutil.rmtree(self.work, ignore_errors=True)
+        common.remove_work(self.work, self.args.keep,
+                           "the work directory (pgBackRest repository, received WAL, logs) is")
 
     # -- helpers ---------------------------------------------------------------------------
 
     def _settle(self) -> None:
-        """Outside the timings: no pending writeback or checkpoint from the previous step."""
-        self.cluster.execute("CHECKPOINT")
-        os.sync()
+        common.settle(self.cluster)
 
     def _spawn_child(self, mode: str, spec: dict, run_dir: Path) -> dict:
-        from harness.s3_server import ACCESS_KEY, REGION, SECRET_KEY
-
-        spec = {**spec, "endpoint": self.stack.s3.endpoint_url, "region": REGION, "access_key": ACCESS_KEY,
-                "secret_key": SECRET_KEY, "bucket": self.args.bucket, "part_size": self.args.part_mb * MiB,
-                "result": str(run_dir / "result.json")}
-        spec_path = run_dir / "spec.json"
-        fd = os.open(spec_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(spec, handle)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "plugins"), str(REPO)]))
-        log_path = run_dir / "pgdr.log"
-        t0 = time.perf_counter()
-        with open(log_path, "w") as log_handle:
-            process = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), mode, str(spec_path)],
-                                       stdout=log_handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-            _LIVE.append(process)
-            returncode = process.wait()
-            _LIVE.remove(process)
-        wall = time.perf_counter() - t0
-        if returncode != 0:
-            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-30:])
-            raise RuntimeError(f"pgdr child {mode} failed (exit {returncode}):\n{tail}")
-        result = json.loads((run_dir / "result.json").read_text())
-        result["process_wall_seconds"] = round(wall, 2)
+        spec = {**spec, **common.s3_spec(self.stack.s3, self.args.bucket, self.args.part_mb * MiB)}
+        result, child = common.run_spec_child(__file__, mode, spec, run_dir, sample=False)
+        result["process_wall_seconds"] = round(child["wall_seconds"], 2)
         return result
 
     def _run_dir(self, label: str) -> Path:
-        run_dir = self.work / "runs" / label
-        shutil.rmtree(run_dir, ignore_errors=True)
-        run_dir.mkdir(parents=True)
-        return run_dir
+        return common.fresh_dir(self.work / "runs" / label)
 
     def _clear_s3(self) -> int:
         keys = self.store.list_keys(STORE_PREFIX)
@@ -457,32 +347,13 @@ class Bench:
         return len(keys)
 
     def source_counts(self) -> dict[str, int]:
-        return self._counts(self.cluster.connect("care_commons"))
-
-    @staticmethod
-    def _counts(conn) -> dict[str, int]:
-        from psycopg2 import sql
-
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT schemaname, tablename FROM pg_tables "
-                            "WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2")
-                tables = cur.fetchall()
-                counts = {}
-                for schema, table in tables:
-                    cur.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema),
-                                                                              sql.Identifier(table)))
-                    counts[f"{schema}.{table}"] = cur.fetchone()[0]
-                return counts
-        finally:
-            conn.close()
+        return common.row_counts(self.cluster.connect("care_commons"))
 
     # -- base backups ------------------------------------------------------------------------
 
     def backup_pgdr(self, repeat: int) -> dict:
-        from pgdr.manifest import backup_prefix, new_backup_id
-
         from harness.stack import BACKUP_PASSWORD, BACKUP_ROLE, CONN_ID
+        from pgdr.manifest import backup_prefix, new_backup_id
 
         run_dir = self._run_dir(f"pgdr-backup-{repeat}")
         backup_id = new_backup_id()
@@ -511,6 +382,7 @@ class Bench:
         upload_file with 4 concurrent 64 MiB parts, to the same moto server.
         """
         from boto3.s3.transfer import TransferConfig
+
         from pgdr.pitr import unpack_base_backup
 
         out: dict = {"repeat": repeat, "archive_bytes": archive.stat().st_size}
@@ -524,18 +396,19 @@ class Bench:
                 unpack_base_backup(archive, target)
             else:
                 target.mkdir(mode=0o700)
-                done = run_tracked(["bash", "-c", 'set -euo pipefail; zstd -q -dc "$1" | tar -xf - -C "$2"', "unpack",
-                                    str(archive), str(target)])
+                done = common.run_tracked(["bash", "-c", 'set -euo pipefail; zstd -q -dc "$1" | tar -xf - -C "$2"',
+                                           "unpack", str(archive), str(target)])
                 if done.returncode != 0:
                     raise RuntimeError(f"zstd | tar failed: {done.stderr.strip()[-500:]}")
             out[f"unpack_{how}_seconds"] = round(time.perf_counter() - t0, 2)
         out["unpacked_bytes"] = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
         shutil.rmtree(target, ignore_errors=True)
         t0 = time.perf_counter()
-        done = run_tracked(["bash", "-c", 'zstd -q -dc "$1" > /dev/null', "decompress", str(archive)])
+        done = common.run_tracked(["bash", "-c", 'zstd -q -dc "$1" > /dev/null', "decompress", str(archive)])
         out["zstd_decompress_only_seconds"] = round(time.perf_counter() - t0, 2)
         key = f"diag/{repeat}/data.tar.zst"
-        config = TransferConfig(multipart_threshold=self.args.part_mb * MiB, multipart_chunksize=self.args.part_mb * MiB,
+        part = self.args.part_mb * MiB
+        config = TransferConfig(multipart_threshold=part, multipart_chunksize=part,
                                 max_concurrency=4, use_threads=True)
         t0 = time.perf_counter()
         self.s3_client.upload_file(str(archive), self.args.bucket, key, Config=config,
@@ -549,11 +422,11 @@ class Bench:
 
     def backup_pgbackrest(self, repeat: int) -> dict:
         self._settle()
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        before = common.children_cpu()
         t0 = time.perf_counter()
         result = self.pgbackrest("--type=full", "backup")
         seconds = time.perf_counter() - t0
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = common.children_cpu() - before
         if result.returncode != 0:
             raise RuntimeError(f"pgbackrest backup failed: {(result.stderr or result.stdout).strip()[-2000:]}")
         info = json.loads(self.pgbackrest("info", "--output=json").stdout)[0]
@@ -570,7 +443,7 @@ class Bench:
             "backup_wal_bytes": wal_bytes, "backup_wal_files": len(wal_files),
             "stored_size": backup["info"]["repository"]["size"] + wal_bytes,
             "size_bytes": backup["info"]["repository"]["size"] + wal_bytes,
-            "cpu_seconds": {"tools": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 2)},
+            "cpu_seconds": {"tools": round(cpu, 2)},
         }
 
     def _archived(self, first: str, last: str) -> list[tuple[str, int]]:
@@ -592,9 +465,8 @@ class Bench:
 
     def load_and_ship(self, repeat: int) -> dict:
         """--wal-mb of WAL, then the segment switched, received, archived by pgBackRest, and shipped by pgdr."""
-        from pgdr.wal_archive import load_state, segment_for_lsn, ship_once
-
         from harness.stack import CONN_ID
+        from pgdr.wal_archive import load_state, segment_for_lsn, ship_once
 
         wanted = int(self.args.wal_mb * MiB)
         t0 = time.perf_counter()
@@ -672,8 +544,9 @@ class Bench:
     def _check_counts(self, host: str, port: int, expected: dict[str, int]) -> dict:
         import psycopg2
 
-        found = self._counts(psycopg2.connect(host=host, port=port, user="postgres", dbname="care_commons"))
-        differ = {t: (expected.get(t), found.get(t)) for t in set(expected) | set(found) if expected.get(t) != found.get(t)}
+        found = common.row_counts(psycopg2.connect(host=host, port=port, user="postgres", dbname="care_commons"))
+        differ = {t: (expected.get(t), found.get(t)) for t in set(expected) | set(found)
+                  if expected.get(t) != found.get(t)}
         return {"row_counts_match": not differ, "rows": sum(found.values()), "tables": len(found),
                 "differences": differ}
 
@@ -713,7 +586,7 @@ class Bench:
         self.running_restores.append(data_dir)
         os.sync()
         try:
-            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            before = common.children_cpu()
             t0 = time.perf_counter()
             restore = self.pgbackrest(f"--pg1-path={data_dir}", f"--type={self.args.pgbackrest_type}", "restore")
             t_restored = time.perf_counter()
@@ -721,8 +594,8 @@ class Bench:
                 raise RuntimeError(f"pgbackrest restore failed: {(restore.stderr or restore.stdout).strip()[-2000:]}")
             options = (f"-c port={port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={sock} "
                        "-c archive_mode=off")
-            start = run_tracked(as_server_user([str(self.cluster.bindir / "pg_ctl"), "-D", str(data_dir), "-l",
-                                                str(log_file), "-w", "-t", "86400", "-o", options, "start"]))
+            start = common.run_tracked(as_server_user([str(self.cluster.bindir / "pg_ctl"), "-D", str(data_dir), "-l",
+                                                       str(log_file), "-w", "-t", "86400", "-o", options, "start"]))
             if start.returncode != 0:
                 raise RuntimeError(f"the pgBackRest-restored cluster did not start: {_tail(log_file, 12)}")
             t_started = time.perf_counter()
@@ -730,7 +603,7 @@ class Bench:
             t_promoted = time.perf_counter()
             probe_query(str(sock), port, "postgres", "care_commons")
             t_end = time.perf_counter()
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = common.children_cpu() - before
             own = _pb_command_ms(restore.stdout, "restore")
             result = {
                 "seconds": t_end - t0,
@@ -739,7 +612,7 @@ class Bench:
                            "recover": round(t_promoted - t_restored, 3), "probe": round(t_end - t_promoted, 3),
                            "total": round(t_end - t0, 3)},
                 "pgbackrest_reported_restore_seconds": own / 1000 if own is not None else None,
-                "cpu_seconds": {"tools": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 2)},
+                "cpu_seconds": {"tools": round(cpu, 2)},
             }
             result.update(self._check_counts(str(sock), port, expected))
             result["server_log_tail"] = _tail(log_file, 6)
@@ -752,9 +625,7 @@ class Bench:
     def measure(self) -> None:
         self.restore_root.mkdir(mode=0o755)
         give_to_server_user(self.restore_root)
-        for repeat in range(1, self.args.repeat + 1):
-            order = list(VARIANTS) if repeat % 2 == 1 else list(reversed(VARIANTS))
-            say(f"repeat {repeat}/{self.args.repeat}: " + " -> ".join(order))
+        for repeat, order in common.repeats(VARIANTS, self.args.repeat):
             removed = self._clear_s3()   # the previous repeat's objects: older than any backup taken now
             if removed:
                 say(f"  removed {removed} objects of the previous repeat from the bench bucket")
@@ -773,12 +644,14 @@ class Bench:
                              f" / tar+zstd {st['tar_and_compress']:.1f} / upload {st['upload']:.1f} / check "
                              f"{st['check']:.1f} s]")
                 else:
-                    extra = (f"  [set {mb(result['backup_set_bytes']):.1f} MB + WAL {mb(result['backup_wal_bytes']):.1f}"
+                    extra = (f"  [set {mb(result['backup_set_bytes']):.1f} MB + WAL "
+                             f"{mb(result['backup_wal_bytes']):.1f}"
                              f" MB; expire {result['expire_reported_seconds']:.2f} s]")
                 say(f"  backup  {name:<11} {result['seconds']:7.1f} s  {mb(result['size_bytes']):8.1f} MB{extra}")
             load = self.load_and_ship(repeat)
             self.loads.append(load)
-            say(f"  load: {load['rows']:,} rows, {mb(load['wal_bytes']):.0f} MB of WAL in {load['load_seconds']:.1f} s; "
+            say(f"  load: {load['rows']:,} rows, {mb(load['wal_bytes']):.0f} MB of WAL in "
+                f"{load['load_seconds']:.1f} s; "
                 f"pgdr shipped {load['shipped_objects']} objects ({mb(load['shipped_stored_bytes']):.1f} MB) in "
                 f"{load['ship_seconds']:.1f} s")
             expected = self.source_counts()
@@ -793,7 +666,8 @@ class Bench:
                 st = result["stages"]
                 if name == "pgdr":
                     extra = (f"  [plan {st['plan']:.1f} / download {st['download_base']:.1f} / unpack "
-                             f"{st['unpack_base']:.1f} / verify {st['verify_base']:.1f} / WAL fetch {st['fetch_wal']:.1f}"
+                             f"{st['unpack_base']:.1f} / verify {st['verify_base']:.1f} / WAL fetch "
+                             f"{st['fetch_wal']:.1f}"
                              f" ({result['wal_segments']} segments) / recover {st['recover']:.1f} s]")
                 else:
                     extra = f"  [restore {st['restore']:.1f} / start+recover {st['recover']:.1f} s]"
@@ -821,21 +695,17 @@ def _tail(path: Path, lines: int) -> list[str]:
 # Report
 # --------------------------------------------------------------------------------------------
 
-def _median(values) -> float:
-    return statistics.median(list(values))
-
-
 def summarize(bench: Bench) -> dict:
     b, r = bench.backups, bench.restores
-    backup_median = {n: _median(x["seconds"] for x in b[n]) for n in VARIANTS}
-    size_median = {n: _median(x["size_bytes"] for x in b[n]) for n in VARIANTS}
-    restore_median = {n: _median(x["seconds"] for x in r[n]) for n in VARIANTS}
-    backup_stages = {k: round(_median(x["stages"][k] for x in b["pgdr"]), 2)
+    backup_median = {n: median(x["seconds"] for x in b[n]) for n in VARIANTS}
+    size_median = {n: median(x["size_bytes"] for x in b[n]) for n in VARIANTS}
+    restore_median = {n: median(x["seconds"] for x in r[n]) for n in VARIANTS}
+    backup_stages = {k: round(median(x["stages"][k] for x in b["pgdr"]), 2)
                      for k in ("pg_basebackup", "pg_verifybackup", "tar_and_compress", "upload", "check", "total")}
-    restore_stages = {k: round(_median(x["stages"][k] for x in r["pgdr"]), 2)
+    restore_stages = {k: round(median(x["stages"][k] for x in r["pgdr"]), 2)
                       for k in ("plan", "download_base", "unpack_base", "verify_base", "fetch_wal", "recover", "probe",
                                 "pitr_run")}
-    pb_restore_stages = {k: round(_median(x["stages"][k] for x in r["pgbackrest"]), 2)
+    pb_restore_stages = {k: round(median(x["stages"][k] for x in r["pgbackrest"]), 2)
                          for k in ("restore", "pg_ctl_start", "wait_promoted", "recover", "probe", "total")}
     # pgdr with its S3 transfer taken out, run by run: backup minus upload and check (HEAD requests),
     # recovery minus the base download and the WAL fetch (download + zstd -d of the segments)
@@ -843,7 +713,7 @@ def summarize(bench: Bench) -> dict:
     restore_no_s3 = [x["seconds"] - x["stages"]["download_base"] - x["stages"]["fetch_wal"] for x in r["pgdr"]]
     upload_rates = [x["stored_size"] / x["stages"]["upload"] for x in b["pgdr"] if x["stages"]["upload"] > 0]
     download_rates = [x["objects"]["data.tar.zst"] / s["stages"]["download_base"]
-                      for x, s in zip(b["pgdr"], r["pgdr"]) if s["stages"]["download_base"] > 0]
+                      for x, s in zip(b["pgdr"], r["pgdr"], strict=False) if s["stages"]["download_base"] > 0]
     pb_b, pb_r = backup_median["pgbackrest"], restore_median["pgbackrest"]
     table = {
         "backup": [{"variant": n, "median_seconds": round(backup_median[n], 2),
@@ -859,26 +729,27 @@ def summarize(bench: Bench) -> dict:
                     for n in VARIANTS],
     }
     no_s3 = {
-        "backup_median_seconds": round(_median(backup_no_s3), 2),
+        "backup_median_seconds": round(median(backup_no_s3), 2),
         "backup_runs_seconds": [round(v, 2) for v in backup_no_s3],
-        "backup_ratio_vs_pgbackrest": round(_median(backup_no_s3) / pb_b, 3),
-        "restore_median_seconds": round(_median(restore_no_s3), 2),
+        "backup_ratio_vs_pgbackrest": round(median(backup_no_s3) / pb_b, 3),
+        "restore_median_seconds": round(median(restore_no_s3), 2),
         "restore_runs_seconds": [round(v, 2) for v in restore_no_s3],
-        "restore_ratio_vs_pgbackrest": round(_median(restore_no_s3) / pb_r, 3),
+        "restore_ratio_vs_pgbackrest": round(median(restore_no_s3) / pb_r, 3),
         "how": "computed per run: backup total - upload - post-upload check; recovery total - base download - "
                "WAL fetch (its download and zstd -d). Not a measured variant: on real S3 the transfer would "
                "not be zero, only faster or slower than moto's",
     }
     targets = {
         "backup": {"target": f"pgdr base backup <= {TARGET_RATIO}x pgBackRest full backup",
-                   "ratio": table["backup"][0]["ratio_vs_pgbackrest"], "met": backup_median["pgdr"] <= TARGET_RATIO * pb_b,
+                   "ratio": table["backup"][0]["ratio_vs_pgbackrest"],
+                   "met": backup_median["pgdr"] <= TARGET_RATIO * pb_b,
                    "target_seconds": round(TARGET_RATIO * pb_b, 2), "pgdr_seconds": round(backup_median["pgdr"], 2),
-                   "met_without_s3": _median(backup_no_s3) <= TARGET_RATIO * pb_b},
+                   "met_without_s3": median(backup_no_s3) <= TARGET_RATIO * pb_b},
         "restore": {"target": f"pgdr PITR <= {TARGET_RATIO}x pgBackRest restore + recovery",
                     "ratio": table["restore"][0]["ratio_vs_pgbackrest"],
                     "met": restore_median["pgdr"] <= TARGET_RATIO * pb_r,
                     "target_seconds": round(TARGET_RATIO * pb_r, 2), "pgdr_seconds": round(restore_median["pgdr"], 2),
-                    "met_without_s3": _median(restore_no_s3) <= TARGET_RATIO * pb_r},
+                    "met_without_s3": median(restore_no_s3) <= TARGET_RATIO * pb_r},
     }
     loads = bench.loads
     return {
@@ -886,34 +757,34 @@ def summarize(bench: Bench) -> dict:
         "pgdr_backup_stage_median_seconds": backup_stages,
         "pgdr_restore_stage_median_seconds": restore_stages,
         "pgbackrest_restore_stage_median_seconds": pb_restore_stages,
-        "pgbackrest_backup_reported_median_seconds": round(_median(
+        "pgbackrest_backup_reported_median_seconds": round(median(
             x["pgbackrest_reported_seconds"] or x["seconds"] for x in b["pgbackrest"]), 2),
         "pgdr_without_s3_transfer": no_s3,
-        "moto_rates_mb_per_s": {"upload": round(mb(_median(upload_rates)), 1) if upload_rates else None,
-                                "download": round(mb(_median(download_rates)), 1) if download_rates else None},
+        "moto_rates_mb_per_s": {"upload": round(mb(median(upload_rates)), 1) if upload_rates else None,
+                                "download": round(mb(median(download_rates)), 1) if download_rates else None},
         "sizes": {
             "pgdr_stored_bytes": int(size_median["pgdr"]),
-            "pgdr_data_tar_zst_bytes": int(_median(x["objects"]["data.tar.zst"] for x in b["pgdr"])),
-            "pgdr_tar_bytes": int(_median(x["raw_size"] for x in b["pgdr"])),
-            "pgdr_cluster_copy_bytes": int(_median(x["cluster_size"] for x in b["pgdr"])),
+            "pgdr_data_tar_zst_bytes": int(median(x["objects"]["data.tar.zst"] for x in b["pgdr"])),
+            "pgdr_tar_bytes": int(median(x["raw_size"] for x in b["pgdr"])),
+            "pgdr_cluster_copy_bytes": int(median(x["cluster_size"] for x in b["pgdr"])),
             "pgbackrest_stored_bytes": int(size_median["pgbackrest"]),
-            "pgbackrest_backup_set_bytes": int(_median(x["backup_set_bytes"] for x in b["pgbackrest"])),
-            "pgbackrest_backup_wal_bytes": int(_median(x["backup_wal_bytes"] for x in b["pgbackrest"])),
-            "pgbackrest_cluster_bytes": int(_median(x["cluster_size"] for x in b["pgbackrest"])),
+            "pgbackrest_backup_set_bytes": int(median(x["backup_set_bytes"] for x in b["pgbackrest"])),
+            "pgbackrest_backup_wal_bytes": int(median(x["backup_wal_bytes"] for x in b["pgbackrest"])),
+            "pgbackrest_cluster_bytes": int(median(x["cluster_size"] for x in b["pgbackrest"])),
             "how": "pgdr: data.tar.zst (the copy with the WAL streamed during the backup) + backup_manifest. "
                    "pgBackRest: the backup set in the repository + the archived WAL segments of its range "
                    "(archive start..stop), the WAL a restore of that set needs at least",
         },
         "wal": {
-            "load_wal_bytes_median": int(_median(x["wal_bytes"] for x in loads)),
-            "pgdr_restore_segments_median": _median(x["wal_segments"] for x in r["pgdr"]),
-            "pgdr_ship_seconds_median": round(_median(x["ship_seconds"] for x in loads), 2),
+            "load_wal_bytes_median": int(median(x["wal_bytes"] for x in loads)),
+            "pgdr_restore_segments_median": median(x["wal_segments"] for x in r["pgdr"]),
+            "pgdr_ship_seconds_median": round(median(x["ship_seconds"] for x in loads), 2),
             "pgdr_stored_bytes_same_segments": sum(x["pgdr_wal_stored_bytes_same_segments"] for x in loads),
             "pgbackrest_stored_bytes_same_segments": sum(x["pgbackrest_wal_stored_bytes_same_segments"] for x in loads),
             "segments_compared": sum(x["segments_compared"] for x in loads),
         },
         "targets": targets,
-        "diagnostics": ({k: round(_median(d[k] for d in bench.diagnostics), 2)
+        "diagnostics": ({k: round(median(d[k] for d in bench.diagnostics), 2)
                          for k in ("unpack_python_seconds", "unpack_cli_seconds", "zstd_decompress_only_seconds",
                                    "upload_4_concurrent_parts_seconds")}
                         | {"pgdr_upload_stage_seconds": backup_stages["upload"],
@@ -922,21 +793,23 @@ def summarize(bench: Bench) -> dict:
     }
 
 
+BACKUP_TABLE = (Column("base backup", 12, left=True), Column("median s", 9, fixed(".1f")),
+                Column("vs pgBackRest", 14, fixed(".2f", "x")), Column("stored MB", 10, fixed(".1f")),
+                Column("size vs pgBR", 13, fixed(".2f", "x")), Column("runs", sep="  "))
+RESTORE_TABLE = (Column("PITR restore", 12, left=True), Column("median s", 9, fixed(".1f")),
+                 Column("vs pgBackRest", 14, fixed(".2f", "x")), Column("rows match", 10, left=True, sep="  "),
+                 Column("runs", sep="  "))
+
+
 def print_report(summary: dict) -> None:
     print()
-    header = f"{'base backup':<12} {'median s':>9} {'vs pgBackRest':>14} {'stored MB':>10} {'size vs pgBR':>13}  runs"
-    print(header)
-    print("-" * len(header))
-    for row in summary["table"]["backup"]:
-        print(f"{row['variant']:<12} {row['median_seconds']:>9.1f} {row['ratio_vs_pgbackrest']:>13.2f}x "
-              f"{row['stored_mb']:>10.1f} {row['size_ratio_vs_pgbackrest']:>12.2f}x  {row['runs_seconds']}")
+    common.print_table(BACKUP_TABLE, ([row["variant"], row["median_seconds"], row["ratio_vs_pgbackrest"],
+                                       row["stored_mb"], row["size_ratio_vs_pgbackrest"], row["runs_seconds"]]
+                                      for row in summary["table"]["backup"]))
     print()
-    header = f"{'PITR restore':<12} {'median s':>9} {'vs pgBackRest':>14}  rows match  runs"
-    print(header)
-    print("-" * len(header))
-    for row in summary["table"]["restore"]:
-        print(f"{row['variant']:<12} {row['median_seconds']:>9.1f} {row['ratio_vs_pgbackrest']:>13.2f}x  "
-              f"{row['row_counts_match']!s:<10}  {row['runs_seconds']}")
+    common.print_table(RESTORE_TABLE, ([row["variant"], row["median_seconds"], row["ratio_vs_pgbackrest"],
+                                        row["row_counts_match"], row["runs_seconds"]]
+                                       for row in summary["table"]["restore"]))
     print()
     print("pgdr base backup stages (medians, s): "
           + ", ".join(f"{k} {v:.1f}" for k, v in summary["pgdr_backup_stage_median_seconds"].items()))
@@ -954,45 +827,22 @@ def print_report(summary: dict) -> None:
     if diag:
         print(f"diagnostics (untimed, medians): unpack of data.tar.zst with pgdr's Python code "
               f"{diag['unpack_python_seconds']:.1f} s vs zstd -dc | tar -x {diag['unpack_cli_seconds']:.1f} s "
-              f"(zstd -d alone {diag['zstd_decompress_only_seconds']:.1f} s); its upload to moto with 4 concurrent parts "
+              f"(zstd -d alone {diag['zstd_decompress_only_seconds']:.1f} s); its upload to moto with 4 "
+              "concurrent parts "
               f"{diag['upload_4_concurrent_parts_seconds']:.1f} s vs pgdr's sequential parts "
               f"{diag['pgdr_upload_stage_seconds']:.1f} s")
     print()
-    print("targets:")
-    for target in summary["targets"].values():
-        verdict = "MET" if target["met"] else "MISSED"
-        print(f"  [{verdict:^6}] {target['target']}: pgdr {target['pgdr_seconds']:.1f} s = {target['ratio']:.2f}x "
-              f"(target {target['target_seconds']:.1f} s); without the S3 transfer: "
-              f"{'met' if target['met_without_s3'] else 'missed'}")
+    common.print_targets(summary["targets"], lambda key, target: (
+        f"pgdr {target['pgdr_seconds']:.1f} s = {target['ratio']:.2f}x (target {target['target_seconds']:.1f} s); "
+        f"without the S3 transfer: {'met' if target['met_without_s3'] else 'missed'}"))
 
 
-def machine_info(bench: Bench) -> dict:
-    import psutil
-
-    cpu_model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = {"python": platform.python_version()}
-    for module in ("zstandard", "boto3", "botocore", "moto", "psycopg2"):
-        try:
-            versions[module] = __import__(module).__version__
-        except Exception:  # noqa: BLE001
-            versions[module] = None
-    tools = {}
-    for argv in ([str(bench.cluster.bindir / "pg_basebackup"), "--version"], ["pgbackrest", "version"]):
-        out = subprocess.run(argv, capture_output=True, text=True).stdout
-        tools[Path(argv[0]).name] = out.strip().splitlines()[0] if out.strip() else None
-    return {
-        "nproc": os.cpu_count(), "cpu_model": cpu_model,
-        "memory_total_gb": round(psutil.virtual_memory().total / 1e9, 1), "kernel": platform.release(),
-        "postgresql_server": bench.cluster.execute("SHOW server_version")[0][0],
-        "tools": tools, "versions": versions, "loadavg_at_end": [round(v, 2) for v in os.getloadavg()],
-    }
+def machine(bench: Bench) -> dict:
+    info = common.machine_info(bench.cluster, ("zstandard", "boto3", "botocore", "moto", "psycopg2"))
+    info["tools"] = {"pg_basebackup": common.tool_version([bench.cluster.bindir / "pg_basebackup", "--version"]),
+                     "pgbackrest": common.tool_version(["pgbackrest", "version"])}
+    info["loadavg_at_end"] = [round(v, 2) for v in os.getloadavg()]
+    return info
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1010,17 +860,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="pgbackrest restore --type (default: recover to the end of the archived WAL)")
     parser.add_argument("--no-diagnostics", dest="diagnostics", action="store_false",
                         help="skip the untimed diagnostics on pgdr's tar.zst (unpack floors, concurrent upload)")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--keep", action="store_true", help="keep the work directory; servers are always stopped")
-    parser.add_argument("--workdir", default=None, help="parent of the temporary work directory (default $TMPDIR)")
-    parser.add_argument("--output", default=None, help="JSON results path (default bench/results/pitr-<UTC date>.json)")
-    parser.add_argument("--child-backup", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--child-restore", default=None, help=argparse.SUPPRESS)
+    common.add_run_arguments(parser, "pitr", "keep the work directory; servers are always stopped")
+    common.add_child_arguments(parser, "backup", "restore")
     args = parser.parse_args(argv)
-    if args.child_backup:
-        return backup_child(args.child_backup)
-    if args.child_restore:
-        return restore_child(args.child_restore)
+    child = common.run_child_mode(args, {"backup": backup_child, "restore": restore_child})
+    if child is not None:
+        return child
     if args.repeat < 1:
         parser.error("--repeat must be >= 1")
     if shutil.which("pgbackrest") is None:
@@ -1030,26 +875,21 @@ def main(argv: list[str] | None = None) -> int:
     args.bucket = "pgdr-pitr-bench"
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    signal.signal(signal.SIGHUP, _raise_interrupt)
-    started_at = dt.datetime.now(dt.timezone.utc)
+    started_at = common.utc_now()
     bench = Bench(args)
-    try:
+
+    def body() -> int:
         bench.start_services()
         bench.start_pgbackrest()
         bench.start_receiver()
         bench.measure()
         summary = summarize(bench)
         print_report(summary)
-        machine = machine_info(bench)
-        finished_at = dt.datetime.now(dt.timezone.utc)
+        machine_figures = machine(bench)
+        finished_at = common.utc_now()
         document = {
-            "benchmark": "pgdr physical base backup and point-in-time recovery vs pgBackRest",
-            "command": "python bench/pitr_bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "started_at": started_at.isoformat(timespec="seconds"),
-            "finished_at": finished_at.isoformat(timespec="seconds"),
-            "total_seconds": round((finished_at - started_at).total_seconds(), 1),
+            **common.document_header("pgdr physical base backup and point-in-time recovery vs pgBackRest",
+                                     "pitr_bench.py", argv, started_at, finished_at),
             "settings": {"scale": args.scale, "repeat": args.repeat, "wal_mb": args.wal_mb, "level": args.level,
                          "jobs": args.jobs, "part_mb": args.part_mb,
                          "pgbackrest_process_max": args.pgbackrest_process_max,
@@ -1098,23 +938,17 @@ def main(argv: list[str] | None = None) -> int:
                 "backup and the WAL in the recovery. pgBackRest's repository is a local directory: no network at all",
                 "2-core, shared, noisy virtual machine: other sessions ran tests and benchmarks at the same time",
             ],
-            "machine": machine,
+            "machine": machine_figures,
             "results": summary,
             "runs": {"backup": bench.backups, "restore": bench.restores, "load_and_ship": bench.loads,
                      "diagnostics": bench.diagnostics},
         }
         for run in document["runs"]["backup"]["pgdr"]:
             run.pop("manifest", None)
-        output = Path(args.output) if args.output else REPO / "bench" / "results" / f"pitr-{finished_at:%Y-%m-%d}.json"
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(document, indent=2, default=str) + "\n")
-        say(f"wrote {output}")
+        common.write_results(document, args.output, "pitr", finished_at)
         return 0
-    except KeyboardInterrupt:
-        say("interrupted; cleaning up")
-        return 130
-    finally:
-        bench.stop_services()
+
+    return common.run_guarded(body, bench.stop_services)
 
 
 if __name__ == "__main__":

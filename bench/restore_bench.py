@@ -50,13 +50,9 @@ import argparse
 import datetime as dt
 import hashlib
 import json
-import logging
 import os
-import platform
-import resource
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -67,6 +63,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "plugins"), str(REPO)]
+
+from bench import common  # noqa: E402
+from bench.common import Column, MiB, fixed, mb, median, rnd, say, tail  # noqa: E402
 
 VARIANTS = ("pgdr", "pgdr_local", "bare", "bare_gzip", "bare_fifo")
 LABELS = {
@@ -82,53 +81,6 @@ DEFAULT_SCALE = 8.5                 # about 1.14 GB of pg_database_size
 RATIO_TARGET = 1.2
 RTO_TARGETS = {"10 GB": (10e9, 5 * 60), "100 GB": (100e9, 45 * 60)}
 DEFAULT_AWS_SPEEDS = "100,250"      # MB/s, for the download-included projections
-MiB = 1024 * 1024
-
-_STARTED = time.monotonic()
-_LIVE: list[subprocess.Popen] = []
-
-
-def say(message: str) -> None:
-    elapsed = time.monotonic() - _STARTED
-    print(f"[{int(elapsed // 60):02d}:{elapsed % 60:04.1f}] {message}", flush=True)
-
-
-def mb(size: float) -> float:
-    return size / 1e6
-
-
-def tree_size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def _stop_group(process: subprocess.Popen) -> None:
-    """Stop a child started in its own session, and everything it started (pg_restore)."""
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            process.wait(wait)
-            break
-        except (subprocess.TimeoutExpired, ChildProcessError):
-            continue
-
-
-def _median(values) -> float | None:
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
-
-
-def _round(value, digits: int = 2):
-    return None if value is None else round(value, digits)
-
 
 # --------------------------------------------------------------------------------------------
 # Timeline of pgdr.fetch.PipedDataFiles (both pgdr children): when each object finished
@@ -192,17 +144,17 @@ def timeline_summary(events: dict) -> dict | None:
     largest = max(objects.values(), key=lambda o: o["size"]) if objects else None
     return {
         "objects": len(objects),
-        "download_all_done_s": _round(max(d[1] for d in downloads) - t0) if downloads else None,
-        "first_fifo_opened_s": _round(min(f[0][0] for f in feeds) - t0) if feeds else None,
-        "last_fifo_opened_s": _round(max(f[0][0] for f in feeds) - t0) if feeds else None,
-        "last_feed_done_s": _round(max(f[0][1] for f in feeds) - t0) if feeds else None,
-        "pg_restore_done_s": _round(events["close"] - t0) if events.get("close") else None,
-        "fifo_wait_total_s": _round(sum(waits)),
-        "fifo_wait_max_s": _round(max(waits)) if waits else None,
-        "feed_seconds_total": _round(decompress),
+        "download_all_done_s": rnd(max(d[1] for d in downloads) - t0) if downloads else None,
+        "first_fifo_opened_s": rnd(min(f[0][0] for f in feeds) - t0) if feeds else None,
+        "last_fifo_opened_s": rnd(max(f[0][0] for f in feeds) - t0) if feeds else None,
+        "last_feed_done_s": rnd(max(f[0][1] for f in feeds) - t0) if feeds else None,
+        "pg_restore_done_s": rnd(events["close"] - t0) if events.get("close") else None,
+        "fifo_wait_total_s": rnd(sum(waits)),
+        "fifo_wait_max_s": rnd(max(waits)) if waits else None,
+        "feed_seconds_total": rnd(decompress),
         "largest_object": ({"bytes": largest["size"],
-                            "download_done_s": _round(largest["download"][1] - t0) if "download" in largest else None,
-                            "fifo_opened_s": _round(largest["feed"][0] - t0) if "feed" in largest else None}
+                            "download_done_s": rnd(largest["download"][1] - t0) if "download" in largest else None,
+                            "fifo_opened_s": rnd(largest["feed"][0] - t0) if "feed" in largest else None}
                            if largest else None),
     }
 
@@ -213,9 +165,11 @@ def timeline_summary(events: dict) -> dict | None:
 
 def dag_child(spec_path: str) -> int:
     """Run the pg_restore DAG once with dag.test() (as harness.run_dag does) and write its figures."""
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, common.raise_interrupt)
     spec = json.loads(Path(spec_path).read_text())
     events = install_timeline()
+    import resource
+
     from harness.run_dag import load_dag_for_test
 
     t_load = time.perf_counter()
@@ -246,7 +200,7 @@ def dag_child(spec_path: str) -> int:
         "tasks": tasks, "restore": outcome, "timeline": timeline_summary(events),
         "cpu_seconds_self": own.ru_utime + own.ru_stime,
     }
-    Path(spec["result"]).write_text(json.dumps(result, default=str))
+    common.write_result(spec, result)
     print("\n" + json.dumps({"dag_id": dag_run.dag_id, "run_id": dag_run.run_id, "state": str(dag_run.state)}))
     return 0 if result["state"] == "success" else 1
 
@@ -284,27 +238,19 @@ class _LocalStore:
 
 def local_child(spec_path: str) -> int:
     """pgdr's restore (LogicalRestore, mode new_database) with the objects read from a local copy."""
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    spec = json.loads(Path(spec_path).read_text())
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    log = logging.getLogger("pgdr.bench")
+    spec, log = common.child_start(spec_path)
     events = install_timeline()
 
-    import psycopg2
-
     from pgdr.manifest import Manifest
-    from pgdr.pgtools import PgTarget
     from pgdr.restore import LogicalRestore
     from pgdr.restore_plan import RestoreNames
 
     manifest = Manifest.from_json(Path(spec["manifest"]).read_text())
-    target = PgTarget(conn_id="care_commons_admin", host=spec["host"], port=spec["port"], user=spec["user"],
-                      dbname="postgres", password=spec["password"])
+    target, connect_to = common.pg_target("care_commons_admin", spec["host"], spec["port"], spec["user"],
+                                          spec["password"], "postgres")
 
     def connect(dbname: str):
-        conn = psycopg2.connect(host=spec["host"], port=spec["port"], user=spec["user"],
-                                password=spec["password"], dbname=dbname)
+        conn = connect_to(dbname)
         conn.autocommit = True
         return conn
 
@@ -314,84 +260,9 @@ def local_child(spec_path: str) -> int:
         target=target, connect=connect, names=RestoreNames(name, name, None, None), mode="new_database",
         tables=(), workdir=Path(spec["workdir"]), bindir=Path(spec["bindir"]), jobs=spec["jobs"], log=log)
     outcome = restore.run()
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    tools = resource.getrusage(resource.RUSAGE_CHILDREN)
-    outcome.update(timeline=timeline_summary(events),
-                   cpu_seconds={"python": own.ru_utime + own.ru_stime, "tools": tools.ru_utime + tools.ru_stime})
-    Path(spec["result"]).write_text(json.dumps(outcome, default=str))
+    outcome.update(timeline=timeline_summary(events), cpu_seconds=common.child_usage())
+    common.write_result(spec, outcome)
     return 0
-
-
-class TreeSampler:
-    """Polls a process and its descendants with psutil: peak RSS of the process, and of the tree."""
-
-    def __init__(self, pid: int, interval: float = 0.1) -> None:
-        import psutil
-
-        self._psutil = psutil
-        self.process = psutil.Process(pid)
-        self.interval = interval
-        self.peak_self = 0
-        self.peak_tree = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        psutil = self._psutil
-        while not self._stop.is_set():
-            try:
-                own = self.process.memory_info().rss
-                tree = own
-                for child in self.process.children(recursive=True):
-                    try:
-                        tree += child.memory_info().rss
-                    except psutil.Error:
-                        pass
-                self.peak_self = max(self.peak_self, own)
-                self.peak_tree = max(self.peak_tree, tree)
-            except psutil.Error:
-                break
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> "TreeSampler":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def run_child(argv: list[str], log_path: Path, env: dict | None = None, sample: bool = True) -> dict:
-    """Run a child in its own session: wall time, CPU of the child and the descendants it waited for
-    (wait4), and peak RSS sampled with psutil (every 0.1 s) of the child and of its process tree.
-
-    Not ru_maxrss: on Linux a child's ru_maxrss starts from the forking parent's RSS (the high-water
-    mark is kept across fork and exec), so it reports at least the bench's own RSS, even for
-    /bin/true."""
-    with open(log_path, "w") as log_handle:
-        t0 = time.perf_counter()
-        process = subprocess.Popen(argv, stdout=log_handle, stderr=subprocess.STDOUT, cwd=REPO,
-                                   env=env if env is not None else dict(os.environ), start_new_session=True)
-        _LIVE.append(process)
-        sampler = TreeSampler(process.pid) if sample else None
-        try:
-            if sampler:
-                sampler.__enter__()
-            _, status, usage = os.wait4(process.pid, 0)
-        finally:
-            if sampler:
-                sampler.__exit__()
-        process.returncode = os.waitstatus_to_exitcode(status)
-        wall = time.perf_counter() - t0
-        _LIVE.remove(process)
-    return {"returncode": process.returncode, "wall_seconds": wall, "cpu_seconds": usage.ru_utime + usage.ru_stime,
-            "peak_rss_bytes": sampler.peak_self if sampler else None,
-            "peak_tree_rss_bytes": sampler.peak_tree if sampler else None}
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 def _dag_outcome(path: Path) -> dict:
@@ -455,7 +326,6 @@ class Bench:
 
     def start_services(self) -> None:
         from harness import airflow_env
-        from harness.stack import start_stack
 
         say("Airflow home on SQLite: airflow db migrate")
         airflow_env.apply(self.work / "airflow")
@@ -465,11 +335,8 @@ class Bench:
         t0 = time.perf_counter()
         airflow_env.migrate()
         say(f"  migrated in {time.perf_counter() - t0:.1f} s")
-        say(f"starting the harness stack: PostgreSQL 15, care_commons at scale {self.args.scale:g} "
-            f"(seed {self.args.seed}), moto S3, Slack receiver")
-        t0 = time.perf_counter()
-        self.stack = start_stack(scale=self.args.scale, staging_dir=self.work / "staging", seed=self.args.seed)
-        seconds = time.perf_counter() - t0
+        self.stack, seconds = common.start_harness_stack(self.work, self.args.scale, self.args.seed,
+                                                         "moto S3, Slack receiver")
         self.s3_client = self.stack.s3.client()
         cluster = self.stack.cluster
         size = self._db_size("care_commons")
@@ -488,22 +355,16 @@ class Bench:
         os.environ.update(self.env)
 
     def stop_services(self) -> None:
-        for process in list(_LIVE):
-            _stop_group(process)
+        common.stop_all()
         if self.stack is not None:
             self.stack.stop()
-        if self.args.keep:
-            say(f"--keep: the work directory (logs, local copies) is {self.work}")
-        else:
-            shutil.rmtree(self.work, ignore_errors=True)
+        common.remove_work(self.work, self.args.keep, "the work directory (logs, local copies) is")
 
     def _db_size(self, dbname: str) -> int:
-        return int(self.stack.cluster.execute("SELECT pg_database_size(%s)", params=(dbname,))[0][0])
+        return common.db_size(self.stack.cluster, dbname)
 
     def _settle(self) -> None:
-        """Outside the timings: no pending writeback or checkpoint from the previous run."""
-        self.stack.cluster.execute("CHECKPOINT")
-        os.sync()
+        common.settle(self.stack.cluster)
 
     def _drop(self, dbname: str) -> None:
         self.stack.cluster.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
@@ -515,9 +376,9 @@ class Bench:
 
         say("pg_backup_daily (python -m harness.run_dag, child process)")
         log_path = self.work / "pg_backup_daily.log"
-        child = run_child([sys.executable, "-m", "harness.run_dag", "pg_backup_daily"], log_path, sample=False)
+        child = common.run_child([sys.executable, "-m", "harness.run_dag", "pg_backup_daily"], log_path, sample=False)
         if child["returncode"] != 0 or _dag_outcome(log_path)["state"] != "success":
-            raise RuntimeError(f"pg_backup_daily failed:\n{_tail(log_path)}")
+            raise RuntimeError(f"pg_backup_daily failed:\n{tail(log_path)}")
         keys = []
         for page in self.s3_client.get_paginator("list_objects_v2").paginate(
                 Bucket=self._bucket, Prefix=f"{PREFIX}/{DATABASE}/logical/"):
@@ -555,7 +416,7 @@ class Bench:
         t0 = time.perf_counter()
         subprocess.run(argv, env=cluster.tool_env(), check=True, capture_output=True)
         seconds = time.perf_counter() - t0
-        self.gzip_dump = {"path": str(out), "size_bytes": tree_size(out), "dump_seconds": round(seconds, 2),
+        self.gzip_dump = {"path": str(out), "size_bytes": common.tree_size(out), "dump_seconds": round(seconds, 2),
                           "argv": f"pg_dump -Fd --jobs={self.args.jobs} --file=pg_dump_Fd care_commons"}
         say(f"  {mb(self.gzip_dump['size_bytes']):.1f} MB in {seconds:.1f} s")
 
@@ -623,16 +484,12 @@ class Bench:
         target = f"bench_pgdr_{repeat}"
         run_dir = self.work / f"pgdr_{repeat}"
         run_dir.mkdir(parents=True)
-        spec = {"dag_id": "pg_restore", "result": str(run_dir / "result.json"),
+        spec = {"dag_id": "pg_restore",
                 "conf": {"database": DATABASE, "backup": self.backup["backup_id"], "mode": "new_database",
                          "target_database": target}}
-        (run_dir / "spec.json").write_text(json.dumps(spec))
         self._settle()
-        child = run_child([sys.executable, str(Path(__file__).resolve()), "--child-dag", str(run_dir / "spec.json")],
-                          run_dir / "dag.log")
-        if child["returncode"] != 0 or not (run_dir / "result.json").exists():
-            raise RuntimeError(f"pg_restore DAG failed (exit {child['returncode']}):\n{_tail(run_dir / 'dag.log')}")
-        result = json.loads((run_dir / "result.json").read_text())
+        result, child = common.run_spec_child(__file__, "--child-dag", spec, run_dir, log_name="dag.log",
+                                              what="pg_restore DAG")
         outcome = result.pop("restore")
         restored_size = self._db_size(target)
         self._drop(target)
@@ -661,16 +518,10 @@ class Bench:
         spec = {"host": cluster.host, "port": cluster.port, "user": RESTORE_ROLE, "password": RESTORE_PASSWORD,
                 "manifest": str(self.manifest_path), "local_dir": str(self.work / "local" / "raw"),
                 "prefix": self.backup["prefix"], "target_database": target, "workdir": str(run_dir / "work"),
-                "bindir": str(cluster.bindir), "jobs": self.args.jobs, "result": str(run_dir / "result.json")}
-        fd = os.open(run_dir / "spec.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(spec, handle)
+                "bindir": str(cluster.bindir), "jobs": self.args.jobs}
         self._settle()
-        child = run_child([sys.executable, str(Path(__file__).resolve()), "--child-local",
-                           str(run_dir / "spec.json")], run_dir / "restore.log")
-        if child["returncode"] != 0:
-            raise RuntimeError(f"pgdr_local failed (exit {child['returncode']}):\n{_tail(run_dir / 'restore.log')}")
-        outcome = json.loads((run_dir / "result.json").read_text())
+        outcome, child = common.run_spec_child(__file__, "--child-local", spec, run_dir, log_name="restore.log",
+                                               what="pgdr_local")
         self._drop(target)
         return {"seconds": outcome["seconds"]["total"], "stages": outcome["seconds"], "target_database": target,
                 "process_wall_seconds": child["wall_seconds"], "database_size_bytes": outcome["database_size_bytes"],
@@ -719,11 +570,11 @@ class Bench:
                 f"--dbname={target}", str(source)]
         log_path = self.work / f"{name}_{repeat}.log"
         self._settle()
-        child = run_child(argv, log_path, env=cluster.tool_env())
+        child = common.run_child(argv, log_path, env=cluster.tool_env())
         for thread in feeders:
             thread.join(5)
         if child["returncode"] != 0:
-            raise RuntimeError(f"{name} failed (exit {child['returncode']}):\n{_tail(log_path)}")
+            raise RuntimeError(f"{name} failed (exit {child['returncode']}):\n{tail(log_path)}")
         # the order pg_restore loaded the tables in (--verbose), and where the largest one came
         order = [line.split("processing data for table ", 1)[1].strip('"') for line in
                  log_path.read_text(errors="replace").splitlines() if "processing data for table " in line]
@@ -759,20 +610,7 @@ class Bench:
         return self._largest
 
     def _row_counts(self, dbname: str) -> dict[str, int]:
-        from psycopg2 import sql
-
-        conn = self.stack.cluster.connect(dbname)
-        try:
-            counts = {}
-            with conn.cursor() as cur:
-                for table in self.manifest.row_counts:
-                    schema, name = table.split(".", 1)
-                    cur.execute(sql.SQL("SELECT count(*) FROM ONLY {}.{}").format(sql.Identifier(schema),
-                                                                                 sql.Identifier(name)))
-                    counts[table] = cur.fetchone()[0]
-            return counts
-        finally:
-            conn.close()
+        return common.row_counts(self.stack.cluster.connect(dbname), self.manifest.row_counts, only=True)
 
     def run_variant(self, name: str, repeat: int) -> dict:
         load_before = os.getloadavg()[0]
@@ -785,14 +623,12 @@ class Bench:
             result = self.run_bare(name, repeat)
         busy1, iowait1 = _cpu_busy()
         result.update(repeat=repeat, loadavg_1m_before=round(load_before, 2),
-                      machine_cpu_busy_seconds=round(busy1 - busy0, 1), machine_iowait_seconds=round(iowait1 - iowait0, 1))
+                      machine_cpu_busy_seconds=round(busy1 - busy0, 1),
+                      machine_iowait_seconds=round(iowait1 - iowait0, 1))
         return result
 
     def measure(self) -> None:
-        order = list(VARIANTS)
-        for repeat in range(1, self.args.repeat + 1):
-            sequence = order if repeat % 2 == 1 else list(reversed(order))
-            say(f"repeat {repeat}/{self.args.repeat}: " + " -> ".join(sequence))
+        for repeat, sequence in common.repeats(VARIANTS, self.args.repeat):
             self.downloads.append(self.download_backup(repeat))
             for name in sequence:
                 result = self.run_variant(name, repeat)
@@ -806,7 +642,8 @@ class Bench:
                              f"{tl.get('pg_restore_done_s')} s, FIFO waits {tl.get('fifo_wait_total_s')} s; "
                              f"peak RSS {mb(result['peak_rss_bytes']):.0f} MB]")
                     if name == "pgdr":
-                        extra = (f"  (DAG run {result['dag_run_seconds']:.1f} s, process {result['process_wall_seconds']:.1f} s)"
+                        extra = (f"  (DAG run {result['dag_run_seconds']:.1f} s, process "
+                                 f"{result['process_wall_seconds']:.1f} s)"
                                  + extra)
                 if name.startswith("bare"):
                     extra = (f"  [largest table {result['largest_table']} loaded "
@@ -824,10 +661,10 @@ class Bench:
             before = set(self._drill_keys())
             log_path = self.work / f"drill_{number}.log"
             self._settle()
-            child = run_child([sys.executable, "-m", "harness.run_dag", "pg_restore_test"], log_path)
+            child = common.run_child([sys.executable, "-m", "harness.run_dag", "pg_restore_test"], log_path)
             new = sorted(set(self._drill_keys()) - before)
             if child["returncode"] != 0 or len(new) != 1:
-                raise RuntimeError(f"pg_restore_test failed or wrote {len(new)} records:\n{_tail(log_path)}")
+                raise RuntimeError(f"pg_restore_test failed or wrote {len(new)} records:\n{tail(log_path)}")
             record = json.loads(self.s3_client.get_object(Bucket=self._bucket, Key=new[0])["Body"].read())
             copy = drills_dir / new[0].rsplit("/", 1)[1]
             copy.write_text(json.dumps(record, indent=2) + "\n")
@@ -854,53 +691,34 @@ class Bench:
 # Report
 # --------------------------------------------------------------------------------------------
 
-def machine_info(bench: Bench) -> dict:
-    import psutil
-
-    cpu_model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+def machine(bench: Bench) -> dict:
     cluster = bench.stack.cluster
-    server_version = cluster.execute("SHOW server_version")[0][0]
-    settings = {name: cluster.execute(f"SHOW {name}")[0][0]
-                for name in ("shared_buffers", "maintenance_work_mem", "max_wal_size", "fsync", "synchronous_commit")}
-    versions = {"python": platform.python_version()}
-    for module in ("airflow", "zstandard", "boto3", "moto", "psycopg2", "psutil"):
-        try:
-            versions[module] = __import__(module).__version__
-        except Exception:  # noqa: BLE001
-            versions[module] = None
+    info = common.machine_info(cluster, ("airflow", "zstandard", "boto3", "moto", "psycopg2", "psutil"))
+    settings = ("shared_buffers", "maintenance_work_mem", "max_wal_size", "fsync", "synchronous_commit")
+    info["server_settings"] = {name: cluster.execute(f"SHOW {name}")[0][0] for name in settings}
     out = subprocess.run([str(cluster.bindir / "pg_restore"), "--version"], capture_output=True, text=True).stdout
-    return {
-        "nproc": os.cpu_count(), "cpu_affinity": len(os.sched_getaffinity(0)), "cpu_model": cpu_model,
-        "memory_total_gb": round(psutil.virtual_memory().total / 1e9, 1), "kernel": platform.release(),
-        "postgresql_server": server_version, "server_settings": settings, "pg_restore": out.strip(),
-        "versions": versions, "disk_free_bytes_at_end": shutil.disk_usage(bench.work).free,
-    }
+    info["pg_restore"] = out.strip()
+    info["disk_free_bytes_at_end"] = shutil.disk_usage(bench.work).free
+    return info
 
 
 def summarize(bench: Bench, aws_speeds: list[float]) -> dict:
     runs = bench.runs
-    med = {name: _median(r["seconds"] for r in runs[name]) for name in VARIANTS}
+    med = {name: median(r["seconds"] for r in runs[name]) for name in VARIANTS}
     bare, bare_gzip = med["bare"], med["bare_gzip"]
-    dag_run = _median(r["dag_run_seconds"] for r in runs["pgdr"])
-    dag_run_net = _median(r["dag_run_seconds"] - (r["dag_test_api_startup_seconds"] or 0) for r in runs["pgdr"])
-    api_startup = _median(r["dag_test_api_startup_seconds"] for r in runs["pgdr"])
-    process = _median(r["process_wall_seconds"] for r in runs["pgdr"])
-    download = _median(d["download_seconds"] for d in bench.downloads)
-    unzstd = _median(d["decompress_seconds"] for d in bench.downloads)
-    manual = _median(d["download_seconds"] + d["decompress_seconds"] + r["seconds"]
-                     for d, r in zip(bench.downloads, runs["bare"]))
+    dag_run = median(r["dag_run_seconds"] for r in runs["pgdr"])
+    dag_run_net = median(r["dag_run_seconds"] - (r["dag_test_api_startup_seconds"] or 0) for r in runs["pgdr"])
+    api_startup = median(r["dag_test_api_startup_seconds"] for r in runs["pgdr"])
+    process = median(r["process_wall_seconds"] for r in runs["pgdr"])
+    download = median(d["download_seconds"] for d in bench.downloads)
+    unzstd = median(d["decompress_seconds"] for d in bench.downloads)
+    manual = median(d["download_seconds"] + d["decompress_seconds"] + r["seconds"]
+                     for d, r in zip(bench.downloads, runs["bare"], strict=False))
 
     def row(key, label, seconds, values, what):
-        return {"variant": key, "label": label, "median_seconds": _round(seconds),
-                "runs_seconds": [_round(v) for v in values], "ratio_vs_bare": _round(seconds / bare, 3),
-                "ratio_vs_bare_gzip": _round(seconds / bare_gzip, 3), "what": what}
+        return {"variant": key, "label": label, "median_seconds": rnd(seconds),
+                "runs_seconds": [rnd(v) for v in values], "ratio_vs_bare": rnd(seconds / bare, 3),
+                "ratio_vs_bare_gzip": rnd(seconds / bare_gzip, 3), "what": what}
 
     table = [
         row("pgdr", LABELS["pgdr"], med["pgdr"], [r["seconds"] for r in runs["pgdr"]],
@@ -927,23 +745,23 @@ def summarize(bench: Bench, aws_speeds: list[float]) -> dict:
             "scheduling of the data falls back to dump-id order"),
         row("manual", "download+unzstd+pg_restore", manual,
             [d["download_seconds"] + d["decompress_seconds"] + r["seconds"]
-             for d, r in zip(bench.downloads, runs["bare"])],
+             for d, r in zip(bench.downloads, runs["bare"], strict=False)],
             "what restoring pgdr's backup by hand would take, one step after the other (download from moto, "
             "unzstd, bare pg_restore -j2), per repeat"),
     ]
     stage_keys = sorted({k for r in runs["pgdr"] for k in r["stages"]})
-    stages = {name: {k: _round(_median(r["stages"].get(k) for r in runs[name])) for k in stage_keys}
+    stages = {name: {k: rnd(median(r["stages"].get(k) for r in runs[name])) for k in stage_keys}
               for name in ("pgdr", "pgdr_local")}
-    tasks = {task: _round(_median(r["tasks"][task]["duration_seconds"] for r in runs["pgdr"]))
+    tasks = {task: rnd(median(r["tasks"][task]["duration_seconds"] for r in runs["pgdr"]))
              for task in runs["pgdr"][0]["tasks"]}
-    tasks["dag_test_api_startup (inside prepare)"] = _round(api_startup)
-    timeline = {name: {k: _round(_median((r["timeline"] or {}).get(k) for r in runs[name]))
+    tasks["dag_test_api_startup (inside prepare)"] = rnd(api_startup)
+    timeline = {name: {k: rnd(median((r["timeline"] or {}).get(k) for r in runs[name]))
                        for k in ("download_all_done_s", "first_fifo_opened_s", "last_fifo_opened_s",
                                  "last_feed_done_s", "pg_restore_done_s", "fifo_wait_total_s", "fifo_wait_max_s",
                                  "feed_seconds_total")}
                 for name in ("pgdr", "pgdr_local")}
 
-    size = _median(r["database_size_bytes"] for r in runs["pgdr"])
+    size = median(r["database_size_bytes"] for r in runs["pgdr"])
     stored = bench.backup["stored_bytes"]
     stored_per_byte = stored / size
     pgdr_s_per_byte = med["pgdr"] / size
@@ -976,12 +794,12 @@ def summarize(bench: Bench, aws_speeds: list[float]) -> dict:
     peak = max(r["peak_rss_bytes"] for r in runs["pgdr"])
     targets = {
         "ratio": {"target": f"pgdr restore <= {RATIO_TARGET}x bare pg_restore -j2 from a local copy",
-                  "pgdr_seconds": _round(med["pgdr"]), "bare_seconds": _round(bare),
-                  "bare_gzip_seconds": _round(bare_gzip), "ratio": _round(ratio, 3),
-                  "ratio_vs_bare_gzip": _round(med["pgdr"] / bare_gzip, 3),
-                  "ratio_dag_run": _round(dag_run / bare, 3), "ratio_dag_run_net": _round(dag_run_net / bare, 3),
-                  "ratio_local": _round(med["pgdr_local"] / bare, 3),
-                  "target_seconds": _round(RATIO_TARGET * bare), "met": ratio <= RATIO_TARGET,
+                  "pgdr_seconds": rnd(med["pgdr"]), "bare_seconds": rnd(bare),
+                  "bare_gzip_seconds": rnd(bare_gzip), "ratio": rnd(ratio, 3),
+                  "ratio_vs_bare_gzip": rnd(med["pgdr"] / bare_gzip, 3),
+                  "ratio_dag_run": rnd(dag_run / bare, 3), "ratio_dag_run_net": rnd(dag_run_net / bare, 3),
+                  "ratio_local": rnd(med["pgdr_local"] / bare, 3),
+                  "target_seconds": rnd(RATIO_TARGET * bare), "met": ratio <= RATIO_TARGET,
                   "met_vs_bare_gzip": med["pgdr"] / bare_gzip <= RATIO_TARGET},
     }
     for label, entry in projections.items():
@@ -993,13 +811,14 @@ def summarize(bench: Bench, aws_speeds: list[float]) -> dict:
     return {
         "table": table, "stage_median_seconds": stages, "task_duration_median_seconds": tasks,
         "timeline_median_seconds": timeline,
-        "download": {"median_seconds": _round(download), "bytes": stored,
-                     "median_mb_per_s": _round(mb(moto_rate), 1), "unzstd_median_seconds": _round(unzstd),
+        "download": {"median_seconds": rnd(download), "bytes": stored,
+                     "median_mb_per_s": rnd(mb(moto_rate), 1), "unzstd_median_seconds": rnd(unzstd),
                      "runs": bench.downloads},
-        "throughput": {"database_bytes": size, "stored_bytes": stored, "stored_per_database_byte": round(stored_per_byte, 4),
-                       "pgdr_mb_per_s": _round(mb(size) / med["pgdr"], 1),
-                       "pgdr_local_mb_per_s": _round(mb(size) / med["pgdr_local"], 1),
-                       "bare_mb_per_s": _round(mb(size) / bare, 1)},
+        "throughput": {"database_bytes": size, "stored_bytes": stored,
+                       "stored_per_database_byte": round(stored_per_byte, 4),
+                       "pgdr_mb_per_s": rnd(mb(size) / med["pgdr"], 1),
+                       "pgdr_local_mb_per_s": rnd(mb(size) / med["pgdr_local"], 1),
+                       "bare_mb_per_s": rnd(mb(size) / bare, 1)},
         "projection_method": (
             "linear in the database size (pg_database_size of the restored database): seconds per byte measured "
             "at this size times 10e9 and 100e9 bytes (decimal GB; GiB would be 7.4 % more). as_measured_moto: the "
@@ -1008,14 +827,15 @@ def summarize(bench: Bench, aws_speeds: list[float]) -> dict:
             "download_excluded: pgdr's restore code reading a local copy; aws: download_excluded plus the stored "
             "bytes (backup size per database byte as measured) at the given S3 speed, added (upper bound: no "
             "overlap) or overlapped perfectly (lower bound)"),
-        "dag_overhead_seconds": _round(dag_overhead),
+        "dag_overhead_seconds": rnd(dag_overhead),
         "projections": projections,
         "memory": {"measure": "peak RSS sampled with psutil every 0.1 s: of the child process (the Airflow worker "
                               "running dag.test with the tasks in process; pgdr_local's restore process) and of its "
                               "process tree (pg_restore and its workers included); not ru_maxrss, which a child "
                               "inherits from the forking parent",
                    "pgdr_worker_peak_rss_mb": round(mb(peak), 1),
-                   "pgdr_worker_peak_tree_rss_mb": round(mb(max(r["peak_tree_rss_bytes"] or 0 for r in runs["pgdr"])), 1),
+                   "pgdr_worker_peak_tree_rss_mb": round(mb(max(r["peak_tree_rss_bytes"] or 0
+                                                                for r in runs["pgdr"])), 1),
                    "pgdr_local_peak_rss_mb": round(mb(max(r["peak_rss_bytes"] for r in runs["pgdr_local"])), 1),
                    "bare_pg_restore_peak_tree_rss_mb": round(mb(max(r["peak_tree_rss_bytes"] or 0
                                                                     for r in runs["bare"])), 1)},
@@ -1023,14 +843,15 @@ def summarize(bench: Bench, aws_speeds: list[float]) -> dict:
     }
 
 
+TABLE = (Column("variant", 28, left=True), Column("median s", 9, fixed(".1f")), Column("vs bare", 8, fixed(".2f", "x")),
+         Column("vs gzip", 8, fixed(".2f", "x")),
+         Column("runs", fmt=lambda runs: ", ".join(f"{v:.1f}" for v in runs), sep="  "))
+
+
 def print_report(summary: dict, bench: Bench) -> None:
-    header = f"{'variant':<28} {'median s':>9} {'vs bare':>8} {'vs gzip':>8}  runs"
     print()
-    print(header)
-    print("-" * (len(header) + 20))
-    for row in summary["table"]:
-        print(f"{row['label']:<28} {row['median_seconds']:>9.1f} {row['ratio_vs_bare']:>7.2f}x "
-              f"{row['ratio_vs_bare_gzip']:>7.2f}x  {', '.join(f'{v:.1f}' for v in row['runs_seconds'])}")
+    common.print_table(TABLE, ([row["label"], row["median_seconds"], row["ratio_vs_bare"], row["ratio_vs_bare_gzip"],
+                                row["runs_seconds"]] for row in summary["table"]), rule=20)
     print()
     for name in ("pgdr", "pgdr_local"):
         st = summary["stage_median_seconds"][name]
@@ -1057,24 +878,26 @@ def print_report(summary: dict, bench: Bench) -> None:
     for label, p in summary["projections"].items():
         aws = "; ".join(f"AWS {k}: {v['overlapped_lower_bound']:.0f}-{v['sequential_upper_bound']:.0f}"
                         for k, v in p["aws"].items())
-        print(f"  {label:>6}: as measured (moto) {p['as_measured_moto']:.0f}, + DAG overhead {p['with_dag_overhead']:.0f}, "
+        print(f"  {label:>6}: as measured (moto) {p['as_measured_moto']:.0f}, + DAG overhead "
+              f"{p['with_dag_overhead']:.0f}, "
               f"download excluded {p['download_excluded']:.0f}, bare {p['bare_pg_restore']:.0f}; {aws} "
               f"(budget {p['budget_seconds']})")
     for drill in bench.drills:
         print(f"drill: {drill['status']}, RTO {drill['rto_seconds']} s, projected {drill['projected_rto_seconds']} s, "
               f"record {drill['copied_to']}")
     print()
-    print("targets:")
-    for key, target in summary["targets"].items():
-        verdict = "MET" if target["met"] else "MISSED"
+
+    def detail(key: str, target: dict) -> str:
         if key == "ratio":
-            detail = (f"pgdr {target['pgdr_seconds']:.1f} s = {target['ratio']:.2f}x bare {target['bare_seconds']:.1f} s "
-                      f"({target['ratio_vs_bare_gzip']:.2f}x the -Fd gzip restore {target['bare_gzip_seconds']:.1f} s; "
-                      f"whole DAG run {target['ratio_dag_run']:.2f}x, {target['ratio_dag_run_net']:.2f}x without dag.test's API start; pgdr from a local copy {target['ratio_local']:.2f}x)")
-        else:
-            detail = (f"{target['projected_seconds']:.0f} s (budget {target['budget_seconds']} s; download excluded "
-                      f"{target['download_excluded_seconds']:.0f} s, with the DAG's other tasks {target['with_dag_overhead_seconds']:.0f} s)")
-        print(f"  [{verdict:^6}] {target['target']}: {detail}")
+            return (f"pgdr {target['pgdr_seconds']:.1f} s = {target['ratio']:.2f}x bare {target['bare_seconds']:.1f} s "
+                    f"({target['ratio_vs_bare_gzip']:.2f}x the -Fd gzip restore {target['bare_gzip_seconds']:.1f} s; "
+                    f"whole DAG run {target['ratio_dag_run']:.2f}x, {target['ratio_dag_run_net']:.2f}x without "
+                    f"dag.test's API start; pgdr from a local copy {target['ratio_local']:.2f}x)")
+        return (f"{target['projected_seconds']:.0f} s (budget {target['budget_seconds']} s; download excluded "
+                f"{target['download_excluded_seconds']:.0f} s, with the DAG's other tasks "
+                f"{target['with_dag_overhead_seconds']:.0f} s)")
+
+    common.print_targets(summary["targets"], detail)
     print("note: the pgdr figures include downloading from moto's S3 server, a local Python process on the same "
           f"2 cores (~{summary['download']['median_mb_per_s']} MB/s here).")
 
@@ -1090,27 +913,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="where the drill records are copied (default bench/results/drills)")
     parser.add_argument("--aws-speeds", default=DEFAULT_AWS_SPEEDS,
                         help="S3 download speeds (MB/s, comma separated) for the projections (default 100,250)")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs); servers always stop")
-    parser.add_argument("--workdir", default=None, help="parent of the temporary work directory (default $TMPDIR)")
-    parser.add_argument("--output", default=None, help="JSON results path (default bench/results/restore-<UTC date>.json)")
-    parser.add_argument("--child-dag", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--child-local", default=None, help=argparse.SUPPRESS)
+    common.add_run_arguments(parser, "restore", "keep the work directory (logs); servers always stop")
+    common.add_child_arguments(parser, "dag", "local")
     args = parser.parse_args(argv)
-    if args.child_dag:
-        return dag_child(args.child_dag)
-    if args.child_local:
-        return local_child(args.child_local)
+    child = common.run_child_mode(args, {"dag": dag_child, "local": local_child})
+    if child is not None:
+        return child
     if args.repeat < 1 or args.drills < 1:
         parser.error("--repeat and --drills must be >= 1")
     aws_speeds = [float(s) for s in args.aws_speeds.split(",") if s.strip()]
 
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    signal.signal(signal.SIGHUP, _raise_interrupt)
-    started_at = dt.datetime.now(dt.timezone.utc)
+    started_at = common.utc_now()
     bench = Bench(args)
-    try:
+
+    def body() -> int:
         bench.start_services()
         bench.make_backup()
         bench.make_gzip_dump()
@@ -1118,14 +934,11 @@ def main(argv: list[str] | None = None) -> int:
         bench.run_drills()
         summary = summarize(bench, aws_speeds)
         print_report(summary, bench)
-        machine = machine_info(bench)
-        finished_at = dt.datetime.now(dt.timezone.utc)
+        machine_figures = machine(bench)
+        finished_at = common.utc_now()
         document = {
-            "benchmark": "pgdr restore from S3 vs bare pg_restore -j2 from a local copy",
-            "command": "python bench/restore_bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "started_at": started_at.isoformat(timespec="seconds"),
-            "finished_at": finished_at.isoformat(timespec="seconds"),
-            "total_seconds": round((finished_at - started_at).total_seconds(), 1),
+            **common.document_header("pgdr restore from S3 vs bare pg_restore -j2 from a local copy",
+                                     "restore_bench.py", argv, started_at, finished_at),
             "settings": {"scale": args.scale, "repeat": args.repeat, "jobs": args.jobs, "drills": args.drills,
                          "seed": args.seed, "aws_speeds_mb_per_s": aws_speeds},
             "source_database": bench.source,
@@ -1155,21 +968,15 @@ def main(argv: list[str] | None = None) -> int:
                 "2-core, noisy virtual machine, shared with a developer running tests during the run",
                 "the source data and the local copies sit in the OS page cache (no cache drop)",
             ],
-            "machine": machine,
+            "machine": machine_figures,
             "results": summary,
             "runs": bench.runs,
             "drills": bench.drills,
         }
-        output = Path(args.output) if args.output else REPO / "bench" / "results" / f"restore-{finished_at:%Y-%m-%d}.json"
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(document, indent=2, default=str) + "\n")
-        say(f"wrote {output}")
+        common.write_results(document, args.output, "restore", finished_at)
         return 0
-    except KeyboardInterrupt:
-        say("interrupted; cleaning up")
-        return 130
-    finally:
-        bench.stop_services()
+
+    return common.run_guarded(body, bench.stop_services)
 
 
 if __name__ == "__main__":

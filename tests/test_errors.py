@@ -47,7 +47,6 @@ FAILURES = [
     ("pgdr.file_restore.FileRestoreError", RuntimeError, PgdrError),
     ("pgdr.backup.StagingFull", OSError, PgdrError),
     ("pgdr.alerts.AlreadyAlerted", RuntimeError, PgdrError),
-    ("pgdr.operators.verify.CheckFailed", RuntimeError, PgdrError),
 ]
 
 

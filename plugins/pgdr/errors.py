@@ -13,21 +13,25 @@ themselves stay in the module that raises them (``pgdr.settings.SettingsError``,
 imports nothing from pgdr, so every layer may import it.
 
     PgdrError
-    ├── Refused                 nothing was changed; ``field`` names what was refused
-    │   ├── SettingsError       (settings)              setting: the Variable, e.g. pgdr_staging_dir
-    │   ├── PolicyError         (data_policy)           the policy file
-    │   │   └── RetentionRefused (data_retention)
-    │   ├── RestoreRefused      (here; restore_plan)    a form field: backup, mode, tables, point_in_time ...
+    ├── Refused                 nothing was changed; ``field`` names what was refused, ``reason`` why
+    │   ├── SettingsError       (settings)         the Variable, e.g. pgdr_staging_dir
+    │   ├── PolicyError         (data_policy)      the rule ("rule 2"), key, or setting
+    │   │   └── RetentionRefused (data_retention)  pgdr_retention_conn_ids
+    │   ├── RestoreRefused      (here; re-exported by restore_plan)  the form field: backup, mode, ...
     │   │   ├── AbandonedBranch (pitr_plan)
-    │   │   └── WalGap          (here)                  segment, timeline
-    │   ├── StagingRefused, MarkerRefused, KeyProblem, BackupBusy, RowVisibilityError,
-    │   │   ConfigBackupError, FileBackupError
+    │   │   └── WalGap          (here; pitr_plan.WalGapRefused)  + segment, timeline
+    │   ├── StagingRefused      (staging)          pgdr_staging_dir
+    │   ├── ConfigBackupError, FileBackupError     pgdr_config_files, pgdr_file_dirs ...
+    │   └── MarkerRefused, KeyProblem, BackupBusy, RowVisibilityError
     ├── StoreError              an object is not what was written or recorded
-    │   ├── UploadCheckError, ObjectHashError (key), ManifestError
+    │   └── UploadCheckError, ObjectHashError (+ key), ManifestError
     ├── ToolError               a PostgreSQL tool or server did not do its work
-    │   └── PgToolError
+    │   └── PgToolError (+ disk_full)
     │       └── VerificationFailed (physical)
-    └── RestoreFailed, FileRestoreError, StagingFull, AlreadyAlerted (CheckFailed) ...
+    └── RestoreFailed, FileRestoreError, StagingFull, AlreadyAlerted (CheckFailed)
+
+Not yet under the root (outside this part of the work): WalArchiveError/ShippingFailed
+(wal_archive), RecoveryFailed (pitr), HistoryError, RtoTableError, RedactedError.
 """
 
 from __future__ import annotations

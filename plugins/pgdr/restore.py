@@ -105,25 +105,31 @@ def server_facts(conn) -> dict:
 def check_target_server(conn, manifest: Manifest, names: RestoreNames, mode: str, recovered_schema_conn=None) -> dict:
     """Can this server take the restore? Refuses before anything is changed."""
     facts = server_facts(conn)
-    problems = []
+    problems, fields = [], []   # fields: the form field each problem concerns
     if facts["server_version_num"] // 10000 < manifest.server_version_num // 10000:
+        fields.append("target_conn_id")
         problems.append(f"the target runs PostgreSQL {facts['server_version_num'] // 10000}, older than the "
                         f"backup's {manifest.server_version_num // 10000}")
     if not (facts["superuser"] or facts["createdb"]):
+        fields.append("target_conn_id")
         problems.append("the target connection's role can neither create databases nor is superuser")
     if mode in ("new_database",) and database_exists(conn, names.target_database):
+        fields.append("target_database")
         problems.append(f"database {names.target_database!r} already exists on the target; choose another "
                         "target_database (a restore never writes into an existing database)")
     if mode in ("replace", "tables") and not database_exists(conn, names.target_database):
         hint = ("nothing to replace; use mode 'new_database' with target_database="
                 f"{names.target_database}" if mode == "replace" else "the tables are recovered into it")
+        fields.append("target_database")
         problems.append(f"database {names.target_database!r} does not exist on the target ({hint})")
     if database_exists(conn, names.work_database) and names.work_database != names.target_database:
+        fields.append("target_database")
         problems.append(f"database {names.work_database!r} already exists (a restore of the same second?)")
     if names.kept_database and database_exists(conn, names.kept_database):
+        fields.append("target_database")
         problems.append(f"database {names.kept_database!r} already exists")
     if problems:
-        raise RestoreRefused("restore refused, nothing was changed: " + "; ".join(problems))
+        raise RestoreRefused("restore refused, nothing was changed: " + "; ".join(problems), field=fields[0])
     return facts
 
 
@@ -133,7 +139,7 @@ def check_staging_space(staging_dir: Path, needed: int) -> int:
     if free < needed:
         raise RestoreRefused(f"restore refused, nothing was changed: staging directory {staging_dir} has "
                              f"{human_bytes(free)} free, the download needs {human_bytes(needed)} "
-                             "(setting pgdr_staging_dir)")
+                             "(setting pgdr_staging_dir)", field="pgdr_staging_dir")
     return free
 
 

@@ -69,7 +69,8 @@ class RestoreOperatorBase(PgdrBaseOperator):
             raise RestoreRefused(
                 f"restore refused, nothing was changed: backup {manifest.backup_id} of {database} is damaged "
                 f"({problems[0]['key']}: {problems[0]['problem']}) and is now marked bad; "
-                + (f"the newest good backup is {other}" if other else "there is no other good backup"))
+                + (f"the newest good backup is {other}" if other else "there is no other good backup"),
+                field="backup")
 
     def refuse_unconfirmed_overwrite(self, request) -> None:
         """Files never go over a non-empty directory without the typed confirmation."""
@@ -82,7 +83,7 @@ class RestoreOperatorBase(PgdrBaseOperator):
             shown = f"{request.confirm!r}" if request.confirm else "nothing"
             raise RestoreRefused(f"restore refused, nothing was changed: target_dir {target} is not empty; restoring "
                                  f"over it replaces files there: type exactly {expected!r} in confirm (got {shown}), "
-                                 "or choose an empty or new directory")
+                                 "or choose an empty or new directory", field="confirm")
 
     def config_wrapper(self, manifest):
         """The key wrapper that opens this backup's sealed files, refused clearly when it cannot."""
@@ -95,7 +96,7 @@ class RestoreOperatorBase(PgdrBaseOperator):
             unsealer(manifest, wrapper)
         except KeyProblem as err:
             raise RestoreRefused(f"restore refused, nothing was changed: backup {manifest.backup_id} holds files "
-                                 f"sealed client-side and cannot be opened: {err}") from None
+                                 f"sealed client-side and cannot be opened: {err}", field="backup") from None
         return wrapper
 
     def remember_error(self, context, err: BaseException) -> None:
@@ -144,7 +145,7 @@ class RestoreOperatorBase(PgdrBaseOperator):
         try:
             entries, entry, _ = leases.lease_chosen(self.store, database, kind, choose, holder, hours, self.log)
         except RuntimeError as err:
-            raise RestoreRefused(f"restore refused, nothing was changed: {err}") from None
+            raise RestoreRefused(f"restore refused, nothing was changed: {err}", field="backup") from None
         self.log.info("leased %s backup %s of %s for this run", kind, entry.backup_id, database)
         return entries, entry, {"database": database, "kind": kind, "backup_id": entry.backup_id, "holder": holder}
 
@@ -233,7 +234,8 @@ class PrepareRestoreOperator(RestoreOperatorBase, PitrMixin):
         unknown = [t for t in request.tables if t not in manifest.row_counts]
         if unknown:
             raise RestoreRefused(f"restore refused, nothing was changed: backup {entry.backup_id} holds no table "
-                                 f"{', '.join(unknown)}; it has {', '.join(sorted(manifest.row_counts))}")
+                                 f"{', '.join(unknown)}; it has {', '.join(sorted(manifest.row_counts))}",
+                                 field="tables")
         self.refuse_damaged(request.database, manifest, prefix, entries, context["ti"].run_id)
         when = stamp(context["dag_run"].run_after if context.get("dag_run") else None)
         names = restore_names(request, manifest.dbname, when)
@@ -280,7 +282,8 @@ class PrepareRestoreOperator(RestoreOperatorBase, PitrMixin):
                 good = newest_good([e for e in entries if e.backup_id != entry.backup_id])
                 raise RestoreRefused(f"{refused}{kind} backup {entry.backup_id} keeps unchanged files in backup "
                                      f"{holder}, which is {state}; " + (f"try backup {good.backup_id}" if good else
-                                                                         "there is no other good backup"))
+                                                                         "there is no other good backup"),
+                                     field="backup")
             held_manifest, held_prefix = self.manifest(database, holder, kind=kind)
             self.refuse_damaged(database, held_manifest, held_prefix, entries, context["ti"].run_id, kind=kind)
         self.refuse_unconfirmed_overwrite(request)
@@ -288,7 +291,7 @@ class PrepareRestoreOperator(RestoreOperatorBase, PitrMixin):
         try:
             target_dir = check_target_dir(request.target_dir, needed, settings=self.settings)
         except FileRestoreError as err:
-            raise RestoreRefused(f"{refused}{err}") from None
+            raise RestoreRefused(f"{refused}{err}", field="target_dir") from None
         if (manifest.encryption or {}).get("client_side"):
             self.config_wrapper(manifest)  # a missing or wrong key is refused here, before anything is written
         when = stamp(context["dag_run"].run_after if context.get("dag_run") else None)
@@ -329,7 +332,8 @@ class PrepareRestoreOperator(RestoreOperatorBase, PitrMixin):
         if request.mode == "tables":
             unknown = [t for t in request.tables if "." not in t]
             if unknown:
-                raise RestoreRefused(f"restore refused, nothing was changed: {unknown} are not schema.table names")
+                raise RestoreRefused(f"restore refused, nothing was changed: {unknown} are not schema.table names",
+                                     field="tables")
             target_conn_id = request.target_conn_id or settings.restore_conn_id(request.database)
             names = restore_names(request, manifest.dbname, when)   # system databases refused here too
             _, connect = self.target(target_conn_id)

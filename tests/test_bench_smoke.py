@@ -1,5 +1,6 @@
-"""bench/backup_bench.py still runs end to end (tiny scale, one repeat): a benchmark that rots is no benchmark.
-No timing is asserted; the figures are only checked to be there."""
+"""The benchmarks still run end to end (tiny scale, one repeat): a benchmark that rots is no benchmark.
+No timing is asserted; the figures are only checked to be there. The fast tests at the end check that
+bench/common.py prints the benchmarks' tables in the format bench/README.md quotes."""
 
 import json
 import subprocess
@@ -9,9 +10,8 @@ import pytest
 
 from conftest import REPO_ROOT
 
-pytestmark = pytest.mark.slow
 
-
+@pytest.mark.slow
 def test_backup_bench_runs_and_writes_its_figures(tmp_path):
     output = tmp_path / "bench.json"
     result = subprocess.run(
@@ -26,6 +26,7 @@ def test_backup_bench_runs_and_writes_its_figures(tmp_path):
     assert "vs seed" in result.stdout
 
 
+@pytest.mark.slow
 def test_restore_bench_runs_and_writes_its_figures(tmp_path):
     output = tmp_path / "restore.json"
     drills = tmp_path / "drills"
@@ -68,3 +69,35 @@ def test_pitr_bench_runs_and_writes_its_figures(tmp_path):
     assert all(r["row_counts_match"] for r in figures["runs"]["restore"]["pgbackrest"])
     assert figures["results"]["table"]["backup"][0]["stored_bytes"] > 0
     assert "vs pgBackRest" in result.stdout
+
+
+def _printed(capsys, table, rows, rule=0) -> list[str]:
+    from bench.common import print_table
+
+    print_table(table, rows, rule)
+    return capsys.readouterr().out.splitlines()
+
+
+def test_bench_tables_keep_their_printed_format(capsys):
+    """The columns the README's measured runs were copied from, character for character."""
+    from bench import backup_bench, pitr_bench, restore_bench
+
+    assert _printed(capsys, backup_bench.TABLE, [["pgdr", 12.234, 0.3212, 0.88, 276699999, 276.7, "yes"]]) == [
+        "variant           median s  vs seed  vs -Fc     size bytes       MB  parallel restore",
+        "-------------------------------------------------------------------------------------",
+        "pgdr                  12.2    0.32x   0.88x    276,699,999    276.7  yes"]
+    assert _printed(capsys, restore_bench.TABLE, [["pgdr (DAG, from S3)", 44.81, 1.17, 1.06, [35.1, 44.8]]],
+                    rule=20)[::2] == [
+        "variant                       median s  vs bare  vs gzip  runs",
+        "pgdr (DAG, from S3)               44.8    1.17x    1.06x  35.1, 44.8"]
+    assert _printed(capsys, pitr_bench.RESTORE_TABLE, [["pgbackrest", 23.6, 1.0, True, [23.6]]])[::2] == [
+        "PITR restore  median s  vs pgBackRest  rows match  runs",
+        "pgbackrest        23.6          1.00x  True        [23.6]"]
+
+
+def test_bench_repeats_alternate_the_order_and_medians_skip_missing_figures():
+    from bench.common import median, repeats
+
+    assert list(repeats(("a", "b", "c"), 3, announce=False)) == [
+        (1, ["a", "b", "c"]), (2, ["c", "b", "a"]), (3, ["a", "b", "c"])]
+    assert median([3.0, None, 1.0, 2.0]) == 2.0 and median([None]) is None

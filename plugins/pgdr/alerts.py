@@ -2,8 +2,8 @@
 
 Messages are Block Kit payloads built by pure functions; they carry ids, counts,
 sizes and error text only, never row data: every string passes :mod:`pgdr.redaction`
-(in :func:`build_alert`, whatever the builder) and error text Airflow's secrets masker. Sending goes through the slack provider's
-SlackWebhookHook; an alert that cannot be delivered is logged and never hides
+(in :func:`build_alert`, whatever the builder) and error text Airflow's secrets masker. Sending goes
+through the slack provider's SlackWebhookHook; an alert that cannot be delivered is logged and never hides
 the failure it was reporting.
 """
 
@@ -43,7 +43,8 @@ def short_error(error: object) -> str:
 
 def _fields(pairs: list[tuple[str, Any]]) -> dict:
     return {"type": "section",
-            "fields": [{"type": "mrkdwn", "text": f"*{name}*\n{value}"} for name, value in pairs if value not in (None, "")]}
+            "fields": [{"type": "mrkdwn", "text": f"*{name}*\n{value}"}
+                       for name, value in pairs if value not in (None, "")]}
 
 
 def build_alert(*, severity: str, title: str, facts: list[tuple[str, Any]], details: str | None = None,
@@ -135,7 +136,8 @@ def verification_alert(*, database: str, result: dict, reason: str, log_url: str
         title=f"pgdr: {check} {result['status']} for {database}{label}",
         facts=[("Database", database), ("Check", check), ("Kind", result.get("kind")),
                ("Backup", result.get("backup_id")), ("Failing since", result.get("since"))],
-        details=short_error(result["summary"]) + ("\n" + _evidence_lines(result["evidence"]) if result["evidence"] else ""),
+        details=short_error(result["summary"])
+        + ("\n" + _evidence_lines(result["evidence"]) if result["evidence"] else ""),
         next_step=f"follow {RUNBOOK}{NEXT_STEPS.get(check, '')}",
         log_url=log_url,
     )

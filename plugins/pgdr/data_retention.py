@@ -142,7 +142,7 @@ class TablePlan:
         for key in self.referencing:
             join = pgsql.SQL(" AND ").join(
                 pgsql.SQL("r.{} = t.{}").format(pgsql.Identifier(child), pgsql.Identifier(parent))
-                for child, parent in zip(key["child_columns"], key["parent_columns"]))
+                for child, parent in zip(key["child_columns"], key["parent_columns"], strict=False))
             exists.append(pgsql.SQL(sqlfiles.load("retention/referenced_by").strip()).format(
                 child_table=pgsql.Identifier(key["child_schema"], key["child_table"]), join=join))
         referenced = pgsql.SQL(" OR ").join(exists) if exists else pgsql.SQL("false")
@@ -196,7 +196,8 @@ def check_policy_against_database(conn, policy: Policy) -> dict[str, TablePlan]:
                                 f"by role {owner!r}, neither the table's owner nor a superuser: it would run with "
                                 "this connection's rights")
             cur.execute(sqlfiles.load("retention/referencing_keys"), {"oid": oid})
-            referencing = [dict(zip(("name", "child_schema", "child_table", "child_columns", "parent_columns"), row))
+            referencing = [dict(zip(("name", "child_schema", "child_table", "child_columns", "parent_columns"), row,
+                                    strict=False))
                            for row in cur.fetchall()]
             if len(pk) == 1:
                 plans[rule.label] = TablePlan(rule=rule, pk=pk[0], column_types=columns, referencing=referencing,
@@ -263,7 +264,8 @@ class DataRetention:
         params = {"cutoff": plan.value(rule.date_column, cutoff), "batch_rows": self.batch_rows,
                   "as_of": self.as_of}
         if rule.soft_deleted_for is not None:
-            params["soft_deleted_before"] = plan.value(rule.soft_delete_column, rule.soft_deleted_for.before(self.as_of))
+            params["soft_deleted_before"] = plan.value(rule.soft_delete_column,
+                                                       rule.soft_deleted_for.before(self.as_of))
         return params
 
     def _rule(self, conn, plan: TablePlan, cutoff: datetime, dry_run: bool, results: list[dict]) -> dict[str, Any]:

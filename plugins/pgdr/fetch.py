@@ -76,7 +76,8 @@ def plain_name(obj: ObjectEntry) -> str:
     return name[: -len(SUFFIX)] if obj.compression == "zstd" else name
 
 
-def fetch_whole(store, prefix: str, objects: list[ObjectEntry], directory: Path, log: logging.Logger) -> dict[str, Path]:
+def fetch_whole(store, prefix: str, objects: list[ObjectEntry], directory: Path,
+                log: logging.Logger) -> dict[str, Path]:
     """Download small objects (toc, globals), check them, unpack zstd; returns name -> local path."""
     paths = {}
     for obj in objects:

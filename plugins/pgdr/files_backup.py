@@ -240,7 +240,8 @@ def write_archive(root: Path, entries: list[dict], target: Path, level: int, par
                         after = os.fstat(source.fileno())
                     entry.update(size=before.st_size, mtime_ns=before.st_mtime_ns, mode=stat.S_IMODE(before.st_mode),
                                  sha256=reader.sha256.hexdigest())
-                    if reader.short or grew or after.st_mtime_ns != before.st_mtime_ns or after.st_size != before.st_size:
+                    changed = after.st_mtime_ns != before.st_mtime_ns or after.st_size != before.st_size
+                    if reader.short or grew or changed:
                         # stored as read; the recorded mtime is the one before, so the next backup takes it again
                         entry["changed_while_read"] = True
                     content += before.st_size

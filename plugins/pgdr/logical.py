@@ -34,8 +34,16 @@ from pgdr.digest import Digest, file_digest
 from pgdr.errors import Refused
 from pgdr.fswatch import DirectoryWatch
 from pgdr.manifest import utc_now_iso
-from pgdr.pgtools import (PgTarget, PgToolError, die_with_worker, libpq_env, run_tool, stderr_tail, tool_path,
-                          tool_version)
+from pgdr.pgtools import (
+    PgTarget,
+    PgToolError,
+    die_with_worker,
+    libpq_env,
+    run_tool,
+    stderr_tail,
+    tool_path,
+    tool_version,
+)
 from pgdr.progress import Progress, human_bytes
 
 # pg_try_advisory_lock(key1, key2): 'pgdr' and the logical-backup slot.
@@ -372,7 +380,8 @@ class LogicalBackup(LockedSession):
         returncode = process.wait()
         reader.join()
         if returncode != 0:
-            raise PgToolError(f"pg_dumpall failed (exit {returncode}): {stderr_tail(b''.join(errors).decode(errors='replace'))}")
+            stderr = b"".join(errors).decode(errors="replace")
+            raise PgToolError(f"pg_dumpall failed (exit {returncode}): {stderr_tail(stderr)}")
         return DumpedFile("globals.sql" + SUFFIX, target, "globals", "zstd", compressed.raw_size, compressed.digest)
 
 

@@ -90,7 +90,7 @@ class Manifest:
     def total_size(self) -> int:
         return sum(obj.size for obj in self.objects)
 
-    def validate(self) -> "Manifest":
+    def validate(self) -> Manifest:
         problems = []
         if not is_backup_id(self.backup_id):
             problems.append(f"backup_id {self.backup_id!r} is not YYYYMMDDTHHMMSSZ")
@@ -119,7 +119,7 @@ class Manifest:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "Manifest":
+    def from_json(cls, text: str | bytes) -> Manifest:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
@@ -127,7 +127,7 @@ class Manifest:
         return cls.from_dict(data)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Manifest":
+    def from_dict(cls, data: dict) -> Manifest:
         data = dict(data)
         if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
             raise ManifestError(f"unsupported manifest format_version {data.get('format_version')!r}")

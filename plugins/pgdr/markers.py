@@ -2,9 +2,9 @@
 
 ``pg_backup_verify`` commits one marker per run into ``pgdr.recovery_markers`` of each
 protected database (when physical backups are on), as the markers role that owns schema pgdr
-(:func:`marker_conn_id`; never into objects another role created, see :func:`record_marker`) and keeps the list, with the time each
-commit was acknowledged, in ``<prefix>/state/markers/<database>.json``. The drill recovers to a
-random moment and checks that exactly the markers committed before it are there.
+(:func:`marker_conn_id`; never into objects another role created, see :func:`record_marker`) and
+keeps the list, with the time each commit was acknowledged, in ``<prefix>/state/markers/<database>.json``.
+The drill recovers to a random moment and checks that exactly the markers committed before it are there.
 """
 
 from __future__ import annotations

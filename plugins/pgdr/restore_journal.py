@@ -116,7 +116,7 @@ class Journal:
 
     @classmethod
     def begin(cls, store, *, database: str, run_id: str, target_conn_id: str, mode: str, names: dict,
-              workdir: str, keep_until: str = "", backup_id: str = "") -> "Journal":
+              workdir: str, keep_until: str = "", backup_id: str = "") -> Journal:
         """Record the restore before it starts; the heartbeat shows other hosts it is alive."""
         token = secrets.token_hex(6)
         journal = cls(store, database, run_id, {

@@ -90,7 +90,7 @@ def checksum_matches(expected: str, reported: str | None) -> bool:
 class UploadQueue:
     """Uploads that start as soon as each file is ready, while the backup is still being made."""
 
-    def __init__(self, store: "BackupStore", workers: int) -> None:
+    def __init__(self, store: BackupStore, workers: int) -> None:
         self.store = store
         self.keys: list[str] = []
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pgdr-upload")
@@ -128,7 +128,7 @@ class LockPolicy:
     pitr_window_days: float
 
     @classmethod
-    def from_settings(cls, settings) -> "LockPolicy":
+    def from_settings(cls, settings) -> LockPolicy:
         from pgdr.gfs import Policy
 
         return cls(settings.object_lock_mode, Policy.from_settings(settings), settings.pitr_window_days)
@@ -145,7 +145,7 @@ class ObjectVersion:
 
 class BackupStore:
     def __init__(self, *, client, bucket: str, prefix: str, sse_args: dict[str, str], part_size: int,
-                 log: logging.Logger, lock_policy: "LockPolicy | None" = None) -> None:
+                 log: logging.Logger, lock_policy: LockPolicy | None = None) -> None:
         self.client = client
         self.bucket = bucket
         self.prefix = prefix
@@ -158,7 +158,7 @@ class BackupStore:
         self._lock_mutex = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings, log: logging.Logger) -> "BackupStore":
+    def from_settings(cls, settings, log: logging.Logger) -> BackupStore:
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
         client = S3Hook(aws_conn_id=settings.aws_conn_id).get_conn()
@@ -378,7 +378,8 @@ class BackupStore:
         return {
             "default_encryption": {"ok": bool(algorithms), "found": algorithms or "none"},
             "versioning": {"ok": versioning == "Enabled", "found": versioning},
-            "object_lock": {"ok": lock.get("ObjectLockEnabled") == "Enabled", "found": lock.get("ObjectLockEnabled", "Disabled")},
+            "object_lock": {"ok": lock.get("ObjectLockEnabled") == "Enabled",
+                            "found": lock.get("ObjectLockEnabled", "Disabled")},
             "public_access_blocked": {"ok": blocked, "found": public or "no public access block"},
         }
 

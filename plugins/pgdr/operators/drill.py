@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from pgdr.alerts import AlreadyAlerted
-from pgdr.redaction import safe_error
-from pgdr.staging import private_dir
 from pgdr.operators.base import DatabaseOperator
 from pgdr.operators.restore import PitrMixin, RestoreOperatorBase
+from pgdr.redaction import safe_error
+from pgdr.staging import private_dir
 
 
 def _when(context) -> str:

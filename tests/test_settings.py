@@ -51,6 +51,7 @@ def test_invalid_values_fail_with_a_message_naming_the_setting(name, value, need
     assert f"pgdr_{name}" in message
     assert f"AIRFLOW_VAR_PGDR_{name.upper()}" in message
     assert needle in message
+    assert err.value.field == f"pgdr_{name}"   # code reads the field, never the message
 
 
 def test_settings_are_read_from_airflow_variables_in_the_environment(monkeypatch):

@@ -23,6 +23,8 @@ from __future__ import annotations
 import functools
 import re
 
+from pgdr.errors import PgdrError
+
 REDACTED = "[redacted]"
 
 _TOOLS = (r"pg_restore|pg_dump|pg_dumpall|pg_basebackup|pg_receivewal|pg_verifybackup|pg_combinebackup|"
@@ -126,7 +128,7 @@ def safe_error(error: object) -> str:
     return redact_phi(text)
 
 
-class RedactedError(RuntimeError):
+class RedactedError(PgdrError, RuntimeError):
     """Stands in for an exception whose text quoted row data: its class name and redacted text.
 
     Raised ``from None``, so neither a traceback nor a chained exception carries the original text.

@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pgdr.errors import PgdrError
 from pgdr.history import MISSING, as_number
 from pgdr.history import format_duration as _duration
 from pgdr.history import format_size as _size
@@ -39,7 +40,7 @@ COLUMNS = ("Date (UTC)", "Database", "Backup", "Restored size", "Download + rest
            "Projected RTO (current size)", "Budget", "Status")
 
 
-class RtoTableError(ValueError):
+class RtoTableError(PgdrError, ValueError):
     """The document or the records cannot be used; the message says which and why."""
 
 

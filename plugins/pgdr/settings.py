@@ -285,7 +285,8 @@ class Settings:
 
 def _fail(name: str, problem: str, value: Any) -> SettingsError:
     shown = value if len(str(value)) <= 200 else str(value)[:200] + "..."
-    return SettingsError(f"setting {PREFIX}{name} (env AIRFLOW_VAR_{(PREFIX + name).upper()}): {problem}; got {shown!r}")
+    return SettingsError(f"setting {PREFIX}{name} (env AIRFLOW_VAR_{(PREFIX + name).upper()}): {problem}; "
+                         f"got {shown!r}", field=PREFIX + name)
 
 
 def _conn_id(name: str, value: str) -> str:

@@ -92,7 +92,8 @@ class PgCluster:
             parts.append(f"password={password}")
         return " ".join(parts)
 
-    def connect(self, dbname: str = "postgres", user: str = SUPERUSER, password: str | None = None, autocommit: bool = True):
+    def connect(self, dbname: str = "postgres", user: str = SUPERUSER, password: str | None = None,
+                autocommit: bool = True):
         conn = psycopg2.connect(self.dsn(dbname, user, password))
         conn.autocommit = autocommit
         return conn
@@ -115,7 +116,8 @@ class PgCluster:
         conn = self.connect()
         try:
             with conn.cursor() as cur:
-                cur.execute(sql.SQL("CREATE ROLE {} LOGIN BYPASSRLS REPLICATION PASSWORD %s IN ROLE pg_read_all_data, pg_monitor")
+                cur.execute(sql.SQL("CREATE ROLE {} LOGIN BYPASSRLS REPLICATION PASSWORD %s "
+                                    "IN ROLE pg_read_all_data, pg_monitor")
                             .format(sql.Identifier(name)), (password,))
                 cur.execute(sql.SQL("GRANT EXECUTE ON FUNCTION pg_control_system() TO {}").format(sql.Identifier(name)))
         finally:
@@ -153,7 +155,8 @@ class PgCluster:
         )
         if self.first_wal_file:
             subprocess.run(
-                _as_server_user([str(self.bindir / "pg_resetwal"), "-l", self.first_wal_file, "-D", str(self.data_dir)]),
+                _as_server_user([str(self.bindir / "pg_resetwal"), "-l", self.first_wal_file,
+                                 "-D", str(self.data_dir)]),
                 check=True, capture_output=True,
             )
         with open(self.data_dir / "postgresql.auto.conf", "a") as conf:
@@ -202,7 +205,7 @@ class PgCluster:
         self.stop("immediate")
         shutil.rmtree(self.base_dir, ignore_errors=True)
 
-    def __enter__(self) -> "PgCluster":
+    def __enter__(self) -> PgCluster:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -224,6 +227,6 @@ def start_cluster(base_dir: Path | None = None, *, wal_segsize_mb: int | None = 
         log = cluster.log_file.read_text() if cluster.log_file.exists() else ""
         cluster.destroy()
         if log:
-            raise RuntimeError(f"PostgreSQL failed to start:\n{log[-2000:]}")
+            raise RuntimeError(f"PostgreSQL failed to start:\n{log[-2000:]}") from None
         raise
     return cluster

@@ -22,8 +22,16 @@ import pytest
 
 from conftest import run_dag, task_states, xcom_values
 from harness.pg_cluster import free_port, start_cluster
-from harness.stack import (BACKUP_PASSWORD, BACKUP_ROLE, BUCKET, CONN_ID, DBNAME, RESTORE_PASSWORD, RESTORE_ROLE,
-                           postgres_conn)
+from harness.stack import (
+    BACKUP_PASSWORD,
+    BACKUP_ROLE,
+    BUCKET,
+    CONN_ID,
+    DBNAME,
+    RESTORE_PASSWORD,
+    RESTORE_ROLE,
+    postgres_conn,
+)
 
 SLOT = "pgdr_receiver"
 log = logging.getLogger("test_pitr")
@@ -40,13 +48,15 @@ class Site:
     """A primary with a synchronous WAL receiver, wired into pgdr's settings."""
 
     def __init__(self, stack, monkeypatch, **cluster_options) -> None:
-        """``cluster_options``: :func:`harness.pg_cluster.start_cluster`'s WAL options (segment size, first segment)."""
+        """``cluster_options``: :func:`harness.pg_cluster.start_cluster`'s WAL options (segment size, first
+        segment)."""
         from pgdr.wal_receiver import Supervisor
 
         self.stack = stack
         self.cluster = start_cluster(**cluster_options)
         self.cluster.execute(f"CREATE DATABASE {DBNAME}")
-        self.cluster.execute("CREATE TABLE marks (n int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())",
+        self.cluster.execute("CREATE TABLE marks (n int PRIMARY KEY, "
+                             "at timestamptz NOT NULL DEFAULT clock_timestamp())",
                              dbname=DBNAME)
         self.cluster.create_backup_role(BACKUP_ROLE, BACKUP_PASSWORD)
         self.cluster.create_restore_role(RESTORE_ROLE, RESTORE_PASSWORD)

@@ -50,7 +50,7 @@ class Archived:
         self.archive = archive
 
     @classmethod
-    def start(cls) -> "Archived":
+    def start(cls) -> Archived:
         archive = _shared_dir("pgdr-arch-")
         cluster = start_cluster()
         cluster.execute("ALTER SYSTEM SET archive_mode = 'on'")

@@ -237,8 +237,9 @@ def fake_segment(directory: Path, name: str, system_identifier: str, fill: bytes
     after the header are ``fill``; shipping reads only the header)."""
     segment = name.removesuffix(".partial")
     timeline, _, _ = parse_segment(segment)
-    header = wal_archive._LONG_HEADER.pack(0xD113, 0x0002, timeline, wal_archive.segment_start_lsn(segment, wal_archive.WAL_SEGMENT_SIZE), 0,
-                                           int(system_identifier), wal_archive.WAL_SEGMENT_SIZE, 8192)
+    size = wal_archive.WAL_SEGMENT_SIZE
+    header = wal_archive._LONG_HEADER.pack(0xD113, 0x0002, timeline, wal_archive.segment_start_lsn(segment, size), 0,
+                                           int(system_identifier), size, 8192)
     path = directory / name
     path.write_bytes(header + fill)
     return path
@@ -346,12 +347,11 @@ def test_ship_window_ships_at_its_interval_and_once_more_at_the_end(stack, clust
 
 
 def test_archived_wal_is_never_overwritten_and_a_lasting_s3_outage_fails_the_window(stack, tmp_path, store):
-    from harness.pg_cluster import free_port
-    from harness.s3_server import ACCESS_KEY, REGION, SECRET_KEY
-
     import boto3
     from botocore.config import Config
 
+    from harness.pg_cluster import free_port
+    from harness.s3_server import ACCESS_KEY, REGION, SECRET_KEY
     from pgdr.wal_archive import WalArchiveError
 
     ours, theirs = tmp_path / "ours", tmp_path / "theirs"

@@ -4,7 +4,8 @@ PostgreSQL allows (``initdb --wal-segsize`` 1 MiB .. 1 GiB), checked against Pos
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pgdr.wal import names
 

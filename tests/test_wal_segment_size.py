@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 
 import pytest
+from test_pitr import Site
 
 from conftest import xcom_values
 from harness.stack import CONN_ID
-from test_pitr import Site
 
 log = logging.getLogger("test_wal_segment_size")
 MB = 1 << 20

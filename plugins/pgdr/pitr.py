@@ -38,9 +38,23 @@ from pgdr.compression import CHUNK
 from pgdr.fetch import download_object
 from pgdr.manifest import Manifest
 from pgdr.pgtools import PgToolError, stderr_tail, tool_path
-from pgdr.pitr_plan import (TARGET_NOT_REACHED, AbandonedBranch, Target, WalObject, WalPlan, check_not_abandoned,
-                             check_target_reachable, choose_timeline, history_objects, parse_history, parse_target,
-                             plan_wal, recovery_end, usable_base_backups, wal_objects)
+from pgdr.pitr_plan import (
+    TARGET_NOT_REACHED,
+    AbandonedBranch,
+    Target,
+    WalObject,
+    WalPlan,
+    check_not_abandoned,
+    check_target_reachable,
+    choose_timeline,
+    history_objects,
+    parse_history,
+    parse_target,
+    plan_wal,
+    recovery_end,
+    usable_base_backups,
+    wal_objects,
+)
 from pgdr.restore_plan import RestoreRefused
 from pgdr.wal.names import parse_lsn, segment_size_of, timeline_of
 
@@ -94,7 +108,8 @@ class WalArchiveView:
         unknown = [o.key for o in objects if o.key not in self._owners]
         if unknown:
             with ThreadPoolExecutor(max_workers=8, thread_name_prefix="pgdr-head") as pool:
-                for key, owner in zip(unknown, pool.map(lambda k: _object_system_identifier(self.store, k), unknown)):
+                for key, owner in zip(unknown, pool.map(lambda k: _object_system_identifier(self.store, k), unknown),
+                                      strict=True):
                     self._owners[key] = owner
         return [self._owners[o.key] for o in objects]
 
@@ -115,7 +130,7 @@ class WalArchiveView:
             if system_identifier is None:
                 break
             legacy = [s for s in plan.segments if s.system_identifier is None]
-            strangers = {o.name for o, owner in zip(legacy, self.owners(legacy))
+            strangers = {o.name for o, owner in zip(legacy, self.owners(legacy), strict=True)
                          if owner not in (None, system_identifier)}
             if not strangers:
                 break

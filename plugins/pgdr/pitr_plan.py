@@ -22,10 +22,20 @@ from datetime import datetime, timezone
 
 from pgdr import errors
 from pgdr.restore_plan import RestoreRefused
-from pgdr.wal.names import (DEFAULT_SEGMENT_SIZE, format_lsn, history_timeline, is_history, is_lsn, is_segment,
-                            lsn_segment_number, parse_lsn, segment_from_number, segment_number,
-                            timeline_of)
-from pgdr.wal.names import parse_history  # re-exported (see __all__): pitr and the tests read it here
+from pgdr.wal.names import (
+    DEFAULT_SEGMENT_SIZE,
+    format_lsn,
+    history_timeline,
+    is_history,
+    is_lsn,
+    is_segment,
+    lsn_segment_number,
+    parse_history,  # re-exported (see __all__): pitr and the tests read it here
+    parse_lsn,
+    segment_from_number,
+    segment_number,
+    timeline_of,
+)
 
 # the default size, for callers that estimate space (a plan carries its cluster's own: WalPlan.segment_size)
 WAL_SEGMENT_SIZE = DEFAULT_SEGMENT_SIZE

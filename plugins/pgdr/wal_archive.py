@@ -30,8 +30,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from pgdr.wal import names
-from pgdr.wal.names import (DEFAULT_SEGMENT_SIZE, classify, format_lsn, next_segment, parse_lsn, parse_segment,
-                            segment_name, segment_number, segment_of_partial, segment_start_lsn, segments_per_log)
+from pgdr.wal.names import (
+    DEFAULT_SEGMENT_SIZE,
+    classify,
+    format_lsn,
+    next_segment,
+    parse_lsn,
+    parse_segment,
+    segment_name,
+    segment_number,
+    segment_of_partial,
+    segment_start_lsn,
+    segments_per_log,
+)
 
 WAL_SEGMENT_SIZE = DEFAULT_SEGMENT_SIZE   # the default; the WAL's own size is in each segment's header
 STATE_NAME = ".pgdr-shipped.json"
@@ -720,7 +731,8 @@ def record_gaps(store, database: str, directory: Path, state: dict, notify, log:
 def failure_kind(err: BaseException) -> str:
     """What kind of S3 failure: the same kind is the same problem (one alert), whichever of the
     many connection errors a dead endpoint produces on a given attempt."""
-    from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, HTTPClientError
+    from botocore.exceptions import ClientError, HTTPClientError
+    from botocore.exceptions import ConnectionError as BotoConnectionError
 
     if isinstance(err, ClientError):
         return f"S3 refused: {err.response.get('Error', {}).get('Code', 'error')}"

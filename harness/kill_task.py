@@ -54,7 +54,7 @@ class KillableTask:
 
     @classmethod
     def start(cls, operator: str, kwargs: dict, *, env: dict | None = None, pause_at: str | None = None,
-              pause_after_calls: int = 0, pause_when: str = "before", context: dict | None = None) -> "KillableTask":
+              pause_after_calls: int = 0, pause_when: str = "before", context: dict | None = None) -> KillableTask:
         """Start ``operator`` (dotted path) with ``kwargs`` in a child; returns at once.
 
         ``pause_at`` pauses the child in the (``pause_after_calls`` + 1)-th call of that function,

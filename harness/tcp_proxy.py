@@ -16,7 +16,6 @@ import time
 
 from harness.pg_cluster import free_port
 
-
 _REQUEST_LINE = re.compile(rb"(GET|PUT|POST|DELETE|HEAD) (/[^ \r\n]*) HTTP/1\.1\r\n")
 
 

@@ -40,7 +40,7 @@ class Policy:
     keep_yearly_years: int = 7
 
     @classmethod
-    def from_settings(cls, settings) -> "Policy":
+    def from_settings(cls, settings) -> Policy:
         return cls(settings.keep_daily_days, settings.keep_monthly_months, settings.keep_yearly_years)
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 SQL_DIR = Path(__file__).resolve().parents[2] / "include" / "sql"
 
 
-@lru_cache(maxsize=None)
+@cache
 def load(name: str) -> str:
     path = SQL_DIR / f"{name}.sql"
     if not path.is_file():

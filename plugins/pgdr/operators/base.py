@@ -28,13 +28,13 @@ class PgdrBaseOperator(BaseOperator):
             cls.execute = redacting(execute)
 
     @cached_property
-    def settings(self) -> "Settings":
+    def settings(self) -> Settings:
         from pgdr.settings import load_settings
 
         return load_settings()
 
     @cached_property
-    def store(self) -> "BackupStore":
+    def store(self) -> BackupStore:
         from pgdr.storage import BackupStore
 
         return BackupStore.from_settings(self.settings, self.log)

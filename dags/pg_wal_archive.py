@@ -34,11 +34,20 @@ at most `pgdr_wal_ship_seconds` plus a ship's duration, plus the gap between two
 **Why a long-running task that ships every 15 s** (measured on the development machine, see the
 numbers below):
 
-| mechanism | site-loss RPO | cost |
-|---|---|---|
-| (a) the server's `archive_command` | until a 16 MiB segment fills: hours on a quiet database; `archive_timeout = 60` bounds it at 60 s + upload | a forced switch archives a whole segment: 16 MiB per minute raw, ~22.5 GiB a day on a lightly loaded server; a command on the database host with S3 credentials; no RPO = 0 |
-| (b) a DAG run every minute | one minute + scheduling delay | each run pays the scheduler, the task's process start and imports: 2-3 s per run in `dag.test` even warm and in-process, 2.4-6 s to start a task process (imports), twice per run, and a run late by a minute breaks the promise |
-| (c) one task per window, shipping every 15 s (chosen) | 15 s + ship time (0.1-0.3 s; 0.4-1.2 s with a completed segment) + the gap between runs | holds one worker slot per protected database; run overhead paid once per window |
+- (a) the server's `archive_command`
+  - site-loss RPO: until a 16 MiB segment fills: hours on a quiet database; `archive_timeout = 60`
+    bounds it at 60 s + upload
+  - cost: a forced switch archives a whole segment: 16 MiB per minute raw, ~22.5 GiB a day on a
+    lightly loaded server; a command on the database host with S3 credentials; no RPO = 0
+- (b) a DAG run every minute
+  - site-loss RPO: one minute + scheduling delay
+  - cost: each run pays the scheduler, the task's process start and imports: 2-3 s per run in
+    `dag.test` even warm and in-process, 2.4-6 s to start a task process (imports), twice per run,
+    and a run late by a minute breaks the promise
+- (c) one task per window, shipping every 15 s (chosen)
+  - site-loss RPO: 15 s + ship time (0.1-0.3 s; 0.4-1.2 s with a completed segment) + the gap
+    between runs
+  - cost: holds one worker slot per protected database; run overhead paid once per window
 
 Measured (2 shared CPUs, PostgreSQL 15, moto S3 on localhost, one small commit a second for 200 s):
 `archive_timeout = 60` archived 3 segments, 48 MiB (84 KiB after zstd -1) for ~200 commits, i.e.

@@ -114,7 +114,8 @@ def insert_aged_rows(conn, today: date) -> dict[str, dict]:
                 """
                 INSERT INTO audit_events (event_id, "timestamp", organization_id, event_type, resource, action, result,
                     metadata)
-                VALUES (%s, %s, %s, 'PHI_ACCESS', 'client', 'READ', 'SUCCESS', jsonb_build_object('aged_case', %s::text))
+                VALUES (%s, %s, %s, 'PHI_ACCESS', 'client', 'READ', 'SUCCESS',"""
+                """ jsonb_build_object('aged_case', %s::text))
                 """,
                 (event_id, moment, org_id, case))
             out[case] = {"audit": event_id, "timestamp": moment}

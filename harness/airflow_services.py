@@ -154,7 +154,8 @@ def wait_for_dags(services: AirflowServices, api: ApiClient, dag_ids: set[str], 
             raise AssertionError("import errors: "
                                  + "\n".join(f"{e['filename']}: {e['stack_trace']}" for e in errors))
         time.sleep(2)
-    raise AssertionError(f"DAGs {sorted(dag_ids - listed)} not listed after {timeout:.0f} s\n{services.component_logs()}")
+    raise AssertionError(f"DAGs {sorted(dag_ids - listed)} not listed after {timeout:.0f} s\n"
+                         f"{services.component_logs()}")
 
 
 def trigger(api: ApiClient, dag_id: str, conf: dict) -> str:

@@ -124,7 +124,8 @@ def _report(stack, bucket: str, conn_id: str, run_seconds: float, db_size: int) 
     seconds = dict(manifest["dump"]["seconds"])
     work = seconds.pop("total")
     _say(f"  checksums verified: {verified}/{len(manifest['objects'])} objects, downloaded again and re-hashed")
-    _say(f"  tables: {len(manifest['row_counts'])}, rows: {sum(manifest['row_counts'].values()):,} (exact, from the dump's snapshot)")
+    _say(f"  tables: {len(manifest['row_counts'])}, rows: {sum(manifest['row_counts'].values()):,}"
+         " (exact, from the dump's snapshot)")
     _say(f"  size: {_human(stored)} stored from {_human(raw)} dumped ({_human(db_size)} database), zstd")
     stages = ", ".join(f"{name.replace('_', ' ')} {value:.1f} s" for name, value in seconds.items())
     _say(f"  duration: {work:.1f} s of backup work ({stages}), "
@@ -184,7 +185,8 @@ def _drill(stack, bucket: str, workdir: Path) -> int:
     for problem in record["problems"]:
         _say(f"  PROBLEM: {problem}")
     if record.get("rto_seconds") is not None:
-        _say(f"  RTO: {record['rto_seconds']:.1f} s measured (download + restore {stages.get('download_and_restore', 0):.1f} s, "
+        _say(f"  RTO: {record['rto_seconds']:.1f} s measured"
+             f" (download + restore {stages.get('download_and_restore', 0):.1f} s, "
              f"verify and checks the rest); projected for the current size "
              f"{record['projected_rto_seconds']:.1f} s; budget {record['rto_budget_seconds'] / 60:.0f} min")
         _say("  (the backup is downloaded from moto's S3 server on this machine; its speed is part of the figure)")

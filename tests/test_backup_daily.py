@@ -13,8 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (all_xcom_text, argv_recording_bindir, download_backup, restore_by_hand, run_dag,
-                      run_dag_in_child, task_states, xcom_values)
+from conftest import (
+    all_xcom_text,
+    argv_recording_bindir,
+    download_backup,
+    restore_by_hand,
+    run_dag,
+    run_dag_in_child,
+    task_states,
+    xcom_values,
+)
 from harness.pg_cluster import start_cluster
 from harness.stack import BACKUP_PASSWORD, BUCKET, CONN_ID, DBNAME, postgres_conn
 from harness.synthetic import fingerprint, owners_and_grants
@@ -183,8 +191,8 @@ def test_no_password_in_argv_logs_or_xcom(backup_run):
 
 
 def _phi_samples(stack) -> list[str]:
-    rows = stack.cluster.execute("SELECT last_name, ssn, date_of_birth::text FROM clients WHERE ssn IS NOT NULL LIMIT 20",
-                                 dbname=DBNAME)
+    rows = stack.cluster.execute(
+        "SELECT last_name, ssn, date_of_birth::text FROM clients WHERE ssn IS NOT NULL LIMIT 20", dbname=DBNAME)
     return [value for row in rows for value in row if value and len(value) >= 6]
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 import yaml
+
 from conftest import wait_for
 from pgdr.settings import DEADLINE_SETTINGS, PREFIX, SETTINGS, parse_settings
 
@@ -559,7 +560,8 @@ def test_env_example_lists_every_variable_and_no_secret(compose, aws_overlay):
             for name, _op, _arg in REF_RE.findall(value.replace("$$", ""))}
     documented = env_example()
     assert used <= set(documented), f".env.example misses {sorted(used - set(documented))}"
-    assert set(documented) <= used, f".env.example lists variables no compose file reads: {sorted(set(documented) - used)}"
+    assert set(documented) <= used, \
+        f".env.example lists variables no compose file reads: {sorted(set(documented) - used)}"
     for name, value in documented.items():
         if SECRET_KEY_RE.search(name):
             assert value == "", f".env.example gives {name} a value; secrets are generated per deployment"
@@ -601,7 +603,8 @@ def test_no_literal_secret_values(compose):
             continue
         key = path.rsplit(".", 1)[-1]
         # connections are JSON: test_no_literal_password_in_connections checks their secret fields
-        if SECRET_KEY_RE.search(key) and not key.endswith(("_FILE", "_FILES", "_PATH")) and not key.startswith("AIRFLOW_CONN_"):
+        if (SECRET_KEY_RE.search(key) and not key.endswith(("_FILE", "_FILES", "_PATH"))
+                and not key.startswith("AIRFLOW_CONN_")):
             assert strip_refs(value).strip() == "", f"{path} holds a literal value {value!r}"
         # user:password@ in URIs (SQLAlchemy, Celery, MC_HOST_*): the password must be a reference
         marked = REF_RE.sub(marker, value.replace("$$", "$"))
@@ -636,7 +639,7 @@ def server_settings(services, values: dict[str, str] | None = None) -> dict[str,
     command = services["care-commons-db"]["command"]
     assert command[0] == "postgres"
     pairs = {}
-    for flag, setting in zip(command[1::2], command[2::2]):
+    for flag, setting in zip(command[1::2], command[2::2], strict=False):
         assert flag == "-c", command
         name, _, value = interpolate(setting, values or {}).partition("=")
         pairs[name] = value
@@ -684,7 +687,8 @@ def test_the_wal_receiver_streams_synchronously_into_the_volume_pg_wal_archive_s
     settings = parse_settings(pgdr_variables(worker_env, DUMMY_ENV))
     assert argv[argv.index("--slot") + 1] == settings.replication_slot
     directory = argv[argv.index("--directory") + 1]
-    assert directory == f"{settings.wal_receiver_dir}/care_commons_db", "pg_wal_archive reads <wal_receiver_dir>/<database>"
+    assert directory == f"{settings.wal_receiver_dir}/care_commons_db", \
+        "pg_wal_archive reads <wal_receiver_dir>/<database>"
     assert "password" not in " ".join(argv).lower(), "the password travels in the environment only"
     env = env_mapping(receiver["environment"])
     assert argv[argv.index("--conninfo-env") + 1] == "PGDR_RECEIVER_CONNINFO"
@@ -736,7 +740,8 @@ def test_dockerfile_installs_the_postgresql_15_tools_where_pgdr_looks():
 def test_dockerfile_installs_the_pinned_requirements():
     text = DOCKERFILE.read_text(encoding="utf-8")
     assert "COPY docker/requirements.txt /opt/pgdr/requirements.txt" in text
-    assert re.search(r'pip install --no-cache-dir "apache-airflow==\$\{AIRFLOW_VERSION\}" -r /opt/pgdr/requirements.txt',
+    assert re.search(r'pip install --no-cache-dir "apache-airflow==\$\{AIRFLOW_VERSION\}"'
+                     r' -r /opt/pgdr/requirements.txt',
                      text)
     pins = {}
     for line in IMAGE_REQUIREMENTS.read_text(encoding="utf-8").splitlines():
@@ -748,7 +753,8 @@ def test_dockerfile_installs_the_pinned_requirements():
     repo_pins = dict(line.lower().split("==", 1) for line in
                      (REPO_ROOT / "requirements.txt").read_text(encoding="utf-8").split() if "==" in line)
     for name, version in pins.items():
-        assert repo_pins.get(name) == version, f"{name}=={version} differs from requirements.txt ({repo_pins.get(name)})"
+        assert repo_pins.get(name) == version, \
+            f"{name}=={version} differs from requirements.txt ({repo_pins.get(name)})"
     for needed in ("apache-airflow-providers-amazon", "apache-airflow-providers-postgres",
                    "apache-airflow-providers-slack", "apache-airflow-providers-standard", "zstandard"):
         assert needed in pins, f"the image does not pin {needed}"
@@ -843,7 +849,8 @@ def care_commons_db(services):
         created = subprocess.run(
             [str(cluster.bindir / "psql"), "-v", "ON_ERROR_STOP=1", "--no-psqlrc", "-U", "postgres", "-d", "postgres",
              "-c", "CREATE DATABASE care_commons"],
-            env={**cluster.tool_env(), "PGOPTIONS": db_env["PGOPTIONS"]}, check=False, capture_output=True, text=True, timeout=30)
+            env={**cluster.tool_env(), "PGOPTIONS": db_env["PGOPTIONS"]}, check=False, capture_output=True, text=True,
+            timeout=30)
         assert created.returncode == 0, created.stderr
         result = _run_init_script(cluster, PASSWORDS)
         assert result.returncode == 0, result.stdout + result.stderr

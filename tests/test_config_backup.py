@@ -90,7 +90,8 @@ def test_a_wrong_key_is_refused_by_name_and_decrypts_nothing(config_manifest):
 
 
 @pytest.mark.parametrize("password, message", [
-    (None, "has no password"), ("not base64!", "is not base64"), (base64.b64encode(b"short").decode(), "decodes to 5 bytes"),
+    (None, "has no password"), ("not base64!", "is not base64"),
+    (base64.b64encode(b"short").decode(), "decodes to 5 bytes"),
 ])
 def test_a_missing_or_malformed_key_is_refused_clearly(password, message):
     from pgdr.envelope import KeyProblem, parse_kek
@@ -120,7 +121,6 @@ def test_with_kms_the_data_key_is_wrapped_by_kms_and_only_kms_unwraps_it(stack):
     import boto3
 
     from harness.s3_server import ACCESS_KEY, REGION, SECRET_KEY
-
     from pgdr.config_backup import object_aad
     from pgdr.envelope import KeyProblem, KmsKeyWrapper, open_sealed, seal
 

@@ -69,7 +69,8 @@ def test_backup_tasks_retry_with_backoff_and_alert_on_failure(dagbag):
         assert task.retry_exponential_backoff
         assert task.retry_delay == timedelta(minutes=5)
     for task in dag.tasks:
-        callbacks = task.on_failure_callback if isinstance(task.on_failure_callback, list) else [task.on_failure_callback]
+        callbacks = (task.on_failure_callback if isinstance(task.on_failure_callback, list)
+                     else [task.on_failure_callback])
         assert any(getattr(cb, "__name__", "") == "on_task_failure" for cb in callbacks), task.task_id
 
 

@@ -113,7 +113,8 @@ def retention(stack, airflow_db, tmp_path_factory):
                 patch.setenv(name, value)
             stack.slack.clear()
             state["fingerprint_before"] = fingerprint(stack.cluster, dbname)
-            state["dry_run"], state["dry_run_output"] = run_dag_in_child("pg_data_retention")  # the form's default: a dry run
+            # the form's default: a dry run
+            state["dry_run"], state["dry_run_output"] = run_dag_in_child("pg_data_retention")
             state["fingerprint_after_dry_run"] = fingerprint(stack.cluster, dbname)
             state["slack_dry_run"] = stack.slack.wait_for(1)
             state["before"] = _snapshot(stack.cluster, dbname)

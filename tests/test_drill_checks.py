@@ -290,7 +290,8 @@ def test_multi_column_match_full_and_partitioned_foreign_keys(cluster, tampered)
     # one row for the partitioned table's key, none for its partition clones
     assert checks["foreign key public.pchild.pchild_pid_fk"][0] == 2
     assert not [name for name in checks if "pchild_1" in name or "pchild_2" in name]
-    assert "(pb, pa) references Odd Schema.Parent Tab (B col, a)" in checks["foreign key Odd Schema.child_full.fk_full"][1]
+    assert "(pb, pa) references Odd Schema.Parent Tab (B col, a)" in \
+        checks["foreign key Odd Schema.child_full.fk_full"][1]
     top_level = cluster.execute("SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND conparentid = 0",
                                 tampered)[0][0]
     assert len(checks) == top_level

@@ -7,8 +7,18 @@ from datetime import datetime, timedelta, timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pgdr.gfs import (BAD, GOOD, UNVERIFIED, Backup, Policy, add_months, lock_targets, lock_until_at_write,
-                      month_index, plan)
+from pgdr.gfs import (
+    BAD,
+    GOOD,
+    UNVERIFIED,
+    Backup,
+    Policy,
+    add_months,
+    lock_targets,
+    lock_until_at_write,
+    month_index,
+    plan,
+)
 
 NOW = datetime(2026, 11, 27, 3, 0, tzinfo=timezone.utc)
 POLICY = Policy(keep_daily_days=30, keep_monthly_months=12, keep_yearly_years=7)
@@ -31,7 +41,8 @@ def histories(draw):
             finished = now - timedelta(hours=age)
             status = draw(st.sampled_from([GOOD, GOOD, GOOD, BAD, UNVERIFIED]))
             complete = draw(st.integers(0, 9)) > 0
-            depends = tuple(draw(st.lists(st.sampled_from(ids), max_size=2, unique=True))) if ids and kind == "files" else ()
+            depends = (tuple(draw(st.lists(st.sampled_from(ids), max_size=2, unique=True)))
+                       if ids and kind == "files" else ())
             leased = ("manual__x",) if draw(st.integers(0, 19)) == 0 else ()
             locked = now + timedelta(days=3) if draw(st.integers(0, 19)) == 0 else None
             backup = Backup(kind, bid(finished), finished, status if complete else UNVERIFIED, complete, depends,
@@ -67,9 +78,11 @@ def _check(backups, now, policy):
     # exactly one keeper per month and year slot that has a good backup
     for kind in {b.kind for b in backups}:
         good = [b for b in backups if b.kind == kind and b.complete and b.status == GOOD]
-        months = {(b.finished.year, b.finished.month) for b in good if month_index(b.finished, now) < policy.keep_monthly_months}
+        months = {(b.finished.year, b.finished.month) for b in good
+                  if month_index(b.finished, now) < policy.keep_monthly_months}
         for year, month in months:
-            keepers = [d for d in decisions if d.backup.kind == kind and f"monthly: first of {year:04d}-{month:02d}" in d.reasons]
+            keepers = [d for d in decisions
+                       if d.backup.kind == kind and f"monthly: first of {year:04d}-{month:02d}" in d.reasons]
             assert len(keepers) == 1
         years = {b.finished.year for b in good if now.year - b.finished.year < policy.keep_yearly_years}
         for year in years:
@@ -84,7 +97,8 @@ def _valid(reason, b, d, by_key, backups, now, policy) -> bool:
     if reason.startswith("daily:"):
         return b.complete and b.finished >= now - timedelta(days=policy.keep_daily_days)
     if reason.startswith("monthly: first of "):
-        first = [x for x in same_kind_good if (x.finished.year, x.finished.month) == (b.finished.year, b.finished.month)]
+        first = [x for x in same_kind_good
+                 if (x.finished.year, x.finished.month) == (b.finished.year, b.finished.month)]
         return first[0] is b and month_index(b.finished, now) < policy.keep_monthly_months \
             and reason.endswith(f"{b.finished.year:04d}-{b.finished.month:02d}")
     if reason.startswith("yearly: first of "):

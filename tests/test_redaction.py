@@ -43,7 +43,8 @@ TEMPLATES = [
     'ERROR:  date/time field value out of range: "{v}"',
     'ERROR:  malformed array literal: "{v}"',
     'ERROR:  value "{v}" is out of range for type integer',
-    'ERROR:  syntax error at or near "{v}"\nLINE 1: INSERT INTO patients VALUES ({v})\n                                      ^',
+    'ERROR:  syntax error at or near "{v}"\nLINE 1: INSERT INTO patients VALUES ({v})\n'
+    '                                      ^',
     'psql:/tmp/load.sql:12: ERROR:  invalid input syntax for type date: "{v}"\n'
     "LINE 1: INSERT INTO patients (born) VALUES ('{v}');\n                                           ^",
     'pg_restore: error: COPY failed for table "patients": ERROR:  duplicate key value violates unique '

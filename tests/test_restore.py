@@ -377,7 +377,8 @@ def test_a_replace_rolled_back_by_renaming_is_never_dropped_with_its_rows(stack,
         (record,) = _replaced(stack)
         client = stack.s3.client()
         key = f"{PREFIX}/state/replaced/{CONN_ID}/{kept}.json"
-        client.put_object(Bucket=BUCKET, Key=key, Body=json.dumps({**record, "keep_until": "2000-01-01T00:00:00+00:00"}),
+        client.put_object(Bucket=BUCKET, Key=key,
+                          Body=json.dumps({**record, "keep_until": "2000-01-01T00:00:00+00:00"}),
                           ServerSideEncryption="AES256")
         dag_run = run_dag("pg_backup_verify")
         assert task_states(dag_run)["drop_expired_replaced[0]"] == "success"
@@ -418,7 +419,8 @@ def test_data_whose_hash_differs_during_download_never_lands_and_the_database_is
     from pgdr.restore_plan import RestoreNames
     from pgdr.storage import BackupStore
 
-    store = BackupStore(client=stack.s3.client(), bucket=BUCKET, prefix=PREFIX, sse_args={"ServerSideEncryption": "AES256"},
+    store = BackupStore(client=stack.s3.client(), bucket=BUCKET, prefix=PREFIX,
+                        sse_args={"ServerSideEncryption": "AES256"},
                         part_size=64 << 20, log=logging.getLogger("test"))
     prefix = backup_prefix(PREFIX, CONN_ID, "logical", restore_env["backup_id"])
     manifest = store.read_manifest(f"{prefix}/manifest.json")

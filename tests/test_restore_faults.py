@@ -79,7 +79,8 @@ def _rows(stack, dbname: str, table: str = "public.visits") -> int:
 
 
 def _allows_connections(stack, dbname: str) -> bool:
-    return stack.cluster.execute("SELECT datallowconn FROM pg_database WHERE datname = %s", params=(dbname,)) == [(True,)]
+    return stack.cluster.execute("SELECT datallowconn FROM pg_database WHERE datname = %s",
+                                 params=(dbname,)) == [(True,)]
 
 
 def _start_restore_in_child(conf: dict) -> subprocess.Popen:

@@ -188,7 +188,8 @@ def test_a_tampered_archive_is_caught_by_the_deep_check_and_refused_for_restore(
         # the newest files backup depends on the damaged one: a restore of it is refused, nothing written
         dag_run, states = _restore({"kind": "files", "target_dir": str(tmp_path / "after-tamper")})
         assert str(dag_run.state) == "failed" and not (tmp_path / "after-tamper").exists()
-        assert f"keeps unchanged files in backup {first['backup_id']}, which is marked bad" in _last_record(stack)["error"]
+        assert f"keeps unchanged files in backup {first['backup_id']}, which is marked bad" in \
+            _last_record(stack)["error"]
     finally:
         client.put_object(Bucket=BUCKET, Key=archive["key"], Body=original, ServerSideEncryption="AES256",
                           Metadata={"sha256": archive["sha256"]})

@@ -230,7 +230,8 @@ def _linked_anchors() -> set[str]:
 
 
 def test_github_anchors_follow_githubs_rules():
-    text = "# Title\n## Verification: freshness failed\n```bash\n# not a heading\n```\n## A `pg_restore` run\n## Title\n"
+    text = ("# Title\n## Verification: freshness failed\n```bash\n# not a heading\n```\n"
+            "## A `pg_restore` run\n## Title\n")
     assert github_anchors(text) == {"title", "verification-freshness-failed", "a-pg_restore-run", "title-1"}
 
 

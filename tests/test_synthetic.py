@@ -1,10 +1,10 @@
 """The synthetic care-commons database, on a real throwaway PostgreSQL 15 cluster."""
 
+import datetime
 import pathlib
 import re
 import subprocess
 import sys
-import datetime
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
@@ -15,7 +15,11 @@ import pytest
 from harness import synthetic
 from harness.pg_cluster import start_cluster
 from harness.synthetic import (
-    APP_ROLE, READONLY_ROLE, create_care_commons, fingerprint, owners_and_grants,
+    APP_ROLE,
+    READONLY_ROLE,
+    create_care_commons,
+    fingerprint,
+    owners_and_grants,
 )
 
 DB = "care_commons"
@@ -83,7 +87,8 @@ def test_uuid_primary_keys_except_knex(cluster, counts):
             assert types == ["uuid"], table
             defaults_seen.add(defaults[0])
     assert defaults_seen == {"uuid_generate_v4()", "gen_random_uuid()"}
-    serials = rows(cluster, "SELECT count(*) FROM pg_class WHERE relkind = 'S' AND relnamespace = 'public'::regnamespace")
+    serials = rows(cluster,
+                   "SELECT count(*) FROM pg_class WHERE relkind = 'S' AND relnamespace = 'public'::regnamespace")
     assert serials[0][0] == 1
 
 
@@ -113,12 +118,14 @@ def test_schema_conventions(cluster, counts):
         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
         WHERE am.amname = 'gin' AND a.atttypid = 'jsonb'::regtype""")[0][0]
     assert gin_jsonb >= 1
-    triggered = {r[0] for r in rows(cluster, "SELECT DISTINCT tgrelid::regclass::text FROM pg_trigger WHERE NOT tgisinternal")}
+    triggered = {r[0] for r in rows(cluster,
+                                    "SELECT DISTINCT tgrelid::regclass::text FROM pg_trigger WHERE NOT tgisinternal")}
     assert triggered == {t.split(".")[1] for t in EXPECTED_TABLES} - {"knex_migrations", "audit_events"}
     fks = rows(cluster, "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
                         "WHERE conrelid = 'evv_revisions'::regclass AND contype = 'f'")
     assert any("REFERENCES evv_records(id) ON DELETE CASCADE" in fk for (fk,) in fks)
-    assert rows(cluster, "SELECT count(*) FROM pg_constraint WHERE contype = 'u' AND conrelid = 'evv_records'::regclass")[0][0] == 1
+    assert rows(cluster, "SELECT count(*) FROM pg_constraint WHERE contype = 'u'"
+                         " AND conrelid = 'evv_records'::regclass")[0][0] == 1
 
 
 def test_row_level_security(cluster, counts):
@@ -190,7 +197,8 @@ def test_update_trigger_bumps_updated_at_and_evv_version(cluster, counts):
         with conn.cursor() as cur:
             cur.execute("SELECT id, updated_at, version FROM visits ORDER BY visit_number LIMIT 1")
             vid, updated, version = cur.fetchone()
-            cur.execute("UPDATE visits SET notes = 'Updated by test' WHERE id = %s RETURNING updated_at, version, now()", (vid,))
+            cur.execute("UPDATE visits SET notes = 'Updated by test' WHERE id = %s"
+                        " RETURNING updated_at, version, now()", (vid,))
             new_updated, new_version, now = cur.fetchone()
             assert new_updated == now and new_updated > updated and new_version == version
             for table in ("evv_records", "evv_revisions"):

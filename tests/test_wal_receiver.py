@@ -17,6 +17,21 @@ import time
 from contextlib import closing, contextmanager
 
 import pytest
+from test_wal_archive import (
+    REPL_PASSWORD,
+    REPL_ROLE,
+    _cli,
+    _receiver_dir,
+    _status,
+    commit_seconds,
+    fake_segment,
+    receiver,
+    s3_bytes,
+    sha,
+    streaming,
+    sync_names,
+    system_id,
+)
 
 from conftest import wait_for
 from harness.stack import BUCKET
@@ -34,21 +49,6 @@ from pgdr.wal_archive import (
     wal_key,
 )
 from pgdr.wal_checks import server_findings
-from test_wal_archive import (
-    REPL_PASSWORD,
-    REPL_ROLE,
-    _cli,
-    _receiver_dir,
-    _status,
-    commit_seconds,
-    fake_segment,
-    receiver,
-    s3_bytes,
-    sha,
-    streaming,
-    sync_names,
-    system_id,
-)
 
 log = logging.getLogger("test_wal_receiver")
 
@@ -103,7 +103,8 @@ def generate_wal(cluster, segments: int) -> None:
         with conn.cursor() as cur:
             cur.execute("SET synchronous_commit = local")
             for _ in range(segments):
-                cur.execute("INSERT INTO walgen (payload) SELECT repeat(md5(g::text), 20) FROM generate_series(1, 200) g")
+                cur.execute(
+                    "INSERT INTO walgen (payload) SELECT repeat(md5(g::text), 20) FROM generate_series(1, 200) g")
                 cur.execute("SELECT pg_switch_wal()")
             cur.execute("CHECKPOINT")
     finally:

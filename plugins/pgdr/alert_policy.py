@@ -26,7 +26,8 @@ def decide(previous: dict | None, results: list[dict], now: datetime, reminder_h
         if result["status"] in ("failed", "warning"):
             if seen is None or seen.get("fingerprint") != result["fingerprint"]:
                 posts.append(("new" if seen is None else "changed", result))
-                checks[key] = {"fingerprint": result["fingerprint"], "since": (seen or {}).get("since", now.isoformat()),
+                checks[key] = {"fingerprint": result["fingerprint"],
+                               "since": (seen or {}).get("since", now.isoformat()),
                                "last_posted": now.isoformat(), "status": result["status"]}
             elif now - datetime.fromisoformat(seen["last_posted"]) >= timedelta(hours=reminder_hours):
                 posts.append(("reminder", {**result, "since": seen.get("since")}))

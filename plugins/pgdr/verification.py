@@ -41,7 +41,8 @@ def result(check: str, status: str, summary: str, evidence: list[dict] | None = 
            kind: str | None = None, backup_id: str | None = None, fingerprint: str | None = None) -> dict:
     evidence = evidence or []
     if fingerprint is None:
-        fingerprint = hashlib.sha256(json.dumps([status, evidence], sort_keys=True, default=str).encode()).hexdigest()[:16]
+        fingerprint = hashlib.sha256(
+            json.dumps([status, evidence], sort_keys=True, default=str).encode()).hexdigest()[:16]
     return {"check": check, "status": status, "summary": summary, "evidence": evidence, "kind": kind,
             "backup_id": backup_id, "fingerprint": fingerprint, "checked_at": utc_now_iso()}
 
@@ -282,7 +283,8 @@ def check_freshness(store, database: str, limit_hours: float, now: datetime | No
             failed = True
             evidence.append({"kind": kind, "problem": "no complete, good backup", "incomplete": incomplete_newer})
             continue
-        manifest = store.read_manifest(f"{backup_prefix(store.prefix, database, kind, newest.backup_id)}/{MANIFEST_NAME}")
+        manifest = store.read_manifest(
+            f"{backup_prefix(store.prefix, database, kind, newest.backup_id)}/{MANIFEST_NAME}")
         age = age_hours(manifest.finished_at, now)
         item = {"kind": kind, "backup_id": newest.backup_id, "finished_at": manifest.finished_at,
                 "age_hours": round(age, 2), "limit_hours": limit_hours}

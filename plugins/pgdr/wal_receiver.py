@@ -92,8 +92,17 @@ def plan_gap(files: list, restart_lsn: str, segment_size: int | None = None) -> 
     ``restart_lsn`` must move aside (``behind``) and the segments from the first one not fully
     received up to that segment are missing. None when nothing is missing.
     """
-    from pgdr.wal_archive import (WAL_SEGMENT_SIZE, format_lsn, parse_lsn, parse_segment, read_segment_header,
-                                  segment_name, segment_number, segment_of_partial, segments_per_log)
+    from pgdr.wal_archive import (
+        WAL_SEGMENT_SIZE,
+        format_lsn,
+        parse_lsn,
+        parse_segment,
+        read_segment_header,
+        segment_name,
+        segment_number,
+        segment_of_partial,
+        segments_per_log,
+    )
 
     def segment(item) -> str:
         return item.name if item.kind == "segment" else segment_of_partial(item.name)
@@ -316,10 +325,10 @@ class Supervisor:
         what the server still has; record the gap in ``wal-gaps.json`` (pg_wal_archive copies it to
         S3 state and alerts) and in the status file. Point-in-time recovery cannot cross the gap:
         a new base backup is needed for recovery to any time after it."""
+        import psycopg2
+
         from pgdr.redaction import safe_error
         from pgdr.wal_archive import scan
-
-        import psycopg2
 
         self._set_state("healing_slot")
         try:
@@ -577,8 +586,10 @@ def check_primary(env: dict, slot: str = DEFAULT_SLOT, directory: Path | None = 
             findings.append(Finding("ok", "connection", f"connected as {user}: {version.split(',')[0]}"))
 
             wal_level = setting("wal_level")
-            findings.append(Finding("ok", "wal_level", f"wal_level = {wal_level}") if wal_level in ("replica", "logical")
-                            else Finding("fail", "wal_level", f"wal_level = {wal_level}; streaming needs replica or logical",
+            findings.append(Finding("ok", "wal_level", f"wal_level = {wal_level}")
+                            if wal_level in ("replica", "logical")
+                            else Finding("fail", "wal_level",
+                                         f"wal_level = {wal_level}; streaming needs replica or logical",
                                          "ALTER SYSTEM SET wal_level = 'replica'; then restart the server"))
 
             senders = int(setting("max_wal_senders"))

@@ -211,10 +211,11 @@ def _settings_from_env(**overrides):
 def test_wal_pruned_to_the_pitr_window_still_recovers_to_its_oldest_moment(stack, airflow_db, monkeypatch):
     import time
 
+    from test_pitr import Site
+
     from pgdr import expire
     from pgdr.pitr_plan import parse_target, plan_wal, wal_objects
     from pgdr.wal_archive import scan, wal_prefix
-    from test_pitr import Site
 
     site = Site(stack, monkeypatch)
     try:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from conftest import run_dag_in_child, task_states, wait_for
 
+from conftest import run_dag_in_child, task_states, wait_for
 from harness.stack import CONN_ID
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

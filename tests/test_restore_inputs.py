@@ -352,10 +352,9 @@ def quoted_backups(stack, airflow_db, tmp_path_factory):
     "pay$roll" (a comment of its own), each with a table and a database setting, backed up once."""
     from psycopg2 import sql
 
+    from conftest import run_dag, task_states
     from harness.stack import RESTORE_CONN_ID, postgres_conn
     from harness.synthetic import fingerprint
-
-    from conftest import run_dag, task_states
 
     for dbname in QUOTED_DATABASES.values():
         name = sql.Identifier(dbname)

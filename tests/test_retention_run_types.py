@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 import pytest
+from test_data_retention import POLICY_TABLES, create_retention_role
 
 from harness.aged_rows import insert_aged_rows
 from harness.airflow_services import (
@@ -27,7 +28,6 @@ from harness.airflow_services import (
 )
 from harness.stack import BUCKET, RESTORE_CONN_ID, postgres_conn
 from harness.synthetic import create_care_commons, fingerprint
-from test_data_retention import POLICY_TABLES, create_retention_role
 
 pytestmark = pytest.mark.slow
 

@@ -21,12 +21,6 @@ import time
 from pathlib import Path
 
 import pytest
-
-from conftest import REPO_ROOT, wait_for
-from harness.pg_cluster import free_port
-from harness.stack import BUCKET
-from pgdr.alerts import send_alert, short_error
-from pgdr.wal_archive import STATE_NAME, load_state, scan, ship_once, ship_window, wal_key
 from test_wal_archive import (
     REPL_PASSWORD,
     REPL_ROLE,
@@ -38,6 +32,12 @@ from test_wal_archive import (
     sha,
     system_id,
 )
+
+from conftest import REPO_ROOT, wait_for
+from harness.pg_cluster import free_port
+from harness.stack import BUCKET
+from pgdr.alerts import send_alert, short_error
+from pgdr.wal_archive import STATE_NAME, load_state, scan, ship_once, ship_window, wal_key
 
 log = logging.getLogger("test_wal_faults")
 

@@ -30,8 +30,8 @@ test-fast: venv
 
 ## the pure tests only (no PostgreSQL, S3 server, Slack receiver or Airflow run), in seconds, one process;
 ## a test file belongs here when none of its tests needs a service
-UNIT_TESTS := $(addprefix tests/test_,alert_policy.py data_policy.py fetch.py fswatch.py gfs.py history_charts.py layering.py \
-	manifest.py markers.py pitr_plan.py restore_alert.py restore_plan.py rto_table.py settings.py wal_checks_unit.py \
+UNIT_TESTS := $(addprefix tests/test_,alert_policy.py data_policy.py errors.py fetch.py fswatch.py gfs.py history_charts.py layering.py \
+	lint.py manifest.py markers.py pitr_plan.py restore_alert.py restore_plan.py rto_table.py settings.py wal_checks_unit.py \
 	wal_names.py)
 test-unit: venv
 	$(PYTEST) $(UNIT_TESTS)

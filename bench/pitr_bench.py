@@ -171,7 +171,7 @@ def restore_child(spec_path: str) -> int:
     store = common.child_store(spec, STORE_PREFIX, log)
     from pgdr.manifest import Manifest
     from pgdr.pitr import PointInTimeRecovery, WalArchiveView, check_pitr_target
-    from pgdr.pitr_plan import WAL_SEGMENT_SIZE, check_target_reachable, parse_target
+    from pgdr.pitr_plan import check_target_reachable, parse_target
 
     manifest = Manifest.from_dict(spec["manifest"])
     data_root = Path(spec["data_root"])
@@ -183,7 +183,7 @@ def restore_child(spec_path: str) -> int:
     check_target_reachable(plan, target)
     raw = sum(o.raw_size or o.size for o in manifest.objects)
     data_dir = check_pitr_target(data_root, spec["name"], spec["port"],
-                                 int(raw * 1.2) + len(plan.segments) * WAL_SEGMENT_SIZE * 2)
+                                 int(raw * 1.2) + len(plan.segments) * plan.segment_size * 2)
     plan_seconds = time.perf_counter() - t0
     recovery = PointInTimeRecovery(
         store=store, manifest=manifest, prefix=spec["prefix"], wal=plan, target=target, data_dir=data_dir,

@@ -307,7 +307,6 @@ class PrepareRestoreOperator(RestoreOperatorBase, PitrMixin):
 
     def _prepare_pitr(self, request, context) -> dict[str, Any]:
         from pgdr.pitr import check_pitr_target
-        from pgdr.pitr_plan import WAL_SEGMENT_SIZE
         from pgdr.restore import check_target_server
         from pgdr.restore_plan import RestoreRefused, restore_names, stamp
 
@@ -322,7 +321,7 @@ class PrepareRestoreOperator(RestoreOperatorBase, PitrMixin):
         name = pitr_name(manifest.dbname, when)
         raw = sum(o.raw_size or o.size for o in manifest.objects)
         data_dir = check_pitr_target(settings.pitr_data_dir, name, settings.pitr_port,
-                                     int(raw * 1.2) + len(plan.segments) * WAL_SEGMENT_SIZE * 2)
+                                     int(raw * 1.2) + len(plan.segments) * plan.segment_size * 2)
         plan_out = {"request": request.to_dict(), "backup_id": manifest.backup_id, "prefix": prefix, "kind": "pitr",
                     "stamp": when, "target": target.describe(), "data_dir": str(data_dir),
                     "port": settings.pitr_port, "wal_first": plan.first, "wal_last": plan.last,

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 
 from pgdr.errors import RestoreRefused, WalGap
 from pgdr.pitr_plan import AbandonedBranch, Target, format_lsn
+from pgdr.redaction import safe_error
 from pgdr.verification import result
 
 # retained WAL beyond this on the receiver's slot means the receiver has fallen far behind
@@ -113,7 +114,7 @@ def check_wal(store, database: str, connect, slot: str, ship_seconds: float, ena
     try:
         conn = connect()
     except Exception as err:  # noqa: BLE001 - an unreachable primary is a finding, not a crash
-        findings.append({"problem": "primary unreachable", "error": str(err)[:200]})
+        findings.append({"problem": "primary unreachable", "error": safe_error(err)[:200]})
     else:
         try:
             findings.extend(server_findings(conn, slot))

@@ -373,9 +373,10 @@ class LogicalRestore:
             self._note(step="creating the database", work={"name": name, "oid": oid})
             try:
                 _run(conn, create.rstrip().rstrip(";") + f" OID = {oid};")
-            except Exception as err:
-                if "OID" in str(err) and "already" in str(err) and attempt < 4:
-                    continue  # that OID is taken: pick another
+            except Exception:
+                # that OID is taken (asked of the catalog, not read from the message): pick another
+                if attempt < 4 and _one(conn, "SELECT count(*) FROM pg_database WHERE oid = %s", (oid,))[0]:
+                    continue
                 raise
             self.created.append((name, oid))
             self.log.info("created database %s (oid %d)", name, oid)

@@ -266,7 +266,7 @@ class LogicalRestore:
     """One restore of one logical backup. :meth:`run` does the work and returns a result dict.
 
     ``journal`` (optional): a :class:`pgdr.restore_journal.Journal`, written before each step so
-    that a run killed mid-way is healed by the next (the drill and the benchmarks run without).
+    that a run killed mid-way is healed by the next (the benchmarks run without).
     """
 
     def __init__(self, *, store, manifest: Manifest, prefix: str, target: PgTarget, connect: Connect,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ class RestoreDrillOperator(DatabaseOperator, RestoreOperatorBase):
         from pgdr.drill import drill_problems, run_integrity_checks, scratch_database
         from pgdr.manifest import new_backup_id, utc_now_iso
         from pgdr.restore import LogicalRestore, check_target_server
+        from pgdr.restore_journal import Journal
         from pgdr.restore_plan import RestoreNames, projected_rto_seconds
 
         settings = self.settings
@@ -54,6 +56,9 @@ class RestoreDrillOperator(DatabaseOperator, RestoreOperatorBase):
         lease = None
         target, connect = self.target(drill_conn_id)
         try:
+            # a drill (or restore) of this database killed mid-way left its half-restored database and its
+            # pg_restore behind: heal them first (each journal names its own server, the drill's included)
+            self.heal_interrupted(database, context)
             entries = self.store.catalog(database, "logical")
             entry = newest_good(entries)
             if entry is None:
@@ -70,10 +75,17 @@ class RestoreDrillOperator(DatabaseOperator, RestoreOperatorBase):
                 conn.close()
             workdir = private_dir(settings.staging_dir, database, "drill") / f"{when}.partial"
             started = time.monotonic()
+            # journalled like a restore, on the drill's server: a worker killed mid-drill is healed by the next
+            # drill's start, pg_restore's prepare or drop_expired_replaced (the run id is the drill's own, so a
+            # pg_restore run of the same id never mistakes it for its own journal)
+            journal = Journal.begin(self.store, database=database, run_id=f"drill:{ti.run_id}",
+                                    target_conn_id=drill_conn_id, mode="new_database", names=dataclasses.asdict(names),
+                                    workdir=str(workdir),
+                                    backup_id=entry.backup_id)
             outcome = LogicalRestore(
                 store=self.store, manifest=manifest, prefix=prefix, target=target, connect=connect, names=names,
                 mode="new_database", tables=(), workdir=workdir, bindir=settings.pg_bindir, jobs=settings.dump_jobs,
-                log=self.log, run_id=ti.run_id, analyze=False).run()
+                log=self.log, run_id=ti.run_id, analyze=False, journal=journal).run()
             conn = connect(scratch)
             try:
                 checks, failing = run_integrity_checks(conn)

@@ -8,7 +8,7 @@ and a moto S3 server, then times, ``--repeat`` times each with the order of the
 variants alternating between repeats:
 
 ``pgdr``
-    The backup task's work: ``pgdr.backup.run_logical_backup`` (pg_dump -Fd -Z0 -j2 on
+    The backup task's work: ``pgdr.backup.logical.run_logical_backup`` (pg_dump -Fd -Z0 -j2 on
     an exported snapshot, row counts, pg_restore --list, pg_dumpall globals,
     per-file zstd following the dump, with sha256), uploads to the moto server
     overlapping the dump, and the post-upload check of every object. It runs in a child
@@ -21,7 +21,7 @@ variants alternating between repeats:
     Bare, to a directory (pg_dump's default gzip compression).
 
 Every variant connects the same way: as the backup role over TCP to
-127.0.0.1 with its password in a PGPASSFILE (pgdr.pgtools.libpq_env).
+127.0.0.1 with its password in a PGPASSFILE (pgdr.core.pgtools.libpq_env).
 
 Run:  python bench/backup_bench.py [--scale S] [--repeat 3] [--keep]
 (without --scale the scale is picked from the small database's size so that the
@@ -77,13 +77,13 @@ def pgdr_child(spec_path: str) -> int:
     import resource
 
     spec, log = common.child_start(spec_path)
-    from pgdr.backup import run_logical_backup
+    from pgdr.backup.logical import run_logical_backup
 
     target, connect = common.pg_target("care_commons_db", spec["host"], spec["port"], spec["user"], spec["password"],
                                        spec["dbname"])
     store = common.child_store(spec, "pgdr", log)
     t0 = time.perf_counter()
-    # exactly the backup task's work: pgdr.backup.run_logical_backup (dump, zstd and upload overlapped,
+    # exactly the backup task's work: pgdr.backup.logical.run_logical_backup (dump, zstd and upload overlapped,
     # then the post-upload check of every object in S3)
     manifest = run_logical_backup(
         database="care_commons_db", backup_id="20260101T000000Z", prefix=spec["prefix"], target=target,
@@ -190,7 +190,7 @@ class Bench:
 
     def run_shell(self, name: str, dbname: str, label: str) -> dict:
         from harness.stack import BACKUP_PASSWORD, BACKUP_ROLE
-        from pgdr.pgtools import libpq_env
+        from pgdr.core.pgtools import libpq_env
 
         run_dir = self.work / label
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -446,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
                          "min_size_mb": args.min_size_mb},
             "databases": bench.databases,
             "connection": "every variant connects as the backup role (pgdr_backup: BYPASSRLS, pg_read_all_data, "
-                          "no superuser) over TCP to 127.0.0.1, password in a PGPASSFILE (pgdr.pgtools.libpq_env)",
+                          "no superuser) over TCP to 127.0.0.1, password in a PGPASSFILE (pgdr.core.pgtools.libpq_env)",
             "variants": {
                 "pgdr": pgdr_args,
                 "seed": bench.runs["seed"][0]["argv"],

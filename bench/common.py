@@ -263,10 +263,10 @@ def write_result(spec: dict, result: dict) -> None:
 
 
 def pg_target(conn_id: str, host: str, port: int, user: str, password: str, dbname: str):
-    """A pgdr.pgtools.PgTarget and a psycopg2 connect() for it."""
+    """A pgdr.core.pgtools.PgTarget and a psycopg2 connect() for it."""
     import psycopg2
 
-    from pgdr.pgtools import PgTarget
+    from pgdr.core.pgtools import PgTarget
 
     target = PgTarget(conn_id=conn_id, host=host, port=port, user=user, dbname=dbname, password=password)
 
@@ -289,7 +289,7 @@ def s3_spec(s3, bucket: str, part_size: int) -> dict:
 
 
 def bench_store(client, bucket: str, prefix: str, part_size: int, log: logging.Logger | None = None):
-    from pgdr.storage import BackupStore
+    from pgdr.store.s3 import BackupStore
 
     return BackupStore(client=client, bucket=bucket, prefix=prefix, sse_args=dict(SSE_ARGS), part_size=part_size,
                        log=log or logging.getLogger("pgdr.bench"))

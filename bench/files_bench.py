@@ -3,7 +3,7 @@
 A tree of a few thousand files (care-commons style uploads: small scans, some larger PDFs), a full
 backup, then 1 % of the files changed and a second backup. For each layout: bytes uploaded, S3
 write requests (objects), seconds. The incremental layout is pgdr's own code
-(:func:`pgdr.files_backup.run_files_backup`); the content-addressed one stores each distinct
+(:func:`pgdr.backup.files.run_files_backup`); the content-addressed one stores each distinct
 file's zstd content under ``blobs/<sha256>`` (skipping those already there) plus an index.
 
     python bench/files_bench.py [--files 3000] [--changed 0.01] [--json out.json]
@@ -29,8 +29,8 @@ import zstandard  # noqa: E402
 
 from bench.common import Column, bench_store, create_bench_bucket, fixed, print_table  # noqa: E402
 from harness.s3_server import start_s3_server  # noqa: E402
-from pgdr.digest import StreamDigest  # noqa: E402
-from pgdr.storage import _b64  # noqa: E402
+from pgdr.core.checksums import StreamDigest  # noqa: E402
+from pgdr.store.s3 import _b64  # noqa: E402
 
 BUCKET = "pgdr-bench-files"
 TABLE = (Column("layout", 20, left=True, sep=""), Column("backup", 8, left=True, sep=""),
@@ -78,9 +78,9 @@ def change_files(root: Path, fraction: float, rng: random.Random) -> int:
 
 
 def incremental(store, counting, root: Path, work: Path, previous):
-    from pgdr.file_restore import load_entries
-    from pgdr.files_backup import run_files_backup
-    from pgdr.manifest import backup_prefix, new_backup_id
+    from pgdr.backup.files import run_files_backup
+    from pgdr.restore.files import load_entries
+    from pgdr.store.manifest import backup_prefix, new_backup_id
 
     backup_id = new_backup_id()
     prefix = backup_prefix(store.prefix, "bench", "files", backup_id)

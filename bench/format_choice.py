@@ -27,7 +27,7 @@ sys.path[:0] = [str(REPO_ROOT / "plugins"), str(REPO_ROOT)]
 from bench.common import RESULTS, Column, db_size, fixed, mb, median, print_table, repeats, tree_size  # noqa: E402
 from harness.pg_cluster import pg_bindir, start_cluster  # noqa: E402
 from harness.synthetic import create_care_commons  # noqa: E402
-from pgdr.compression import compress_file, decompress_file  # noqa: E402
+from pgdr.core.compression import compress_file, decompress_file  # noqa: E402
 
 DB = "care_commons"
 TABLE = (Column("candidate", 50, left=True), Column("dump s", 7, fixed(".1f")), Column("restore s", 9, fixed(".1f")),

@@ -4,7 +4,7 @@
 One run builds the harness stack (``harness.stack.start_stack``: a throwaway PostgreSQL 15
 cluster holding the synthetic care-commons database, about 1.14 GB at the default scale
 8.5, the backup and restore roles, a moto S3 server), an unversioned bench bucket on that
-server, pgdr's WAL receiver (``pgdr.wal_receiver.Supervisor`` running pg_receivewal into a
+server, pgdr's WAL receiver (``pgdr.wal.receiver.Supervisor`` running pg_receivewal into a
 local directory) and a pgBackRest stanza with a local repository, fed by the cluster's
 ``archive_command``. Then, ``--repeat`` times, with the order of the two variants
 alternating between repeats:
@@ -12,7 +12,7 @@ alternating between repeats:
 1. Base backups, timed:
 
    ``pgdr``
-       ``pgdr.base_backup.run_base_backup``, the function the backup DAG's
+       ``pgdr.backup.base.run_base_backup``, the function the backup DAG's
        PhysicalBackupOperator calls: pg_basebackup (plain, WAL streamed, fast checkpoint),
        pg_verifybackup, tar through zstd into ``data.tar.zst``, upload of it and its
        ``backup_manifest`` to moto (SSE AES256), the post-upload check. In a child process.
@@ -22,15 +22,15 @@ alternating between repeats:
 
 2. A write load (``--wal-mb`` of WAL: inserts into a bench table), ``pg_switch_wal()``,
    a wait until pg_receivewal holds and pgBackRest has archived the switched segment, and
-   ``pgdr.wal_archive.ship_once`` (the WAL shipper): outside the timings.
+   ``pgdr.wal.ship.ship_once`` (the WAL shipper): outside the timings.
 
 3. Point-in-time recoveries to the latest WAL, each into a new data directory and a new
    port, timed from the start to a promoted server answering a query in care_commons:
 
    ``pgdr``
        What the pg_restore DAG runs for ``point_in_time=latest``: the plan
-       (``pgdr.pitr.check_pitr_target``, the WAL listing and plan, ``pgdr.pitr.WalArchiveView``), then
-       ``pgdr.pitr.PointInTimeRecovery.run()``: download of ``data.tar.zst`` (sha256
+       (``pgdr.restore.pitr.check_pitr_target``, the WAL listing and plan, ``pgdr.restore.pitr.WalArchiveView``), then
+       ``pgdr.restore.pitr.PointInTimeRecovery.run()``: download of ``data.tar.zst`` (sha256
        checked), unpack, pg_verifybackup, download of the WAL segments, recovery.conf
        settings, pg_ctl start, wait for promotion. In a child process.
    ``pgbackrest``
@@ -77,7 +77,7 @@ STORE_PREFIX = "pgdr"
 DEFAULT_LEVEL = 1          # pgdr setting compression_level
 DEFAULT_JOBS = 2           # pgdr setting dump_jobs (the PITR's WAL fetch threads)
 DEFAULT_PART_MB = 64       # pgdr setting multipart_chunk_mb
-POLL_SECONDS = 0.2         # pgdr.pitr's promotion poll, used for both variants
+POLL_SECONDS = 0.2         # pgdr.restore.pitr's promotion poll, used for both variants
 
 def server_user() -> str | None:
     """The OS user servers and pgbackrest run as: postgres when we are root (as harness.pg_cluster)."""
@@ -97,7 +97,7 @@ def give_to_server_user(path: Path) -> None:
 
 
 def wait_promoted(host: str, port: int, user: str, deadline_seconds: float = 86400) -> None:
-    """pgdr.pitr's wait, for the pgBackRest variant: connect and poll pg_is_in_recovery() every 0.2 s."""
+    """pgdr.restore.pitr's wait, for the pgBackRest variant: connect and poll pg_is_in_recovery() every 0.2 s."""
     import psycopg2
 
     deadline = time.monotonic() + deadline_seconds
@@ -144,10 +144,10 @@ def _usage() -> dict:
 
 
 def backup_child(spec_path: str) -> int:
-    """pgdr's base backup, exactly what PhysicalBackupOperator runs: pgdr.base_backup.run_base_backup."""
+    """pgdr's base backup, exactly what PhysicalBackupOperator runs: pgdr.backup.base.run_base_backup."""
     spec, log = common.child_start(spec_path)
     store = common.child_store(spec, STORE_PREFIX, log)
-    from pgdr.base_backup import run_base_backup
+    from pgdr.backup.base import run_base_backup
 
     target, connect = common.pg_target(spec["database"], spec["host"], spec["port"], spec["user"], spec["password"],
                                        spec["dbname"])
@@ -169,9 +169,9 @@ def restore_child(spec_path: str) -> int:
     """pgdr's point-in-time recovery to 'latest': the pg_restore DAG's plan and PointInTimeRecovery.run()."""
     spec, log = common.child_start(spec_path)
     store = common.child_store(spec, STORE_PREFIX, log)
-    from pgdr.manifest import Manifest
-    from pgdr.pitr import PointInTimeRecovery, WalArchiveView, check_pitr_target
-    from pgdr.pitr_plan import check_target_reachable, parse_target
+    from pgdr.restore.pitr import PointInTimeRecovery, WalArchiveView, check_pitr_target
+    from pgdr.restore.pitr_plan import check_target_reachable, parse_target
+    from pgdr.store.manifest import Manifest
 
     manifest = Manifest.from_dict(spec["manifest"])
     data_root = Path(spec["data_root"])
@@ -297,9 +297,9 @@ class Bench:
         return common.run_tracked(as_server_user(argv))
 
     def start_receiver(self) -> None:
-        from pgdr.wal_receiver import Supervisor
+        from pgdr.wal.receiver import Supervisor
 
-        say("starting pgdr's WAL receiver (pg_receivewal under pgdr.wal_receiver.Supervisor, asynchronous)")
+        say("starting pgdr's WAL receiver (pg_receivewal under pgdr.wal.receiver.Supervisor, asynchronous)")
         self.receiver_dir.parent.mkdir(mode=0o755)
         env = {**os.environ, "PGHOST": self.cluster.host, "PGPORT": str(self.cluster.port), "PGUSER": "postgres"}
         self.supervisor = Supervisor(self.receiver_dir, SLOT, synchronous=False, status_interval=1,
@@ -353,7 +353,7 @@ class Bench:
 
     def backup_pgdr(self, repeat: int) -> dict:
         from harness.stack import BACKUP_PASSWORD, BACKUP_ROLE, CONN_ID
-        from pgdr.manifest import backup_prefix, new_backup_id
+        from pgdr.store.manifest import backup_prefix, new_backup_id
 
         run_dir = self._run_dir(f"pgdr-backup-{repeat}")
         backup_id = new_backup_id()
@@ -376,14 +376,14 @@ class Bench:
     def diagnose(self, repeat: int, archive: Path) -> dict:
         """Outside the timed variants, on the tar.zst pgdr just made: how fast could its slow stages be here?
 
-        unpack: pgdr.pitr.unpack_base_backup (Python tarfile over a zstandard stream, what the recovery
+        unpack: pgdr.restore.pitr.unpack_base_backup (Python tarfile over a zstandard stream, what the recovery
         runs) against ``zstd -dc | tar -x`` and ``zstd -dc > /dev/null`` (decompression alone);
         upload: pgdr's sequential multipart upload (the backup's upload stage) against boto3's
         upload_file with 4 concurrent 64 MiB parts, to the same moto server.
         """
         from boto3.s3.transfer import TransferConfig
 
-        from pgdr.pitr import unpack_base_backup
+        from pgdr.restore.pitr import unpack_base_backup
 
         out: dict = {"repeat": repeat, "archive_bytes": archive.stat().st_size}
         target = self.work / "diag-unpack"
@@ -466,7 +466,7 @@ class Bench:
     def load_and_ship(self, repeat: int) -> dict:
         """--wal-mb of WAL, then the segment switched, received, archived by pgBackRest, and shipped by pgdr."""
         from harness.stack import CONN_ID
-        from pgdr.wal_archive import load_state, segment_for_lsn, ship_once
+        from pgdr.wal.ship import load_state, segment_for_lsn, ship_once
 
         wanted = int(self.args.wal_mb * MiB)
         t0 = time.perf_counter()
@@ -490,7 +490,7 @@ class Bench:
         finally:
             conn.close()
         load_seconds = time.perf_counter() - t0
-        from pgdr.wal_archive import parse_lsn
+        from pgdr.wal.ship import parse_lsn
 
         last_segment = segment_for_lsn(parse_lsn(switch_lsn) - 1, timeline)
         t0 = time.perf_counter()
@@ -530,7 +530,7 @@ class Bench:
     # -- recoveries --------------------------------------------------------------------------
 
     def _remove_restore(self, data_dir: Path) -> None:
-        from pgdr.pitr import stop_recovered
+        from pgdr.restore.pitr import stop_recovered
 
         if (data_dir / "postmaster.pid").exists():
             stop_recovered(str(data_dir), server_user(), self.cluster.bindir)
@@ -897,7 +897,7 @@ def main(argv: list[str] | None = None) -> int:
             "database": bench.database,
             "variants": {
                 "backup": {
-                    "pgdr": f"pgdr.base_backup.run_base_backup(level={args.level}, part_size={args.part_mb} MiB): "
+                    "pgdr": f"pgdr.backup.base.run_base_backup(level={args.level}, part_size={args.part_mb} MiB): "
                             "pg_basebackup --format=plain --wal-method=stream --checkpoint=fast "
                             "--manifest-checksums=SHA256 --no-sync, pg_verifybackup, tar | zstd into data.tar.zst, "
                             "upload of it and backup_manifest to moto (SSE AES256), post-upload check; child process, "

@@ -16,7 +16,7 @@ Slack receiver) and an Airflow home on SQLite, runs the real ``pg_backup_daily``
     database-level settings, the row count check against the manifest). The DAG run's
     wall time (prepare + restore + report) and the child process's wall time are kept too.
 ``pgdr_local``
-    pgdr's restore code (``pgdr.restore.LogicalRestore``, the same pipes, hashing and
+    pgdr's restore code (``pgdr.restore.logical.LogicalRestore``, the same pipes, hashing and
     checks) reading the objects from the local copy instead of S3, in a child process:
     what the restore costs when the download is free. Splits pgdr's figure into
     "restore path" and "download from moto".
@@ -83,13 +83,13 @@ RTO_TARGETS = {"10 GB": (10e9, 5 * 60), "100 GB": (100e9, 45 * 60)}
 DEFAULT_AWS_SPEEDS = "100,250"      # MB/s, for the download-included projections
 
 # --------------------------------------------------------------------------------------------
-# Timeline of pgdr.fetch.PipedDataFiles (both pgdr children): when each object finished
+# Timeline of pgdr.restore.fetch.PipedDataFiles (both pgdr children): when each object finished
 # downloading, when pg_restore opened its FIFO and when feeding it ended. Timestamps only;
 # the restore code itself is unchanged.
 # --------------------------------------------------------------------------------------------
 
 def install_timeline() -> dict:
-    from pgdr import fetch
+    from pgdr.restore import fetch
 
     cls = fetch.PipedDataFiles
     events: dict = {"objects": {}, "runs": 0}
@@ -241,9 +241,9 @@ def local_child(spec_path: str) -> int:
     spec, log = common.child_start(spec_path)
     events = install_timeline()
 
-    from pgdr.manifest import Manifest
-    from pgdr.restore import LogicalRestore
-    from pgdr.restore_plan import RestoreNames
+    from pgdr.restore.logical import LogicalRestore
+    from pgdr.restore.request import RestoreNames
+    from pgdr.store.manifest import Manifest
 
     manifest = Manifest.from_json(Path(spec["manifest"]).read_text())
     target, connect_to = common.pg_target("care_commons_admin", spec["host"], spec["port"], spec["user"],
@@ -372,7 +372,7 @@ class Bench:
     # -- setup: one backup, one pg_dump -Fd --------------------------------------------------
 
     def make_backup(self) -> None:
-        from pgdr.manifest import Manifest
+        from pgdr.store.manifest import Manifest
 
         say("pg_backup_daily (python -m harness.run_dag, child process)")
         log_path = self.work / "pg_backup_daily.log"
@@ -426,7 +426,7 @@ class Bench:
         """Every object of the backup from moto to a local directory, sha256 checked, 4 threads
         (pgdr's fetch uses max(jobs, 2) + 2 = 4); then the .zst files unpacked into a plain
         directory-format dump. Timed, but outside every variant's figure."""
-        from pgdr.fetch import decompress_to, plain_name
+        from pgdr.restore.fetch import decompress_to, plain_name
 
         raw = self.work / "local" / "raw"
         plain = self.work / "local" / "plain"
@@ -734,7 +734,7 @@ def summarize(bench: Bench, aws_speeds: list[float]) -> dict:
         row("pgdr_process", "pgdr DAG process", process, [r["process_wall_seconds"] for r in runs["pgdr"]],
             "the child process: interpreter start, Airflow import, DagBag parse, dag.test"),
         row("pgdr_local", LABELS["pgdr_local"], med["pgdr_local"], [r["seconds"] for r in runs["pgdr_local"]],
-            "pgdr.restore.LogicalRestore with the objects read from a local copy: the restore path without S3"),
+            "pgdr.restore.logical.LogicalRestore with the objects read from a local copy: the restore path without S3"),
         row("bare", LABELS["bare"], bare, [r["seconds"] for r in runs["bare"]],
             "pg_restore -j2 --exit-on-error -d <new db> of the backup's dump, unzstd'ed to plain files beforehand"),
         row("bare_gzip", LABELS["bare_gzip"], bare_gzip, [r["seconds"] for r in runs["bare_gzip"]],
@@ -958,8 +958,8 @@ def main(argv: list[str] | None = None) -> int:
                 "pgdr: the restore task's XCom result; the DAG run and the process wall are reported beside it",
                 "pgdr_local: the same restore code with an S3 client that reads the local copy (no network, same "
                 "sha256 checks, same FIFOs and zstd feeders)",
-                "timelines: timestamps recorded around pgdr.fetch.PipedDataFiles methods in the child (no change "
-                "to what they do)",
+                "timelines: timestamps recorded around pgdr.restore.fetch.PipedDataFiles methods in the child "
+                "(no change to what they do)",
                 "medians of --repeat runs",
             ],
             "notes": [

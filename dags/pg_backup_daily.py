@@ -35,9 +35,9 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import task_group
 
-from pgdr.alerts import on_task_failure
+from pgdr.alerts.deadlines import DeadlineDAG, deadline_alert
+from pgdr.alerts.slack import on_task_failure
 from pgdr.assets import BASE_BACKUP, CONFIG_BACKUP, FILES_BACKUP, LOGICAL_BACKUP
-from pgdr.deadlines import DeadlineDAG, deadline_alert
 from pgdr.operators.backup import (
     ConfigBackupOperator,
     FilesBackupOperator,

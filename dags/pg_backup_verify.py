@@ -23,8 +23,8 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import task_group
 
-from pgdr.alerts import on_task_failure
-from pgdr.deadlines import DeadlineDAG, deadline_alert
+from pgdr.alerts.deadlines import DeadlineDAG, deadline_alert
+from pgdr.alerts.slack import on_task_failure
 from pgdr.operators.base import ProtectedDatabasesOperator
 from pgdr.operators.history import HistoryPageOperator
 from pgdr.operators.restore import DropExpiredReplacedOperator

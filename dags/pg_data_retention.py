@@ -33,7 +33,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import DAG, Param, TaskGroup
 
-from pgdr.alerts import on_task_failure
+from pgdr.alerts.slack import on_task_failure
 from pgdr.operators.base import ProtectedDatabasesOperator
 from pgdr.operators.expire import BackupRetentionOperator
 from pgdr.operators.retention import ApplyDataPolicyOperator, DataRetentionReportOperator

@@ -29,7 +29,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import DAG, Param
 
-from pgdr.alerts import on_task_failure
+from pgdr.alerts.slack import on_task_failure
 from pgdr.operators.restore import PrepareRestoreOperator, RestoreBackupOperator, RestoreReportOperator
 from pgdr.settings import protected_databases_at_parse
 

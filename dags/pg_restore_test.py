@@ -24,7 +24,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import DAG, task_group
 
-from pgdr.alerts import on_task_failure
+from pgdr.alerts.slack import on_task_failure
 from pgdr.operators.base import ProtectedDatabasesOperator
 from pgdr.operators.drill import DropScratchOperator, PitrDrillOperator, RestoreDrillOperator
 

@@ -65,7 +65,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import DAG
 
-from pgdr.alerts import on_task_failure
+from pgdr.alerts.slack import on_task_failure
 from pgdr.operators.base import ProtectedDatabasesOperator
 from pgdr.operators.wal import ShipWalOperator
 

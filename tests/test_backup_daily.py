@@ -246,7 +246,7 @@ def test_wrong_password_fails_clearly_without_leaking_it(stack, airflow_db, pgdr
 
 
 def test_a_second_backup_of_the_same_database_is_refused_while_one_runs(stack, airflow_db, pgdr_env):
-    from pgdr.logical import LOCK_KEYS
+    from pgdr.backup.pg_dump import LOCK_KEYS
 
     holder = stack.cluster.connect(DBNAME)
     try:

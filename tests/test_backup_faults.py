@@ -63,7 +63,7 @@ def _keys(stack, prefix: str) -> list[str]:
 
 def _catalog(stack, env, kind: str):
     """(complete backup ids, incomplete backup ids) as pgdr's catalog lists them."""
-    from pgdr.catalog import entries_from_keys
+    from pgdr.store.catalog import entries_from_keys
 
     base = f"{env['AIRFLOW_VAR_PGDR_S3_PREFIX']}/{CONN}/{kind}/"
     entries = entries_from_keys(_keys(stack, base), base)
@@ -161,7 +161,7 @@ def test_sigkill_mid_pg_dump_kills_pg_dump_too_and_the_next_run_recovers(stack, 
 def test_sigkill_mid_multipart_upload_next_run_recovers_and_aborts_the_dead_upload(stack, env):
     """Killed after the first part of the big table's file went up: a multipart upload is left open."""
     task = KillableTask.start(LOGICAL, {"task_id": "dump_and_upload", "conn_id": CONN}, env=env,
-                              pause_at="pgdr.storage._FileSlice.__init__", pause_after_calls=1)
+                              pause_at="pgdr.store.s3._FileSlice.__init__", pause_after_calls=1)
     task.wait_paused()
     task.kill()
     assert _multipart_uploads(stack, env), "the kill did not land inside a multipart upload"
@@ -180,8 +180,8 @@ def test_sigkill_mid_multipart_upload_next_run_recovers_and_aborts_the_dead_uplo
 
 
 def _assert_orphans_seen_by_retention(stack, env, kind: str, backup_ids: list[str]) -> None:
-    from pgdr import expire
-    from pgdr.storage import BackupStore
+    from pgdr.retain import backups as expire
+    from pgdr.store.s3 import BackupStore
 
     if not backup_ids:
         return
@@ -200,7 +200,7 @@ def test_sigkill_in_seal_before_manifest_the_retry_seals_it(stack, env):
     """Killed between the last object's check and manifest.json: unlisted; the seal's retry lists it."""
     result = run_task(LOGICAL, {"task_id": "dump_and_upload", "conn_id": CONN}, env=env)
     task = KillableTask.start(SEAL, {"task_id": "seal", "backup": result}, env=env,
-                              pause_at="pgdr.storage.BackupStore.put_manifest")
+                              pause_at="pgdr.store.s3.BackupStore.put_manifest")
     task.wait_paused()
     task.kill()
     assert _catalog(stack, env, "logical")[0] == []
@@ -216,7 +216,7 @@ def test_sigkill_in_seal_after_manifest_the_retry_succeeds(stack, env):
     Before: the retry failed with "manifest.json already exists" and alerted about a good backup."""
     result = run_task(LOGICAL, {"task_id": "dump_and_upload", "conn_id": CONN}, env=env)
     task = KillableTask.start(SEAL, {"task_id": "seal", "backup": result}, env=env,
-                              pause_at="pgdr.storage.BackupStore.put_manifest", pause_when="after")
+                              pause_at="pgdr.store.s3.BackupStore.put_manifest", pause_when="after")
     task.wait_paused()
     task.kill()
     assert _catalog(stack, env, "logical")[0] == [result["backup_id"]]
@@ -316,8 +316,8 @@ def file_env(env, tmp_path):
 
 
 @pytest.mark.parametrize("operator, kind, pause, after, when", [
-    (FILES, "files", "pgdr.storage._FileSlice.__init__", 1, "before"),     # inside the archive's multipart upload
-    (CONFIG, "config", "pgdr.storage.BackupStore.upload_file", 0, "after"),  # first object up, no manifest
+    (FILES, "files", "pgdr.store.s3._FileSlice.__init__", 1, "before"),     # inside the archive's multipart upload
+    (CONFIG, "config", "pgdr.store.s3.BackupStore.upload_file", 0, "after"),  # first object up, no manifest
 ], ids=["files", "config"])
 def test_sigkill_mid_upload_of_files_and_config_next_run_recovers(stack, file_env, operator, kind, pause, after,
                                                                    when):

@@ -148,14 +148,14 @@ def test_the_wal_range_is_sane_and_agrees_with_pg_basebackups_manifest(stack, ba
 
 
 def _store(stack, prefix: str):
-    from pgdr.storage import BackupStore
+    from pgdr.store.s3 import BackupStore
 
     return BackupStore(client=stack.s3.client(), bucket=BUCKET, prefix=prefix,
                        sse_args={"ServerSideEncryption": "AES256"}, part_size=64 << 20, log=logging.getLogger("t"))
 
 
 def test_the_stored_backup_passes_the_verification_format_check(stack, base_run):
-    from pgdr.verification import FORMAT_CHECKS, VERIFIED_KINDS, verify_backup
+    from pgdr.verify.backups import FORMAT_CHECKS, VERIFIED_KINDS, verify_backup
 
     assert "base" in VERIFIED_KINDS
     manifest = base_run["manifest"]
@@ -163,7 +163,7 @@ def test_the_stored_backup_passes_the_verification_format_check(stack, base_run)
     problems, _ = verify_backup(store, CONN_ID, "base", manifest["backup_id"], pg_bindir(), logging.getLogger("t"))
     assert problems == []
     # a manifest whose WAL range is not the backup's is caught by the cheap check
-    from pgdr.manifest import Manifest
+    from pgdr.store.manifest import Manifest
 
     altered = Manifest.from_dict(manifest)
     altered.wal = {**altered.wal, "end_lsn": "FF/0"}
@@ -314,7 +314,7 @@ def test_physical_backups_off_skips_the_base_branch_and_still_seals_the_logical_
     assert [k for k in _objects(stack.s3, f"{prefix}/{CONN_ID}/logical/") if k.endswith("/manifest.json")]
     assert stack.slack.texts() == []
     # freshness demands a base backup only while physical backups are on
-    from pgdr.verification import check_freshness, freshness_kinds
+    from pgdr.verify.backups import check_freshness, freshness_kinds
 
     store = _store(stack, prefix)
     assert check_freshness(store, CONN_ID, 25, kinds=freshness_kinds(False))["status"] == "ok"

@@ -64,8 +64,8 @@ def test_no_stored_object_holds_a_secret_in_the_clear(stack, config_manifest):
 
 
 def test_the_connection_key_opens_the_sealed_archive_and_gives_the_original(stack, backups, config_manifest):
-    from pgdr.config_backup import object_aad
-    from pgdr.envelope import ConnectionKeyWrapper, open_sealed
+    from pgdr.backup.config import object_aad
+    from pgdr.core.envelope import ConnectionKeyWrapper, open_sealed
 
     wrapping = config_manifest["encryption"]["client_side"]["data_key"]
     data_key = ConnectionKeyWrapper("pgdr_config_key", base64.b64decode(KEY)).unwrap(wrapping)
@@ -79,7 +79,7 @@ def test_the_connection_key_opens_the_sealed_archive_and_gives_the_original(stac
 
 
 def test_a_wrong_key_is_refused_by_name_and_decrypts_nothing(config_manifest):
-    from pgdr.envelope import ConnectionKeyWrapper, KeyProblem
+    from pgdr.core.envelope import ConnectionKeyWrapper, KeyProblem
 
     wrapping = config_manifest["encryption"]["client_side"]["data_key"]
     with pytest.raises(KeyProblem, match="is not the key this backup was sealed with"):
@@ -94,16 +94,16 @@ def test_a_wrong_key_is_refused_by_name_and_decrypts_nothing(config_manifest):
     (base64.b64encode(b"short").decode(), "decodes to 5 bytes"),
 ])
 def test_a_missing_or_malformed_key_is_refused_clearly(password, message):
-    from pgdr.envelope import KeyProblem, parse_kek
+    from pgdr.core.envelope import KeyProblem, parse_kek
 
     with pytest.raises(KeyProblem, match=message):
         parse_kek("pgdr_config_key", password)
 
 
 def test_a_missing_listed_file_fails_before_anything_is_uploaded(stack, backups, tmp_path):
-    from pgdr.config_backup import ConfigBackupError, run_config_backup
-    from pgdr.envelope import ConnectionKeyWrapper
-    from pgdr.storage import BackupStore
+    from pgdr.backup.config import ConfigBackupError, run_config_backup
+    from pgdr.core.envelope import ConnectionKeyWrapper
+    from pgdr.store.s3 import BackupStore
 
     store = BackupStore(client=stack.s3.client(), bucket=BUCKET, prefix="config-missing",
                         sse_args={"ServerSideEncryption": "AES256"}, part_size=5 << 20, log=logging.getLogger("t"))
@@ -121,8 +121,8 @@ def test_with_kms_the_data_key_is_wrapped_by_kms_and_only_kms_unwraps_it(stack):
     import boto3
 
     from harness.s3_server import ACCESS_KEY, REGION, SECRET_KEY
-    from pgdr.config_backup import object_aad
-    from pgdr.envelope import KeyProblem, KmsKeyWrapper, open_sealed, seal
+    from pgdr.backup.config import object_aad
+    from pgdr.core.envelope import KeyProblem, KmsKeyWrapper, open_sealed, seal
 
     kms = boto3.client("kms", endpoint_url=stack.s3.endpoint_url, region_name=REGION,
                        aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)

@@ -5,7 +5,7 @@ cluster, moto's S3 and the Slack receiver. Airflow 3.3.2's dag.test() hands DagR
 DAG whose deadlines are still encoded dicts (it round-trips the DAG in memory instead of reading the
 serialized DAG with its DeadlineAlert ids), so a successful run of a DAG with a deadline used to end
 in "'dict' object has no attribute 'hex'" and exit 1. pgdr's DAGs with a deadline are now
-``pgdr.deadlines.DeadlineDAG``, whose test() runs without that broken bookkeeping; the deadline
+``pgdr.alerts.deadlines.DeadlineDAG``, whose test() runs without that broken bookkeeping; the deadline
 itself stays on the DAG the scheduler sees (tests/test_airflow_services.py fires it for real).
 """
 
@@ -73,4 +73,4 @@ def test_the_test_harness_keeps_the_deadline(airflow_db):
 
     for dag_id in ("pg_backup_daily", "pg_backup_verify"):
         dag = load_dag_for_test(dag_id)
-        assert dag.deadline and dag.deadline[0].callback.path == "pgdr.deadlines.deadline_missed", dag_id
+        assert dag.deadline and dag.deadline[0].callback.path == "pgdr.alerts.deadlines.deadline_missed", dag_id

@@ -4,7 +4,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from pgdr.data_policy import Age, PolicyError, load_policy, parse_policy, policy_path
+from pgdr.retain.data_policy import Age, PolicyError, load_policy, parse_policy, policy_path
 
 FLOOR = 6
 

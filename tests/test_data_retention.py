@@ -59,7 +59,7 @@ def _snapshot(cluster, dbname):
 
 
 def _years_before(moment: datetime, years: int) -> datetime:
-    from pgdr.data_policy import Age
+    from pgdr.retain.data_policy import Age
 
     return Age(years=years).before(moment)
 
@@ -262,8 +262,8 @@ def test_archive_is_encrypted_checked_and_restores_the_deleted_rows(stack, reten
 
 def test_policy_refused_against_the_live_schema_changes_nothing(stack, retention, tmp_path):
     """A policy naming a missing table and a missing column is refused before any row changes."""
-    from pgdr.data_policy import PolicyError, load_policy
-    from pgdr.data_retention import DataRetention
+    from pgdr.retain.data import DataRetention
+    from pgdr.retain.data_policy import PolicyError, load_policy
 
     policy_file = tmp_path / "policy.yaml"
     policy_file.write_text(
@@ -405,9 +405,9 @@ def _notes(cluster, dbname: str) -> list[int]:
 def test_a_trigger_on_a_retention_table_cannot_make_its_owner_superuser(stack, guarded, pgdr_env, tmp_path):
     """Item 7: retention DML ran as superuser, so an application role's trigger could ALTER ROLE ... SUPERUSER.
     A superuser session is refused now (nothing changes); the dedicated role runs the trigger powerless."""
-    from pgdr.data_policy import PolicyError, load_policy
-    from pgdr.data_retention import DataRetention
-    from pgdr.storage import BackupStore
+    from pgdr.retain.data import DataRetention
+    from pgdr.retain.data_policy import PolicyError, load_policy
+    from pgdr.store.s3 import BackupStore
 
     cluster, dbname = stack.cluster, guarded["dbname"]
     policy = load_policy(guarded["policies"] / "notes.yaml", floor_years=6)

@@ -19,7 +19,7 @@ def test_dags_declare_a_deadline_after_queued_with_the_pgdr_callback(airflow_db,
     assert alert.reference == DeadlineReference.DAGRUN_QUEUED_AT
     assert alert.interval == timedelta(minutes=minutes)
     assert isinstance(alert.callback, AsyncCallback)
-    assert alert.callback.path == "pgdr.deadlines.deadline_missed"
+    assert alert.callback.path == "pgdr.alerts.deadlines.deadline_missed"
     assert alert.callback.kwargs == {"dag_id": dag_id, "budget_minutes": minutes}
 
 
@@ -73,7 +73,7 @@ def test_an_undeliverable_deadline_alert_is_logged_not_raised(stack, airflow_db,
 
     monkeypatch.setenv("AIRFLOW_CONN_SLACK_ALERTS", json.dumps(
         {"conn_type": "slackwebhook", "password": f"http://127.0.0.1:{free_port()}/services/T/B/X"}))
-    trigger = CallbackTrigger(callback_path="pgdr.deadlines.deadline_missed",
+    trigger = CallbackTrigger(callback_path="pgdr.alerts.deadlines.deadline_missed",
                               callback_kwargs={"dag_id": "pg_backup_verify", "budget_minutes": 60,
                                                "context": {"dag_run": {"dag_run_id": "r1"}, "deadline": {}}})
     events = _run_trigger(trigger)

@@ -23,30 +23,30 @@ def _cls(path: str) -> type:
 # every refusal: nothing was changed; (class, the builtin base it had before pgdr.errors existed)
 REFUSALS = [
     ("pgdr.settings.SettingsError", ValueError),
-    ("pgdr.data_policy.PolicyError", ValueError),
-    ("pgdr.data_retention.RetentionRefused", ValueError),
-    ("pgdr.restore_plan.RestoreRefused", ValueError),
-    ("pgdr.pitr_plan.AbandonedBranch", ValueError),
+    ("pgdr.retain.data_policy.PolicyError", ValueError),
+    ("pgdr.retain.data.RetentionRefused", ValueError),
+    ("pgdr.restore.request.RestoreRefused", ValueError),
+    ("pgdr.restore.pitr_plan.AbandonedBranch", ValueError),
     ("pgdr.errors.WalGap", ValueError),
-    ("pgdr.staging.StagingRefused", RuntimeError),
-    ("pgdr.markers.MarkerRefused", RuntimeError),
-    ("pgdr.envelope.KeyProblem", RuntimeError),
-    ("pgdr.logical.BackupBusy", RuntimeError),
-    ("pgdr.logical.RowVisibilityError", RuntimeError),
-    ("pgdr.config_backup.ConfigBackupError", RuntimeError),
-    ("pgdr.files_backup.FileBackupError", RuntimeError),
+    ("pgdr.store.staging.StagingRefused", RuntimeError),
+    ("pgdr.drill.markers.MarkerRefused", RuntimeError),
+    ("pgdr.core.envelope.KeyProblem", RuntimeError),
+    ("pgdr.backup.pg_dump.BackupBusy", RuntimeError),
+    ("pgdr.backup.pg_dump.RowVisibilityError", RuntimeError),
+    ("pgdr.backup.config.ConfigBackupError", RuntimeError),
+    ("pgdr.backup.files.FileBackupError", RuntimeError),
 ]
 # every failure: work was attempted and did not finish
 FAILURES = [
-    ("pgdr.pgtools.PgToolError", RuntimeError, ToolError),
-    ("pgdr.physical.VerificationFailed", RuntimeError, ToolError),
-    ("pgdr.storage.UploadCheckError", RuntimeError, StoreError),
-    ("pgdr.fetch.ObjectHashError", RuntimeError, StoreError),
-    ("pgdr.manifest.ManifestError", ValueError, StoreError),
-    ("pgdr.restore.RestoreFailed", RuntimeError, PgdrError),
-    ("pgdr.file_restore.FileRestoreError", RuntimeError, PgdrError),
-    ("pgdr.backup.StagingFull", OSError, PgdrError),
-    ("pgdr.alerts.AlreadyAlerted", RuntimeError, PgdrError),
+    ("pgdr.core.pgtools.PgToolError", RuntimeError, ToolError),
+    ("pgdr.backup.pg_basebackup.VerificationFailed", RuntimeError, ToolError),
+    ("pgdr.store.s3.UploadCheckError", RuntimeError, StoreError),
+    ("pgdr.restore.fetch.ObjectHashError", RuntimeError, StoreError),
+    ("pgdr.store.manifest.ManifestError", ValueError, StoreError),
+    ("pgdr.restore.logical.RestoreFailed", RuntimeError, PgdrError),
+    ("pgdr.restore.files.FileRestoreError", RuntimeError, PgdrError),
+    ("pgdr.backup.logical.StagingFull", OSError, PgdrError),
+    ("pgdr.alerts.slack.AlreadyAlerted", RuntimeError, PgdrError),
 ]
 
 
@@ -66,7 +66,7 @@ def test_each_failure_is_a_pgdr_error_not_a_refusal_and_keeps_its_builtin_base(p
 
 
 def test_old_import_paths_name_the_same_classes():
-    from pgdr import restore_plan
+    from pgdr.restore import request as restore_plan
 
     assert restore_plan.RestoreRefused is errors.RestoreRefused
 
@@ -103,8 +103,8 @@ def test_a_refusal_survives_pickling_with_its_fields(error):
 
 
 def test_field_carrying_refusals_name_what_they_refused(tmp_path):
-    from pgdr import staging
-    from pgdr.restore_plan import parse_request
+    from pgdr.restore.request import parse_request
+    from pgdr.store import staging
 
     with pytest.raises(RestoreRefused) as refused:
         parse_request({"database": "care_commons_db", "mode": "bogus"}, ["care_commons_db"])
@@ -124,7 +124,7 @@ def test_field_carrying_refusals_name_what_they_refused(tmp_path):
 
 
 def test_policy_refusals_name_the_rule_or_setting(tmp_path):
-    from pgdr.data_policy import PolicyError, load_policy, parse_policy
+    from pgdr.retain.data_policy import PolicyError, load_policy, parse_policy
 
     with pytest.raises(PolicyError) as refused:
         parse_policy({"version": 2, "rules": []}, floor_years=6)
@@ -140,8 +140,8 @@ def test_policy_refusals_name_the_rule_or_setting(tmp_path):
 def test_a_full_disk_is_read_from_the_tools_error_field_not_its_text(tmp_path):
     import errno
 
-    from pgdr.backup import StagingFull, staging_full
-    from pgdr.pgtools import PgToolError
+    from pgdr.backup.logical import StagingFull, staging_full
+    from pgdr.core.pgtools import PgToolError
 
     workdir = tmp_path / "care_commons_db" / "logical" / "x.partial"
     tool = PgToolError("pg_dump: error: could not write to file \"3456.dat\": No space left on device")

@@ -17,7 +17,7 @@ SSE = {"ServerSideEncryption": "AES256"}
 
 
 def _store(stack, prefix: str, lock_policy=None):
-    from pgdr.storage import BackupStore
+    from pgdr.store.s3 import BackupStore
 
     return BackupStore(client=stack.s3.client(), bucket=BUCKET, prefix=prefix, sse_args=SSE, part_size=64 << 20,
                        log=log, lock_policy=lock_policy)
@@ -50,7 +50,7 @@ def _copy_backup(s3, source: dict, prefix: str, when: datetime, status: str | No
 
 
 def _month_start(now: datetime, back: int) -> datetime:
-    from pgdr.gfs import add_months
+    from pgdr.retain.gfs import add_months
 
     return add_months(now.year, now.month, -back)
 
@@ -66,8 +66,8 @@ def _run_backup_retention(dry_run: bool):
 
 
 def test_gfs_on_s3_keeps_exactly_the_expected_backups_reports_locks_and_extends_them(stack, airflow_db, pgdr_env):
-    from pgdr import leases
-    from pgdr.gfs import add_months
+    from pgdr.retain.gfs import add_months
+    from pgdr.store import leases
 
     prefix = pgdr_env["AIRFLOW_VAR_PGDR_S3_PREFIX"]
     s3 = stack.s3.client()
@@ -145,12 +145,12 @@ def test_gfs_on_s3_keeps_exactly_the_expected_backups_reports_locks_and_extends_
 
 
 def test_objects_get_their_gfs_lock_at_write_and_a_failed_upload_leaves_nothing_listed(stack, pgdr_env, tmp_path):
-    from pgdr.backup import remove_partial_upload
-    from pgdr.digest import file_digest
-    from pgdr.gfs import Policy
-    from pgdr.manifest import new_backup_id
-    from pgdr.progress import Progress
-    from pgdr.storage import LockPolicy
+    from pgdr.backup.logical import remove_partial_upload
+    from pgdr.core.checksums import file_digest
+    from pgdr.core.progress import Progress
+    from pgdr.retain.gfs import Policy
+    from pgdr.store.manifest import new_backup_id
+    from pgdr.store.s3 import LockPolicy
 
     prefix = pgdr_env["AIRFLOW_VAR_PGDR_S3_PREFIX"]
     s3 = stack.s3.client()
@@ -187,7 +187,7 @@ def test_objects_get_their_gfs_lock_at_write_and_a_failed_upload_leaves_nothing_
     versions = s3.list_object_versions(Bucket=BUCKET, Prefix=key)
     assert len(versions["Versions"]) == 1 and len(versions["DeleteMarkers"]) == 1  # hidden, kept by the lock
     # retention finds the hidden orphan, does not attempt it and reports the lock
-    from pgdr import expire
+    from pgdr.retain import backups as expire
 
     report = expire.run(store=store, database=CONN_ID, settings=_settings_from_env(), dry_run=False, log=log)
     (locked,) = report["locked"]
@@ -213,9 +213,9 @@ def test_wal_pruned_to_the_pitr_window_still_recovers_to_its_oldest_moment(stack
 
     from test_pitr import Site
 
-    from pgdr import expire
-    from pgdr.pitr_plan import parse_target, plan_wal, wal_objects
-    from pgdr.wal_archive import scan, wal_prefix
+    from pgdr.restore.pitr_plan import parse_target, plan_wal, wal_objects
+    from pgdr.retain import backups as expire
+    from pgdr.wal.ship import scan, wal_prefix
 
     site = Site(stack, monkeypatch)
     try:
@@ -324,7 +324,7 @@ def test_a_backup_hidden_by_a_delete_marker_is_restored_never_deleted(stack, air
     assert {(r["backup_id"], r["restored"]) for r in dry_report["restored"]} == {(newest, False), (keeper, False)}
     (out,) = xcom_values(real, "backups.expire")
     report = store.read_json(out["report_key"])
-    from pgdr.gfs import HIDDEN_REASON
+    from pgdr.retain.gfs import HIDDEN_REASON
 
     reasons = {b["backup_id"]: b["reasons"] for b in report["backups"]}
     assert HIDDEN_REASON in reasons[newest] and HIDDEN_REASON in reasons[keeper]
@@ -339,6 +339,6 @@ def test_a_backup_hidden_by_a_delete_marker_is_restored_never_deleted(stack, air
 
 
 def expire_run_now(store, dry_run: bool = False) -> dict:
-    from pgdr import expire
+    from pgdr.retain import backups as expire
 
     return expire.run(store=store, database=CONN_ID, settings=_settings_from_env(), dry_run=dry_run, log=log)

@@ -1,4 +1,4 @@
-"""How a restore's download fails (pgdr.fetch): a changed object, a short one, a stream cut off
+"""How a restore's download fails (pgdr.restore.fetch): a changed object, a short one, a stream cut off
 mid-way. Data that does not match the manifest must never reach pg_restore, and the failure must
 name the object.
 
@@ -23,9 +23,9 @@ from botocore.exceptions import IncompleteReadError, ResponseStreamingError
 from botocore.response import StreamingBody
 from urllib3.exceptions import ProtocolError
 
-from pgdr.fetch import ObjectHashError, PipedDataFiles, download_object, fetch_whole
-from pgdr.manifest import ObjectEntry
-from pgdr.progress import Progress
+from pgdr.core.progress import Progress
+from pgdr.restore.fetch import ObjectHashError, PipedDataFiles, download_object, fetch_whole
+from pgdr.store.manifest import ObjectEntry
 
 LOG = logging.getLogger("test_fetch")
 PREFIX = "pgdr/care/logical/20261201T000000Z"

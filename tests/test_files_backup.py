@@ -97,8 +97,8 @@ def test_second_backup_uploads_only_the_changed_content(stack, backups):
 
 
 def test_a_chain_gets_a_new_full_backup_after_seven_days():
-    from pgdr.files_backup import choose_previous
-    from pgdr.manifest import Manifest, ObjectEntry
+    from pgdr.backup.files import choose_previous
+    from pgdr.store.manifest import Manifest, ObjectEntry
 
     def manifest(backup_id, dump):
         return Manifest(backup_id=backup_id, kind="files", database="db", dbname="", started_at="", finished_at="",
@@ -119,7 +119,7 @@ def test_a_chain_gets_a_new_full_backup_after_seven_days():
 def test_a_file_that_changes_while_read_is_stored_as_read_flagged_and_taken_again(tmp_path):
     from pathlib import Path
 
-    from pgdr.files_backup import unchanged, write_archive
+    from pgdr.backup.files import unchanged, write_archive
 
     # /proc/self/status says 0 bytes but has more to read: a file that grew while being read
     entry = {"path": "status", "type": "file", "size": 0, "mtime_ns": 0, "mode": 0o444}
@@ -134,7 +134,7 @@ def test_a_file_that_changes_while_read_is_stored_as_read_flagged_and_taken_agai
 
 @pytest.mark.parametrize("path", ["../etc/passwd", "/etc/passwd", "a/../../b"])
 def test_an_index_entry_cannot_escape_the_target(tmp_path, path):
-    from pgdr.files_backup import FileBackupError, dest_path
+    from pgdr.backup.files import FileBackupError, dest_path
 
     with pytest.raises(FileBackupError, match="leaves its directory"):
         dest_path(tmp_path, "/srv/uploads", path)
@@ -149,7 +149,7 @@ def test_a_file_or_directory_swapped_for_a_symlink_after_the_scan_is_not_followe
 
     import zstandard
 
-    from pgdr.files_backup import scan_directory, write_archive
+    from pgdr.backup.files import scan_directory, write_archive
 
     sentinel = "SECRET-OUTSIDE-THE-DIR-5d1c"
     root = tmp_path / "uploads"

@@ -1,4 +1,4 @@
-"""The directory follower pg_dump's output is uploaded through (pgdr.fswatch.DirectoryWatch), on a
+"""The directory follower pg_dump's output is uploaded through (pgdr.backup.fswatch.DirectoryWatch), on a
 real directory: inotify on Linux, the polling fallback elsewhere.
 
 A table's file may be uploaded only once pg_dump has closed it; a file announced twice would be
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from pgdr import fswatch
-from pgdr.fswatch import DirectoryWatch
+from pgdr.backup import fswatch
+from pgdr.backup.fswatch import DirectoryWatch
 
 
 def eventually(predicate, timeout: float = 5.0) -> bool:

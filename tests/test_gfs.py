@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pgdr.gfs import (
+from pgdr.retain.gfs import (
     BAD,
     GOOD,
     UNVERIFIED,
@@ -191,7 +191,7 @@ def test_the_lock_date_at_write_is_longer_for_the_first_good_backup_of_a_month_o
 
 
 def test_a_hidden_backup_is_never_an_orphan_and_is_kept_whatever_its_age():
-    from pgdr.gfs import HIDDEN_REASON
+    from pgdr.retain.gfs import HIDDEN_REASON
 
     ancient = NOW - timedelta(days=9 * 365)
     hidden = Backup("logical", bid(ancient), ancient, GOOD, True, hidden=True)

@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from pgdr.digest import StreamDigest
-from pgdr.manifest import Manifest, ManifestError, ObjectEntry, backup_id_time, backup_prefix, new_backup_id
+from pgdr.core.checksums import StreamDigest
+from pgdr.store.manifest import Manifest, ManifestError, ObjectEntry, backup_id_time, backup_prefix, new_backup_id
 
 
 def _manifest(**changes):

@@ -1,5 +1,5 @@
 """The point-in-time drill's yardstick without a database: which moment to recover to, and which
-markers must then be present or absent (pgdr.markers.choose_moment / expected_markers / remember).
+markers must then be present or absent (pgdr.drill.markers.choose_moment / expected_markers / remember).
 
 The drill end to end (markers committed by pg_backup_verify, a real recovery) is in tests/test_drill.py.
 """
@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from pgdr.markers import KEEP, MARGIN, choose_moment, expected_markers, remember
+from pgdr.drill.markers import KEEP, MARGIN, choose_moment, expected_markers, remember
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 

@@ -50,7 +50,7 @@ class Site:
     def __init__(self, stack, monkeypatch, **cluster_options) -> None:
         """``cluster_options``: :func:`harness.pg_cluster.start_cluster`'s WAL options (segment size, first
         segment)."""
-        from pgdr.wal_receiver import Supervisor
+        from pgdr.wal.receiver import Supervisor
 
         self.stack = stack
         self.cluster = start_cluster(**cluster_options)
@@ -107,13 +107,13 @@ class Site:
         return json.loads(path.read_text()) if path.exists() else {}
 
     def store(self):
-        from pgdr.storage import BackupStore
+        from pgdr.store.s3 import BackupStore
 
         return BackupStore(client=self.stack.s3.client(), bucket=BUCKET, prefix=self.prefix,
                            sse_args={"ServerSideEncryption": "AES256"}, part_size=64 << 20, log=log)
 
     def ship(self) -> dict:
-        from pgdr.wal_archive import load_state, ship_once
+        from pgdr.wal.ship import load_state, ship_once
 
         state = load_state(self.receiver_dir, CONN_ID)
         return ship_once(self.store(), CONN_ID, self.receiver_dir, state, log)
@@ -152,7 +152,7 @@ class Site:
         return dag_run, task_states(dag_run)
 
     def recovered_rows(self, outcome: dict) -> set[int]:
-        from pgdr.pitr import connect_recovered
+        from pgdr.restore.pitr import connect_recovered
 
         conn = connect_recovered(outcome, RESTORE_ROLE, DBNAME)
         try:
@@ -163,7 +163,7 @@ class Site:
             conn.close()
 
     def close(self) -> None:
-        from pgdr.pitr import stop_recovered
+        from pgdr.restore.pitr import stop_recovered
 
         self.stop_receiver()
         for data_dir in self.pitr_root.glob("*"):

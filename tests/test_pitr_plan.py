@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from pgdr.pitr_plan import (
+from pgdr.restore.pitr_plan import (
     Target,
     check_target_reachable,
     choose_base_backup,
@@ -18,7 +18,7 @@ from pgdr.pitr_plan import (
     recovery_end,
     wal_objects,
 )
-from pgdr.restore_plan import RestoreRefused, parse_request
+from pgdr.restore.request import RestoreRefused, parse_request
 from pgdr.wal.names import segment_for_lsn, segment_number
 
 BASE = "pgdr/db/wal/"
@@ -163,7 +163,7 @@ def _history_case():
 
 
 def test_latest_follows_the_history_to_the_newest_timeline_taking_each_segment_from_its_owner():
-    from pgdr.pitr_plan import choose_timeline
+    from pgdr.restore.pitr_plan import choose_timeline
 
     found, histories = _history_case()
     tli, path, branches = choose_timeline(1, parse_lsn("0/2000028"), histories)
@@ -178,7 +178,7 @@ def test_latest_follows_the_history_to_the_newest_timeline_taking_each_segment_f
 
 
 def test_a_gap_on_the_new_timeline_is_refused_naming_it():
-    from pgdr.pitr_plan import choose_timeline
+    from pgdr.restore.pitr_plan import choose_timeline
 
     found, histories = _history_case()
     del found["000000020000000000000006"]
@@ -188,7 +188,7 @@ def test_a_gap_on_the_new_timeline_is_refused_naming_it():
 
 
 def test_a_target_on_the_abandoned_branch_is_refused_and_one_before_it_is_not():
-    from pgdr.pitr_plan import AbandonedBranch, check_not_abandoned, choose_timeline
+    from pgdr.restore.pitr_plan import AbandonedBranch, check_not_abandoned, choose_timeline
 
     found, histories = _history_case()
     tli, path, branches = choose_timeline(1, parse_lsn("0/2000028"), histories, requested=1,

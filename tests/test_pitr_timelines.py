@@ -36,7 +36,7 @@ def _shared_dir(prefix: str) -> Path:
 
 
 def _store(stack, prefix: str):
-    from pgdr.storage import BackupStore
+    from pgdr.store.s3 import BackupStore
 
     return BackupStore(client=stack.s3.client(), bucket=BUCKET, prefix=prefix,
                        sse_args={"ServerSideEncryption": "AES256"}, part_size=64 << 20, log=log)
@@ -89,9 +89,9 @@ class Archived:
 
 def base_backup(store, source: Archived, work: Path) -> str:
     """A base backup through pgdr's own code path, sealed with its manifest; returns its id."""
-    from pgdr.base_backup import run_base_backup
-    from pgdr.manifest import backup_prefix, new_backup_id
-    from pgdr.pgtools import PgTarget
+    from pgdr.backup.base import run_base_backup
+    from pgdr.core.pgtools import PgTarget
+    from pgdr.store.manifest import backup_prefix, new_backup_id
 
     time.sleep(1.1)  # backup ids are seconds
     backup_id = new_backup_id()
@@ -108,7 +108,7 @@ def base_backup(store, source: Archived, work: Path) -> str:
 def upload_wal(store, source: Path, system_identifier: str | None, name: str | None = None,
                sent: set | None = None) -> list[str]:
     """Upload WAL files as pgdr's archive holds them; ``system_identifier`` None writes the legacy layout."""
-    from pgdr.wal_archive import wal_prefix
+    from pgdr.wal.ship import wal_prefix
 
     base = wal_prefix(store.prefix, CONN_ID) + (f"/{system_identifier}" if system_identifier else "")
     files = [source] if source.is_file() else sorted(p for p in source.iterdir() if p.is_file())
@@ -131,8 +131,8 @@ def upload_wal(store, source: Path, system_identifier: str | None, name: str | N
 
 
 def plan(store, point_in_time: str, timeline="latest"):
-    from pgdr.manifest import MANIFEST_NAME, backup_prefix
-    from pgdr.pitr import plan_point_in_time
+    from pgdr.restore.pitr import plan_point_in_time
+    from pgdr.store.manifest import MANIFEST_NAME, backup_prefix
 
     def load(backup_id):
         prefix = backup_prefix(store.prefix, CONN_ID, "base", backup_id)
@@ -144,7 +144,7 @@ def plan(store, point_in_time: str, timeline="latest"):
 def recover(store, point_in_time: str, pitr_root: Path, name: str, port: int | None = None, keep_hours=1.0,
             **kwargs):
     from harness.pg_cluster import pg_bindir
-    from pgdr.pitr import PointInTimeRecovery
+    from pgdr.restore.pitr import PointInTimeRecovery
 
     target, manifest, prefix, wal, _ = plan(store, point_in_time)
     recovery = PointInTimeRecovery(store=store, manifest=manifest, prefix=prefix, wal=wal, target=target,
@@ -155,7 +155,7 @@ def recover(store, point_in_time: str, pitr_root: Path, name: str, port: int | N
 
 
 def rows(outcome: dict) -> set[int]:
-    from pgdr.pitr import connect_recovered
+    from pgdr.restore.pitr import connect_recovered
 
     conn = connect_recovered(outcome, "postgres", DBNAME)
     try:
@@ -171,7 +171,7 @@ def pitr_root():
     root = _shared_dir("pgdr-pitr-")
     yield root
     from harness.pg_cluster import pg_bindir
-    from pgdr.pitr import stop_recovered
+    from pgdr.restore.pitr import stop_recovered
 
     for data_dir in root.iterdir():
         if data_dir.is_dir() and (data_dir / "PG_VERSION").exists():
@@ -268,8 +268,8 @@ def test_latest_after_a_failover_recovers_the_new_timelines_commits(failover, pi
 
 
 def test_a_target_on_the_abandoned_branch_is_refused(failover):
-    from pgdr.pitr_plan import format_lsn, parse_lsn
-    from pgdr.restore_plan import RestoreRefused
+    from pgdr.restore.pitr_plan import format_lsn, parse_lsn
+    from pgdr.restore.request import RestoreRefused
 
     after = format_lsn(parse_lsn(failover["branch_lsn"]) + 0x100000)
     with pytest.raises(RestoreRefused, match=f"abandoned branch: timeline 2 left timeline 1 at LSN "
@@ -284,8 +284,8 @@ def test_a_target_on_the_abandoned_branch_is_refused(failover):
 
 
 def test_the_wal_check_follows_the_new_timeline_and_names_its_gap(failover):
-    from pgdr.wal_archive import wal_prefix
-    from pgdr.wal_checks import archive_findings
+    from pgdr.verify.wal import archive_findings
+    from pgdr.wal.ship import wal_prefix
 
     store = failover["store"]
     assert archive_findings(store, CONN_ID, ship_seconds=3600) == []
@@ -356,9 +356,9 @@ def test_each_cluster_recovers_its_own_rows_from_the_same_segment_names(rebuilt,
 def test_retention_keeps_each_clusters_wal_for_its_own_base_backups(rebuilt, stack):
     import dataclasses
 
-    from pgdr import expire
+    from pgdr.retain import backups as expire
     from pgdr.settings import SETTINGS, parse_settings
-    from pgdr.wal_checks import archive_findings
+    from pgdr.verify.wal import archive_findings
 
     store = rebuilt["store"]
     env = {**stack.airflow_env(), "AIRFLOW_VAR_PGDR_S3_PREFIX": store.prefix,
@@ -444,7 +444,7 @@ def test_the_recovered_server_gets_none_of_the_workers_secrets(quiet, pitr_root,
 def test_a_second_recovery_while_the_first_runs_takes_another_port_and_expiry_removes_both(quiet, pitr_root):
     from datetime import datetime, timedelta
 
-    from pgdr.pitr import expire_recovered, running_recovered
+    from pgdr.restore.pitr import expire_recovered, running_recovered
 
     port = free_port()
     _, first = recover(quiet["store"], "latest", pitr_root, "first", port=port, keep_hours=1.0)
@@ -506,8 +506,8 @@ class _ShipperRacesTheFetch:
 
 def test_the_partial_segment_changing_during_the_fetch_is_taken_whole(quiet, pitr_root):
     """HEAD and GET of the growing partial segment may see two versions; one GET carries body and hashes."""
-    from pgdr.storage import BackupStore
-    from pgdr.wal_archive import wal_prefix
+    from pgdr.store.s3 import BackupStore
+    from pgdr.wal.ship import wal_prefix
 
     store, source = quiet["store"], quiet["source"]
     source.insert(11, 15)

@@ -71,7 +71,7 @@ def roles_cluster():
             INSERT INTO visit_notes SELECT g, 'note ' || g, date '2010-01-01' + g FROM generate_series(1, 40) g;
             ALTER TABLE visit_notes ENABLE ROW LEVEL SECURITY;
         """, dbname=DB)
-        from pgdr.markers import record_marker
+        from pgdr.drill.markers import record_marker
 
         markers = _login(cluster, "pgdr_markers")
         markers.autocommit = False
@@ -120,7 +120,7 @@ def test_the_wal_check_sees_the_receiver_as_the_backup_role(roles_cluster, tmp_p
     """pg_monitor: as pgdr_backup the check sees the streaming receiver; as the role the docs used
     to give (no pg_monitor, no REPLICATION) it reports the receiver not streaming while it streams,
     and base backups fail."""
-    from pgdr.wal_checks import server_findings
+    from pgdr.verify.wal import server_findings
 
     cluster = roles_cluster
     cluster.execute("CREATE ROLE documented_backup LOGIN BYPASSRLS PASSWORD 'docP1a2b3' IN ROLE pg_read_all_data")
@@ -211,7 +211,7 @@ def test_each_role_can_do_its_duty(roles_cluster):
         cur.execute("DELETE FROM visit_notes WHERE id = 40 RETURNING id")
         assert cur.fetchall() == [(40,)]
     with _login(cluster, "pgdr_markers") as conn:
-        from pgdr.markers import record_marker
+        from pgdr.drill.markers import record_marker
 
         conn.autocommit = False
         marker = record_marker(conn, "manual__roles")
@@ -244,7 +244,7 @@ def test_a_marker_table_the_database_owner_planted_is_refused_and_nobody_becomes
     """The database owner creates pgdr.recovery_markers first, with a trigger that makes them a
     superuser; the marker step through the restore connection (a superuser, as pg_backup_verify
     uses when pgdr_marker_conn_ids does not list the database) refuses and writes nothing."""
-    from pgdr.markers import MarkerRefused, record_marker
+    from pgdr.drill.markers import MarkerRefused, record_marker
 
     cluster = roles_cluster
     dbname = "app_" + planted.split()[0].strip(",")
@@ -273,7 +273,7 @@ def test_a_marker_table_the_database_owner_planted_is_refused_and_nobody_becomes
 
 
 def test_a_trigger_on_pgdrs_own_marker_table_is_refused(roles_cluster):
-    from pgdr.markers import MarkerRefused, record_marker
+    from pgdr.drill.markers import MarkerRefused, record_marker
 
     cluster = roles_cluster
     conn = _login(cluster, "pgdr_markers")
@@ -295,7 +295,7 @@ def test_a_trigger_on_pgdrs_own_marker_table_is_refused(roles_cluster):
 
 
 def test_markers_go_through_the_markers_connection_when_one_is_set():
-    from pgdr.markers import marker_conn_id
+    from pgdr.drill.markers import marker_conn_id
     from pgdr.settings import parse_settings
 
     base = {"s3_bucket": "bucket-x", "databases": json.dumps([CONN_ID]),

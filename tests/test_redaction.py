@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from pgdr import redaction
-from pgdr.redaction import redact_phi, safe_error
+from pgdr.core import redaction
+from pgdr.core.redaction import redact_phi, safe_error
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SENTINEL = "SSN-777-88-9999-SENTINEL"
@@ -154,7 +154,7 @@ def test_psycopg2_errors_carry_constraint_and_sqlstate_never_the_row(pg, kind):
     text = safe_error(err)
     assert SENTINEL not in text, text
     assert err.pgcode in text and named in text, text
-    from pgdr.alerts import short_error
+    from pgdr.alerts.slack import short_error
 
     assert SENTINEL not in short_error(err)
 
@@ -163,7 +163,7 @@ def test_psql_and_pg_restore_stderr_through_run_tool_never_carry_the_row(pg, tmp
     import logging
 
     from harness.pg_cluster import pg_bindir
-    from pgdr.pgtools import PgToolError, run_tool, stderr_tail
+    from pgdr.core.pgtools import PgToolError, run_tool, stderr_tail
 
     log = logging.getLogger("test")
     env = pg.tool_env()
@@ -212,7 +212,7 @@ _PROBE = textwrap.dedent('''
     sys.path[:0] = [os.environ["PGDR_REPO"] + "/plugins", os.environ["PGDR_REPO"]]
     from datetime import datetime
     from airflow.sdk import DAG, BaseOperator
-    from pgdr.alerts import on_task_failure
+    from pgdr.alerts.slack import on_task_failure
     from pgdr.operators.base import PgdrBaseOperator
 
     if os.environ["WRAP"] != "1":
@@ -291,7 +291,7 @@ def test_a_failing_row_reaches_neither_slack_nor_the_task_log(pg, slack, airflow
 
 
 def test_redacted_exceptions_keep_their_class_and_cut_the_chain():
-    from pgdr.pgtools import PgToolError
+    from pgdr.core.pgtools import PgToolError
 
     class Refused(RuntimeError):
         pass

@@ -95,9 +95,9 @@ def test_prepare_leases_the_backup_so_retention_keeps_it_while_the_restore_runs(
     from datetime import datetime, timedelta, timezone
 
     from harness.run_dag import load_dag_for_test
-    from pgdr.leases import active, holders_by_backup, release
     from pgdr.settings import load_settings
-    from pgdr.storage import BackupStore
+    from pgdr.store.leases import active, holders_by_backup, release
+    from pgdr.store.s3 import BackupStore
 
     dag = load_dag_for_test("pg_restore").partial_subset(task_ids=["prepare"], include_downstream=False,
                                                          include_upstream=False)
@@ -270,7 +270,7 @@ def test_malformed_fields_are_refused_by_the_form_before_a_run_exists(stack, res
 
 
 def test_a_damaged_or_bad_backup_is_refused_naming_the_newest_good_one(stack, pgdr_env):
-    from pgdr.catalog import MARKER_NAME
+    from pgdr.store.catalog import MARKER_NAME
 
     first = run_dag("pg_backup_daily")
     assert str(first.state) == "success"
@@ -308,7 +308,7 @@ def test_a_damaged_or_bad_backup_is_refused_naming_the_newest_good_one(stack, pg
 
 def _record_kept(stack, name: str, keep_until: str, live: str = DBNAME) -> None:
     """A kept database as a replace records it (by OID and name)."""
-    from pgdr.restore_journal import record_replaced
+    from pgdr.restore.journal import record_replaced
 
     (oid,) = stack.cluster.execute("SELECT oid::bigint FROM pg_database WHERE datname = %s", params=(name,))
     record_replaced(_store(), database=CONN_ID, target_conn_id="", server="", kept=name, oid=oid[0], live=live,
@@ -319,7 +319,7 @@ def _store():
     import logging
 
     from pgdr.settings import load_settings
-    from pgdr.storage import BackupStore
+    from pgdr.store.s3 import BackupStore
 
     return BackupStore.from_settings(load_settings(), logging.getLogger("test"))
 
@@ -413,11 +413,11 @@ def test_data_whose_hash_differs_during_download_never_lands_and_the_database_is
 
     import psycopg2
 
-    from pgdr.manifest import backup_prefix
-    from pgdr.pgtools import PgTarget
-    from pgdr.restore import LogicalRestore
-    from pgdr.restore_plan import RestoreNames
-    from pgdr.storage import BackupStore
+    from pgdr.core.pgtools import PgTarget
+    from pgdr.restore.logical import LogicalRestore
+    from pgdr.restore.request import RestoreNames
+    from pgdr.store.manifest import backup_prefix
+    from pgdr.store.s3 import BackupStore
 
     store = BackupStore(client=stack.s3.client(), bucket=BUCKET, prefix=PREFIX,
                         sse_args={"ServerSideEncryption": "AES256"},

@@ -241,10 +241,10 @@ def _logical_restore(stack, backup_id: str, names, mode: str, workdir):
 
     import psycopg2
 
-    from pgdr.manifest import backup_prefix
-    from pgdr.pgtools import PgTarget
-    from pgdr.restore import LogicalRestore
-    from pgdr.storage import BackupStore
+    from pgdr.core.pgtools import PgTarget
+    from pgdr.restore.logical import LogicalRestore
+    from pgdr.store.manifest import backup_prefix
+    from pgdr.store.s3 import BackupStore
 
     store = BackupStore(client=stack.s3.client(), bucket=BUCKET, prefix=PREFIX,
                         sse_args={"ServerSideEncryption": "AES256"}, part_size=64 << 20, log=logging.getLogger("test"))
@@ -268,7 +268,7 @@ def test_a_database_that_takes_the_name_under_a_running_restore_survives_with_it
                                                                                       which):
     """The checks passed, then someone created a database of that name before CREATE DATABASE (or
     before the final rename): the restore fails, and their database keeps every row."""
-    from pgdr.restore_plan import RestoreNames
+    from pgdr.restore.request import RestoreNames
 
     theirs = "cc_someone_elses"
     stack.cluster.execute(f"CREATE DATABASE {theirs}")
@@ -338,10 +338,10 @@ def test_a_backup_retention_deletes_while_it_is_chosen_is_let_go_and_the_next_go
     lease another, never go on with the deleted one."""
     import logging
 
-    from pgdr.catalog import newest_good
-    from pgdr.leases import active, holders_by_backup, lease_chosen, release
     from pgdr.settings import load_settings
-    from pgdr.storage import BackupStore
+    from pgdr.store.catalog import newest_good
+    from pgdr.store.leases import active, holders_by_backup, lease_chosen, release
+    from pgdr.store.s3 import BackupStore
 
     client = _client(stack)
     old = faults_env["backup_id"]

@@ -164,8 +164,8 @@ def test_the_drill_restores_files_and_config_into_a_scratch_dir_and_compares_has
 
 
 def test_a_tampered_archive_is_caught_by_the_deep_check_and_refused_for_restore(stack, env, tmp_path):
-    from pgdr.storage import BackupStore
-    from pgdr.verification import check_integrity
+    from pgdr.store.s3 import BackupStore
+    from pgdr.verify.backups import check_integrity
 
     first = manifest_of(stack, env["runs"][0]["files"])
     archive = next(o for o in first["objects"] if o["name"] == "dirs/0.tar.zst")
@@ -238,7 +238,7 @@ def _outside(tmp_path):
 
 @pytest.mark.parametrize("plant", ["top", "middle", "file", "dir_entry", "link_entry"])
 def test_a_link_planted_anywhere_in_the_target_is_replaced_and_nothing_outside_changes(tmp_path, plant):
-    from pgdr.file_restore import find_conflicts, place_entries
+    from pgdr.restore.files import find_conflicts, place_entries
 
     outside, before = _outside(tmp_path)
     target, partial = tmp_path / "target", tmp_path / "partial"
@@ -261,7 +261,7 @@ def test_a_link_planted_anywhere_in_the_target_is_replaced_and_nothing_outside_c
 
 
 def test_a_file_in_the_way_of_a_directory_is_refused_before_anything_is_written(tmp_path):
-    from pgdr.file_restore import find_conflicts
+    from pgdr.restore.files import find_conflicts
 
     target = tmp_path / "target"
     root = target / SRC.lstrip("/")
@@ -277,7 +277,7 @@ def test_a_file_in_the_way_of_a_directory_is_refused_before_anything_is_written(
 
 @pytest.mark.parametrize("path", ["../escape.txt", "a/../../escape.txt"])
 def test_an_entry_leaving_the_target_is_refused(tmp_path, path):
-    from pgdr.file_restore import place_entries
+    from pgdr.restore.files import place_entries
 
     entries = _entries(("file", path))
     (tmp_path / "target").mkdir()

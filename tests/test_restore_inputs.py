@@ -1,7 +1,7 @@
 """What a restore may touch, decided from the form before anything changes (issue 12: items 1, 10, 17, 20,
 21 and the form's null values).
 
-Pure checks of :mod:`pgdr.restore_plan` with real settings parsed by :mod:`pgdr.settings` and real
+Pure checks of :mod:`pgdr.restore.request` with real settings parsed by :mod:`pgdr.settings` and real
 directories and symlinks; the end-to-end restores of databases whose names pg_dump quotes run
 against the test stack's PostgreSQL and S3.
 """
@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from pgdr.restore_plan import (
+from pgdr.restore.request import (
     MAX_IDENTIFIER,
     RestoreRefused,
     database_statements,
@@ -225,7 +225,7 @@ def test_airflows_own_directories_are_refused_but_a_restore_dir_in_its_home_is_n
 
 
 def test_check_target_dir_resolves_and_refuses_the_same_way(tmp_path):
-    from pgdr.file_restore import FileRestoreError, check_target_dir
+    from pgdr.restore.files import FileRestoreError, check_target_dir
 
     for bad in ("//.", "/proc/self/root"):
         with pytest.raises(FileRestoreError, match="not /"):

@@ -18,7 +18,7 @@ def cluster():
 
 
 def test_a_taken_oid_is_replaced_by_another_and_only_a_real_failure_is_raised(cluster, monkeypatch):
-    from pgdr import restore
+    from pgdr.restore import logical as restore
 
     (taken,) = cluster.execute("SELECT oid FROM pg_database WHERE datname = 'template1'")[0]
     chosen = iter([taken, 987654])

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pgdr.catalog import BackupEntry
-from pgdr.restore_plan import (
+from pgdr.restore.request import (
     RestoreRefused,
     RestoreRequest,
     choose_backup,
@@ -16,6 +15,7 @@ from pgdr.restore_plan import (
     projected_rto_seconds,
     restore_names,
 )
+from pgdr.store.catalog import BackupEntry
 
 PROTECTED = ["care_commons_db", "billing_db"]
 

@@ -3,7 +3,7 @@ batches) and of backup expiry (between the manifest's versions and the rest), th
 
 Each test asserts nothing that should be kept is lost, nothing half-deleted is listed as good, and
 the next run completes on its own. The child is a real worker process running the retention code
-(pgdr.data_retention / pgdr.expire) with the settings and connections of its environment; only its
+(pgdr.retain.data / pgdr.retain.backups) with the settings and connections of its environment; only its
 own pid is killed, as the OOM killer or ``kill -9`` would.
 """
 
@@ -38,10 +38,10 @@ if os.environ.get("FAULT_PAUSE_AT"):   # stop (until killed) in the given call o
     _install_pause(os.environ["FAULT_PAUSE_AT"], os.environ["FAULT_PAUSE_FILE"], int(os.environ["FAULT_PAUSE_AFTER"]),
                    "before")
 import psycopg2
-from pgdr.data_policy import load_policy
-from pgdr.data_retention import DataRetention
+from pgdr.retain.data_policy import load_policy
+from pgdr.retain.data import DataRetention
 from pgdr.settings import load_settings
-from pgdr.storage import BackupStore
+from pgdr.store.s3 import BackupStore
 
 settings = load_settings()
 log = logging.getLogger("worker")
@@ -60,9 +60,9 @@ if os.environ.get("FAULT_PAUSE_AT"):   # stop (until killed) in the given call o
     from harness.kill_task import _install_pause
     _install_pause(os.environ["FAULT_PAUSE_AT"], os.environ["FAULT_PAUSE_FILE"], int(os.environ["FAULT_PAUSE_AFTER"]),
                    "before")
-from pgdr import expire
+from pgdr.retain import backups as expire
 from pgdr.settings import load_settings
-from pgdr.storage import BackupStore
+from pgdr.store.s3 import BackupStore
 
 settings = load_settings()
 log = logging.getLogger("worker")
@@ -200,7 +200,7 @@ def test_worker_killed_between_the_archive_upload_and_its_manifest_deletes_nothi
     stamp = "20261201_030000"
     marker = tmp_path / "paused"
     worker = _child(_DATA_CHILD, str(fault_db["policy"]), stamp, "50",
-                    env={**fault_db["env"], **_pause("pgdr.storage.BackupStore.put_json", marker, 0)})
+                    env={**fault_db["env"], **_pause("pgdr.store.s3.BackupStore.put_json", marker, 0)})
     _kill_when_paused(worker, marker, "the worker after rows.csv.zst, before archive.json")
     assert _rows(cluster, dbname) == before, "no row is deleted before its archive is described and checked"
     assert _archived(stack, fault_db["prefix"]) == [], "an archive without archive.json is never counted"
@@ -235,8 +235,8 @@ def _versions(s3, prefix: str) -> set[tuple[str, str]]:
 
 def test_worker_killed_mid_backup_expiry_lists_nothing_half_deleted_and_the_next_run_finishes(
         stack, pgdr_env, tmp_path):
-    from pgdr.catalog import newest_good
-    from pgdr.storage import BackupStore
+    from pgdr.store.catalog import newest_good
+    from pgdr.store.s3 import BackupStore
 
     s3 = stack.s3.client()
     prefix = pgdr_env["AIRFLOW_VAR_PGDR_S3_PREFIX"]
@@ -250,7 +250,7 @@ def test_worker_killed_mid_backup_expiry_lists_nothing_half_deleted_and_the_next
     env = {"FAULT_DATABASE": CONN_ID}
     pause = tmp_path / "paused"
     # delete_versions call 1: the first doomed backup's manifest; call 2 (paused, then killed): its other objects
-    worker = _child(_EXPIRE_CHILD, env={**env, **_pause("pgdr.storage.BackupStore.delete_versions", pause, 1)})
+    worker = _child(_EXPIRE_CHILD, env={**env, **_pause("pgdr.store.s3.BackupStore.delete_versions", pause, 1)})
     try:
         wait_for(pause.exists, timeout=120, what="the worker between a backup's manifest and its objects")
     finally:
@@ -272,7 +272,7 @@ def test_worker_killed_mid_backup_expiry_lists_nothing_half_deleted_and_the_next
 
 def test_worker_killed_while_restoring_soft_deleted_backups_the_next_run_restores_the_rest(
         stack, pgdr_env, tmp_path):
-    from pgdr.storage import BackupStore
+    from pgdr.store.s3 import BackupStore
 
     s3 = stack.s3.client()
     prefix = pgdr_env["AIRFLOW_VAR_PGDR_S3_PREFIX"]
@@ -288,7 +288,7 @@ def test_worker_killed_while_restoring_soft_deleted_backups_the_next_run_restore
     marker = tmp_path / "paused"
     # delete_versions call 1 removes the first hidden backup's delete marker; killed before the second
     worker = _child(_EXPIRE_CHILD, env={"FAULT_DATABASE": CONN_ID,
-                                        **_pause("pgdr.storage.BackupStore.delete_versions", marker, 1)})
+                                        **_pause("pgdr.store.s3.BackupStore.delete_versions", marker, 1)})
     _kill_when_paused(worker, marker, "the worker between two restores")
     assert {e.backup_id for e in store.catalog(CONN_ID, "logical") if e.complete} == {newest, hidden[1]}
 

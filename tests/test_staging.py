@@ -4,7 +4,7 @@ import logging
 import os
 import time
 
-from pgdr import staging
+from pgdr.store import staging
 
 
 def _copy(base, name, age_days):
@@ -121,7 +121,7 @@ def test_a_staging_directory_readable_by_others_is_made_private(tmp_path, caplog
     (root / "db" / "logical").mkdir(parents=True)
     for path in (root, root / "db", root / "db" / "logical"):
         path.chmod(0o755)
-    with caplog.at_level(logging.WARNING, logger="pgdr.staging"):
+    with caplog.at_level(logging.WARNING, logger="pgdr.store.staging"):
         staging.claim_work_dir(root, "db", "logical", "20261206T040000Z")
     assert {mode for mode in _modes(root).values()} == {0o700}
     assert "made private" in caplog.text

@@ -7,8 +7,8 @@ import os
 import pytest
 
 from harness.s3_server import start_s3_server
-from pgdr.digest import file_digest
-from pgdr.storage import BackupStore, UploadQueue
+from pgdr.core.checksums import file_digest
+from pgdr.store.s3 import BackupStore, UploadQueue
 
 PART = 5 * 1024 * 1024
 

@@ -88,8 +88,8 @@ def test_a_good_backup_passes_every_check_and_the_report_is_written(stack, backu
 
 
 def test_a_flipped_byte_fails_integrity_marks_the_backup_bad_and_alerts_once(stack, backup, pgdr_env, monkeypatch):
-    from pgdr.catalog import newest_good
-    from pgdr.storage import BackupStore
+    from pgdr.store.catalog import newest_good
+    from pgdr.store.s3 import BackupStore
 
     client = stack.s3.client()
     victim = max((o for o in backup["manifest"]["objects"] if o["role"] == "table_data"), key=lambda o: o["size"])

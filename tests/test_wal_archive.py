@@ -27,9 +27,10 @@ import zstandard
 from conftest import REPO_ROOT, run_dag, task_states, wait_for, xcom_values
 from harness.pg_cluster import pg_bindir, start_cluster
 from harness.stack import BUCKET, postgres_conn
-from pgdr import wal_archive
-from pgdr.storage import BackupStore
-from pgdr.wal_archive import (
+from pgdr.store.s3 import BackupStore
+from pgdr.wal import ship as wal_archive
+from pgdr.wal.receiver import Supervisor, parse_synchronous_standby_names
+from pgdr.wal.ship import (
     STATE_NAME,
     classify,
     load_state,
@@ -43,7 +44,6 @@ from pgdr.wal_archive import (
     ship_window,
     wal_key,
 )
-from pgdr.wal_receiver import Supervisor, parse_synchronous_standby_names
 
 log = logging.getLogger("test_wal_archive")
 RUN_AS = "postgres" if os.geteuid() == 0 else None
@@ -353,7 +353,7 @@ def test_archived_wal_is_never_overwritten_and_a_lasting_s3_outage_fails_the_win
 
     from harness.pg_cluster import free_port
     from harness.s3_server import ACCESS_KEY, REGION, SECRET_KEY
-    from pgdr.wal_archive import WalArchiveError
+    from pgdr.wal.ship import WalArchiveError
 
     ours, theirs = tmp_path / "ours", tmp_path / "theirs"
     for directory, text in ((ours, "1\t0/3000000\tno recovery target specified\n"), (theirs, "1\t0/5000000\tother\n")):

@@ -1,5 +1,5 @@
 """pg_backup_verify's WAL check without services: how the primary's statistics views are read into
-findings, and how findings become the check's verdict (pgdr.wal_checks).
+findings, and how findings become the check's verdict (pgdr.verify.wal).
 
 The server side is a table of the rows PostgreSQL's views return (``pg_stat_replication``,
 ``pg_replication_slots``, ``pg_stat_archiver``); the archive side is a store with no usable base
@@ -14,8 +14,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from pgdr.catalog import BackupEntry
-from pgdr.wal_checks import SLOT_LAG_WARNING_BYTES, check_wal, server_findings, shipping_limit_seconds
+from pgdr.store.catalog import BackupEntry
+from pgdr.verify.wal import SLOT_LAG_WARNING_BYTES, check_wal, server_findings, shipping_limit_seconds
 
 SLOT = "pgdr_wal_receiver"
 NOW = datetime(2026, 12, 6, 5, 0, tzinfo=timezone.utc)

@@ -36,8 +36,8 @@ from test_wal_archive import (
 from conftest import REPO_ROOT, wait_for
 from harness.pg_cluster import free_port
 from harness.stack import BUCKET
-from pgdr.alerts import send_alert, short_error
-from pgdr.wal_archive import STATE_NAME, load_state, scan, ship_once, ship_window, wal_key
+from pgdr.alerts.slack import send_alert, short_error
+from pgdr.wal.ship import STATE_NAME, load_state, scan, ship_once, ship_window, wal_key
 
 log = logging.getLogger("test_wal_faults")
 
@@ -127,7 +127,7 @@ def proxied_store(stack, proxy: SwitchableProxy, prefix: str):
     from botocore.config import Config
 
     from harness.s3_server import ACCESS_KEY, REGION, SECRET_KEY
-    from pgdr.storage import BackupStore
+    from pgdr.store.s3 import BackupStore
 
     client = boto3.client("s3", endpoint_url=proxy.endpoint_url, region_name=REGION, aws_access_key_id=ACCESS_KEY,
                           aws_secret_access_key=SECRET_KEY,
@@ -233,8 +233,8 @@ import json, logging, sys
 import boto3
 from botocore.config import Config
 from harness.s3_server import ACCESS_KEY, REGION, SECRET_KEY
-from pgdr.storage import BackupStore
-from pgdr.wal_archive import load_state, ship_once
+from pgdr.store.s3 import BackupStore
+from pgdr.wal.ship import load_state, ship_once
 endpoint, prefix, directory = sys.argv[1:4]
 client = boto3.client("s3", endpoint_url=endpoint, region_name=REGION, aws_access_key_id=ACCESS_KEY,
                       aws_secret_access_key=SECRET_KEY, config=Config(retries={"max_attempts": 1}))
@@ -286,7 +286,7 @@ def test_sigkill_of_the_shipper_mid_upload_loses_nothing_and_the_next_run_ships_
     assert set(state["segments"]) <= set(names)
 
     # the next run ships the rest, and nothing that was stored is uploaded again
-    from pgdr.storage import BackupStore
+    from pgdr.store.s3 import BackupStore
 
     store = BackupStore(client=client, bucket=BUCKET, prefix=prefix, sse_args={"ServerSideEncryption": "AES256"},
                         part_size=64 << 20, log=log)

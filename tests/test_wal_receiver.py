@@ -35,8 +35,9 @@ from test_wal_archive import (
 
 from conftest import wait_for
 from harness.stack import BUCKET
-from pgdr.alerts import send_alert
-from pgdr.wal_archive import (
+from pgdr.alerts.slack import send_alert
+from pgdr.verify.wal import server_findings
+from pgdr.wal.ship import (
     GAPS_NAME,
     gaps_key,
     load_state,
@@ -48,7 +49,6 @@ from pgdr.wal_archive import (
     ship_window,
     wal_key,
 )
-from pgdr.wal_checks import server_findings
 
 log = logging.getLogger("test_wal_receiver")
 
@@ -89,7 +89,7 @@ def wal_dir():
 
 @pytest.fixture()
 def store(stack):
-    from pgdr.storage import BackupStore
+    from pgdr.store.s3 import BackupStore
 
     return BackupStore(client=stack.s3.client(), bucket=BUCKET, prefix=f"t/walrcv-{os.urandom(4).hex()}",
                        sse_args={"ServerSideEncryption": "AES256"}, part_size=64 << 20, log=log)

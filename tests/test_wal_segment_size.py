@@ -75,8 +75,8 @@ def test_a_cluster_with_1_mib_segments_recovers_every_row_across_the_4_gib_bound
 def test_receiver_pruning_orders_segments_of_any_size(tmp_path):
     """The receiver directory of a 1 MiB-segment cluster is pruned below the newest base backup's start,
     across the 4 GiB boundary, and only there."""
-    from pgdr.wal_archive import new_state, save_state
-    from pgdr.wal_expire import prune_receiver_dir
+    from pgdr.retain.wal import prune_receiver_dir
+    from pgdr.wal.ship import new_state, save_state
 
     names = ["000000010000000000000FFE", "000000010000000000000FFF", "000000010000000100000000",
              "000000010000000100000001"]

@@ -9,7 +9,7 @@ Each class keeps the builtin base it had before this module existed (``ValueErro
 policies and restore requests; ``RuntimeError`` for most failures; ``OSError`` for a full staging
 disk), so an ``except ValueError`` written earlier still catches what it caught. The classes
 themselves stay in the module that raises them (``pgdr.settings.SettingsError``,
-``pgdr.staging.StagingRefused`` ...); only those several modules share live here. This module
+``pgdr.store.staging.StagingRefused`` ...); only those several modules share live here. This module
 imports nothing from pgdr, so every layer may import it.
 
     PgdrError
@@ -74,7 +74,7 @@ def _rebuild(cls: type, args: tuple, state: dict) -> BaseException:
 class RestoreRefused(Refused, ValueError):
     """The restore was refused before anything was changed; the message says why and what to do.
 
-    Defined here (and re-exported by :mod:`pgdr.restore_plan`, where it was) because the WAL plan's
+    Defined here (and re-exported by :mod:`pgdr.restore.request`, where it was) because the WAL plan's
     refusals, :class:`WalGap` among them, are restore refusals too.
     """
 

@@ -153,7 +153,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("pitr_keep_hours", "72",
             "A cluster created by point-in-time recovery (it holds a full copy of the data) is stopped and "
             "removed this many hours after it was started, by the next recovery on the worker or "
-            "pgdr.pitr.expire_recovered; promote it to the new primary (and move it out of "
+            "pgdr.restore.pitr.expire_recovered; promote it to the new primary (and move it out of "
             "pgdr_pitr_data_dir) before then.", "168"),
     Setting("replaced_keep_hours", "168",
             "After a restore with mode replace, the old database is kept (renamed *_replaced_<time>) this "

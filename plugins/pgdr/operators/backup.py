@@ -21,11 +21,11 @@ class LogicalBackupOperator(DatabaseOperator):
     def execute(self, context) -> dict[str, Any]:
         from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-        from pgdr import staging
-        from pgdr.backup import run_logical_backup
-        from pgdr.manifest import backup_prefix, new_backup_id
-        from pgdr.pgtools import PgTarget
-        from pgdr.progress import human_bytes
+        from pgdr.backup.logical import run_logical_backup
+        from pgdr.core.pgtools import PgTarget
+        from pgdr.core.progress import human_bytes
+        from pgdr.store import staging
+        from pgdr.store.manifest import backup_prefix, new_backup_id
 
         settings = self.settings
         database = self.require_protected(self.conn_id)
@@ -75,11 +75,11 @@ class PhysicalBackupOperator(DatabaseOperator):
         from airflow.providers.postgres.hooks.postgres import PostgresHook
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from pgdr import staging
-        from pgdr.base_backup import run_base_backup
-        from pgdr.manifest import backup_prefix, new_backup_id
-        from pgdr.pgtools import PgTarget
-        from pgdr.progress import human_bytes
+        from pgdr.backup.base import run_base_backup
+        from pgdr.core.pgtools import PgTarget
+        from pgdr.core.progress import human_bytes
+        from pgdr.store import staging
+        from pgdr.store.manifest import backup_prefix, new_backup_id
 
         settings = self.settings
         database = self.require_protected(self.conn_id)
@@ -133,9 +133,9 @@ class SealBackupOperator(PgdrBaseOperator):
         self.backup = backup
 
     def execute(self, context) -> dict[str, Any]:
-        from pgdr.manifest import MANIFEST_NAME, Manifest
-        from pgdr.progress import human_bytes
-        from pgdr.storage import UploadCheckError
+        from pgdr.core.progress import human_bytes
+        from pgdr.store.manifest import MANIFEST_NAME, Manifest
+        from pgdr.store.s3 import UploadCheckError
 
         manifest = Manifest.from_dict(self.backup["manifest"])
         self.conn_id = manifest.database
@@ -183,10 +183,10 @@ class _StagedBackupOperator(DatabaseOperator):
     def execute(self, context) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from pgdr import staging
-        from pgdr.backup import report_dead_runs
-        from pgdr.logical import discard_dead_partials
-        from pgdr.manifest import backup_prefix, new_backup_id
+        from pgdr.backup.logical import report_dead_runs
+        from pgdr.backup.pg_dump import discard_dead_partials
+        from pgdr.store import staging
+        from pgdr.store.manifest import backup_prefix, new_backup_id
 
         settings = self.settings
         database = self.require_protected(self.conn_id)
@@ -230,10 +230,10 @@ class FilesBackupOperator(_StagedBackupOperator):
         return self.settings.file_dirs.get(database, ())
 
     def take(self, *, database, backup_id, prefix, configured, work, airflow):
-        from pgdr.catalog import newest_good
-        from pgdr.file_restore import load_entries
-        from pgdr.files_backup import bad_backup_ids, choose_previous, run_files_backup, utc_now
-        from pgdr.manifest import MANIFEST_NAME, backup_prefix
+        from pgdr.backup.files import bad_backup_ids, choose_previous, run_files_backup, utc_now
+        from pgdr.restore.files import load_entries
+        from pgdr.store.catalog import newest_good
+        from pgdr.store.manifest import MANIFEST_NAME, backup_prefix
 
         entries = self.store.catalog(database, "files")
         newest = newest_good(entries)
@@ -270,8 +270,8 @@ class ConfigBackupOperator(_StagedBackupOperator):
         return self.settings.config_files.get(database, ())
 
     def take(self, *, database, backup_id, prefix, configured, work, airflow):
-        from pgdr.config_backup import is_secret, read_config_files, run_config_backup
-        from pgdr.envelope import wrapper_from_settings
+        from pgdr.backup.config import is_secret, read_config_files, run_config_backup
+        from pgdr.core.envelope import wrapper_from_settings
 
         settings = self.settings
         read_config_files(configured)  # every listed file is there, before any key or upload

@@ -9,7 +9,7 @@ from airflow.sdk import BaseOperator
 
 if TYPE_CHECKING:
     from pgdr.settings import Settings
-    from pgdr.storage import BackupStore
+    from pgdr.store.s3 import BackupStore
 
 
 class PgdrBaseOperator(BaseOperator):
@@ -21,7 +21,7 @@ class PgdrBaseOperator(BaseOperator):
         # Airflow logs a failed task's traceback and hands the exception to the failure callback: an
         # exception quoting row data (PostgreSQL's DETAIL lines) leaves every pgdr task redacted
         super().__init_subclass__(**kwargs)
-        from pgdr.redaction import redacting
+        from pgdr.core.redaction import redacting
 
         execute = cls.__dict__.get("execute")
         if execute is not None and not getattr(execute, "__pgdr_redacting__", False):
@@ -35,7 +35,7 @@ class PgdrBaseOperator(BaseOperator):
 
     @cached_property
     def store(self) -> BackupStore:
-        from pgdr.storage import BackupStore
+        from pgdr.store.s3 import BackupStore
 
         return BackupStore.from_settings(self.settings, self.log)
 

@@ -7,15 +7,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pgdr.alerts import AlreadyAlerted
+from pgdr.alerts.slack import AlreadyAlerted
+from pgdr.core.redaction import safe_error
 from pgdr.operators.base import DatabaseOperator
 from pgdr.operators.restore import PitrMixin, RestoreOperatorBase
-from pgdr.redaction import safe_error
-from pgdr.staging import private_dir
+from pgdr.store.staging import private_dir
 
 
 def _when(context) -> str:
-    from pgdr.restore_plan import stamp
+    from pgdr.restore.request import stamp
 
     dag_run = context.get("dag_run")
     return stamp(getattr(dag_run, "run_after", None))
@@ -32,13 +32,13 @@ class RestoreDrillOperator(DatabaseOperator, RestoreOperatorBase):
     """
 
     def execute(self, context) -> dict[str, Any]:
-        from pgdr.alerts import drill_alert, send_alert, short_error
-        from pgdr.catalog import newest_good
-        from pgdr.drill import drill_problems, run_integrity_checks, scratch_database
-        from pgdr.manifest import new_backup_id, utc_now_iso
-        from pgdr.restore import LogicalRestore, check_target_server
-        from pgdr.restore_journal import Journal
-        from pgdr.restore_plan import RestoreNames, projected_rto_seconds
+        from pgdr.alerts.slack import drill_alert, send_alert, short_error
+        from pgdr.drill.checks import drill_problems, run_integrity_checks, scratch_database
+        from pgdr.restore.journal import Journal
+        from pgdr.restore.logical import LogicalRestore, check_target_server
+        from pgdr.restore.request import RestoreNames, projected_rto_seconds
+        from pgdr.store.catalog import newest_good
+        from pgdr.store.manifest import new_backup_id, utc_now_iso
 
         settings = self.settings
         database = self.require_protected(self.conn_id)
@@ -133,10 +133,10 @@ class RestoreDrillOperator(DatabaseOperator, RestoreOperatorBase):
         removed), every file's sha256 compared with the manifest; counts and seconds for the record."""
         import shutil
 
-        from pgdr.alerts import short_error
-        from pgdr.catalog import newest_good
-        from pgdr.envelope import wrapper_for
-        from pgdr.file_restore import restore_tree
+        from pgdr.alerts.slack import short_error
+        from pgdr.core.envelope import wrapper_for
+        from pgdr.restore.files import restore_tree
+        from pgdr.store.catalog import newest_good
 
         settings = self.settings
         results, problems = [], []
@@ -185,7 +185,7 @@ class RestoreDrillOperator(DatabaseOperator, RestoreOperatorBase):
             conn.close()
 
     def _drop_scratch(self, connect, scratch: str) -> bool:
-        from pgdr.restore import drop_database
+        from pgdr.restore.logical import drop_database
 
         try:
             conn = connect("postgres")
@@ -206,8 +206,8 @@ class DropScratchOperator(DatabaseOperator, RestoreOperatorBase):
     """
 
     def execute(self, context) -> str:
-        from pgdr.drill import scratch_database
-        from pgdr.restore import database_exists, drop_database
+        from pgdr.drill.checks import scratch_database
+        from pgdr.restore.logical import database_exists, drop_database
 
         database = self.require_protected(self.conn_id)
         scratch = scratch_database(database, _when(context))
@@ -226,7 +226,7 @@ class DropScratchOperator(DatabaseOperator, RestoreOperatorBase):
 class PitrDrillOperator(DatabaseOperator, RestoreOperatorBase, PitrMixin):
     """Recovers the database to a random moment inside the window the base backups and WAL cover,
     into a throwaway cluster, and checks that exactly the recovery markers committed before that
-    moment are there (see :mod:`pgdr.markers`). The cluster is always removed. Writes
+    moment are there (see :mod:`pgdr.drill.markers`). The cluster is always removed. Writes
     ``<prefix>/reports/pitr-drill/<time>-<database>.json``; alerts and fails on any difference.
 
     :param conn_id: the protected postgres connection id (templated)
@@ -239,10 +239,10 @@ class PitrDrillOperator(DatabaseOperator, RestoreOperatorBase, PitrMixin):
 
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from pgdr.alerts import drill_alert, send_alert, short_error
-        from pgdr.manifest import new_backup_id, utc_now_iso
-        from pgdr.markers import choose_moment, expected_markers
-        from pgdr.pitr import PointInTimeRecovery, connect_recovered, plan_point_in_time
+        from pgdr.alerts.slack import drill_alert, send_alert, short_error
+        from pgdr.drill.markers import choose_moment, expected_markers
+        from pgdr.restore.pitr import PointInTimeRecovery, connect_recovered, plan_point_in_time
+        from pgdr.store.manifest import new_backup_id, utc_now_iso
 
         settings = self.settings
         database = self.require_protected(self.conn_id)
@@ -275,7 +275,7 @@ class PitrDrillOperator(DatabaseOperator, RestoreOperatorBase, PitrMixin):
             with socket.socket() as probe:
                 probe.bind(("127.0.0.1", 0))
                 port = probe.getsockname()[1]
-            from pgdr.drill import scratch_database
+            from pgdr.drill.checks import scratch_database
 
             recovery = PointInTimeRecovery(
                 store=self.store, manifest=manifest, prefix=prefix, wal=wal, target=target,

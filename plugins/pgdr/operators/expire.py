@@ -22,10 +22,10 @@ class BackupRetentionOperator(DatabaseOperator):
     def execute(self, context) -> dict[str, Any]:
         from datetime import datetime, timezone
 
-        from pgdr import expire
-        from pgdr.alerts import send_alert
+        from pgdr.alerts.slack import send_alert
+        from pgdr.core.progress import human_bytes
         from pgdr.operators.base import effective_dry_run
-        from pgdr.progress import human_bytes
+        from pgdr.retain import backups as expire
 
         database = self.require_protected(self.conn_id)
         dry_run = effective_dry_run(context)

@@ -1,12 +1,12 @@
 """Restore stage: the manual restore (prepare, restore, report) and the monthly drill.
 
 The prepare task changes nothing but the lease: it heals what a dead earlier restore left
-(:mod:`pgdr.restore_journal`), validates the form, picks the backup and leases it at once (then
+(:mod:`pgdr.restore.journal`), validates the form, picks the backup and leases it at once (then
 checks it is still there: retention may have been deleting it), checks its objects in S3 and the
 target server, and hands a plan to the restore task through XCom (keys, names and ids only). The
 report task runs whatever happened (``all_done``), heals what a killed restore task left, writes
 the JSON record to ``<prefix>/reports/restore/`` and posts it to Slack. Every error text passes
-:func:`pgdr.redaction.safe_error` before it reaches XCom, a record or Slack.
+:func:`pgdr.core.redaction.safe_error` before it reaches XCom, a record or Slack.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from pgdr.alerts import AlreadyAlerted
+from pgdr.alerts.slack import AlreadyAlerted
+from pgdr.core.redaction import safe_error
 from pgdr.operators.base import DatabaseOperator, PgdrBaseOperator
-from pgdr.redaction import safe_error
-from pgdr.staging import private_dir
+from pgdr.store.staging import private_dir
 
 ERROR_KEY = "error"
 # pushed with the error when it was a restore refusal (nothing was changed): {"field": the form field or None};
@@ -33,7 +33,7 @@ class RestoreOperatorBase(PgdrBaseOperator):
         """(PgTarget, connect(dbname)) for an Airflow postgres connection; connections are autocommit."""
         from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-        from pgdr.pgtools import PgTarget
+        from pgdr.core.pgtools import PgTarget
 
         def connect(dbname: str):
             conn = PostgresHook(postgres_conn_id=conn_id, database=dbname).get_conn()
@@ -44,15 +44,15 @@ class RestoreOperatorBase(PgdrBaseOperator):
         return PgTarget.from_connection(conn_id, hook.connection), connect
 
     def manifest(self, database: str, backup_id: str, kind: str = "logical"):
-        from pgdr.manifest import MANIFEST_NAME, backup_prefix
+        from pgdr.store.manifest import MANIFEST_NAME, backup_prefix
 
         prefix = backup_prefix(self.store.prefix, database, kind, backup_id)
         return self.store.read_manifest(f"{prefix}/{MANIFEST_NAME}"), prefix
 
     def refuse_damaged(self, database: str, manifest, prefix: str, entries, run_id: str, kind: str = "logical") -> None:
         """HEAD every object (size, S3's SHA-256, encryption); a damaged backup is marked bad and refused."""
-        from pgdr.restore_plan import RestoreRefused, newest_good_except
-        from pgdr.verification import mark
+        from pgdr.restore.request import RestoreRefused, newest_good_except
+        from pgdr.verify.backups import mark
 
         problems = []
         for obj in manifest.objects:
@@ -74,8 +74,8 @@ class RestoreOperatorBase(PgdrBaseOperator):
 
     def refuse_unconfirmed_overwrite(self, request) -> None:
         """Files never go over a non-empty directory without the typed confirmation."""
-        from pgdr.file_restore import is_empty_dir
-        from pgdr.restore_plan import RestoreRefused, confirmation_text
+        from pgdr.restore.files import is_empty_dir
+        from pgdr.restore.request import RestoreRefused, confirmation_text
 
         target = Path(request.target_dir)
         expected = confirmation_text(request.database)
@@ -87,9 +87,9 @@ class RestoreOperatorBase(PgdrBaseOperator):
 
     def config_wrapper(self, manifest):
         """The key wrapper that opens this backup's sealed files, refused clearly when it cannot."""
-        from pgdr.envelope import KeyProblem, wrapper_for
-        from pgdr.file_restore import unsealer
-        from pgdr.restore_plan import RestoreRefused
+        from pgdr.core.envelope import KeyProblem, wrapper_for
+        from pgdr.restore.files import unsealer
+        from pgdr.restore.request import RestoreRefused
 
         try:
             wrapper = wrapper_for(manifest.encryption["client_side"]["data_key"], self.settings)
@@ -100,7 +100,7 @@ class RestoreOperatorBase(PgdrBaseOperator):
         return wrapper
 
     def remember_error(self, context, err: BaseException) -> None:
-        from pgdr.alerts import short_error
+        from pgdr.alerts.slack import short_error
         from pgdr.errors import RestoreRefused
 
         context["ti"].xcom_push(key=ERROR_KEY, value=f"{type(err).__name__}: {short_error(safe_error(err))}")
@@ -110,9 +110,9 @@ class RestoreOperatorBase(PgdrBaseOperator):
     def heal_interrupted(self, database: str, context, run_id: str | None = None) -> list[dict]:
         """Undo what a dead restore of ``database`` left (its S3 journal says what), then tell the
         truth about it: a record in ``<prefix>/reports/restore/`` and a Slack alert."""
-        from pgdr.alerts import build_alert, send_alert
-        from pgdr.manifest import new_backup_id, utc_now_iso
-        from pgdr.restore_journal import describe_heal, heal
+        from pgdr.alerts.slack import build_alert, send_alert
+        from pgdr.restore.journal import describe_heal, heal
+        from pgdr.store.manifest import new_backup_id, utc_now_iso
 
         reports = heal(self.store, database, connect_for=lambda conn_id: self.target(conn_id)[1],
                        default_conn_id=self.settings.restore_conn_id(database), log=self.log, run_id=run_id)
@@ -137,9 +137,9 @@ class RestoreOperatorBase(PgdrBaseOperator):
         return reports
 
     def lease_chosen(self, database: str, kind: str, choose, context):
-        """Choose a backup and lease it at once (see :func:`pgdr.leases.lease_chosen`): (entries, entry, lease)."""
-        from pgdr import leases
-        from pgdr.restore_plan import RestoreRefused
+        """Choose a backup and lease it at once (:func:`pgdr.store.leases.lease_chosen`): (entries, entry, lease)."""
+        from pgdr.restore.request import RestoreRefused
+        from pgdr.store import leases
 
         holder, hours = self.lease_holder(context)
         try:
@@ -157,7 +157,7 @@ class RestoreOperatorBase(PgdrBaseOperator):
 
     def hold_lease(self, database: str, kind: str, backup_id: str, context) -> dict[str, str]:
         """Lease the backup in S3 so backup retention keeps it while this run reads it."""
-        from pgdr import leases
+        from pgdr.store import leases
 
         holder, hours = self.lease_holder(context)
         leases.hold(self.store, database, kind, backup_id, holder, hours=hours)
@@ -166,7 +166,7 @@ class RestoreOperatorBase(PgdrBaseOperator):
 
     def release_lease(self, lease: dict[str, str] | None) -> None:
         """Best effort: a lease left behind only runs out later."""
-        from pgdr import leases
+        from pgdr.store import leases
 
         if not lease:
             return
@@ -178,7 +178,7 @@ class RestoreOperatorBase(PgdrBaseOperator):
 
 
 def pitr_name(dbname: str, when: str) -> str:
-    from pgdr.restore_plan import with_suffix
+    from pgdr.restore.request import with_suffix
 
     return with_suffix(f"{dbname}_pitr", f"_{when}")
 
@@ -192,7 +192,7 @@ class PitrMixin:
         ``only``: the base backup the plan chose and leased; the restore uses exactly that one
         (a newer base backup may fit by then, but it is not leased: retention could delete it).
         """
-        from pgdr.pitr import plan_point_in_time
+        from pgdr.restore.pitr import plan_point_in_time
 
         # the base backup's own cluster's WAL (its system identifier), followed along the timeline
         # history to the newest timeline
@@ -216,8 +216,8 @@ class PrepareRestoreOperator(RestoreOperatorBase, PitrMixin):
         return plan
 
     def _prepare(self, context) -> dict[str, Any]:
-        from pgdr.restore import check_staging_space, check_target_server
-        from pgdr.restore_plan import RestoreRefused, choose_backup, parse_request, restore_names, stamp
+        from pgdr.restore.logical import check_staging_space, check_target_server
+        from pgdr.restore.request import RestoreRefused, choose_backup, parse_request, restore_names, stamp
 
         settings = self.settings
         request = parse_request(context["params"], settings.databases, settings=settings)
@@ -264,9 +264,9 @@ class PrepareRestoreOperator(RestoreOperatorBase, PitrMixin):
     def _prepare_files(self, request, context) -> dict[str, Any]:
         """A file or configuration restore: the backup and every backup it depends on intact, the target
         directory usable (empty, new, or confirmed), the key able to open sealed files. Changes nothing."""
-        from pgdr.catalog import newest_good
-        from pgdr.file_restore import FileRestoreError, check_target_dir
-        from pgdr.restore_plan import RestoreRefused, choose_backup, stamp
+        from pgdr.restore.files import FileRestoreError, check_target_dir
+        from pgdr.restore.request import RestoreRefused, choose_backup, stamp
+        from pgdr.store.catalog import newest_good
 
         kind, database = request.kind, request.database
         refused = "restore refused, nothing was changed: "
@@ -306,9 +306,9 @@ class PrepareRestoreOperator(RestoreOperatorBase, PitrMixin):
                           "recovered_schema": None}}
 
     def _prepare_pitr(self, request, context) -> dict[str, Any]:
-        from pgdr.pitr import check_pitr_target
-        from pgdr.restore import check_target_server
-        from pgdr.restore_plan import RestoreRefused, restore_names, stamp
+        from pgdr.restore.logical import check_target_server
+        from pgdr.restore.pitr import check_pitr_target
+        from pgdr.restore.request import RestoreRefused, restore_names, stamp
 
         settings = self.settings
         target, manifest, prefix, plan, entries = self.pitr_choice(request.database, request.point_in_time)
@@ -371,9 +371,9 @@ class RestoreBackupOperator(RestoreOperatorBase, PitrMixin):
             raise
 
     def _restore(self, context) -> dict[str, Any]:
-        from pgdr.restore import LogicalRestore, check_target_server
-        from pgdr.restore_journal import Journal
-        from pgdr.restore_plan import RestoreNames
+        from pgdr.restore.journal import Journal
+        from pgdr.restore.logical import LogicalRestore, check_target_server
+        from pgdr.restore.request import RestoreNames
 
         plan = self.plan
         request = plan["request"]
@@ -410,8 +410,8 @@ class RestoreBackupOperator(RestoreOperatorBase, PitrMixin):
         return outcome
 
     def _restore_files(self, plan: dict, context) -> dict[str, Any]:
-        from pgdr.file_restore import restore_tree
-        from pgdr.restore_plan import RestoreRequest
+        from pgdr.restore.files import restore_tree
+        from pgdr.restore.request import RestoreRequest
 
         request = RestoreRequest(**{**plan["request"], "tables": tuple(plan["request"]["tables"])})
         self.refuse_unconfirmed_overwrite(request)  # the directory may have filled since the plan was made
@@ -432,8 +432,8 @@ class RestoreBackupOperator(RestoreOperatorBase, PitrMixin):
     def _restore_pitr(self, plan: dict, context) -> dict[str, Any]:
         from pathlib import Path
 
-        from pgdr.pitr import PointInTimeRecovery, connect_recovered
-        from pgdr.restore import count_rows
+        from pgdr.restore.logical import count_rows
+        from pgdr.restore.pitr import PointInTimeRecovery, connect_recovered
 
         settings = self.settings
         request = plan["request"]
@@ -456,7 +456,7 @@ class RestoreBackupOperator(RestoreOperatorBase, PitrMixin):
                            source_dbname=manifest.dbname, tables=len(found), rows=sum(found.values()),
                            row_counts=found, backup_id=manifest.backup_id, target_database=manifest.dbname)
             if request["mode"] == "tables":
-                from pgdr.restore import move_tables
+                from pgdr.restore.logical import move_tables
 
                 target_pg, target_connect = self.target(plan["target_conn_id"])
                 recovered_pg = restore_target.__class__(
@@ -492,8 +492,8 @@ class RestoreReportOperator(RestoreOperatorBase):
     success or failure, and fails when the restore did."""
 
     def execute(self, context) -> dict[str, Any]:
-        from pgdr.alerts import restore_alert, send_alert
-        from pgdr.manifest import new_backup_id, utc_now_iso
+        from pgdr.alerts.slack import restore_alert, send_alert
+        from pgdr.store.manifest import new_backup_id, utc_now_iso
 
         ti = context["ti"]
         dag_run = context["dag_run"]
@@ -550,8 +550,8 @@ class DropExpiredReplacedOperator(DatabaseOperator, RestoreOperatorBase):
     def execute(self, context) -> list[str]:
         from datetime import datetime, timezone
 
-        from pgdr.pitr import expire_recovered
-        from pgdr.restore_journal import drop_expired_replaced
+        from pgdr.restore.journal import drop_expired_replaced
+        from pgdr.restore.pitr import expire_recovered
 
         database = self.require_protected(self.conn_id)
         self.heal_interrupted(database, context)

@@ -9,7 +9,7 @@ from pgdr.operators.base import DatabaseOperator, PgdrBaseOperator, effective_dr
 
 def run_stamp(context) -> str:
     """The same name for every task of one run (its run_after), so reports meet under one prefix."""
-    from pgdr.restore_plan import stamp
+    from pgdr.restore.request import stamp
 
     dag_run = context.get("dag_run")
     return stamp(getattr(dag_run, "run_after", None))
@@ -52,10 +52,10 @@ class ApplyDataPolicyOperator(DatabaseOperator):
     def execute(self, context) -> dict[str, Any]:
         from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-        from pgdr.alerts import short_error
-        from pgdr.data_policy import load_policy, policy_path
-        from pgdr.data_retention import DataRetention
-        from pgdr.manifest import utc_now_iso
+        from pgdr.alerts.slack import short_error
+        from pgdr.retain.data import DataRetention
+        from pgdr.retain.data_policy import load_policy, policy_path
+        from pgdr.store.manifest import utc_now_iso
 
         ti = context["ti"]
         when = run_stamp(context)
@@ -104,8 +104,8 @@ class ApplyDataPolicyOperator(DatabaseOperator):
                 "report_key": key}
 
     def _write_report(self, store, settings, when: str, report: dict) -> str | None:
-        from pgdr.data_retention import report_key
-        from pgdr.storage import BackupStore
+        from pgdr.retain.data import report_key
+        from pgdr.store.s3 import BackupStore
 
         try:
             if store is None:
@@ -133,8 +133,8 @@ class DataRetentionReportOperator(PgdrBaseOperator):
         super().__init__(**kwargs)
 
     def execute(self, context) -> dict[str, Any]:
-        from pgdr.alerts import AlreadyAlerted, send_alert
-        from pgdr.data_retention import collect_reports, retention_alert
+        from pgdr.alerts.slack import AlreadyAlerted, send_alert
+        from pgdr.retain.data import collect_reports, retention_alert
 
         ti = context["ti"]
         when = run_stamp(context)
@@ -157,10 +157,10 @@ class DataRetentionReportOperator(PgdrBaseOperator):
     def _settings_failed(self, err: Exception, ti, when: str) -> None:
         """Invalid settings stop every task of the run: still write the run's report and alert, through
         the few settings that locate S3 and Slack (the documented promise: a report even when a run fails)."""
-        from pgdr.alerts import AlreadyAlerted, build_alert, send_alert, short_error
-        from pgdr.data_retention import run_failure_key
-        from pgdr.manifest import utc_now_iso
-        from pgdr.storage import BackupStore
+        from pgdr.alerts.slack import AlreadyAlerted, build_alert, send_alert, short_error
+        from pgdr.retain.data import run_failure_key
+        from pgdr.store.manifest import utc_now_iso
+        from pgdr.store.s3 import BackupStore
 
         error = f"{type(err).__name__}: {short_error(err)}"
         fallback = report_settings(self.log)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from pgdr.alerts import AlreadyAlerted
+from pgdr.alerts.slack import AlreadyAlerted
 from pgdr.operators.base import DatabaseOperator, PgdrBaseOperator
 
 CHECKS = ("freshness", "integrity", "deep_check", "bucket_posture", "wal")
@@ -46,7 +46,7 @@ class FreshnessCheckOperator(VerifyCheckOperator):
 
 
     def run_check(self, database: str, context) -> dict:
-        from pgdr.verification import check_freshness, freshness_kinds
+        from pgdr.verify.backups import check_freshness, freshness_kinds
 
         settings = self.settings
         return check_freshness(self.store, database, settings.freshness_hours,
@@ -61,7 +61,7 @@ class IntegrityCheckOperator(VerifyCheckOperator):
     deep = False
 
     def run_check(self, database: str, context) -> dict:
-        from pgdr.verification import check_integrity
+        from pgdr.verify.backups import check_integrity
 
         return check_integrity(self.store, database, self.settings.pg_bindir, context["ti"].run_id, self.log,
                                deep=self.deep)
@@ -78,7 +78,7 @@ class BucketPostureOperator(VerifyCheckOperator):
 
 
     def run_check(self, database: str, context) -> dict:
-        from pgdr.verification import check_bucket_posture
+        from pgdr.verify.backups import check_bucket_posture
 
         return check_bucket_posture(self.store)
 
@@ -90,7 +90,7 @@ class WalCheckOperator(VerifyCheckOperator):
     def run_check(self, database: str, context) -> dict:
         from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-        from pgdr.wal_checks import check_wal
+        from pgdr.verify.wal import check_wal
 
         settings = self.settings
         return check_wal(self.store, database, PostgresHook(postgres_conn_id=database).get_conn,
@@ -113,10 +113,10 @@ class VerificationReportOperator(PgdrBaseOperator):
         self.group_id = group_id
 
     def execute(self, context) -> dict[str, Any]:
-        from pgdr.alert_policy import decide, finding_key
-        from pgdr.alerts import send_alert, verification_alert
-        from pgdr.manifest import new_backup_id, utc_now_iso
-        from pgdr.verification import result
+        from pgdr.alerts.policy import decide, finding_key
+        from pgdr.alerts.slack import send_alert, verification_alert
+        from pgdr.store.manifest import new_backup_id, utc_now_iso
+        from pgdr.verify.backups import result
 
         ti = context["ti"]
         database = self.require_protected(self.conn_id)
@@ -176,7 +176,7 @@ class RecordMarkerOperator(DatabaseOperator):
         from airflow.providers.postgres.hooks.postgres import PostgresHook
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from pgdr.markers import marker_conn_id, record_marker, remember
+        from pgdr.drill.markers import marker_conn_id, record_marker, remember
 
         database = self.require_protected(self.conn_id)
         settings = self.settings

@@ -9,11 +9,11 @@ from pgdr.operators.base import DatabaseOperator
 
 
 def _alerted_failure(message: str) -> Exception:
-    """A task failure whose alert was already posted once (pgdr.wal_archive.AlertWatch): the generic
+    """A task failure whose alert was already posted once (pgdr.wal.ship.AlertWatch): the generic
     failure alert stays silent, so an outage lasting many windows is not announced every window."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from pgdr.alerts import AlreadyAlerted
+    from pgdr.alerts.slack import AlreadyAlerted
 
     class WalProblemAlreadyAlerted(AlreadyAlerted, AirflowFailException):
         pass
@@ -24,7 +24,7 @@ def _alerted_failure(message: str) -> Exception:
 class ShipWalOperator(DatabaseOperator):
     """Ship one protected database's WAL from ``<pgdr_wal_receiver_dir>/<conn_id>`` to
     ``<prefix>/<conn_id>/wal/`` every ``pgdr_wal_ship_seconds`` for ``pgdr_wal_archive_window_minutes``,
-    then once more (:func:`pgdr.wal_archive.ship_window`).
+    then once more (:func:`pgdr.wal.ship.ship_window`).
 
     Returns (XCom) counts, bytes, the largest lag seen and the receiver's state. Fails without
     retrying when the receiver was not running at any moment of the window (then the primary's
@@ -42,8 +42,8 @@ class ShipWalOperator(DatabaseOperator):
     def execute(self, context) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from pgdr.alerts import send_alert
-        from pgdr.wal_archive import ShippingFailed, ship_window
+        from pgdr.alerts.slack import send_alert
+        from pgdr.wal.ship import ShippingFailed, ship_window
 
         settings = self.settings
         database = self.require_protected(self.conn_id)
@@ -80,12 +80,12 @@ class ShipWalOperator(DatabaseOperator):
         return summary
 
     def _primary_probe(self, database: str):
-        """How the primary sees the receiver, asked on every pass (pgdr.wal_checks.server_findings)."""
+        """How the primary sees the receiver, asked on every pass (pgdr.verify.wal.server_findings)."""
         from contextlib import closing
 
         from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-        from pgdr.wal_checks import server_findings
+        from pgdr.verify.wal import server_findings
 
         slot = self.settings.replication_slot
 

@@ -21,9 +21,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from pgdr.catalog import MARKER_NAME, entries_from_keys
 from pgdr.errors import Refused
-from pgdr.manifest import KINDS, MANIFEST_NAME
+from pgdr.store.catalog import MARKER_NAME, entries_from_keys
+from pgdr.store.manifest import KINDS, MANIFEST_NAME
 
 PAGE_NAME = "index.html"
 DEFAULT_DAYS = 90

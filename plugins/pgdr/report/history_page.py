@@ -27,7 +27,6 @@ from pathlib import Path
 
 import jinja2
 
-from pgdr.manifest import KINDS
 from pgdr.report.charts import Chart, line_chart, rto_chart, verify_chart
 from pgdr.report.history import (
     DEFAULT_DAYS,
@@ -45,6 +44,7 @@ from pgdr.report.history import (
     format_time,
     publish,
 )
+from pgdr.store.manifest import KINDS
 
 # beside this module, so the templates are found wherever plugins/ is (Airflow's plugins folder,
 # an installed package, a checkout)
@@ -180,7 +180,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     log = logging.getLogger("pgdr.history")
     try:
         from pgdr.settings import load_settings
-        from pgdr.storage import BackupStore
+        from pgdr.store.s3 import BackupStore
 
         settings = load_settings()
         store = BackupStore.from_settings(settings, log)

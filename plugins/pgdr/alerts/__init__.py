@@ -1,0 +1,1 @@
+"""What to tell people and when: Slack delivery, alert policy, deadlines."""

@@ -1,0 +1,1 @@
+"""Taking backups: one module per kind, with the tool drivers named after the tool."""

@@ -1,0 +1,3 @@
+"""Mechanics with no backup meaning: PostgreSQL tools, compression, checksums, envelopes, units.
+
+Nothing here imports another pgdr sub-package."""

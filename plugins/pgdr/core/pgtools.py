@@ -1,0 +1,152 @@
+"""Running the PostgreSQL client tools without leaking secrets.
+
+Passwords reach libpq through a passfile in a private temporary directory
+(PGPASSFILE), never through argv; connection parameters go through libpq's
+environment (PGHOST, PGPORT, ...). Errors quote the tool's stderr, which libpq
+keeps free of passwords, after :mod:`pgdr.core.redaction` has removed every row value from it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pgdr.errors import ToolError
+
+DEFAULT_BINDIR = "/usr/lib/postgresql/15/bin"
+
+# libpq options an Airflow connection's extra may carry, and their environment names.
+_EXTRA_TO_ENV = {
+    "sslmode": "PGSSLMODE",
+    "sslrootcert": "PGSSLROOTCERT",
+    "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY",
+    "connect_timeout": "PGCONNECT_TIMEOUT",
+    "target_session_attrs": "PGTARGETSESSIONATTRS",
+}
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_worker() -> None:
+    """``preexec_fn`` for the PostgreSQL tools pgdr starts: SIGKILL them when the thread that
+    started them dies, so a worker killed mid-backup (OOM, ``kill -9``, a lost pod) leaves no
+    pg_dump or pg_basebackup writing into a dead run's staging directory while holding a
+    snapshot, a WAL sender and a connection. Linux only; elsewhere a no-op."""
+    parent = os.getppid()
+    try:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except AttributeError:
+        return
+    if os.getppid() != parent:  # the worker died before prctl took effect
+        os._exit(1)
+
+
+class PgToolError(ToolError, RuntimeError):
+    """A PostgreSQL tool failed; the message carries its stderr (no secrets) with every row value
+    removed: whoever builds one, its text passes :func:`pgdr.core.redaction.redact_phi`."""
+
+    def __init__(self, message: object = "", *args) -> None:
+        from pgdr.core.redaction import redact_phi
+
+        super().__init__(redact_phi(str(message)), *args)
+        # a tool tells of a full disk (ENOSPC) only in its stderr: read once here, where that text
+        # arrives, so callers test this field instead of the message
+        self.disk_full = "No space left on device" in str(message)
+
+
+@dataclass(frozen=True)
+class PgTarget:
+    """Where a tool connects: taken from an Airflow postgres connection."""
+
+    conn_id: str
+    host: str
+    port: int
+    user: str
+    dbname: str
+    password: str | None = field(default=None, repr=False)
+    options: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def from_connection(cls, conn_id: str, conn) -> PgTarget:
+        extra = conn.extra_dejson if hasattr(conn, "extra_dejson") else {}
+        missing = [name for name, value in (("host", conn.host), ("login", conn.login),
+                                            ("schema (database name)", conn.schema)) if not value]
+        if missing:
+            raise ValueError(f"connection {conn_id!r} lacks {', '.join(missing)}")
+        options = tuple((key, str(extra[key])) for key in _EXTRA_TO_ENV if key in extra)
+        return cls(conn_id=conn_id, host=conn.host, port=int(conn.port or 5432), user=conn.login,
+                   dbname=conn.schema, password=conn.password or None, options=options)
+
+    def describe(self) -> str:
+        return f"{self.conn_id} ({self.user}@{self.host}:{self.port}/{self.dbname})"
+
+
+def _passfile_field(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
+@contextmanager
+def libpq_env(target: PgTarget) -> Iterator[dict[str, str]]:
+    """Environment for a tool connecting to ``target``; the passfile is removed afterwards."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env.update(PGHOST=target.host, PGPORT=str(target.port), PGUSER=target.user,
+               PGDATABASE=target.dbname, PGAPPNAME="pgdr")
+    env.setdefault("PGCONNECT_TIMEOUT", "15")
+    for key, value in target.options:
+        env[_EXTRA_TO_ENV[key]] = value
+    private_dir = tempfile.mkdtemp(prefix="pgdr-pass-")
+    try:
+        passfile = Path(private_dir) / "pgpass"
+        fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            if target.password is not None:
+                handle.write(":".join([_passfile_field(target.host), str(target.port), "*",
+                                       _passfile_field(target.user), _passfile_field(target.password)]) + "\n")
+        env["PGPASSFILE"] = str(passfile)
+        yield env
+    finally:
+        shutil.rmtree(private_dir, ignore_errors=True)
+
+
+def tool_path(bindir: str | Path, name: str) -> str:
+    path = Path(bindir) / name
+    if not path.exists():
+        raise PgToolError(f"{name} not found in {bindir} (setting pgdr_pg_bindir)")
+    return str(path)
+
+
+def tool_version(bindir: str | Path, name: str) -> str:
+    out = subprocess.run([tool_path(bindir, name), "--version"], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def stderr_tail(text: str, lines: int = 8) -> str:
+    """The last ``lines`` lines of a tool's stderr, row data removed. Redacted before it is cut, so
+    a value's continuation lines never lose the DETAIL/CONTEXT line that marks them as data."""
+    from pgdr.core.redaction import redact_phi
+
+    kept = [line for line in redact_phi(text or "").strip().splitlines() if line.strip()][-lines:]
+    return "\n".join(kept)
+
+
+def run_tool(argv: list[str], env: dict[str, str], log: logging.Logger, **kwargs) -> subprocess.CompletedProcess:
+    """Run a tool to completion; raise :class:`PgToolError` with its stderr on failure."""
+    name = Path(argv[0]).name
+    log.info("running %s", " ".join([name, *argv[1:]]))
+    kwargs.setdefault("preexec_fn", die_with_worker)   # a killed worker leaves no tool running
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, **kwargs)
+    if result.returncode != 0:
+        raise PgToolError(f"{name} failed (exit {result.returncode}): {stderr_tail(result.stderr)}")
+    return result

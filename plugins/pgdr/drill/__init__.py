@@ -1,0 +1,1 @@
+"""Proving restores: the drill's checks and the recovery markers."""

@@ -1,0 +1,1 @@
+"""What is kept and what goes: GFS of backups, WAL, data retention."""

@@ -1,0 +1,95 @@
+"""Leases: a running restore or drill marks the backup it reads, so retention never deletes it.
+
+Airflow 3 tasks cannot query the metadata database, so the lease lives in S3 beside the state:
+``<prefix>/state/leases/<database>/<kind>/<backup_id>/<holder>.json`` with an expiry. A lease
+whose holder died simply runs out. Leases are never Object-Locked (they must be removable).
+
+A backup is leased as soon as it is chosen and then looked up again (:func:`lease_chosen`):
+retention deletes what it planned before the lease existed, so a backup that vanished in between
+is let go and another one chosen, never restored half-deleted.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+
+from pgdr.store.manifest import KINDS, is_backup_id
+
+_HOLDER_UNSAFE = re.compile(r"[^A-Za-z0-9_.:+=@-]")
+
+
+def _holder_name(holder: str) -> str:
+    return _HOLDER_UNSAFE.sub("_", holder)[:200] or "unknown"
+
+
+def lease_prefix(store, database: str) -> str:
+    return f"{store.prefix}/state/leases/{database}"
+
+
+def lease_key(store, database: str, kind: str, backup_id: str, holder: str) -> str:
+    if kind not in KINDS or not is_backup_id(backup_id):
+        raise ValueError(f"cannot lease {kind}/{backup_id}: not a backup kind and id")
+    return f"{lease_prefix(store, database)}/{kind}/{backup_id}/{_holder_name(holder)}.json"
+
+
+def hold(store, database: str, kind: str, backup_id: str, holder: str, hours: float,
+         now: datetime | None = None) -> str:
+    """Lease a backup for ``hours`` (longer than the restore can take); returns the lease key."""
+    now = now or datetime.now(timezone.utc)
+    key = lease_key(store, database, kind, backup_id, holder)
+    store.put_json(key, {"database": database, "kind": kind, "backup_id": backup_id, "holder": holder,
+                         "held_at": now.isoformat(timespec="seconds"),
+                         "expires_at": (now + timedelta(hours=hours)).isoformat(timespec="seconds")})
+    return key
+
+
+def lease_chosen(store, database: str, kind: str, choose, holder: str, hours: float, log=None, attempts: int = 3):
+    """Choose a backup (``choose(entries) -> entry``), lease it, then check it is still complete and
+    good; one that went away meanwhile is released and the choice made again.
+
+    Returns (entries, entry, lease key); raises RuntimeError when backups keep disappearing.
+    """
+    for _ in range(attempts):
+        entries = store.catalog(database, kind)
+        entry = choose(entries)
+        key = hold(store, database, kind, entry.backup_id, holder, hours)
+        again = {e.backup_id: e for e in store.catalog(database, kind)}.get(entry.backup_id)
+        if again is not None and again.complete and not again.bad:
+            return entries, entry, key
+        release(store, database, kind, entry.backup_id, holder)
+        if log is not None:
+            log.warning("%s backup %s of %s went away while it was being leased; choosing again", kind,
+                        entry.backup_id, database)
+    raise RuntimeError(f"{kind} backups of {database} keep disappearing while being leased "
+                       "(is backup retention running?); try again")
+
+
+def release(store, database: str, kind: str, backup_id: str, holder: str) -> None:
+    """Remove the lease (every version of it, so nothing is left behind in a versioned bucket)."""
+    store.delete_all_versions([lease_key(store, database, kind, backup_id, holder)])
+
+
+def active(store, database: str, now: datetime | None = None) -> list[dict]:
+    """Unexpired leases of ``database``: dicts with kind, backup_id, holder, expires_at."""
+    now = now or datetime.now(timezone.utc)
+    found = []
+    for key in store.list_keys(lease_prefix(store, database)):
+        lease = store.read_json_or_none(key)
+        if not lease:
+            continue
+        try:
+            expires = datetime.fromisoformat(lease["expires_at"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if expires > now:
+            found.append(lease)
+    return found
+
+
+def holders_by_backup(leases: list[dict]) -> dict[tuple[str, str], tuple[str, ...]]:
+    """(kind, backup_id) -> holders, from :func:`active`."""
+    holders: dict[tuple[str, str], list[str]] = {}
+    for lease in leases:
+        holders.setdefault((lease["kind"], lease["backup_id"]), []).append(str(lease["holder"]))
+    return {key: tuple(sorted(value)) for key, value in holders.items()}

@@ -1,0 +1,496 @@
+"""The backup store in S3: uploads, post-upload checks, manifests, the catalog.
+
+Layout: ``<prefix>/<database>/<kind>/<backup_id>/...`` with ``manifest.json``
+written last. Every object is written with server-side encryption and a
+SHA-256 checksum that S3 computes itself, so a check after upload compares the
+server's own figure with ours without downloading anything.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from pgdr.core.checksums import Digest
+from pgdr.core.progress import Progress
+from pgdr.errors import StoreError
+from pgdr.store.manifest import MANIFEST_NAME, Manifest, ManifestError
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+class _FileSlice(io.RawIOBase):
+    """A seekable window onto part of an open file, so a part streams without being held in memory."""
+
+    def __init__(self, handle, offset: int, length: int) -> None:
+        self._handle = handle
+        self._offset = offset
+        self._length = length
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, position: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._length}[whence]
+        self._position = max(0, min(self._length, base + position))
+        return self._position
+
+    def read(self, size: int = -1) -> bytes:
+        remaining = self._length - self._position
+        if size is None or size < 0 or size > remaining:
+            size = remaining
+        self._handle.seek(self._offset + self._position)
+        data = self._handle.read(size)
+        self._position += len(data)
+        return data
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+class UploadCheckError(StoreError, RuntimeError):
+    """An uploaded object does not match what was sent."""
+
+
+@dataclass(frozen=True)
+class ObjectCheck:
+    key: str
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def checksum_matches(expected: str, reported: str | None) -> bool:
+    """Compare S3 ChecksumSHA256 values; some stores omit the ``-<parts>`` suffix."""
+    if not reported:
+        return False
+    return expected.split("-")[0] == reported.split("-")[0]
+
+
+class UploadQueue:
+    """Uploads that start as soon as each file is ready, while the backup is still being made."""
+
+    def __init__(self, store: BackupStore, workers: int) -> None:
+        self.store = store
+        self.keys: list[str] = []
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pgdr-upload")
+        self._futures = []
+        self.progress = Progress(f"upload to s3://{store.bucket}", store.log)
+
+    def submit(self, path: Path, key: str, digest: Digest, metadata: dict[str, str]) -> None:
+        self.keys.append(key)
+        self._futures.append(self._pool.submit(self.store.upload_file, path, key, digest, metadata, self.progress))
+
+    def finish(self) -> float:
+        """Wait for every upload; the first failure is raised. Returns seconds since the first upload began."""
+        for future in self._futures:
+            future.result()
+        self._pool.shutdown(wait=True)
+        self.progress.finish()
+        return self.progress.elapsed
+
+    def cancel(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass(frozen=True)
+class LockPolicy:
+    """How long Object Lock keeps what pgdr writes, where the bucket has Object Lock.
+
+    Objects of a backup are locked to the backup's GFS expiry at write time (see
+    :func:`pgdr.retain.gfs.lock_until_at_write`); completed WAL segments and histories to cover the
+    point-in-time window. Partial WAL objects, reports and state (leases) are not locked: they
+    are superseded or removed within minutes, and every locked version would be kept.
+    """
+
+    mode: str                  # GOVERNANCE | COMPLIANCE
+    gfs: object                # pgdr.retain.gfs.Policy
+    pitr_window_days: float
+
+    @classmethod
+    def from_settings(cls, settings) -> LockPolicy:
+        from pgdr.retain.gfs import Policy
+
+        return cls(settings.object_lock_mode, Policy.from_settings(settings), settings.pitr_window_days)
+
+
+@dataclass(frozen=True)
+class ObjectVersion:
+    key: str
+    version_id: str
+    size: int
+    delete_marker: bool
+    last_modified: datetime | None = None
+
+
+class BackupStore:
+    def __init__(self, *, client, bucket: str, prefix: str, sse_args: dict[str, str], part_size: int,
+                 log: logging.Logger, lock_policy: LockPolicy | None = None) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix
+        self.sse_args = sse_args
+        self.part_size = part_size
+        self.log = log
+        self.lock_policy = lock_policy
+        self._lock_enabled: bool | None = None
+        self._backup_locks: dict[tuple[str, str, str], datetime | None] = {}
+        self._lock_mutex = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings, log: logging.Logger) -> BackupStore:
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        client = S3Hook(aws_conn_id=settings.aws_conn_id).get_conn()
+        return cls(client=client, bucket=settings.s3_bucket, prefix=settings.s3_prefix,
+                   sse_args=settings.sse_args, part_size=settings.part_size, log=log,
+                   lock_policy=LockPolicy.from_settings(settings))
+
+    @property
+    def expected_sse(self) -> str:
+        return self.sse_args["ServerSideEncryption"]
+
+    def is_multipart(self, size: int) -> bool:
+        return size >= self.part_size
+
+    def upload_file(self, path: Path, key: str, digest: Digest, metadata: dict[str, str], progress: Progress) -> None:
+        """Upload with server-side encryption and the SHA-256 we computed while writing the file.
+
+        Sending our checksum (whole object, or per part) lets S3 refuse bytes that differ from
+        what we hashed, and spares both sides a second pass over the data.
+        """
+        extra = dict(self.sse_args)
+        extra["Metadata"] = {"sha256": digest.sha256, **metadata}
+        lock = self.lock_args(key)
+        extra.update(lock)
+        if not self.is_multipart(digest.size):
+            with open(path, "rb") as body:
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentLength=digest.size,
+                                       ChecksumAlgorithm="SHA256", ChecksumSHA256=_b64(bytes.fromhex(digest.sha256)),
+                                       **extra)
+            progress.add(digest.size)
+            return
+        upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, ChecksumAlgorithm="SHA256",
+                                                        **extra)["UploadId"]
+        try:
+            parts = []
+            with open(path, "rb") as handle:
+                for number, part_digest in enumerate(digest.part_sha256, start=1):
+                    offset = (number - 1) * self.part_size
+                    length = min(self.part_size, digest.size - offset)
+                    checksum = _b64(part_digest)
+                    response = self.client.upload_part(
+                        Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number,
+                        Body=_FileSlice(handle, offset, length), ContentLength=length, ChecksumSHA256=checksum)
+                    parts.append({"ETag": response["ETag"], "PartNumber": number, "ChecksumSHA256": checksum})
+                    progress.add(length)
+            completed = self.client.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id,
+                                                              MultipartUpload={"Parts": parts})
+            if lock:
+                # some S3-compatible stores ignore the lock given at create time; set it on the version
+                self.set_retention(key, completed.get("VersionId"), lock["ObjectLockRetainUntilDate"])
+        except BaseException:
+            try:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            except Exception:  # noqa: BLE001 - the original failure is what matters
+                pass
+            raise
+
+    def check_object(self, key: str, size: int, sha256: str, s3_checksum: str) -> ObjectCheck:
+        """Size, server-computed SHA-256 and server-side encryption of one stored object."""
+        head = self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+        problems = []
+        if head["ContentLength"] != size:
+            problems.append(f"size {head['ContentLength']} != expected {size}")
+        reported = head.get("ChecksumSHA256")
+        if not checksum_matches(s3_checksum, reported):
+            problems.append(f"S3 SHA-256 {reported or 'missing'} != expected {s3_checksum} (sha256 {sha256})")
+        if head.get("Metadata", {}).get("sha256") != sha256:
+            problems.append("sha256 metadata missing or different")
+        encryption = head.get("ServerSideEncryption")
+        if encryption != self.expected_sse:
+            problems.append(f"server-side encryption {encryption or 'none'} != expected {self.expected_sse}")
+        return ObjectCheck(key, tuple(problems))
+
+    def check_backup(self, prefix: str, objects, sealed: bool = False) -> list[str]:
+        """Problems with a backup's stored objects (empty when every one is intact and nothing else is there).
+
+        ``sealed``: the caller found its own manifest there already (:meth:`holds_manifest`)."""
+        problems = []
+        for obj in objects:
+            check = self.check_object(obj.key, obj.size, obj.sha256, obj.s3_checksum)
+            if not check.ok:
+                problems.append(f"{check.key}: {'; '.join(check.problems)}")
+        own_manifest = f"{prefix}/{MANIFEST_NAME}" if sealed else None
+        listed = {obj.key for obj in objects}
+        for key in self.list_keys(prefix):
+            if key == own_manifest:
+                continue
+            if key.endswith("/" + MANIFEST_NAME):
+                problems.append(f"{key} already exists")
+            elif key not in listed:
+                problems.append(f"{key}: not part of this backup")
+        return problems
+
+    def holds_manifest(self, backup_prefix: str, manifest: Manifest) -> bool:
+        """Whether ``manifest.json`` under ``backup_prefix`` is already exactly ``manifest``: the seal of
+        a worker killed after writing it, retried."""
+        import json
+
+        try:
+            found = self.read_json_or_none(f"{backup_prefix}/{MANIFEST_NAME}")
+        except ValueError:  # not JSON: not ours
+            return False
+        return found == json.loads(manifest.to_json())
+
+    def dead_runs(self, base: str, own_prefix: str) -> tuple[list[str], list[str]]:
+        """What workers killed mid-backup left under ``base`` (``<prefix>/<database>/<kind>/``), outside
+        this run's ``own_prefix``: (multipart uploads aborted, backup ids with objects but no manifest).
+
+        Only for a caller that knows no other backup of this kind runs (it holds the backup's lock):
+        an open multipart upload is then a dead run's, unlisted yet billed until aborted. The
+        incomplete backups are never listed or restored; retention deletes them once a day old."""
+        from pgdr.store.catalog import entries_from_keys
+
+        aborted = []
+        for page in self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=base):
+            for upload in page.get("Uploads", []):
+                if upload["Key"].startswith(own_prefix + "/"):
+                    continue
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                aborted.append(upload["Key"])
+        own_id = own_prefix.rstrip("/").rsplit("/", 1)[-1]
+        incomplete = [e.backup_id for e in entries_from_keys(self.list_keys(base), base)
+                      if not e.complete and e.backup_id != own_id]
+        return aborted, incomplete
+
+    def put_manifest(self, backup_prefix: str, manifest: Manifest) -> str:
+        manifest.validate()
+        key = f"{backup_prefix}/{MANIFEST_NAME}"
+        body = manifest.to_json().encode()
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json",
+                               ChecksumAlgorithm="SHA256", **self.sse_args, **self.lock_args(key))
+        return key
+
+    def delete_keys(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": key} for key in keys[start:start + 1000]]
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+
+    def list_keys(self, prefix: str) -> list[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        keys = []
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix.rstrip("/") + "/"):
+            keys.extend(obj["Key"] for obj in page.get("Contents", []))
+        return keys
+
+    def list_objects(self, prefix: str) -> list[tuple[str, object]]:
+        """(key, LastModified) of every object under ``prefix``."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        found = []
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix.rstrip("/") + "/"):
+            found.extend((obj["Key"], obj["LastModified"]) for obj in page.get("Contents", []))
+        return found
+
+    def read_manifest(self, key: str) -> Manifest:
+        body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        try:
+            return Manifest.from_json(body)
+        except ManifestError as err:
+            raise ManifestError(f"{key}: {err}") from None
+
+    def read_json(self, key: str) -> dict:
+        return json.loads(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+
+    def read_json_or_none(self, key: str) -> dict | None:
+        try:
+            return self.read_json(key)
+        except self.client.exceptions.NoSuchKey:
+            return None
+
+    def put_json(self, key: str, document: dict) -> str:
+        body = json.dumps(document, indent=2, sort_keys=True, default=str).encode()
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json",
+                               ChecksumAlgorithm="SHA256", **self.sse_args, **self.lock_args(key))
+        return key
+
+    def catalog(self, database: str, kind: str):
+        """Every backup of a database and kind, oldest first, with its verification marker."""
+        from pgdr.store.catalog import MARKER_NAME, BackupEntry, entries_from_keys
+
+        base = f"{self.prefix}/{database}/{kind}/"
+        entries = entries_from_keys(self.list_keys(base), base)
+        return [BackupEntry(e.backup_id, e.complete, e.has_marker,
+                            self.read_json_or_none(f"{base}{e.backup_id}/{MARKER_NAME}") if e.has_marker else None)
+                for e in entries]
+
+    def stream_digest(self, key: str, chunk: int = 4 << 20) -> dict:
+        """Download an object in chunks and hash it; returns size, sha256, encryption, metadata."""
+        import hashlib
+
+        response = self.client.get_object(Bucket=self.bucket, Key=key)
+        digest = hashlib.sha256()
+        size = 0
+        for block in response["Body"].iter_chunks(chunk):
+            digest.update(block)
+            size += len(block)
+        return {"size": size, "sha256": digest.hexdigest(), "sse": response.get("ServerSideEncryption"),
+                "metadata": response.get("Metadata", {})}
+
+    def bucket_posture(self) -> dict[str, dict]:
+        """Default encryption, versioning, Object Lock and public access block of the bucket."""
+        from botocore.exceptions import ClientError
+
+        def ask(call, **kwargs):
+            try:
+                return call(Bucket=self.bucket, **kwargs)
+            except ClientError as err:
+                return {"_error": err.response.get("Error", {}).get("Code", "error")}
+
+        encryption = ask(self.client.get_bucket_encryption)
+        rules = encryption.get("ServerSideEncryptionConfiguration", {}).get("Rules", [])
+        algorithms = [r.get("ApplyServerSideEncryptionByDefault", {}).get("SSEAlgorithm") for r in rules]
+        versioning = ask(self.client.get_bucket_versioning).get("Status") or "Disabled"
+        lock = ask(self.client.get_object_lock_configuration).get("ObjectLockConfiguration", {})
+        public = ask(self.client.get_public_access_block).get("PublicAccessBlockConfiguration", {})
+        blocked = all(public.get(flag) for flag in ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy",
+                                                     "RestrictPublicBuckets"))
+        return {
+            "default_encryption": {"ok": bool(algorithms), "found": algorithms or "none"},
+            "versioning": {"ok": versioning == "Enabled", "found": versioning},
+            "object_lock": {"ok": lock.get("ObjectLockEnabled") == "Enabled",
+                            "found": lock.get("ObjectLockEnabled", "Disabled")},
+            "public_access_blocked": {"ok": blocked, "found": public or "no public access block"},
+        }
+
+    # ------------------------------------------------------------ Object Lock and versions
+
+    @property
+    def object_lock_enabled(self) -> bool:
+        """Whether the bucket has Object Lock (asked once per store)."""
+        if self._lock_enabled is None:
+            from botocore.exceptions import ClientError
+
+            try:
+                config = self.client.get_object_lock_configuration(Bucket=self.bucket)
+                enabled = config.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
+            except ClientError:
+                enabled = False
+            self._lock_enabled = enabled
+        return self._lock_enabled
+
+    def lock_until(self, key: str, now: datetime | None = None) -> datetime | None:
+        """The retain-until date an object written now at ``key`` gets (None: not locked)."""
+        if self.lock_policy is None or not self.object_lock_enabled:
+            return None
+        from pgdr.store.manifest import KINDS, is_backup_id
+
+        now = now or datetime.now(timezone.utc)
+        if not key.startswith(self.prefix + "/"):
+            return None
+        parts = key[len(self.prefix) + 1:].split("/")
+        if len(parts) >= 4 and parts[1] in KINDS and is_backup_id(parts[2]):
+            with self._lock_mutex:
+                cache_key = (parts[0], parts[1], parts[2])
+                if cache_key not in self._backup_locks:
+                    self._backup_locks[cache_key] = self._backup_lock_date(*cache_key)
+                until = self._backup_locks[cache_key]
+        elif (parts[1:2] == ["wal"] and (len(parts) == 3 or (len(parts) == 4 and parts[2].isdigit()))
+              and not parts[-1].endswith(".partial.zst")):   # <db>/wal/[<system identifier>/]<name>
+            until = now + timedelta(days=self.lock_policy.pitr_window_days)
+        else:
+            return None
+        return until if until and until > now + timedelta(seconds=60) else None
+
+    def lock_args(self, key: str) -> dict:
+        until = self.lock_until(key)
+        if until is None:
+            return {}
+        return {"ObjectLockMode": self.lock_policy.mode, "ObjectLockRetainUntilDate": until}
+
+    def _backup_lock_date(self, database: str, kind: str, backup_id: str) -> datetime:
+        """GFS expiry of a backup being written: the first good one of its month or year so far is kept longer.
+
+        Earlier backups are placed by their id (start time); markers are read oldest first and
+        only until the first good one, so a December backup costs a few requests, not hundreds.
+        """
+        from pgdr.retain.gfs import GOOD, Backup, lock_until_at_write
+        from pgdr.store.catalog import MARKER_NAME, entries_from_keys
+        from pgdr.store.manifest import backup_id_time
+
+        started = backup_id_time(backup_id)
+        base = f"{self.prefix}/{database}/{kind}/"
+        earlier = [e for e in entries_from_keys(self.list_keys(base), base)
+                   if e.complete and e.has_marker and e.backup_id < backup_id
+                   and backup_id_time(e.backup_id).year == started.year]
+        found = []
+        for scope in ([e for e in earlier if backup_id_time(e.backup_id).month == started.month], earlier):
+            for entry in scope:
+                marker = self.read_json_or_none(f"{base}{entry.backup_id}/{MARKER_NAME}") or {}
+                if marker.get("status") == GOOD:
+                    found.append(Backup(kind, entry.backup_id, backup_id_time(entry.backup_id), GOOD))
+                    break
+            if found:
+                break
+        return lock_until_at_write(started, found, self.lock_policy.gfs)
+
+    def set_retention(self, key: str, version_id: str | None, until: datetime) -> None:
+        """Set (or extend) the retain-until date of one object version."""
+        args = {"VersionId": version_id} if version_id else {}
+        self.client.put_object_retention(Bucket=self.bucket, Key=key, **args,
+                                         Retention={"Mode": self.lock_policy.mode if self.lock_policy else
+                                                    "GOVERNANCE", "RetainUntilDate": until})
+
+    def retention_of(self, key: str, version_id: str) -> datetime | None:
+        """The retain-until date of one object version, None when it has none."""
+        head = self.client.head_object(Bucket=self.bucket, Key=key, VersionId=version_id)
+        return head.get("ObjectLockRetainUntilDate")
+
+    def list_versions(self, prefix: str) -> list[ObjectVersion]:
+        """Every version and delete marker under ``prefix`` (a plain bucket lists one 'null' version per key)."""
+        paginator = self.client.get_paginator("list_object_versions")
+        found = []
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for version in page.get("Versions", []):
+                found.append(ObjectVersion(version["Key"], version.get("VersionId") or "null", version.get("Size", 0),
+                                           False, version.get("LastModified")))
+            for marker in page.get("DeleteMarkers", []):
+                found.append(ObjectVersion(marker["Key"], marker.get("VersionId") or "null", 0, True,
+                                           marker.get("LastModified")))
+        return found
+
+    def delete_versions(self, versions: list[ObjectVersion]) -> list[str]:
+        """Delete exactly these versions (data gone for good, unlike a plain delete in a versioned
+        bucket, which only hides it behind a delete marker). Returns the errors S3 reported."""
+        errors = []
+        for start in range(0, len(versions), 1000):
+            batch = [{"Key": v.key, "VersionId": v.version_id} for v in versions[start:start + 1000]]
+            response = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            errors.extend(f"{e.get('Key')} ({e.get('VersionId')}): {e.get('Code')} {e.get('Message', '')}".strip()
+                          for e in response.get("Errors", []))
+        return errors
+
+    def delete_all_versions(self, keys: list[str]) -> list[str]:
+        """Every version of each of ``keys``; returns errors."""
+        versions = [v for key in keys for v in self.list_versions(key) if v.key == key]
+        return self.delete_versions(versions)

@@ -1,0 +1,1 @@
+"""Checking what is stored: backups (integrity, freshness, formats) and the WAL archive's continuity."""

@@ -292,6 +292,41 @@ class BackupStore:
                                ChecksumAlgorithm="SHA256", **self.sse_args, **self.lock_args(key))
         return key
 
+    # the door every other module uses instead of reaching for ``client``: boto3 stays inside the store
+    def is_missing(self, err: BaseException) -> bool:
+        """Whether ``err`` (from any method here) says the object or version does not exist."""
+        code = str(getattr(err, "response", {}).get("Error", {}).get("Code", ""))
+        return isinstance(err, self.client.exceptions.NoSuchKey) or code in ("404", "NoSuchKey", "NoSuchVersion")
+
+    def head(self, key: str, version_id: str | None = None) -> dict | None:
+        """The object's head (size, VersionId, Metadata, ServerSideEncryption...), None when it is absent."""
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=key,
+                                           **({"VersionId": version_id} if version_id else {}))
+        except Exception as err:
+            if self.is_missing(err):
+                return None
+            raise
+
+    def open_object(self, key: str, version_id: str | None = None) -> dict:
+        """The GetObject response: ``Body`` streams (``iter_chunks``), the rest is the head."""
+        return self.client.get_object(Bucket=self.bucket, Key=key, **({"VersionId": version_id} if version_id else {}))
+
+    def get_bytes(self, key: str, version_id: str | None = None) -> bytes:
+        return self.open_object(key, version_id)["Body"].read()
+
+    def download(self, key: str, path: Path) -> None:
+        self.client.download_file(self.bucket, key, str(path))
+
+    def put_bytes(self, key: str, body: bytes, content_type: str) -> str:
+        """A small object (a page, a record), encrypted, checksummed and locked like every other."""
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type,
+                               ChecksumAlgorithm="SHA256", **self.sse_args, **self.lock_args(key))
+        return key
+
+    def delete_key(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=key)
+
     def delete_keys(self, keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):
             batch = [{"Key": key} for key in keys[start:start + 1000]]

@@ -1,0 +1,49 @@
+"""The tests' helper package: ``tests.support`` is this checkout's folder (not an installed package
+called ``tests``), it imports without Airflow (tests/conftest.py imports it before Airflow is set up),
+and conftest re-exports the very same helpers for the test files that still import them from there."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import conftest
+import tests.support
+from tests.support import clusters, dags, paths, s3, waiting
+
+HERE = Path(__file__).resolve().parent
+
+
+def test_tests_support_is_this_checkouts_folder():
+    assert Path(tests.support.__file__).resolve() == HERE / "support" / "__init__.py"
+    assert paths.REPO_ROOT == HERE.parent
+    assert (paths.DAGS_DIR / "pg_backup_daily.py").is_file()
+
+
+def test_support_modules_import_without_airflow():
+    # a fresh interpreter, from the repository root as `make test-unit` runs: nothing pulls Airflow in
+    code = ("import sys; sys.path[:0] = ['plugins', '.']\n"
+            "import tests.support.clusters, tests.support.dags, tests.support.paths, tests.support.s3, "
+            "tests.support.waiting\n"
+            "print(sorted(m for m in sys.modules if m == 'airflow' or m.startswith('airflow.')))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=paths.REPO_ROOT, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"
+
+
+def test_conftest_reexports_are_the_support_helpers():
+    homes = {name: module for module in (clusters, dags, paths, s3, waiting) for name in vars(module)}
+    for name in conftest.__all__:
+        assert name in homes, f"conftest re-exports {name}, which no tests.support module defines"
+        assert getattr(conftest, name) is getattr(homes[name], name), name
+
+
+def test_wait_for_returns_the_first_true_value_and_names_what_it_waited_for():
+    values = iter([0, None, "ready"])
+    assert waiting.wait_for(lambda: next(values), timeout=5) == "ready"
+    with pytest.raises(AssertionError, match="waiting for the moon"):
+        waiting.wait_for(lambda: False, timeout=0.3, what="the moon")

@@ -186,6 +186,16 @@ def test_a_credential_pasted_into_a_setting_is_refused_without_showing_it(name, 
         assert part not in message
 
 
+def test_a_settings_refusal_keeps_its_public_name_and_fields_through_pickling():
+    import pickle
+
+    with pytest.raises(SettingsError) as err:
+        parse_settings({**REQUIRED, "dump_jobs": "many"})
+    copy = pickle.loads(pickle.dumps(err.value))
+    assert type(copy) is SettingsError and SettingsError.__module__ == "pgdr.settings"
+    assert copy.field == "pgdr_dump_jobs" and str(copy) == str(err.value)
+
+
 def test_a_replaced_value_is_checked_like_a_variable():
     settings = parse_settings(REQUIRED)
     replaced = dataclasses.replace(settings, pitr_window_days=0.5, file_dirs={"care_commons_db": ("/srv/up",)})

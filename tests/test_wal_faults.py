@@ -3,7 +3,7 @@ middle of an upload. Each asserts that no WAL is lost, nothing half-written is l
 the next pass heals on its own.
 
 Real services: a PostgreSQL 15 cluster of this module's own with pg_receivewal (run as postgres),
-the session's S3 server behind a switchable TCP proxy, the session's Slack receiver.
+the session's S3 server behind harness/tcp_proxy.py's TcpProxy, the session's Slack receiver.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -33,96 +32,17 @@ from test_wal_archive import (
     system_id,
 )
 
-from conftest import REPO_ROOT, wait_for
-from harness.pg_cluster import free_port
 from harness.stack import BUCKET
+from harness.tcp_proxy import TcpProxy
 from pgdr.alerts.slack import send_alert, short_error
 from pgdr.wal.ship import STATE_NAME, load_state, scan, ship_once, ship_window, wal_key
+from tests.support.paths import REPO_ROOT
+from tests.support.waiting import wait_for
 
 log = logging.getLogger("test_wal_faults")
 
 
-class SwitchableProxy:
-    """A TCP proxy to the S3 endpoint that can be taken down (every connection reset, new ones
-    refused at once) and brought back; optionally slow (``delay`` seconds per 64 KiB sent)."""
-
-    def __init__(self, target_port: int, delay: float = 0.0) -> None:
-        self.target_port = target_port
-        self.delay = delay
-        self.up = threading.Event()
-        self.up.set()
-        self.bytes_sent = 0
-        self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
-        self.port = free_port()
-        self._listener = socket.create_server(("127.0.0.1", self.port))
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def endpoint_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            if not self.up.is_set():
-                _reset(client)
-                continue
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            with self._lock:
-                self._sockets += [client, upstream]
-            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
-
-    def _pipe(self, source: socket.socket, sink: socket.socket, outbound: bool) -> None:
-        try:
-            while self.up.is_set():
-                data = source.recv(65536)
-                if not data or not self.up.is_set():
-                    break
-                if outbound:
-                    with self._lock:
-                        self.bytes_sent += len(data)
-                    if self.delay:
-                        time.sleep(self.delay)
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, sink):
-                _reset(sock)
-
-    def down(self) -> None:
-        self.up.clear()
-        with self._lock:
-            sockets, self._sockets = self._sockets, []
-        for sock in sockets:
-            _reset(sock)
-
-    def restore(self) -> None:
-        self.up.set()
-
-    def close(self) -> None:
-        self.down()
-        self._listener.close()
-
-
-def _reset(sock: socket.socket) -> None:
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-        sock.shutdown(socket.SHUT_RDWR)   # wakes a thread blocked in recv() (close() alone does not)
-    except OSError:
-        pass
-    try:
-        sock.close()
-    except OSError:
-        pass
-
-
-def proxied_store(stack, proxy: SwitchableProxy, prefix: str):
+def proxied_store(stack, proxy: TcpProxy, prefix: str):
     import boto3
     from botocore.config import Config
 
@@ -165,7 +85,7 @@ def _versions(stack, prefix: str) -> list[dict]:
 def test_an_s3_outage_alerts_once_loses_no_wal_and_heals_and_old_partial_versions_go(stack, pgdr_env, cluster,
                                                                                       wal_dir):
     database = "waloutage_db"
-    proxy = SwitchableProxy(stack.s3.port)
+    proxy = TcpProxy(stack.s3.port)
     store = proxied_store(stack, proxy, f"t/walout-{os.urandom(4).hex()}")
     results: dict = {}
     short_error("import Airflow's secrets masker now, not in the middle of the outage")
@@ -189,7 +109,7 @@ def test_an_s3_outage_alerts_once_loses_no_wal_and_heals_and_old_partial_version
             shipper = threading.Thread(target=window, daemon=True)
             shipper.start()
             time.sleep(2)
-            proxy.down()
+            proxy.go_down()
             cluster.execute("SELECT pg_switch_wal()")   # a segment completes while S3 is away
             time.sleep(6)
             outage_texts = stack.slack.texts()
@@ -203,7 +123,7 @@ def test_an_s3_outage_alerts_once_loses_no_wal_and_heals_and_old_partial_version
                      30, "nothing left to ship")
             local = {f.name: f.path.read_bytes() for f in scan(wal_dir)}
     finally:
-        proxy.close()
+        proxy.stop()
 
     summary = results["summary"]
     assert summary["failed_ships"] >= 5, summary
@@ -256,14 +176,14 @@ def test_sigkill_of_the_shipper_mid_upload_loses_nothing_and_the_next_run_ships_
         fake_segment(directory, name, sysid, fill=os.urandom((16 << 20) - 64))
     fake_segment(directory, "000000010000000000000005.partial", sysid, fill=os.urandom(1 << 20))
     (directory / "00000002.history").write_text("1\t0/5000000\tno recovery target specified\n")
-    proxy = SwitchableProxy(stack.s3.port, delay=0.004)   # ~16 MiB/s: an upload takes about a second
+    proxy = TcpProxy(stack.s3.port, delay=0.004)   # ~16 MiB/s: an upload takes about a second
     prefix = f"t/walkill-{os.urandom(4).hex()}"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT / "plugins"), str(REPO_ROOT)]))
     child = subprocess.Popen([sys.executable, "-c", _CHILD % {"bucket": BUCKET}, proxy.endpoint_url, prefix,
                               str(directory)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         # kill it in the middle of the second segment's upload
-        wait_for(lambda: proxy.bytes_sent > (16 << 20) + (6 << 20) or child.poll() is not None, 120,
+        wait_for(lambda: proxy.bytes_forwarded > (16 << 20) + (6 << 20) or child.poll() is not None, 120,
                  "the second upload to be under way")
         assert child.poll() is None, child.communicate()[0]
         os.kill(child.pid, signal.SIGKILL)
@@ -271,7 +191,7 @@ def test_sigkill_of_the_shipper_mid_upload_loses_nothing_and_the_next_run_ships_
     finally:
         if child.poll() is None:
             child.kill()
-        proxy.close()
+        proxy.stop()
 
     client = stack.s3.client()
     listed = client.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/").get("Contents", [])

@@ -1,12 +1,9 @@
 """The synthetic care-commons database, on a real throwaway PostgreSQL 15 cluster."""
 
 import datetime
-import pathlib
 import re
 import subprocess
 import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import psycopg2
 import psycopg2.errors
@@ -21,6 +18,7 @@ from harness.synthetic import (
     fingerprint,
     owners_and_grants,
 )
+from tests.support.paths import REPO_ROOT
 
 DB = "care_commons"
 DB_DOUBLE = "care_commons_double"
@@ -319,9 +317,8 @@ def test_pg_dump_restore_gives_identical_fingerprint(cluster, counts, tmp_path):
 
 
 def test_cli_generates_into_running_cluster(cluster):
-    repo = pathlib.Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-m", "harness.synthetic", "--port", str(cluster.port),
                           "--dbname", "from_cli", "--scale", "0.01"],
-                         cwd=repo, capture_output=True, text=True, check=True).stdout
+                         cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
     assert "public.visits" in out and "database from_cli" in out
     assert rows(cluster, "SELECT count(*) FROM visits", "from_cli")[0][0] == synthetic.scaled_counts(0.01)["n_visits"]

@@ -9,9 +9,11 @@ PYTEST := $(BIN)/python -m pytest
 TEST_WORKERS ?= 2
 PARALLEL := $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
-.PHONY: venv test test-fast test-unit demo bench rto-table report clean
+.PHONY: venv test test-fast test-unit demo bench rto-table report docs clean
 
-$(STAMP): requirements.txt
+# the stamp's name carries requirements.txt's hash, so only a change of its content rebuilds the venv
+# (a fresh checkout or a touch gives the file a new time, never a new hash)
+$(STAMP):
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
@@ -19,6 +21,10 @@ $(STAMP): requirements.txt
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+## regenerate docs/configuration.md from the settings' declaration (plugins/pgdr/settings.py)
+docs: venv
+	PYTHONPATH=plugins $(BIN)/python -m pgdr.core.settings_doc > docs/configuration.md.tmp && mv docs/configuration.md.tmp docs/configuration.md
 
 ## every test, slow scale tests included (what CI runs)
 test: venv

@@ -19,7 +19,7 @@ import jinja2
 from pgdr.settings import DEADLINE_SETTINGS, PREFIX, SETTINGS
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-COMMAND = "PYTHONPATH=plugins .venv/bin/python -m pgdr.core.settings_doc > docs/configuration.md"
+COMMAND = "make docs"
 
 
 def _cell(text: str) -> str:

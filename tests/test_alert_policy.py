@@ -65,7 +65,7 @@ def test_every_runbook_link_in_alerts_points_at_a_section():
     import re
     from pathlib import Path
 
-    from pgdr.alerts.slack import FAILURE_SECTIONS, NEXT_STEPS, RUNBOOK
+    from pgdr.alerts.messages import FAILURE_SECTIONS, NEXT_STEPS, RUNBOOK
 
     text = (Path(__file__).resolve().parents[1] / RUNBOOK).read_text()
     anchors = {re.sub(r"[^a-z0-9 -]", "", line[3:].strip().lower()).replace(" ", "-")
@@ -77,7 +77,7 @@ def test_every_runbook_link_in_alerts_points_at_a_section():
 
 
 def test_a_failed_task_links_the_runbook_section_of_its_dag():
-    from pgdr.alerts.slack import task_failure_alert
+    from pgdr.alerts.messages import task_failure_alert
 
     def next_step(dag_id: str) -> str:
         alert = task_failure_alert(dag_id=dag_id, task_id="t", map_index=None, run_id="r", try_number=1,

@@ -16,11 +16,11 @@ log = logging.getLogger("test_expire")
 SSE = {"ServerSideEncryption": "AES256"}
 
 
-def _store(stack, prefix: str, lock_policy=None):
+def _store(stack, prefix: str, lock_policy=None, backup_lock_date=None):
     from pgdr.store.s3 import BackupStore
 
     return BackupStore(client=stack.s3.client(), bucket=BUCKET, prefix=prefix, sse_args=SSE, part_size=64 << 20,
-                       log=log, lock_policy=lock_policy)
+                       log=log, lock_policy=lock_policy, backup_lock_date=backup_lock_date)
 
 
 def _bid(when: datetime) -> str:
@@ -149,12 +149,13 @@ def test_objects_get_their_gfs_lock_at_write_and_a_failed_upload_leaves_nothing_
     from pgdr.core.checksums import file_digest
     from pgdr.core.progress import Progress
     from pgdr.retain.gfs import Policy
+    from pgdr.retain.object_lock import gfs_lock_date
     from pgdr.store.manifest import new_backup_id
-    from pgdr.store.s3 import LockPolicy
+    from pgdr.store.object_lock import LockPolicy
 
     prefix = pgdr_env["AIRFLOW_VAR_PGDR_S3_PREFIX"]
     s3 = stack.s3.client()
-    store = _store(stack, prefix, LockPolicy("GOVERNANCE", Policy(30, 12, 7), 7.0))
+    store = _store(stack, prefix, LockPolicy("GOVERNANCE", 7.0), gfs_lock_date(Policy(30, 12, 7)))
     path = tmp_path / "table.dat.zst"
     path.write_bytes(b"x" * 1000)
     digest = file_digest(path, store.part_size)

@@ -154,7 +154,7 @@ def test_psycopg2_errors_carry_constraint_and_sqlstate_never_the_row(pg, kind):
     text = safe_error(err)
     assert SENTINEL not in text, text
     assert err.pgcode in text and named in text, text
-    from pgdr.alerts.slack import short_error
+    from pgdr.alerts.messages import short_error
 
     assert SENTINEL not in short_error(err)
 

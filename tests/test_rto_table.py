@@ -218,12 +218,12 @@ def github_anchors(markdown: str) -> set[str]:
 
 def _linked_anchors() -> set[str]:
     """Every ``{RUNBOOK}#anchor`` in pgdr's alert code, plus the verification checks' next steps."""
-    from pgdr.alerts.slack import NEXT_STEPS
+    from pgdr.alerts.messages import NEXT_STEPS
 
     found = {anchor.lstrip("#") for anchor in NEXT_STEPS.values() if anchor}
     for path in sorted((REPO_ROOT / "plugins" / "pgdr").rglob("*.py")):
         found |= set(re.findall(r"\{RUNBOOK\}#([a-z0-9-]+)", path.read_text()))
-    from pgdr.alerts.slack import DEFAULT_FAILURE_SECTION, FAILURE_SECTIONS
+    from pgdr.alerts.messages import DEFAULT_FAILURE_SECTION, FAILURE_SECTIONS
 
     found |= {section.lstrip("#") for section in (DEFAULT_FAILURE_SECTION, *FAILURE_SECTIONS.values())}
     return found
@@ -236,7 +236,7 @@ def test_github_anchors_follow_githubs_rules():
 
 
 def test_every_runbook_anchor_the_alerts_link_to_is_a_heading():
-    from pgdr.alerts.slack import RUNBOOK
+    from pgdr.alerts.messages import RUNBOOK
 
     anchors = github_anchors((REPO_ROOT / RUNBOOK).read_text())
     linked = _linked_anchors()

@@ -17,7 +17,6 @@ from pgdr.report.history import (
     DEFAULT_DAYS,
     MAX_DAYS,
     MISSING,
-    PAGE_NAME,
     BackupPoint,
     DrillPoint,
     History,
@@ -38,7 +37,7 @@ from pgdr.report.history import (
     restore_point,
     verify_point,
 )
-from pgdr.report.history_page import main, render_page
+from pgdr.report.history_page import PAGE_NAME, main, render_page
 
 __all__ = [
     "CHECK_ORDER",

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from airflow.sdk import DAG
 
-from pgdr.alerts.slack import RUNBOOK, build_alert
+from pgdr.alerts.messages import RUNBOOK, build_alert
 
 log = logging.getLogger(__name__)
 

@@ -35,9 +35,13 @@ class PgdrBaseOperator(BaseOperator):
 
     @cached_property
     def store(self) -> BackupStore:
+        """The store, with retention's GFS date for the backups it writes to a bucket with Object Lock
+        (assembled here, not in the store: the store does not know retention's rules)."""
+        from pgdr.retain.object_lock import lock_date_from_settings
         from pgdr.store.s3 import BackupStore
 
-        return BackupStore.from_settings(self.settings, self.log)
+        return BackupStore.from_settings(self.settings, self.log,
+                                         backup_lock_date=lock_date_from_settings(self.settings))
 
     def require_protected(self, conn_id: str) -> str:
         if conn_id not in self.settings.databases:

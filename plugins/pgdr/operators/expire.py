@@ -22,6 +22,7 @@ class BackupRetentionOperator(DatabaseOperator):
     def execute(self, context) -> dict[str, Any]:
         from datetime import datetime, timezone
 
+        from pgdr.alerts.messages import backup_retention_alert
         from pgdr.alerts.slack import send_alert
         from pgdr.core.progress import human_bytes
         from pgdr.operators.base import effective_dry_run
@@ -42,7 +43,7 @@ class BackupRetentionOperator(DatabaseOperator):
         counts = report["counts"]
         self.log.info("retention %s: %s; %s freed; report s3://%s/%s", database, counts,
                       human_bytes(sum(report["bytes_freed"].values())), self.store.bucket, key)
-        send_alert(expire.retention_message(report, context["ti"].log_url), self.settings.slack_conn_id)
+        send_alert(backup_retention_alert(report, context["ti"].log_url), self.settings.slack_conn_id)
         if report["errors"]:
             raise RuntimeError(f"backup retention of {database}: S3 refused {len(report['errors'])} deletions, "
                                f"first: {report['errors'][0]}; see s3://{self.store.bucket}/{key}")

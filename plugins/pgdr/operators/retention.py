@@ -52,7 +52,7 @@ class ApplyDataPolicyOperator(DatabaseOperator):
     def execute(self, context) -> dict[str, Any]:
         from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-        from pgdr.alerts.slack import short_error
+        from pgdr.alerts.messages import short_error
         from pgdr.retain.data import DataRetention
         from pgdr.retain.data_policy import load_policy, policy_path
         from pgdr.store.manifest import utc_now_iso
@@ -104,7 +104,7 @@ class ApplyDataPolicyOperator(DatabaseOperator):
                 "report_key": key}
 
     def _write_report(self, store, settings, when: str, report: dict) -> str | None:
-        from pgdr.retain.data import report_key
+        from pgdr.store.layout import data_retention_report_key
         from pgdr.store.s3 import BackupStore
 
         try:
@@ -113,7 +113,7 @@ class ApplyDataPolicyOperator(DatabaseOperator):
                 if settings is None:
                     return None
                 store = BackupStore.from_settings(settings, self.log)
-            key = store.put_json(report_key(store.prefix, when, self.conn_id), report)
+            key = store.put_json(data_retention_report_key(store.prefix, when, self.conn_id), report)
             self.log.info("retention report: s3://%s/%s", store.bucket, key)
             return key
         except Exception as err:  # noqa: BLE001 - the run's own error (if any) must not be masked
@@ -133,8 +133,10 @@ class DataRetentionReportOperator(PgdrBaseOperator):
         super().__init__(**kwargs)
 
     def execute(self, context) -> dict[str, Any]:
+        from pgdr.alerts.messages import data_retention_alert
         from pgdr.alerts.slack import AlreadyAlerted, send_alert
-        from pgdr.retain.data import collect_reports, retention_alert
+        from pgdr.retain.data import collect_reports
+        from pgdr.store.layout import reports_prefix
 
         ti = context["ti"]
         when = run_stamp(context)
@@ -145,20 +147,22 @@ class DataRetentionReportOperator(PgdrBaseOperator):
             raise
         reports, missing = collect_reports(self.store, settings.s3_prefix, when, ti.run_id, settings.databases)
         dry_run = effective_dry_run(context)
-        payload = retention_alert(reports, missing, dry_run=dry_run, log_url=ti.log_url)
+        payload = data_retention_alert(reports, missing, dry_run=dry_run, log_url=ti.log_url)
         send_alert(payload, settings.slack_conn_id)
         failed = [r["database"] for r in reports if r.get("status") != "ok"] + list(missing)
         if failed:
+            folder = reports_prefix(settings.s3_prefix, "retention/data")
             raise AlreadyAlerted(f"data retention failed for {', '.join(failed)}; see the reports under "
-                                 f"s3://{self.store.bucket}/{settings.s3_prefix}/reports/retention/data/{when}/")
+                                 f"s3://{self.store.bucket}/{folder}/{when}/")
         return {"databases": [r["database"] for r in reports], "dry_run": dry_run,
                 "rules": sum(len(r.get("rules", [])) for r in reports)}
 
     def _settings_failed(self, err: Exception, ti, when: str) -> None:
         """Invalid settings stop every task of the run: still write the run's report and alert, through
         the few settings that locate S3 and Slack (the documented promise: a report even when a run fails)."""
-        from pgdr.alerts.slack import AlreadyAlerted, build_alert, send_alert, short_error
-        from pgdr.retain.data import run_failure_key
+        from pgdr.alerts.messages import build_alert, short_error
+        from pgdr.alerts.slack import AlreadyAlerted, send_alert
+        from pgdr.store.layout import data_retention_failure_key
         from pgdr.store.manifest import utc_now_iso
         from pgdr.store.s3 import BackupStore
 
@@ -167,7 +171,7 @@ class DataRetentionReportOperator(PgdrBaseOperator):
         if fallback is None:
             return
         store = BackupStore.from_settings(fallback, self.log)
-        key = store.put_json(run_failure_key(store.prefix, when), {
+        key = store.put_json(data_retention_failure_key(store.prefix, when), {
             "kind": "data_retention", "run_id": ti.run_id, "status": "failed", "error": error,
             "finished_at": utc_now_iso(), "databases": None})
         self.log.error("data retention could not start: %s; report s3://%s/%s", error, store.bucket, key)

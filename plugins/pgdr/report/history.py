@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from pgdr.errors import Refused
-from pgdr.store.catalog import MARKER_NAME, entries_from_keys
-from pgdr.store.manifest import KINDS, MANIFEST_NAME
+from pgdr.store.catalog import entries_from_keys
+from pgdr.store.layout import backup_prefix, kind_prefix, manifest_key, marker_key, page_key, reports_prefix
+from pgdr.store.manifest import KINDS
 
-PAGE_NAME = "index.html"
 DEFAULT_DAYS = 90
 MAX_DAYS = 3660
 # the order checks appear in the verification grid; checks a later version adds follow, by name
@@ -224,20 +224,21 @@ def collect(store, *, databases: Iterable[str], rto_budget_seconds: float, days:
 
     for database in history.databases:
         for kind in KINDS:
-            base = f"{store.prefix}/{database}/{kind}/"
+            base = kind_prefix(store.prefix, database, kind)
             complete = [e for e in entries_from_keys(store.list_keys(base), base) if e.complete]
             for position, entry in enumerate(complete):
                 newest = position == len(complete) - 1
                 started = parse_time(entry.backup_id)
                 if not newest and started is not None and started < since:
                     continue
-                manifest = read(f"{base}{entry.backup_id}/{MANIFEST_NAME}")
+                prefix = backup_prefix(store.prefix, database, kind, entry.backup_id)
+                manifest = read(manifest_key(prefix))
                 if manifest is None:
                     continue
-                marker = read(f"{base}{entry.backup_id}/{MARKER_NAME}") if entry.has_marker else None
+                marker = read(marker_key(prefix)) if entry.has_marker else None
                 point = backup_point(database, kind, entry.backup_id, manifest, marker)
                 if point is None:
-                    history.unreadable.append(f"{base}{entry.backup_id}/{MANIFEST_NAME}")
+                    history.unreadable.append(manifest_key(prefix))
                 else:
                     history.backups.append(point)
 
@@ -247,7 +248,7 @@ def collect(store, *, databases: Iterable[str], rto_budget_seconds: float, days:
     for folder, parse, target in (("verify", verify_point, history.verifications),
                                   ("drill", drill_point, history.drills),
                                   ("restore", restore_point, history.restores)):
-        for key in sorted(store.list_keys(f"{store.prefix}/reports/{folder}")):
+        for key in sorted(store.list_keys(reports_prefix(store.prefix, folder))):
             written = report_time(key)
             if not key.endswith(".json") or written is None or written < since:
                 continue
@@ -267,18 +268,11 @@ def collect(store, *, databases: Iterable[str], rto_budget_seconds: float, days:
     return history
 
 
-def page_key(prefix: str) -> str:
-    return f"{prefix}/reports/{PAGE_NAME}"
-
-
 def publish(store, html: str) -> str:
     """Upload the page beside the reports, server-side encrypted like every pgdr object (and, like
     the reports, not Object-Locked: each run supersedes it)."""
-    key = page_key(store.prefix)
-    store.client.put_object(Bucket=store.bucket, Key=key, Body=html.encode("utf-8"),
-                            ContentType="text/html; charset=utf-8", CacheControl="no-cache",
-                            ChecksumAlgorithm="SHA256", **store.sse_args, **store.lock_args(key))
-    return key
+    return store.put_bytes(page_key(store.prefix), html.encode("utf-8"), "text/html; charset=utf-8",
+                           cache_control="no-cache")
 
 
 # --- formatting --------------------------------------------------------------------------------

@@ -32,7 +32,6 @@ from pgdr.report.history import (
     DEFAULT_DAYS,
     MAX_DAYS,
     MISSING,
-    PAGE_NAME,
     BackupPoint,
     DrillPoint,
     History,
@@ -44,6 +43,7 @@ from pgdr.report.history import (
     format_time,
     publish,
 )
+from pgdr.store.layout import PAGE_NAME
 from pgdr.store.manifest import KINDS
 
 # beside this module, so the templates are found wherever plugins/ is (Airflow's plugins folder,
@@ -179,11 +179,12 @@ def main(argv: Iterable[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     log = logging.getLogger("pgdr.history")
     try:
+        from pgdr.retain.object_lock import lock_date_from_settings
         from pgdr.settings import load_settings
         from pgdr.store.s3 import BackupStore
 
         settings = load_settings()
-        store = BackupStore.from_settings(settings, log)
+        store = BackupStore.from_settings(settings, log, backup_lock_date=lock_date_from_settings(settings))
         history = collect(store, databases=settings.databases, rto_budget_seconds=settings.rto_budget_minutes * 60,
                           days=args.days, log=log)
     except Exception as err:  # noqa: BLE001 - a clear line, not a traceback (SettingsError, S3)

@@ -27,9 +27,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from pgdr.errors import PgdrError
-from pgdr.history import MISSING, as_number
-from pgdr.history import format_duration as _duration
-from pgdr.history import format_size as _size
+from pgdr.report.history import MISSING, as_number
+from pgdr.report.history import format_duration as _duration
+from pgdr.report.history import format_size as _size
 
 START_MARKER = "<!-- rto-table:start -->"
 END_MARKER = "<!-- rto-table:end -->"
@@ -170,12 +170,14 @@ def records_from_dir(directory: Path) -> list[dict]:
 
 def records_from_s3(log: logging.Logger) -> list[dict]:
     """Every drill record under ``<prefix>/reports/drill/``, read with pgdr's settings and store."""
+    from pgdr.retain.object_lock import lock_date_from_settings
     from pgdr.settings import load_settings
+    from pgdr.store.layout import reports_prefix
     from pgdr.store.s3 import BackupStore
 
     settings = load_settings()
-    store = BackupStore.from_settings(settings, log)
-    keys = [key for key in store.list_keys(f"{settings.s3_prefix}/reports/drill") if key.endswith(".json")]
+    store = BackupStore.from_settings(settings, log, backup_lock_date=lock_date_from_settings(settings))
+    keys = [key for key in store.list_keys(reports_prefix(settings.s3_prefix, "drill")) if key.endswith(".json")]
     log.info("reading %d drill record(s) from s3://%s/%s/reports/drill/", len(keys), store.bucket,
              settings.s3_prefix)
     return [document for document in (store.read_json(key) for key in sorted(keys)) if _is_drill(document)]

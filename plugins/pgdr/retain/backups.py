@@ -12,15 +12,17 @@ the same plan.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from pgdr.retain import gfs
 from pgdr.store import leases
-from pgdr.store.catalog import MARKER_NAME, BackupEntry, entries_from_keys
-from pgdr.store.manifest import KINDS, MANIFEST_NAME, backup_id_time, backup_prefix, is_backup_id
-from pgdr.store.s3 import ObjectVersion
+from pgdr.store.catalog import BackupEntry, entries_from_keys
+from pgdr.store.layout import backup_prefix, backup_retention_report_key, kind_prefix, manifest_key, marker_key
+from pgdr.store.manifest import KINDS, backup_id_time, is_backup_id
+from pgdr.store.object_lock import ObjectVersion
 
 
 @dataclass
@@ -51,10 +53,7 @@ def _newest_data(versions: list[ObjectVersion], key: str) -> ObjectVersion | Non
 
 
 def _read_version(store, version: ObjectVersion) -> dict:
-    import json
-
-    body = store.client.get_object(Bucket=store.bucket, Key=version.key, VersionId=version.version_id)["Body"]
-    return json.loads(body.read())
+    return json.loads(store.get_bytes(version.key, version.version_id))
 
 
 def collect(store, database: str, now: datetime) -> list[Found]:
@@ -68,7 +67,7 @@ def collect(store, database: str, now: datetime) -> list[Found]:
     holders = leases.holders_by_backup(leases.active(store, database, now))
     found = []
     for kind in KINDS:
-        base = f"{store.prefix}/{database}/{kind}/"
+        base = kind_prefix(store.prefix, database, kind)
         versions: dict[str, list[ObjectVersion]] = {}
         for version in store.list_versions(base):
             versions.setdefault(version.key[len(base):].split("/", 1)[0], []).append(version)
@@ -84,19 +83,19 @@ def collect(store, database: str, now: datetime) -> list[Found]:
             prefix = backup_prefix(store.prefix, database, kind, entry.backup_id)
             mine = versions.get(entry.backup_id, [])
             hidden = sorted({v.key for v in mine if not v.delete_marker} - visible)
-            manifest = _newest_data(mine, f"{prefix}/{MANIFEST_NAME}")
+            manifest = _newest_data(mine, manifest_key(prefix))
             finished, wal, depends, status = backup_id_time(entry.backup_id), None, (), gfs.UNVERIFIED
             complete = entry.complete or manifest is not None
             if complete:
-                document = (store.read_json(f"{prefix}/{MANIFEST_NAME}") if entry.complete
+                document = (store.read_json(manifest_key(prefix)) if entry.complete
                             else _read_version(store, manifest))
                 finished = datetime.fromisoformat(document["finished_at"])
                 if finished.tzinfo is None:
                     finished = finished.replace(tzinfo=timezone.utc)
                 wal, depends = document.get("wal"), _depends_on(document)
-                marker = _newest_data(mine, f"{prefix}/{MARKER_NAME}")
+                marker = _newest_data(mine, marker_key(prefix))
                 if marker is not None:
-                    content = (store.read_json_or_none(f"{prefix}/{MARKER_NAME}") if entry.has_marker
+                    content = (store.read_json_or_none(marker_key(prefix)) if entry.has_marker
                                else _read_version(store, marker)) or {}
                     status = {"good": gfs.GOOD, "bad": gfs.BAD}.get(content.get("status"), gfs.UNVERIFIED)
             backup = gfs.Backup(kind, entry.backup_id, finished, status, complete, depends,
@@ -126,9 +125,9 @@ def _lock_dates(store, versions: list[ObjectVersion]) -> dict[tuple[str, str], d
 
 def _delete_backup(store, item: Found) -> tuple[int, list[str]]:
     """Every version of a backup's objects, the manifest's first. Returns (bytes freed, errors)."""
-    manifest_key = f"{item.prefix}/{MANIFEST_NAME}"
-    first = [v for v in item.versions if v.key == manifest_key]
-    rest = [v for v in item.versions if v.key != manifest_key]
+    first_key = manifest_key(item.prefix)
+    first = [v for v in item.versions if v.key == first_key]
+    rest = [v for v in item.versions if v.key != first_key]
     errors = store.delete_versions(first)
     if errors:
         return 0, errors   # still listed as it was: nothing half-deleted
@@ -239,30 +238,5 @@ def run(*, store, database: str, settings, now: datetime | None = None, dry_run:
 
 
 def report_key(store, database: str, now: datetime, dry_run: bool) -> str:
-    stamp = now.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return f"{store.prefix}/reports/retention/backups/{database}/{stamp}{'-dry-run' if dry_run else ''}.json"
+    return backup_retention_report_key(store.prefix, database, now, dry_run)
 
-
-def retention_message(report: dict, log_url: str | None = None) -> dict:
-    """A short Slack message: counts and sizes only."""
-    from pgdr.alerts.slack import build_alert
-    from pgdr.core.progress import human_bytes
-
-    counts = report["counts"]
-    verb = "would delete" if report["dry_run"] else "deleted"
-    facts = [("Database", report["database"]), ("Backups kept", counts["kept"]),
-             (f"Backups {verb}", counts["deleted"]), ("Locked (kept, not attempted)", counts["locked"]),
-             (f"WAL objects {verb}", counts["wal_deleted"]), ("Locks extended", counts["lock_extended"]),
-             ("Space freed" if not report["dry_run"] else "Space to free",
-              human_bytes(sum(report["bytes_freed"].values())))]
-    if counts.get("restored"):
-        facts.append(("Hidden by a delete marker, " + ("to restore" if report["dry_run"] else "restored"),
-                      counts["restored"]))
-    severity = "warning" if counts["errors"] or counts.get("restored") else "info"
-    title = (f"pgdr: backup retention {'dry run ' if report['dry_run'] else ''}for {report['database']}"
-             + (f": {counts['errors']} errors" if counts["errors"] else ""))
-    step = ("a dry run changed nothing; trigger with dry_run off to apply" if report["dry_run"]
-            else "see the report in S3 for the objects S3 refused" if counts["errors"]
-            else "someone or something (aws s3 rm, a lifecycle rule) soft-deleted backups: they were restored; "
-                 "find the cause" if counts.get("restored") else "nothing to do")
-    return build_alert(severity=severity, title=title, facts=facts, next_step=step, log_url=log_url)

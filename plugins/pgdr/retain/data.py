@@ -29,19 +29,26 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pgdr.core import sqlfiles
-from pgdr.retain.data_policy import Policy, PolicyError, Rule
+from pgdr.retain.data_checks import (
+    WORK_TABLE,
+    RetentionRefused,  # noqa: F401 - re-exported for tests/test_errors.py
+    TablePlan,
+    check_policy_against_database,
+    check_session_role,
+)
+from pgdr.retain.data_policy import Policy
+from pgdr.store.layout import archive_prefix, data_retention_report_key, object_key
+
+__all__ = ["ARCHIVE_KIND", "ARCHIVE_MANIFEST", "ARCHIVE_OBJECT", "DataRetention", "collect_reports", "copy_out",
+           "RetentionRefused"]  # the last re-exported (see the import above)
 
 ARCHIVE_KIND = "archive"
 ARCHIVE_OBJECT = "rows.csv.zst"
 ARCHIVE_MANIFEST = "archive.json"
-WORK_TABLE = "pgdr_retention_work"
-_DATE_TYPES = {"date", "timestamp", "timestamptz"}
 _SESSION = (
     "SET TimeZone = 'UTC'",
     "SET DateStyle = 'ISO, YMD'",
@@ -55,16 +62,6 @@ _SESSION = (
 )
 
 
-def sql_module(conn):
-    """psycopg's or psycopg2's ``sql`` module, whichever made ``conn`` (the postgres hook may use either):
-    identifiers are always composed by the driver, never pasted into the text."""
-    if type(conn).__module__.split(".")[0] == "psycopg2":
-        from psycopg2 import sql
-    else:
-        from psycopg import sql
-    return sql
-
-
 def copy_out(conn, cur, query, handle) -> None:
     """COPY ... TO STDOUT into a binary file handle, with either driver."""
     if hasattr(cur, "copy_expert"):
@@ -73,139 +70,6 @@ def copy_out(conn, cur, query, handle) -> None:
         with cur.copy(query) as copy:
             for block in copy:
                 handle.write(block)
-
-
-def report_key(prefix: str, stamp: str, database: str) -> str:
-    return f"{prefix}/reports/retention/data/{stamp}/{database}.json"
-
-
-def run_failure_key(prefix: str, stamp: str) -> str:
-    """The report of a run that could not start (invalid settings): no database is known for sure."""
-    return f"{prefix}/reports/retention/data/{stamp}/_run.json"
-
-
-def archive_prefix(prefix: str, database: str, rule: Rule, stamp: str, as_of: datetime) -> str:
-    """One directory per rule and attempt: a retried run (same ``stamp``) never overwrites the archive of
-    rows an earlier, interrupted attempt already deleted."""
-    attempt = as_of.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return f"{prefix}/{database}/{ARCHIVE_KIND}/{rule.qualified}/{stamp}/{attempt}-{rule.action}"
-
-
-class RetentionRefused(PolicyError):
-    """The session or a table is unsafe to run retention DML in; nothing was changed."""
-
-
-def check_session_role(conn) -> str:
-    """The session's role, refused when it is a superuser or could make itself one (see the module doc)."""
-    with conn.cursor() as cur:
-        cur.execute(sqlfiles.load("retention/session_role"))
-        name, is_super, create_role, server_roles = cur.fetchone()
-    if is_super or create_role or server_roles:
-        why = ("a superuser" if is_super else "allowed to CREATEROLE" if create_role
-               else f"a member of {', '.join(server_roles)}")
-        raise RetentionRefused(
-            f"data retention refuses to run as role {name!r}: it is {why}, and a trigger another role created on a "
-            "policy table would run with those rights. Set pgdr_retention_conn_ids to a connection of a "
-            "non-superuser role (ideally the tables' owner) with SELECT and DELETE/UPDATE on the policy tables; "
-            "nothing was changed", field="pgdr_retention_conn_ids")
-    return name
-
-
-@dataclass
-class TablePlan:
-    """What the checks found about one rule's table: enough to build its SQL safely."""
-
-    rule: Rule
-    pk: str
-    column_types: dict[str, str]             # name -> type name (date, timestamptz, ...)
-    columns: list[dict[str, str]]            # name and full type, in table order (for the archive manifest)
-    referencing: list[dict[str, Any]]
-    sql: Any                                 # the driver's sql module (see sql_module)
-
-    def value(self, column: str, moment: datetime) -> datetime | date:
-        """``moment`` in the form the column compares with exactly (date, naive UTC or aware)."""
-        kind = self.column_types[column]
-        if kind == "date":
-            return moment.date()
-        if kind == "timestamp":
-            return moment.astimezone(timezone.utc).replace(tzinfo=None)
-        return moment
-
-    def fragments(self) -> dict[str, Any]:
-        pgsql = self.sql
-        rule = self.rule
-        names = {"date_column": pgsql.Identifier(rule.date_column)}
-        if rule.soft_delete_column:
-            names["soft_delete_column"] = pgsql.Identifier(rule.soft_delete_column)
-        matches = pgsql.SQL(sqlfiles.load(f"retention/matches_{rule.action}").strip()).format(**names)
-        exists = []
-        for key in self.referencing:
-            join = pgsql.SQL(" AND ").join(
-                pgsql.SQL("r.{} = t.{}").format(pgsql.Identifier(child), pgsql.Identifier(parent))
-                for child, parent in zip(key["child_columns"], key["parent_columns"], strict=False))
-            exists.append(pgsql.SQL(sqlfiles.load("retention/referenced_by").strip()).format(
-                child_table=pgsql.Identifier(key["child_schema"], key["child_table"]), join=join))
-        referenced = pgsql.SQL(" OR ").join(exists) if exists else pgsql.SQL("false")
-        return {"table": pgsql.Identifier(rule.schema, rule.table), "pk": pgsql.Identifier(self.pk),
-                "matches": matches, "referenced": pgsql.SQL("({})").format(referenced),
-                "work": pgsql.Identifier(WORK_TABLE), **names}
-
-
-def _template(name: str, plan: TablePlan):
-    return plan.sql.SQL(sqlfiles.load(f"retention/{name}")).format(**plan.fragments())
-
-
-def check_policy_against_database(conn, policy: Policy) -> dict[str, TablePlan]:
-    """Every rule's table and columns as the database has them; raises PolicyError listing each problem."""
-    problems: list[str] = []
-    plans: dict[str, TablePlan] = {}
-    with conn.cursor() as cur:
-        for rule in policy.rules:
-            cur.execute(sqlfiles.load("retention/table_facts"), {"schema": rule.schema, "table": rule.table})
-            facts = cur.fetchone()
-            if facts is None:
-                problems.append(f"rule {rule.label}: table {rule.qualified} does not exist")
-                continue
-            oid, pk, rls_hides, can_select, can_update, can_delete = facts
-            cur.execute(sqlfiles.load("retention/table_columns"), {"oid": oid})
-            described = cur.fetchall()
-            columns = {name: type_name for name, type_name, _ in described}
-            for role, column in (("date_column", rule.date_column), ("soft_delete_column", rule.soft_delete_column)):
-                if column is None:
-                    continue
-                if column not in columns:
-                    problems.append(f"rule {rule.label}: {role} {column!r} is not a column of {rule.qualified}")
-                elif columns[column] not in _DATE_TYPES:
-                    problems.append(f"rule {rule.label}: {role} {column!r} is {columns[column]}, not a date or "
-                                    "timestamp")
-            if len(pk) != 1:
-                problems.append(f"rule {rule.label}: {rule.qualified} needs a single-column primary key "
-                                f"(has {pk or 'none'}) so batches are exact")
-            if rls_hides:
-                problems.append(f"rule {rule.label}: row-level security on {rule.qualified} would hide rows from "
-                                "this role; use a connection with BYPASSRLS (pgdr_retention_conn_ids)")
-            needed = {"archive": ("DELETE", can_delete), "purge_soft_deleted": ("DELETE", can_delete),
-                      "soft_delete": ("UPDATE", can_update)}[rule.action]
-            for privilege, granted in (("SELECT", can_select), needed):
-                if not granted:
-                    problems.append(f"rule {rule.label}: this role lacks {privilege} on {rule.qualified} "
-                                    "(grant it, or set pgdr_retention_conn_ids)")
-            cur.execute(sqlfiles.load("retention/foreign_triggers"), {"oid": oid})
-            for trigger, function, owner in cur.fetchall():
-                problems.append(f"rule {rule.label}: trigger {trigger} on {rule.qualified} runs {function}(), owned "
-                                f"by role {owner!r}, neither the table's owner nor a superuser: it would run with "
-                                "this connection's rights")
-            cur.execute(sqlfiles.load("retention/referencing_keys"), {"oid": oid})
-            referencing = [dict(zip(("name", "child_schema", "child_table", "child_columns", "parent_columns"), row,
-                                    strict=False))
-                           for row in cur.fetchall()]
-            if len(pk) == 1:
-                plans[rule.label] = TablePlan(rule=rule, pk=pk[0], column_types=columns, referencing=referencing,
-                                              columns=[{"name": n, "type": t} for n, _, t in described],
-                                              sql=sql_module(conn))
-    if problems:
-        raise PolicyError(f"{policy.source}: refused before any change:\n  " + "\n  ".join(problems))
-    return plans
 
 
 class DataRetention:
@@ -253,7 +117,7 @@ class DataRetention:
             for plan in touched:
                 started = time.monotonic()
                 with conn.cursor() as cur:
-                    cur.execute(_template("vacuum", plan))
+                    cur.execute(plan.statement("vacuum"))
                 self.log.info("VACUUM (ANALYZE) %s: %.1f s", plan.rule.qualified, time.monotonic() - started)
         finally:
             conn.close()
@@ -282,7 +146,7 @@ class DataRetention:
         }
         results.append(result)  # in the report even if this rule fails half-way
         with conn.cursor() as cur:
-            cur.execute(_template("count", plan), params)
+            cur.execute(plan.statement("count"), params)
             matched, referenced = cur.fetchone()
         if rule.action == "soft_delete":
             referenced = 0  # soft-deleting removes nothing: references do not matter
@@ -294,7 +158,7 @@ class DataRetention:
                 # a purge is an archive too: whatever is deleted must be loadable again (parents before children)
                 self._archive(conn, plan, params, result)
             else:
-                result["soft_deleted"] = self._batches(conn, _template("soft_delete_batch", plan), params,
+                result["soft_deleted"] = self._batches(conn, plan.statement("soft_delete_batch"), params,
                                                        rule.label, matched, "soft-deleted")
         result["seconds"] = round(time.monotonic() - started, 3)
         result["status"] = "done"
@@ -327,8 +191,10 @@ class DataRetention:
         from pgdr.store.s3 import UploadCheckError
 
         rule = plan.rule
-        prefix = archive_prefix(self.store.prefix, self.database, rule, self.run_stamp, self.as_of)
-        key = f"{prefix}/{ARCHIVE_OBJECT}"
+        prefix = archive_prefix(self.store.prefix, self.database, rule.qualified, self.run_stamp, self.as_of,
+                                rule.action)
+        key = object_key(prefix, ARCHIVE_OBJECT)
+        manifest_key = object_key(prefix, ARCHIVE_MANIFEST)
         work = self.staging_dir / self.database / "retention" / f"{self.run_stamp}.partial"
         work.mkdir(parents=True, exist_ok=True)
         raw = work / f"{rule.qualified}-{rule.action}.csv"
@@ -339,11 +205,11 @@ class DataRetention:
                 cur.execute(drop_work)
                 cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
                 try:
-                    cur.execute(_template("archive_work_table", plan))
-                    cur.execute(_template("archive_snapshot", plan), params)
+                    cur.execute(plan.statement("archive_work_table"))
+                    cur.execute(plan.statement("archive_snapshot"), params)
                     rows = cur.rowcount
                     with open(raw, "wb") as handle:
-                        copy_out(conn, cur, _template("archive_export", plan), handle)
+                        copy_out(conn, cur, plan.statement("archive_export"), handle)
                     exported = cur.rowcount if cur.rowcount is not None and cur.rowcount >= 0 else rows
                     cur.execute("COMMIT")
                 except BaseException:
@@ -373,16 +239,16 @@ class DataRetention:
                            "sse": self.store.expected_sse},
                 "written_at": utc_now_iso(),
             }
-            uploaded.append(f"{prefix}/{ARCHIVE_MANIFEST}")
-            self.store.put_json(f"{prefix}/{ARCHIVE_MANIFEST}", manifest)
+            uploaded.append(manifest_key)
+            self.store.put_json(manifest_key, manifest)
             uploaded.clear()  # verified and described: from here on the archive stands, whatever follows
             result["archived"] = rows
-            result["archive"] = {"key": key, "manifest_key": f"{prefix}/{ARCHIVE_MANIFEST}", "size": digest.size,
+            result["archive"] = {"key": key, "manifest_key": manifest_key, "size": digest.size,
                                  "sha256": digest.sha256}
             self.log.info("%s: %d rows archived to s3://%s/%s (%d bytes, sha256 %s, checked)", rule.label, rows,
                           self.store.bucket, key, digest.size, digest.sha256)
             deleted = taken = 0
-            statement = _template("archive_delete_batch", plan)
+            statement = plan.statement("archive_delete_batch")
             last_log = time.monotonic()
             while taken < rows:
                 with conn.cursor() as cur:
@@ -411,57 +277,10 @@ def collect_reports(store, prefix: str, stamp: str, run_id: str, databases) -> t
     """This run's report of each database, and the databases that wrote none."""
     reports, missing = [], []
     for database in databases:
-        report = store.read_json_or_none(report_key(prefix, stamp, database))
+        report = store.read_json_or_none(data_retention_report_key(prefix, stamp, database))
         if report is None or report.get("run_id") != run_id:
             missing.append(database)
         else:
             reports.append(report)
     return reports, missing
 
-
-def rule_line(rule: dict) -> str:
-    parts = [f"matched {rule['matched']}"]
-    if rule.get("kept_referenced"):
-        parts.append(f"kept (referenced) {rule['kept_referenced']}")
-    if rule.get("dry_run"):
-        parts.append(f"would {rule['action'].replace('_', ' ')} {rule.get('eligible', 0)}")
-    for name in ("archived", "deleted", "soft_deleted", "kept_changed"):
-        if rule.get(name):
-            parts.append(f"{name.replace('_', ' ')} {rule[name]}")
-    return f"{rule['rule']}: " + ", ".join(parts) + f" ({rule.get('seconds', 0):.1f} s)"
-
-
-def retention_alert(reports: list[dict], missing: list[str], *, dry_run: bool, log_url: str | None) -> dict:
-    """The run's outcome as Block Kit: counts per rule and database, never a row."""
-    from pgdr.alerts.slack import RUNBOOK, build_alert, short_error
-
-    failed = [r for r in reports if r.get("status") != "ok"]
-    lines = []
-    for report in reports:
-        lines.append(f"{report['database']}: {report.get('status', '?').upper()}")
-        lines += [f"  {rule_line(rule)}" for rule in report.get("rules", [])]
-        if report.get("error"):
-            lines.append(f"  error: {short_error(report['error'])}")
-    lines += [f"{database}: no report (the task failed before writing one)" for database in missing]
-    all_rules = [rule for r in reports for rule in r.get("rules", [])]
-    totals = {name: sum(rule.get(name, 0) for rule in all_rules)
-              for name in ("matched", "archived", "deleted", "soft_deleted")}
-    if dry_run:  # what acting would do: every eligible row of each action
-        totals["archived"] = sum(rule["eligible"] for rule in all_rules if rule["action"] == "archive")
-        totals["deleted"] = sum(rule["eligible"] for rule in all_rules if rule["action"] != "soft_delete")
-        totals["soft_deleted"] = sum(rule["eligible"] for rule in all_rules if rule["action"] == "soft_delete")
-    mode = "dry run, nothing changed" if dry_run else "acted"
-    if failed or missing:
-        return build_alert(severity="critical", title="pgdr: data retention failed",
-                           facts=[("Mode", mode), ("Failed", ", ".join([r["database"] for r in failed] + missing))],
-                           details="\n".join(lines),
-                           next_step=f"read the task log and the report; a refused policy changed nothing. "
-                                     f"See {RUNBOOK}#data-retention-failed", log_url=log_url)
-    word = "Would be " if dry_run else ""
-    return build_alert(severity="info", title=f"pgdr: data retention {'dry run ' if dry_run else ''}done",
-                       facts=[("Mode", mode), ("Databases", len(reports)),
-                              ("Rows matched", totals["matched"]),
-                              (f"{word}archived".capitalize(), totals["archived"]),
-                              (f"{word}deleted".capitalize(), totals["deleted"]),
-                              (f"{word}soft-deleted".capitalize(), totals["soft_deleted"])],
-                       details="\n".join(lines), log_url=log_url)

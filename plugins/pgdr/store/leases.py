@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta, timezone
 
+from pgdr.store import layout
 from pgdr.store.manifest import KINDS, is_backup_id
 
 _HOLDER_UNSAFE = re.compile(r"[^A-Za-z0-9_.:+=@-]")
@@ -24,7 +25,7 @@ def _holder_name(holder: str) -> str:
 
 
 def lease_prefix(store, database: str) -> str:
-    return f"{store.prefix}/state/leases/{database}"
+    return layout.lease_prefix(store.prefix, database)
 
 
 def lease_key(store, database: str, kind: str, backup_id: str, holder: str) -> str:

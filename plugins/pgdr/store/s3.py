@@ -1,27 +1,38 @@
-"""The backup store in S3: uploads, post-upload checks, manifests, the catalog.
+"""The backup store in S3: uploads, post-upload checks, manifests, the catalog; the only door to S3.
 
 Layout: ``<prefix>/<database>/<kind>/<backup_id>/...`` with ``manifest.json``
 written last. Every object is written with server-side encryption and a
 SHA-256 checksum that S3 computes itself, so a check after upload compares the
-server's own figure with ours without downloading anything.
+server's own figure with ours without downloading anything. Keys are built by
+:mod:`pgdr.store.layout`; Object Lock dates and versions are :mod:`pgdr.store.object_lock`.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import logging
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from pgdr.core.checksums import Digest
 from pgdr.core.progress import Progress
 from pgdr.errors import StoreError
+from pgdr.store.catalog import BackupEntry, entries_from_keys
+from pgdr.store.layout import kind_prefix, manifest_key, marker_key
 from pgdr.store.manifest import MANIFEST_NAME, Manifest, ManifestError
+from pgdr.store.object_lock import (
+    BackupLockDate,
+    LockPolicy,
+    ObjectLock,
+    ObjectVersion,  # noqa: F401 - re-exported for retain/wal.py
+)
+
+__all__ = ["BackupStore", "LockPolicy", "ObjectCheck", "UploadCheckError", "UploadQueue", "checksum_matches",
+           "ObjectVersion"]  # the last re-exported (see the import above)
 
 
 def _b64(raw: bytes) -> str:
@@ -113,39 +124,18 @@ class UploadQueue:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-@dataclass(frozen=True)
-class LockPolicy:
-    """How long Object Lock keeps what pgdr writes, where the bucket has Object Lock.
+class BackupStore(ObjectLock):
+    """The bucket under ``prefix``: uploads and their checks, reads, listings, and (:class:`ObjectLock`)
+    lock dates and versions.
 
-    Objects of a backup are locked to the backup's GFS expiry at write time (see
-    :func:`pgdr.retain.gfs.lock_until_at_write`); completed WAL segments and histories to cover the
-    point-in-time window. Partial WAL objects, reports and state (leases) are not locked: they
-    are superseded or removed within minutes, and every locked version would be kept.
+    ``backup_lock_date`` dates a backup's objects where the bucket has Object Lock (see
+    :mod:`pgdr.store.object_lock`); whoever assembles a store that writes backups passes
+    :func:`pgdr.retain.object_lock.lock_date_from_settings`.
     """
 
-    mode: str                  # GOVERNANCE | COMPLIANCE
-    gfs: object                # pgdr.retain.gfs.Policy
-    pitr_window_days: float
-
-    @classmethod
-    def from_settings(cls, settings) -> LockPolicy:
-        from pgdr.retain.gfs import Policy
-
-        return cls(settings.object_lock_mode, Policy.from_settings(settings), settings.pitr_window_days)
-
-
-@dataclass(frozen=True)
-class ObjectVersion:
-    key: str
-    version_id: str
-    size: int
-    delete_marker: bool
-    last_modified: datetime | None = None
-
-
-class BackupStore:
     def __init__(self, *, client, bucket: str, prefix: str, sse_args: dict[str, str], part_size: int,
-                 log: logging.Logger, lock_policy: LockPolicy | None = None) -> None:
+                 log: logging.Logger, lock_policy: LockPolicy | None = None,
+                 backup_lock_date: BackupLockDate | None = None) -> None:
         self.client = client
         self.bucket = bucket
         self.prefix = prefix
@@ -153,18 +143,18 @@ class BackupStore:
         self.part_size = part_size
         self.log = log
         self.lock_policy = lock_policy
-        self._lock_enabled: bool | None = None
-        self._backup_locks: dict[tuple[str, str, str], datetime | None] = {}
-        self._lock_mutex = threading.Lock()
+        self.backup_lock_date = backup_lock_date
+        self._init_lock()
 
     @classmethod
-    def from_settings(cls, settings, log: logging.Logger) -> BackupStore:
+    def from_settings(cls, settings, log: logging.Logger, *,
+                      backup_lock_date: BackupLockDate | None = None) -> BackupStore:
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
         client = S3Hook(aws_conn_id=settings.aws_conn_id).get_conn()
         return cls(client=client, bucket=settings.s3_bucket, prefix=settings.s3_prefix,
                    sse_args=settings.sse_args, part_size=settings.part_size, log=log,
-                   lock_policy=LockPolicy.from_settings(settings))
+                   lock_policy=LockPolicy.from_settings(settings), backup_lock_date=backup_lock_date)
 
     @property
     def expected_sse(self) -> str:
@@ -241,7 +231,7 @@ class BackupStore:
             check = self.check_object(obj.key, obj.size, obj.sha256, obj.s3_checksum)
             if not check.ok:
                 problems.append(f"{check.key}: {'; '.join(check.problems)}")
-        own_manifest = f"{prefix}/{MANIFEST_NAME}" if sealed else None
+        own_manifest = manifest_key(prefix) if sealed else None
         listed = {obj.key for obj in objects}
         for key in self.list_keys(prefix):
             if key == own_manifest:
@@ -255,10 +245,8 @@ class BackupStore:
     def holds_manifest(self, backup_prefix: str, manifest: Manifest) -> bool:
         """Whether ``manifest.json`` under ``backup_prefix`` is already exactly ``manifest``: the seal of
         a worker killed after writing it, retried."""
-        import json
-
         try:
-            found = self.read_json_or_none(f"{backup_prefix}/{MANIFEST_NAME}")
+            found = self.read_json_or_none(manifest_key(backup_prefix))
         except ValueError:  # not JSON: not ours
             return False
         return found == json.loads(manifest.to_json())
@@ -270,8 +258,6 @@ class BackupStore:
         Only for a caller that knows no other backup of this kind runs (it holds the backup's lock):
         an open multipart upload is then a dead run's, unlisted yet billed until aborted. The
         incomplete backups are never listed or restored; retention deletes them once a day old."""
-        from pgdr.store.catalog import entries_from_keys
-
         aborted = []
         for page in self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=base):
             for upload in page.get("Uploads", []):
@@ -286,7 +272,7 @@ class BackupStore:
 
     def put_manifest(self, backup_prefix: str, manifest: Manifest) -> str:
         manifest.validate()
-        key = f"{backup_prefix}/{MANIFEST_NAME}"
+        key = manifest_key(backup_prefix)
         body = manifest.to_json().encode()
         self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json",
                                ChecksumAlgorithm="SHA256", **self.sse_args, **self.lock_args(key))
@@ -318,10 +304,11 @@ class BackupStore:
     def download(self, key: str, path: Path) -> None:
         self.client.download_file(self.bucket, key, str(path))
 
-    def put_bytes(self, key: str, body: bytes, content_type: str) -> str:
+    def put_bytes(self, key: str, body: bytes, content_type: str, cache_control: str | None = None) -> str:
         """A small object (a page, a record), encrypted, checksummed and locked like every other."""
+        extra = {"CacheControl": cache_control} if cache_control else {}
         self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type,
-                               ChecksumAlgorithm="SHA256", **self.sse_args, **self.lock_args(key))
+                               ChecksumAlgorithm="SHA256", **extra, **self.sse_args, **self.lock_args(key))
         return key
 
     def delete_key(self, key: str) -> None:
@@ -371,18 +358,14 @@ class BackupStore:
 
     def catalog(self, database: str, kind: str):
         """Every backup of a database and kind, oldest first, with its verification marker."""
-        from pgdr.store.catalog import MARKER_NAME, BackupEntry, entries_from_keys
-
-        base = f"{self.prefix}/{database}/{kind}/"
+        base = kind_prefix(self.prefix, database, kind)
         entries = entries_from_keys(self.list_keys(base), base)
         return [BackupEntry(e.backup_id, e.complete, e.has_marker,
-                            self.read_json_or_none(f"{base}{e.backup_id}/{MARKER_NAME}") if e.has_marker else None)
+                            self.read_json_or_none(marker_key(base + e.backup_id)) if e.has_marker else None)
                 for e in entries]
 
     def stream_digest(self, key: str, chunk: int = 4 << 20) -> dict:
         """Download an object in chunks and hash it; returns size, sha256, encryption, metadata."""
-        import hashlib
-
         response = self.client.get_object(Bucket=self.bucket, Key=key)
         digest = hashlib.sha256()
         size = 0
@@ -391,141 +374,3 @@ class BackupStore:
             size += len(block)
         return {"size": size, "sha256": digest.hexdigest(), "sse": response.get("ServerSideEncryption"),
                 "metadata": response.get("Metadata", {})}
-
-    def bucket_posture(self) -> dict[str, dict]:
-        """Default encryption, versioning, Object Lock and public access block of the bucket."""
-        from botocore.exceptions import ClientError
-
-        def ask(call, **kwargs):
-            try:
-                return call(Bucket=self.bucket, **kwargs)
-            except ClientError as err:
-                return {"_error": err.response.get("Error", {}).get("Code", "error")}
-
-        encryption = ask(self.client.get_bucket_encryption)
-        rules = encryption.get("ServerSideEncryptionConfiguration", {}).get("Rules", [])
-        algorithms = [r.get("ApplyServerSideEncryptionByDefault", {}).get("SSEAlgorithm") for r in rules]
-        versioning = ask(self.client.get_bucket_versioning).get("Status") or "Disabled"
-        lock = ask(self.client.get_object_lock_configuration).get("ObjectLockConfiguration", {})
-        public = ask(self.client.get_public_access_block).get("PublicAccessBlockConfiguration", {})
-        blocked = all(public.get(flag) for flag in ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy",
-                                                     "RestrictPublicBuckets"))
-        return {
-            "default_encryption": {"ok": bool(algorithms), "found": algorithms or "none"},
-            "versioning": {"ok": versioning == "Enabled", "found": versioning},
-            "object_lock": {"ok": lock.get("ObjectLockEnabled") == "Enabled",
-                            "found": lock.get("ObjectLockEnabled", "Disabled")},
-            "public_access_blocked": {"ok": blocked, "found": public or "no public access block"},
-        }
-
-    # ------------------------------------------------------------ Object Lock and versions
-
-    @property
-    def object_lock_enabled(self) -> bool:
-        """Whether the bucket has Object Lock (asked once per store)."""
-        if self._lock_enabled is None:
-            from botocore.exceptions import ClientError
-
-            try:
-                config = self.client.get_object_lock_configuration(Bucket=self.bucket)
-                enabled = config.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
-            except ClientError:
-                enabled = False
-            self._lock_enabled = enabled
-        return self._lock_enabled
-
-    def lock_until(self, key: str, now: datetime | None = None) -> datetime | None:
-        """The retain-until date an object written now at ``key`` gets (None: not locked)."""
-        if self.lock_policy is None or not self.object_lock_enabled:
-            return None
-        from pgdr.store.manifest import KINDS, is_backup_id
-
-        now = now or datetime.now(timezone.utc)
-        if not key.startswith(self.prefix + "/"):
-            return None
-        parts = key[len(self.prefix) + 1:].split("/")
-        if len(parts) >= 4 and parts[1] in KINDS and is_backup_id(parts[2]):
-            with self._lock_mutex:
-                cache_key = (parts[0], parts[1], parts[2])
-                if cache_key not in self._backup_locks:
-                    self._backup_locks[cache_key] = self._backup_lock_date(*cache_key)
-                until = self._backup_locks[cache_key]
-        elif (parts[1:2] == ["wal"] and (len(parts) == 3 or (len(parts) == 4 and parts[2].isdigit()))
-              and not parts[-1].endswith(".partial.zst")):   # <db>/wal/[<system identifier>/]<name>
-            until = now + timedelta(days=self.lock_policy.pitr_window_days)
-        else:
-            return None
-        return until if until and until > now + timedelta(seconds=60) else None
-
-    def lock_args(self, key: str) -> dict:
-        until = self.lock_until(key)
-        if until is None:
-            return {}
-        return {"ObjectLockMode": self.lock_policy.mode, "ObjectLockRetainUntilDate": until}
-
-    def _backup_lock_date(self, database: str, kind: str, backup_id: str) -> datetime:
-        """GFS expiry of a backup being written: the first good one of its month or year so far is kept longer.
-
-        Earlier backups are placed by their id (start time); markers are read oldest first and
-        only until the first good one, so a December backup costs a few requests, not hundreds.
-        """
-        from pgdr.retain.gfs import GOOD, Backup, lock_until_at_write
-        from pgdr.store.catalog import MARKER_NAME, entries_from_keys
-        from pgdr.store.manifest import backup_id_time
-
-        started = backup_id_time(backup_id)
-        base = f"{self.prefix}/{database}/{kind}/"
-        earlier = [e for e in entries_from_keys(self.list_keys(base), base)
-                   if e.complete and e.has_marker and e.backup_id < backup_id
-                   and backup_id_time(e.backup_id).year == started.year]
-        found = []
-        for scope in ([e for e in earlier if backup_id_time(e.backup_id).month == started.month], earlier):
-            for entry in scope:
-                marker = self.read_json_or_none(f"{base}{entry.backup_id}/{MARKER_NAME}") or {}
-                if marker.get("status") == GOOD:
-                    found.append(Backup(kind, entry.backup_id, backup_id_time(entry.backup_id), GOOD))
-                    break
-            if found:
-                break
-        return lock_until_at_write(started, found, self.lock_policy.gfs)
-
-    def set_retention(self, key: str, version_id: str | None, until: datetime) -> None:
-        """Set (or extend) the retain-until date of one object version."""
-        args = {"VersionId": version_id} if version_id else {}
-        self.client.put_object_retention(Bucket=self.bucket, Key=key, **args,
-                                         Retention={"Mode": self.lock_policy.mode if self.lock_policy else
-                                                    "GOVERNANCE", "RetainUntilDate": until})
-
-    def retention_of(self, key: str, version_id: str) -> datetime | None:
-        """The retain-until date of one object version, None when it has none."""
-        head = self.client.head_object(Bucket=self.bucket, Key=key, VersionId=version_id)
-        return head.get("ObjectLockRetainUntilDate")
-
-    def list_versions(self, prefix: str) -> list[ObjectVersion]:
-        """Every version and delete marker under ``prefix`` (a plain bucket lists one 'null' version per key)."""
-        paginator = self.client.get_paginator("list_object_versions")
-        found = []
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
-            for version in page.get("Versions", []):
-                found.append(ObjectVersion(version["Key"], version.get("VersionId") or "null", version.get("Size", 0),
-                                           False, version.get("LastModified")))
-            for marker in page.get("DeleteMarkers", []):
-                found.append(ObjectVersion(marker["Key"], marker.get("VersionId") or "null", 0, True,
-                                           marker.get("LastModified")))
-        return found
-
-    def delete_versions(self, versions: list[ObjectVersion]) -> list[str]:
-        """Delete exactly these versions (data gone for good, unlike a plain delete in a versioned
-        bucket, which only hides it behind a delete marker). Returns the errors S3 reported."""
-        errors = []
-        for start in range(0, len(versions), 1000):
-            batch = [{"Key": v.key, "VersionId": v.version_id} for v in versions[start:start + 1000]]
-            response = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
-            errors.extend(f"{e.get('Key')} ({e.get('VersionId')}): {e.get('Code')} {e.get('Message', '')}".strip()
-                          for e in response.get("Errors", []))
-        return errors
-
-    def delete_all_versions(self, keys: list[str]) -> list[str]:
-        """Every version of each of ``keys``; returns errors."""
-        versions = [v for key in keys for v in self.list_versions(key) if v.key == key]
-        return self.delete_versions(versions)

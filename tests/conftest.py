@@ -29,9 +29,9 @@ for _name in list(os.environ):
 
 # The helpers below moved to tests/support/; they stay importable from conftest (`from conftest import
 # run_dag`) until the test files listed beside each line import them from tests.support instead.
-# re-exported for tests/test_backup_daily.py, test_base_backup.py (argv_recording_bindir) and
-# tests/test_backup_daily.py, test_backup_faults.py, test_scale.py (restore_by_hand)
-from tests.support.clusters import argv_recording_bindir, restore_by_hand  # noqa: E402
+# argv_recording_bindir and restore_by_hand re-exported for tests/test_backup_daily.py, test_base_backup.py
+# (argv_recording_bindir) and tests/test_backup_daily.py, test_backup_faults.py, test_scale.py (restore_by_hand)
+from tests.support.clusters import argv_recording_bindir, receiver_dir, restore_by_hand  # noqa: E402
 
 # re-exported for tests/file_backups.py and the test files that run DAGs: test_backup_daily.py,
 # test_base_backup.py, test_data_retention.py, test_deadlines.py (load_dag), test_drill.py, test_drill_faults.py,
@@ -95,3 +95,24 @@ def pgdr_env(stack, monkeypatch, tmp_path):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A throwaway PostgreSQL cluster of the test module's own, empty. A module that needs more in it
+    overrides the fixture and takes this one: ``def cluster(cluster): cluster.execute(...); return cluster``."""
+    from harness.pg_cluster import start_cluster
+
+    pg = start_cluster()
+    try:
+        yield pg
+    finally:
+        pg.destroy()
+
+
+@pytest.fixture()
+def wal_dir():
+    """An empty directory pg_receivewal (run as the server user) can write, removed afterwards."""
+    path = receiver_dir()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

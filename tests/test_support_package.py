@@ -47,3 +47,18 @@ def test_wait_for_returns_the_first_true_value_and_names_what_it_waited_for():
     assert waiting.wait_for(lambda: next(values), timeout=5) == "ready"
     with pytest.raises(AssertionError, match="waiting for the moon"):
         waiting.wait_for(lambda: False, timeout=0.3, what="the moon")
+
+
+def test_directories_for_the_server_user():
+    shared = clusters.shared_dir("pgdr-support-test-")
+    received = clusters.receiver_dir()
+    try:
+        assert shared.stat().st_mode & 0o777 == 0o777
+        assert received.stat().st_mode & 0o777 == 0o755 and not any(received.iterdir())
+        if clusters.SERVER_USER:
+            import pwd
+
+            assert received.stat().st_uid == pwd.getpwnam(clusters.SERVER_USER).pw_uid
+    finally:
+        shared.rmdir()
+        received.rmdir()

@@ -10,7 +10,6 @@ import psycopg2.errors
 import pytest
 
 from harness import synthetic
-from harness.pg_cluster import start_cluster
 from harness.synthetic import (
     APP_ROLE,
     READONLY_ROLE,
@@ -24,15 +23,6 @@ DB = "care_commons"
 DB_DOUBLE = "care_commons_double"
 RLS_TABLES = {"public.clients", "public.caregivers", "public.visits", "public.care_plans"}
 EXPECTED_TABLES = {f"public.{name}" for name in synthetic.TABLES}
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    c = start_cluster()
-    try:
-        yield c
-    finally:
-        c.destroy()
 
 
 @pytest.fixture(scope="module")

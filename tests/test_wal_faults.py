@@ -23,7 +23,6 @@ import pytest
 from test_wal_archive import (
     REPL_PASSWORD,
     REPL_ROLE,
-    _receiver_dir,
     commit_seconds,
     fake_segment,
     receiver,
@@ -37,6 +36,7 @@ from harness.tcp_proxy import TcpProxy
 from pgdr.alerts.slack import send_alert, short_error
 from pgdr.wal.ship import STATE_NAME, load_state, scan, ship_once, ship_window, wal_key
 from tests.support.paths import REPO_ROOT
+from tests.support.s3 import object_versions, plain_store
 from tests.support.waiting import wait_for
 
 log = logging.getLogger("test_wal_faults")
@@ -47,36 +47,23 @@ def proxied_store(stack, proxy: TcpProxy, prefix: str):
     from botocore.config import Config
 
     from harness.s3_server import ACCESS_KEY, REGION, SECRET_KEY
-    from pgdr.store.s3 import BackupStore
 
     client = boto3.client("s3", endpoint_url=proxy.endpoint_url, region_name=REGION, aws_access_key_id=ACCESS_KEY,
                           aws_secret_access_key=SECRET_KEY,
                           config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10))
-    return BackupStore(client=client, bucket=BUCKET, prefix=prefix, sse_args={"ServerSideEncryption": "AES256"},
-                       part_size=64 << 20, log=log)
+    return plain_store(client, prefix, log=log)
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    from harness.pg_cluster import start_cluster
-
-    cluster = start_cluster()
+def cluster(cluster):
+    """conftest's throwaway cluster, with a table to write WAL into and the replication role."""
     cluster.execute("CREATE TABLE walgen (id bigserial PRIMARY KEY, payload text)")
     cluster.create_backup_role(REPL_ROLE, REPL_PASSWORD)
-    yield cluster
-    cluster.destroy()
-
-
-@pytest.fixture()
-def wal_dir():
-    path = _receiver_dir()
-    yield path
-    subprocess.run(["rm", "-rf", str(path)], check=False)
+    return cluster
 
 
 def _versions(stack, prefix: str) -> list[dict]:
-    pages = stack.s3.client().get_paginator("list_object_versions").paginate(Bucket=BUCKET, Prefix=prefix)
-    return [v for page in pages for v in page.get("Versions", [])]
+    return object_versions(stack.s3.client(), prefix)
 
 
 # ---------------------------------------------------------------- item 24: an S3 outage
@@ -206,10 +193,7 @@ def test_sigkill_of_the_shipper_mid_upload_loses_nothing_and_the_next_run_ships_
     assert set(state["segments"]) <= set(names)
 
     # the next run ships the rest, and nothing that was stored is uploaded again
-    from pgdr.store.s3 import BackupStore
-
-    store = BackupStore(client=client, bucket=BUCKET, prefix=prefix, sse_args={"ServerSideEncryption": "AES256"},
-                        part_size=64 << 20, log=log)
+    store = plain_store(client, prefix, log=log)
     result = ship_once(store, "walkill_db", directory, load_state(directory, "walkill_db"), log)
     stored_before = {o["Key"] for o in listed}
     assert not {wal_key(prefix, "walkill_db", u["name"], sysid) for u in result["uploaded"]} & \

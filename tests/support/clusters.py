@@ -1,11 +1,36 @@
-"""PostgreSQL tools around a test cluster: recording the argv pgdr gives them, restoring by hand."""
+"""PostgreSQL around a test cluster: directories its server user can write, the tools' argv recorded,
+a restore by hand with the bare tools."""
 
 from __future__ import annotations
 
+import os
+import pwd
 import subprocess
+import tempfile
 from pathlib import Path
 
 from harness.pg_cluster import pg_bindir
+
+# the user harness.pg_cluster runs servers and pg_receivewal as (the server refuses to run as root)
+SERVER_USER = "postgres" if os.geteuid() == 0 else None
+
+
+def shared_dir(prefix: str) -> Path:
+    """A directory the server user can use too (pytest's tmp_path is private to root); the caller removes it."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o777)
+    return path
+
+
+def receiver_dir(prefix: str = "pgdr-wal-test-") -> Path:
+    """A directory pg_receivewal (run as the server user) can write and the test can read; the caller removes
+    it (as root: files the server user wrote)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    if SERVER_USER:
+        entry = pwd.getpwnam(SERVER_USER)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+    return path
 
 
 def argv_recording_bindir(directory: Path, record: Path) -> Path:

@@ -4,6 +4,7 @@ and conftest re-exports the very same helpers for the test files that still impo
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -62,3 +63,11 @@ def test_directories_for_the_server_user():
     finally:
         shared.rmdir()
         received.rmdir()
+
+
+def test_environment_sets_variables_for_the_block_only(monkeypatch):
+    monkeypatch.setenv("PGDR_SUPPORT_TEST_KEPT", "before")
+    monkeypatch.delenv("PGDR_SUPPORT_TEST_NEW", raising=False)
+    with dags.environment({"PGDR_SUPPORT_TEST_KEPT": "during", "PGDR_SUPPORT_TEST_NEW": "x"}):
+        assert os.environ["PGDR_SUPPORT_TEST_KEPT"] == "during" and os.environ["PGDR_SUPPORT_TEST_NEW"] == "x"
+    assert os.environ["PGDR_SUPPORT_TEST_KEPT"] == "before" and "PGDR_SUPPORT_TEST_NEW" not in os.environ

@@ -7,8 +7,22 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
 
 from tests.support.paths import DAGS_DIR, REPO_ROOT
+
+
+@contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """These variables (Airflow settings and connections) set for the block only; for module-scoped
+    fixtures, which cannot take the function-scoped ``monkeypatch``."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in values.items():
+            patch.setenv(name, value)
+        yield
 
 
 def load_dag(dag_id: str):
@@ -70,3 +84,12 @@ def all_xcom_text(dag_run) -> str:
 
     rows = Session().query(XCom).filter(XCom.dag_id == dag_run.dag_id, XCom.run_id == dag_run.run_id).all()
     return "\n".join(str(row.value) for row in rows)
+
+
+def run_backup_daily(env: dict[str, str]) -> list[dict]:
+    """Run pg_backup_daily with ``env`` set for the run, assert that it succeeded, and return each
+    database's sealed logical backup (the verify_and_seal results: backup_id, manifest_key, ...)."""
+    with environment(env):
+        dag_run = run_dag("pg_backup_daily")
+        assert str(dag_run.state) == "success", task_states(dag_run)
+        return xcom_values(dag_run, "backup.verify_and_seal")

@@ -4,6 +4,7 @@ independently of the code under test."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -57,3 +58,12 @@ def object_versions(client, prefix: str, bucket: str | None = None, delete_marke
     pages = client.get_paginator("list_object_versions").paginate(Bucket=bucket or BUCKET, Prefix=prefix)
     kinds = ("Versions", "DeleteMarkers") if delete_markers else ("Versions",)
     return [version for page in pages for kind in kinds for version in page.get(kind, [])]
+
+
+def json_records(client, prefix: str, suffix: str = ".json", bucket: str | None = None) -> list[dict]:
+    """The JSON objects under ``prefix`` whose keys end with ``suffix``, in key order (the restore and
+    drill reports under ``<prefix>/reports/restore/``, for example)."""
+    from harness.stack import BUCKET
+
+    keys = [key for key in object_keys(client, prefix, bucket) if key.endswith(suffix)]
+    return [json.loads(client.get_object(Bucket=bucket or BUCKET, Key=key)["Body"].read()) for key in keys]

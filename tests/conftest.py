@@ -29,7 +29,7 @@ for _name in list(os.environ):
 
 # The helpers below moved to tests/support/; they stay importable from conftest (`from conftest import
 # run_dag`) until the test files listed beside each line import them from tests.support instead.
-# argv_recording_bindir and restore_by_hand re-exported for tests/test_backup_daily.py, test_base_backup.py
+# receiver_dir is for the wal_dir fixture; re-exported for tests/test_backup_daily.py, test_base_backup.py
 # (argv_recording_bindir) and tests/test_backup_daily.py, test_backup_faults.py, test_scale.py (restore_by_hand)
 from tests.support.clusters import argv_recording_bindir, receiver_dir, restore_by_hand  # noqa: E402
 

@@ -50,7 +50,7 @@ class CutStream(io.RawIOBase):
 
 @dataclass
 class MemoryStore:
-    """What download_object uses of a BackupStore: ``bucket`` and ``client.get_object``."""
+    """What download_object uses of a BackupStore: ``bucket`` and the door method ``open_object``."""
 
     objects: dict[str, bytes] = field(default_factory=dict)
     # key -> (bytes actually sent, Content-Length announced) for a response that ends early
@@ -58,17 +58,12 @@ class MemoryStore:
     cut: dict[str, int] = field(default_factory=dict)
     bucket: str = "pgdr-backups"
 
-    @property
-    def client(self):
-        return self
-
-    def get_object(self, *, Bucket: str, Key: str) -> dict:  # noqa: N803 - boto3's parameter names
-        assert Bucket == self.bucket
-        if Key in self.truncated:
-            sent, announced = self.truncated[Key]
+    def open_object(self, key: str, version_id: str | None = None) -> dict:
+        if key in self.truncated:
+            sent, announced = self.truncated[key]
             return {"Body": StreamingBody(io.BytesIO(sent), announced)}
-        data = self.objects[Key]
-        raw = CutStream(data, self.cut[Key]) if Key in self.cut else io.BytesIO(data)
+        data = self.objects[key]
+        raw = CutStream(data, self.cut[key]) if key in self.cut else io.BytesIO(data)
         return {"Body": StreamingBody(raw, len(data))}
 
 
@@ -205,3 +200,4 @@ def test_a_download_cut_off_mid_stream_stops_the_restore_with_nothing_fed(tmp_pa
     assert received["4000.dat"] == b""
     assert isinstance(files.failure, ResponseStreamingError)
     assert files.fed_bytes == 0
+

@@ -15,8 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pgdr import __version__
-from pgdr.backup.logical import checked_objects, remove_partial_upload, report_dead_runs, staging_full
+from pgdr.backup.logical import staging_full
 from pgdr.backup.pg_basebackup import FORMAT, PhysicalBackup
+from pgdr.backup.upload import checked_objects, remove_partial_upload, report_dead_runs
 from pgdr.core.compression import zstandard_version
 from pgdr.core.pgtools import PgTarget
 from pgdr.store.manifest import Manifest, utc_now_iso

@@ -18,15 +18,13 @@ import logging
 import os
 import stat
 import sys
-import tarfile
 import time
 from pathlib import Path
 
-import zstandard
-
 from pgdr import __version__
-from pgdr.backup.files import StagedObject
+from pgdr.backup.upload import StagedFile, checked_objects, remove_partial_upload
 from pgdr.core.checksums import StreamDigest
+from pgdr.core.compression import TarZstWriter, zstandard_version
 from pgdr.core.envelope import ALGORITHM, seal
 from pgdr.errors import Refused
 from pgdr.store.manifest import Manifest, utc_now_iso
@@ -93,12 +91,10 @@ def read_config_files(paths: tuple[Path, ...] | list[Path]) -> list[tuple[Path, 
 def tar_zst(members: list[tuple[str, bytes, int, float]], level: int) -> bytes:
     """(name, content, mode, mtime) members as one tar through zstd, in memory (configuration is small)."""
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    with TarZstWriter(buffer, level) as archive:
         for name, content, mode, mtime in members:
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(content), mode, mtime
-            tar.addfile(info, io.BytesIO(content))
-    return zstandard.ZstdCompressor(level=level, write_checksum=True).compress(buffer.getvalue())
+            archive.add_bytes(name, content, mode, mtime)
+    return buffer.getvalue()
 
 
 def run_config_backup(*, database: str, backup_id: str, prefix: str, paths: tuple[Path, ...],
@@ -109,8 +105,6 @@ def run_config_backup(*, database: str, backup_id: str, prefix: str, paths: tupl
     ``wrapper`` (:mod:`pgdr.core.envelope`) is needed only when a listed file is secret; a missing key
     then fails here, before anything is uploaded.
     """
-    from pgdr.backup.logical import checked_objects, remove_partial_upload
-
     started_at, started = utc_now_iso(), time.monotonic()
     files = read_config_files(paths)
     secret = [(p, d, i) for p, d, i in files if is_secret(p, secret_files)]
@@ -147,8 +141,8 @@ def run_config_backup(*, database: str, backup_id: str, prefix: str, paths: tupl
             path.write_bytes(blob)
             digest = StreamDigest(store.part_size)
             digest.update(blob)
-            obj = StagedObject(name, path, digest.finish(), role, "zstd+aes-256-gcm" if role == "config_sealed"
-                               else "zstd", raw)
+            obj = StagedFile(name, path, role, "zstd+aes-256-gcm" if role == "config_sealed" else "zstd", raw,
+                             digest.finish())
             keys.append(f"{prefix}/{name}")
             store.upload_file(path, f"{prefix}/{name}", obj.digest, metadata, _quiet_progress(log))
             objects_staged.append(obj)
@@ -168,7 +162,7 @@ def run_config_backup(*, database: str, backup_id: str, prefix: str, paths: tupl
         backup_id=backup_id, kind="config", database=database, dbname="", started_at=started_at,
         finished_at=utc_now_iso(), server_version="", server_version_num=0, system_identifier=None,
         objects=objects, row_counts={},
-        tool_versions={"pgdr": __version__, "zstandard": zstandard.__version__, "python": sys.version.split()[0]},
+        tool_versions={"pgdr": __version__, "zstandard": zstandard_version(), "python": sys.version.split()[0]},
         encryption={"sse": store.expected_sse, "kms_key_id": kms_key_id or None, "client_side": client_side},
         dump={"tool": "pgdr config", "format": "tar (PAX) through zstd; secrets sealed with AES-256-GCM",
               "files": entries, "file_count": len(entries), "encrypted_count": len(secret),

@@ -19,7 +19,6 @@ Airflow-free: the operator and bench/ run the same code.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -34,8 +33,9 @@ from pathlib import Path
 import zstandard
 
 from pgdr import __version__
-from pgdr.core.checksums import Digest, StreamDigest
-from pgdr.core.compression import HashingSink
+from pgdr.backup.upload import StagedFile, checked_objects, remove_partial_upload
+from pgdr.core.checksums import Digest, HashingReader, StreamDigest
+from pgdr.core.compression import TarZstWriter
 from pgdr.core.progress import Progress
 from pgdr.errors import Refused
 from pgdr.store.manifest import Manifest, backup_id_time, utc_now_iso
@@ -48,18 +48,6 @@ CHUNK = 1 << 20
 
 class FileBackupError(Refused, RuntimeError):
     """A file backup cannot be taken as configured (a directory missing, nothing readable)."""
-
-
-@dataclass(frozen=True)
-class StagedObject:
-    """A file written in staging, ready for :func:`pgdr.backup.logical.checked_objects`."""
-
-    name: str
-    path: Path
-    digest: Digest
-    role: str
-    compression: str
-    raw_size: int
 
 
 def archive_name(position: int) -> str:
@@ -175,12 +163,11 @@ def unchanged(entry: dict, before: dict | None) -> bool:
 # --- archiving ---------------------------------------------------------------------------------
 
 class _ExactReader:
-    """Reads exactly ``size`` bytes of a file for tarfile, hashing them; pads a file that shrank."""
+    """Reads exactly ``size`` bytes of a file for tarfile; pads a file that shrank."""
 
     def __init__(self, handle, size: int, progress: Progress | None) -> None:
         self._handle = handle
         self._left = size
-        self.sha256 = hashlib.sha256()
         self.short = False
         self._progress = progress
 
@@ -192,7 +179,6 @@ class _ExactReader:
             self.short = True
             data += b"\0" * (size - len(data))
         self._left -= len(data)
-        self.sha256.update(data)
         if self._progress is not None:
             self._progress.add(len(data))
         return data
@@ -205,47 +191,42 @@ def write_archive(root: Path, entries: list[dict], target: Path, level: int, par
     Fills in each entry's sha256 (of the bytes stored) and its size/mtime as read. Returns
     (digest of the compressed file, raw tar bytes of content, entries that vanished).
     """
-    compressor = zstandard.ZstdCompressor(level=level, write_checksum=True)
-    digest = StreamDigest(part_size)
     vanished, content = [], 0
-    with open(target, "wb") as handle:
-        sink = HashingSink(handle, digest)
-        with compressor.stream_writer(sink, closefd=False) as writer:
-            with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-                for entry in entries:
-                    scanned = entry.pop("_id", None)
-                    try:
-                        fd = open_beneath(root, entry["path"])
-                    except OSError as err:
-                        if err.errno not in _REPLACED:
-                            raise
-                        entry["_replaced"] = err.errno != errno.ENOENT
-                        vanished.append(entry)
-                        continue
-                    with os.fdopen(fd, "rb", buffering=CHUNK) as source:
-                        before = os.fstat(source.fileno())
-                        if not stat.S_ISREG(before.st_mode) or (
-                                scanned and [before.st_dev, before.st_ino] != list(scanned)):
-                            # another file (a hard link to a secret, a FIFO) took its name after the scan
-                            entry["_replaced"] = True
-                            vanished.append(entry)
-                            continue
-                        info = tarfile.TarInfo(entry["path"])
-                        info.size = before.st_size
-                        info.mtime = before.st_mtime
-                        info.mode = stat.S_IMODE(before.st_mode)
-                        reader = _ExactReader(source, before.st_size, progress)
-                        tar.addfile(info, reader)
-                        grew = bool(source.read(1))
-                        after = os.fstat(source.fileno())
-                    entry.update(size=before.st_size, mtime_ns=before.st_mtime_ns, mode=stat.S_IMODE(before.st_mode),
-                                 sha256=reader.sha256.hexdigest())
-                    changed = after.st_mtime_ns != before.st_mtime_ns or after.st_size != before.st_size
-                    if reader.short or grew or changed:
-                        # stored as read; the recorded mtime is the one before, so the next backup takes it again
-                        entry["changed_while_read"] = True
-                    content += before.st_size
-    return digest.finish(), content, vanished
+    with open(target, "wb") as handle, TarZstWriter(handle, level, part_size) as archive:
+        for entry in entries:
+            scanned = entry.pop("_id", None)
+            try:
+                fd = open_beneath(root, entry["path"])
+            except OSError as err:
+                if err.errno not in _REPLACED:
+                    raise
+                entry["_replaced"] = err.errno != errno.ENOENT
+                vanished.append(entry)
+                continue
+            with os.fdopen(fd, "rb", buffering=CHUNK) as source:
+                before = os.fstat(source.fileno())
+                if not stat.S_ISREG(before.st_mode) or (scanned and [before.st_dev, before.st_ino] != list(scanned)):
+                    # another file (a hard link to a secret, a FIFO) took its name after the scan
+                    entry["_replaced"] = True
+                    vanished.append(entry)
+                    continue
+                info = tarfile.TarInfo(entry["path"])
+                info.size = before.st_size
+                info.mtime = before.st_mtime
+                info.mode = stat.S_IMODE(before.st_mode)
+                exact = _ExactReader(source, before.st_size, progress)
+                reader = HashingReader(exact)   # the sha256 of the bytes stored, as they go into the tar
+                archive.add_stream(info, reader)
+                grew = bool(source.read(1))
+                after = os.fstat(source.fileno())
+            entry.update(size=before.st_size, mtime_ns=before.st_mtime_ns, mode=stat.S_IMODE(before.st_mode),
+                         sha256=reader.digest.hexdigest())
+            changed = after.st_mtime_ns != before.st_mtime_ns or after.st_size != before.st_size
+            if exact.short or grew or changed:
+                # stored as read; the recorded mtime is the one before, so the next backup takes it again
+                entry["changed_while_read"] = True
+            content += before.st_size
+    return archive.digest, content, vanished
 
 
 def write_index(document: dict, target: Path, part_size: int) -> tuple[Digest, int]:
@@ -281,8 +262,6 @@ def run_files_backup(*, database: str, backup_id: str, prefix: str, directories:
     ``previous``/``previous_index`` are the backup to build on (None for a full one). On failure
     the objects uploaded are removed; no manifest is written.
     """
-    from pgdr.backup.logical import checked_objects, remove_partial_upload
-
     missing = [str(d) for d in directories if not d.is_dir()]
     if missing:
         raise FileBackupError(f"configured file directories do not exist or are not directories: {missing} "
@@ -293,7 +272,7 @@ def run_files_backup(*, database: str, backup_id: str, prefix: str, directories:
         before = {(e["dir"], e["path"]): e for e in previous_index["entries"]}
     workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     progress = Progress("files read and archived", log)
-    staged: list[StagedObject] = []
+    staged: list[StagedFile] = []
     all_entries: list[dict] = []
     skipped: list[dict] = []
     dirs_summary = []
@@ -326,7 +305,7 @@ def run_files_backup(*, database: str, backup_id: str, prefix: str, directories:
                     skipped.append({"dir": str(directory), "path": entry["path"], "type": "file", "reason": reason})
                 for entry in fresh:
                     entry.update(backup_id=backup_id, object=name)
-                staged.append(StagedObject(name, path, digest, "files_archive", "zstd", content))
+                staged.append(StagedFile(name, path, "files_archive", "zstd", content, digest))
                 key = f"{prefix}/{name}"
                 uploaded_keys.append(key)
                 store.upload_file(path, key, digest, metadata, Progress(f"upload {name}", log))
@@ -343,7 +322,7 @@ def run_files_backup(*, database: str, backup_id: str, prefix: str, directories:
                  "dirs": dirs_summary, "entries": all_entries, "skipped": skipped}
         index_path = workdir / INDEX_NAME
         index_digest, index_raw = write_index(index, index_path, store.part_size)
-        staged.append(StagedObject(INDEX_NAME, index_path, index_digest, "file_index", "zstd", index_raw))
+        staged.append(StagedFile(INDEX_NAME, index_path, "file_index", "zstd", index_raw, index_digest))
         uploaded_keys.append(f"{prefix}/{INDEX_NAME}")
         store.upload_file(index_path, f"{prefix}/{INDEX_NAME}", index_digest, metadata, Progress("upload index", log))
         objects = checked_objects(store, prefix, backup_id, staged)

@@ -17,11 +17,16 @@ from pathlib import Path
 
 from pgdr import __version__
 from pgdr.backup.pg_dump import LogicalBackup
+from pgdr.backup.upload import (
+    checked_objects,
+    remove_partial_upload,  # re-exported for retain/data.py, tests/test_expire.py
+    report_dead_runs,
+)
 from pgdr.core.compression import zstandard_version
 from pgdr.core.pgtools import PgTarget, PgToolError
 from pgdr.errors import PgdrError
-from pgdr.store.manifest import Manifest, ObjectEntry, utc_now_iso
-from pgdr.store.s3 import BackupStore, UploadCheckError, UploadQueue
+from pgdr.store.manifest import Manifest, utc_now_iso
+from pgdr.store.s3 import BackupStore, UploadQueue
 
 
 def run_logical_backup(*, database: str, backup_id: str, prefix: str, target: PgTarget,
@@ -91,46 +96,3 @@ def staging_full(err: BaseException, workdir: Path) -> StagingFull | None:
                        "while the backup was written there (setting pgdr_staging_dir); the partial copy is removed "
                        "and nothing is listed. Point pgdr_staging_dir at a disk with room for the largest "
                        "compressed backup (see the sizes in earlier manifests), or free space there")
-
-
-def checked_objects(store: BackupStore, prefix: str, backup_id: str, files) -> list[ObjectEntry]:
-    """The manifest entries of uploaded files, after S3 confirmed each one (size, SHA-256, encryption)."""
-    objects = [
-        ObjectEntry(name=f.name, key=f"{prefix}/{f.name}", size=f.digest.size, sha256=f.digest.sha256,
-                    role=f.role, compression=f.compression, raw_size=f.raw_size,
-                    s3_checksum=f.digest.s3_checksum(store.is_multipart(f.digest.size)))
-        for f in files
-    ]
-    problems = store.check_backup(prefix, objects)
-    if problems:
-        raise UploadCheckError(f"backup {backup_id} failed its post-upload check: " + " | ".join(problems[:10]))
-    return objects
-
-
-def report_dead_runs(store: BackupStore, prefix: str, log: logging.Logger) -> None:
-    """Abort the open multipart uploads of workers killed mid-backup of this database and kind, and
-    report their incomplete backups; best effort (S3 trouble shows in this run's own upload)."""
-    base = prefix.rstrip("/").rsplit("/", 1)[0] + "/"
-    try:
-        aborted, incomplete = store.dead_runs(base, prefix)
-    except Exception as err:  # noqa: BLE001 - the run's own upload reports S3 trouble
-        log.warning("could not look for uploads left by a dead run (%s)", type(err).__name__)
-        return
-    if aborted:
-        log.warning("aborted %d multipart upload(s) left open by a run that died mid-upload: %s", len(aborted),
-                    ", ".join(aborted[:10]))
-    if incomplete:
-        log.warning("%d earlier backup(s) have objects but no manifest (a run failed or died): %s; never "
-                    "listed, restored or counted; retention removes them once a day old", len(incomplete),
-                    ", ".join(incomplete[:10]))
-
-
-def remove_partial_upload(store: BackupStore, keys: list[str], log: logging.Logger) -> None:
-    if not keys:
-        return
-    try:
-        store.delete_keys(keys)
-        log.warning("removed the partial upload (%d objects); no manifest was written", len(keys))
-    except Exception as err:  # noqa: BLE001 - the store may be the thing that is down
-        log.warning("could not remove the partial upload (%s); it has no manifest, so it is never listed, "
-                    "restored or counted", type(err).__name__)

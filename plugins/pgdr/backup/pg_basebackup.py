@@ -23,22 +23,29 @@ import os
 import re
 import shutil
 import subprocess
-import tarfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import zstandard
-
-from pgdr.backup.pg_dump import DumpedFile, LockedSession, _server_facts, die_with_worker
-from pgdr.core.checksums import Digest, StreamDigest, file_digest
-from pgdr.core.compression import CHUNK, HashingSink
-from pgdr.core.pgtools import PgTarget, PgToolError, libpq_env, stderr_tail, tool_path, tool_version
+from pgdr.backup.upload import StagedFile, discard_dead_partials
+from pgdr.core.checksums import Digest, file_digest
+from pgdr.core.compression import ArchiveError, TarZstWriter, extract_tar_zst
+from pgdr.core.pgtools import (
+    LockedSession,
+    PgTarget,
+    PgToolError,
+    die_with_worker,
+    libpq_env,
+    server_facts,
+    stderr_tail,
+    tool_path,
+    tool_version,
+)
 from pgdr.core.progress import Progress, human_bytes
 from pgdr.store.manifest import utc_now_iso
-from pgdr.wal.names import format_lsn, parse_lsn, segment_for_lsn  # parse_lsn: verification imports it from here
+from pgdr.wal.names import format_lsn, parse_lsn, segment_for_lsn
 
 # pg_try_advisory_lock(key1, key2): 'pgdr' and the base-backup slot (the logical backup uses 1).
 LOCK_KEYS = (0x70676472, 2)
@@ -126,7 +133,7 @@ class BaseCopy:
     system_identifier: str | None
     label: str
     wal: dict
-    files: list[DumpedFile]
+    files: list[StagedFile]
     tool_versions: dict[str, str]
     level: int
     cluster_size: int                 # bytes pg_basebackup copied (the plain data directory)
@@ -138,24 +145,6 @@ class BaseCopy:
         return next(f.raw_size for f in self.files if f.role == "base_tar")
 
 
-class _CountingWriter:
-    """Counts the tar's bytes on their way into zstd; ``tell`` lets tarfile write to it directly,
-    without its stream-mode buffer (which copies the whole buffer on every small write)."""
-
-    def __init__(self, inner, progress: Progress) -> None:
-        self._inner = inner
-        self._progress = progress
-        self.count = 0
-
-    def tell(self) -> int:
-        return self.count
-
-    def write(self, data) -> int:
-        self.count += len(data)
-        self._progress.add(len(data))
-        return self._inner.write(data)
-
-
 def tar_zstd(source: Path, target: Path, level: int, part_size: int, log: logging.Logger) -> tuple[int, Digest]:
     """Stream the contents of ``source`` as one tar through zstd into ``target``, hashing the output.
 
@@ -165,19 +154,28 @@ def tar_zstd(source: Path, target: Path, level: int, part_size: int, log: loggin
     """
     total = sum(entry.stat().st_size for entry in source.rglob("*") if entry.is_file() and not entry.is_symlink())
     progress = Progress(f"tar + zstd -{level}", log, total=total)
-    compressor = zstandard.ZstdCompressor(level=level, write_checksum=True)
-    digest = StreamDigest(part_size)
-    with open(target, "wb") as handle:
-        with compressor.stream_writer(HashingSink(handle, digest), closefd=False) as writer:
-            counter = _CountingWriter(writer, progress)
-            with tarfile.open(fileobj=counter, mode="w", format=tarfile.PAX_FORMAT, copybufsize=CHUNK) as tar:
-                for child in sorted(source.iterdir()):
-                    tar.add(str(child), arcname=child.name, recursive=True)
-    result = digest.finish()
+    with open(target, "wb") as handle, TarZstWriter(handle, level, part_size, progress) as archive:
+        archive.add_tree(source)
     progress.finish()
-    log.info("tar %s -> %s with zstd -%d (%.1fx)", human_bytes(counter.count), human_bytes(result.size), level,
-             counter.count / max(result.size, 1))
-    return counter.count, result
+    log.info("tar %s -> %s with zstd -%d (%.1fx)", human_bytes(archive.raw_size), human_bytes(archive.digest.size),
+             level, archive.raw_size / max(archive.digest.size, 1))
+    return archive.raw_size, archive.digest
+
+
+def unpack_base_backup(archive: Path, data_dir: Path) -> None:
+    """Unpack ``data.tar.zst`` into the new directory ``data_dir`` (0700); a member that would land outside
+    it, or an archive cut short or corrupt, is refused (:class:`pgdr.core.compression.ArchiveError`)."""
+    data_dir.mkdir(parents=True, mode=0o700)
+    extract_tar_zst(archive, data_dir)
+    # the tar may hold the data directory itself rather than its contents
+    if not (data_dir / "PG_VERSION").exists():
+        inner = [p for p in data_dir.iterdir() if (p / "PG_VERSION").exists()]
+        if len(inner) != 1:
+            raise ArchiveError(f"the base backup archive holds no data directory (no PG_VERSION) in {data_dir}")
+        for child in inner[0].iterdir():
+            child.rename(data_dir / child.name)
+        inner[0].rmdir()
+    data_dir.chmod(0o700)
 
 
 class PhysicalBackup(LockedSession):
@@ -202,7 +200,9 @@ class PhysicalBackup(LockedSession):
         self._conn = None
 
     def _open_session(self):
-        return self.open_locked_session(LOCK_KEYS, "base backup")
+        # with the lock held no other base backup of this database runs: what is left is a dead run's
+        return self.open_locked_session(LOCK_KEYS, "base backup",
+                                        on_locked=lambda: discard_dead_partials(self.workdir, "base backup", self.log))
 
     def _preflight(self, cur) -> int:
         """Refuse clearly before copying anything; returns the WAL segment size."""
@@ -226,7 +226,7 @@ class PhysicalBackup(LockedSession):
         started_at = utc_now_iso()
         seconds: dict[str, float] = {}
         cur = self._open_session()
-        version, version_num, system_identifier = _server_facts(cur)
+        version, version_num, system_identifier = server_facts(cur)
         segment_size = self._preflight(cur)
         tools = {name: tool_version(self.bindir, name) for name in ("pg_basebackup", "pg_verifybackup")}
 
@@ -257,8 +257,8 @@ class PhysicalBackup(LockedSession):
 
         manifest_digest = file_digest(manifest_path, self.part_size)
         files = [
-            DumpedFile(DATA_TAR, archive, "base_tar", "zstd", raw_size, digest),
-            DumpedFile(BACKUP_MANIFEST, manifest_path, "backup_manifest", "none", manifest_digest.size,
+            StagedFile(DATA_TAR, archive, "base_tar", "zstd", raw_size, digest),
+            StagedFile(BACKUP_MANIFEST, manifest_path, "backup_manifest", "none", manifest_digest.size,
                        manifest_digest),
         ]
         return BaseCopy(started_at=started_at, finished_at=utc_now_iso(), server_version=version,

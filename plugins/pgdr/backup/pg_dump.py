@@ -29,23 +29,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pgdr.backup.fswatch import DirectoryWatch
+from pgdr.backup.upload import StagedFile, discard_dead_partials
 from pgdr.core import sqlfiles as sql
-from pgdr.core.checksums import Digest, file_digest
+from pgdr.core.checksums import file_digest
 from pgdr.core.compression import SUFFIX, compress_growing_file, compress_stream
 from pgdr.core.pgtools import (
+    BackupBusy,  # re-exported for tests/test_errors.py
+    LockedSession,
     PgTarget,
     PgToolError,
     die_with_worker,
     libpq_env,
     run_tool,
+    server_facts,
     stderr_tail,
     tool_path,
     tool_version,
 )
 from pgdr.core.progress import Progress, human_bytes
 from pgdr.errors import Refused
-from pgdr.store import staging
 from pgdr.store.manifest import utc_now_iso
+
+__all__ = ["LOCK_KEYS", "BackupBusy", "LogicalBackup", "LogicalDump", "RowVisibilityError"]
 
 # pg_try_advisory_lock(key1, key2): 'pgdr' and the logical-backup slot.
 LOCK_KEYS = (0x70676472, 1)
@@ -54,38 +59,8 @@ COPY_TRAILER_NEWLINES = 3
 _TOC_DATA = re.compile(r"^(\d+); \d+ (\d+) TABLE DATA ")
 
 
-def discard_dead_partials(workdir: Path, what: str, log: logging.Logger) -> list[str]:
-    """Remove every other ``.partial`` beside ``workdir``: the staging directories of workers that died
-    mid-backup (health records, and disk the next backup needs), now rather than after a day.
-
-    Only for a caller that knows no other backup of this kind of this database runs (it holds the
-    backup's advisory lock, or the DAG runs one at a time). Returns the names removed."""
-    removed = []
-    if workdir.parent.is_dir():
-        for dead in sorted(workdir.parent.glob(f"*{staging.PARTIAL}")):
-            if dead.name != workdir.name and dead.is_dir() and not dead.is_symlink():
-                staging.discard(dead)
-                removed.append(dead.name)
-                log.warning("removed %s, the staging directory of a %s that died mid-run", dead.name, what)
-    return removed
-
-
-class BackupBusy(Refused, RuntimeError):
-    """Another pgdr backup of the same database holds the lock."""
-
-
 class RowVisibilityError(Refused, RuntimeError):
     """The backup role cannot see every row (row-level security)."""
-
-
-@dataclass(frozen=True)
-class DumpedFile:
-    name: str            # relative to the backup directory, e.g. dump/3456.dat.zst
-    path: Path
-    role: str
-    compression: str
-    raw_size: int
-    digest: Digest
 
 
 @dataclass
@@ -97,7 +72,7 @@ class LogicalDump:
     system_identifier: str | None
     snapshot_id: str
     row_counts: dict[str, int]
-    files: list[DumpedFile]
+    files: list[StagedFile]
     tool_versions: dict[str, str]
     jobs: int
     level: int
@@ -110,18 +85,6 @@ class LogicalDump:
 
 def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-def _server_facts(cur) -> tuple[str, int, str | None]:
-    cur.execute("SELECT current_setting('server_version'), current_setting('server_version_num')::int")
-    version, version_num = cur.fetchone()
-    # Without EXECUTE on pg_control_system() the identifier is recorded as unknown.
-    cur.execute(
-        "SELECT CASE WHEN has_function_privilege('pg_control_system()', 'EXECUTE') "
-        "THEN (SELECT system_identifier::text FROM pg_control_system()) END"
-    )
-    (system_identifier,) = cur.fetchone()
-    return version, version_num, system_identifier
 
 
 def _check_row_visibility(cur) -> None:
@@ -159,49 +122,6 @@ def _table_data_entries(toc_listing: str) -> dict[str, int]:
     return entries
 
 
-class LockedSession:
-    """A session to the backed-up server holding pgdr's advisory lock for one kind of backup,
-    so two backups of the same kind never run at once; released by :meth:`close`."""
-
-    target: PgTarget
-    connect: Callable[[], object]
-    _conn = None
-
-    def open_locked_session(self, lock_keys: tuple[int, int], what: str):
-        try:
-            conn = self.connect()
-        except Exception as err:  # the driver's message names host and user, never the password
-            raise PgToolError(f"cannot connect to {self.target.describe()}: {stderr_tail(str(err), 3)}") from None
-        conn.autocommit = True
-        self._conn = conn
-        cur = conn.cursor()
-        cur.execute("SELECT pg_try_advisory_lock(%s, %s)", lock_keys)
-        if not cur.fetchone()[0]:
-            raise BackupBusy(f"another pgdr {what} of {self.target.describe()} is running; "
-                             "refusing to start a second one")
-        self._discard_dead_partials(what)
-        return cur
-
-    def _discard_dead_partials(self, what: str) -> None:
-        # with the lock held no other backup of this kind of this database runs
-        workdir = getattr(self, "workdir", None)
-        if workdir is not None:
-            discard_dead_partials(workdir, what, self.log)
-
-    def close(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            finally:
-                self._conn = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
 class LogicalBackup(LockedSession):
     """Takes one logical backup of ``target`` into ``workdir``.
 
@@ -212,7 +132,7 @@ class LogicalBackup(LockedSession):
 
     def __init__(self, *, target: PgTarget, connect: Callable[[], object], workdir: Path, bindir: Path,
                  jobs: int, level: int, part_size: int, include_role_passwords: bool, log: logging.Logger,
-                 on_file: Callable[[DumpedFile], None] | None = None) -> None:
+                 on_file: Callable[[StagedFile], None] | None = None) -> None:
         self.target = target
         self.connect = connect
         self.workdir = workdir
@@ -226,13 +146,15 @@ class LogicalBackup(LockedSession):
         self._conn = None
 
     def _open_session(self):
-        return self.open_locked_session(LOCK_KEYS, "backup")
+        # with the lock held no other logical backup of this database runs: what is left is a dead run's
+        return self.open_locked_session(LOCK_KEYS, "backup",
+                                        on_locked=lambda: discard_dead_partials(self.workdir, "backup", self.log))
 
     def run(self) -> LogicalDump:
         started_at = utc_now_iso()
         seconds: dict[str, float] = {}
         cur = self._open_session()
-        version, version_num, system_identifier = _server_facts(cur)
+        version, version_num, system_identifier = server_facts(cur)
         _check_row_visibility(cur)
         tools = {name: tool_version(self.bindir, name) for name in ("pg_dump", "pg_dumpall", "pg_restore")}
 
@@ -284,20 +206,20 @@ class LogicalBackup(LockedSession):
             seconds=seconds,
         )
 
-    def _as_is(self, path: Path, role: str) -> DumpedFile:
+    def _as_is(self, path: Path, role: str) -> StagedFile:
         digest = file_digest(path, self.part_size)
-        return DumpedFile(f"dump/{path.name}", path, role, "none", digest.size, digest)
+        return StagedFile(f"dump/{path.name}", path, role, "none", digest.size, digest)
 
-    def _hand_on(self, dumped: DumpedFile) -> None:
+    def _hand_on(self, dumped: StagedFile) -> None:
         if self.on_file is not None:
             self.on_file(dumped)
 
     def _dump_and_compress(self, argv: list[str], env: dict[str, str], dump_dir: Path,
-                           seconds: dict[str, float]) -> dict[str, tuple[DumpedFile, int]]:
+                           seconds: dict[str, float]) -> dict[str, tuple[StagedFile, int]]:
         """Run pg_dump and compress each table file as it is written; returns dump id -> (file, rows)."""
         watch = DirectoryWatch(dump_dir)
         dumped = Progress("pg_dump + zstd", self.log)
-        results: dict[str, tuple[DumpedFile, int]] = {}
+        results: dict[str, tuple[StagedFile, int]] = {}
 
         def follow(name: str) -> None:
             source = dump_dir / name
@@ -306,7 +228,7 @@ class LogicalBackup(LockedSession):
                                            is_finished=lambda: watch.is_finished(name), progress=dumped)
             source.unlink()
             rows = max(result.newlines - COPY_TRAILER_NEWLINES, 0)
-            dumped_file = DumpedFile(f"dump/{target.name}", target, "table_data", "zstd", result.raw_size,
+            dumped_file = StagedFile(f"dump/{target.name}", target, "table_data", "zstd", result.raw_size,
                                      result.digest)
             results[name.split(".")[0]] = (dumped_file, rows)
             self._hand_on(dumped_file)
@@ -366,7 +288,7 @@ class LogicalBackup(LockedSession):
                       "inotify" if watch.uses_inotify else "polling")
         return results
 
-    def _dump_globals(self, env: dict[str, str]) -> DumpedFile:
+    def _dump_globals(self, env: dict[str, str]) -> StagedFile:
         argv = [tool_path(self.bindir, "pg_dumpall"), "--globals-only", f"--database={self.target.dbname}"]
         if not self.include_role_passwords:
             argv.append("--no-role-passwords")
@@ -383,10 +305,10 @@ class LogicalBackup(LockedSession):
         if returncode != 0:
             stderr = b"".join(errors).decode(errors="replace")
             raise PgToolError(f"pg_dumpall failed (exit {returncode}): {stderr_tail(stderr)}")
-        return DumpedFile("globals.sql" + SUFFIX, target, "globals", "zstd", compressed.raw_size, compressed.digest)
+        return StagedFile("globals.sql" + SUFFIX, target, "globals", "zstd", compressed.raw_size, compressed.digest)
 
 
-def _row_counts(compressed: dict[str, tuple[DumpedFile, int]], data_entries: dict[str, int],
+def _row_counts(compressed: dict[str, tuple[StagedFile, int]], data_entries: dict[str, int],
                 tables: dict[int, str]) -> dict[str, int]:
     """Every user table's row count, from its data file; a table without data in the dump is an error."""
     counts = {}

@@ -15,12 +15,12 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pgdr.errors import ToolError
+from pgdr.errors import Refused, ToolError
 
 DEFAULT_BINDIR = "/usr/lib/postgresql/15/bin"
 
@@ -150,3 +150,63 @@ def run_tool(argv: list[str], env: dict[str, str], log: logging.Logger, **kwargs
     if result.returncode != 0:
         raise PgToolError(f"{name} failed (exit {result.returncode}): {stderr_tail(result.stderr)}")
     return result
+
+
+# --- a session to the backed-up server ---------------------------------------------------------
+
+class BackupBusy(Refused, RuntimeError):
+    """Another pgdr backup of the same database holds the lock."""
+
+
+def server_facts(cur) -> tuple[str, int, str | None]:
+    """(server_version, server_version_num, system identifier) of the server ``cur`` is connected to."""
+    cur.execute("SELECT current_setting('server_version'), current_setting('server_version_num')::int")
+    version, version_num = cur.fetchone()
+    # Without EXECUTE on pg_control_system() the identifier is recorded as unknown.
+    cur.execute(
+        "SELECT CASE WHEN has_function_privilege('pg_control_system()', 'EXECUTE') "
+        "THEN (SELECT system_identifier::text FROM pg_control_system()) END"
+    )
+    (system_identifier,) = cur.fetchone()
+    return version, version_num, system_identifier
+
+
+class LockedSession:
+    """A session to the backed-up server holding pgdr's advisory lock for one kind of backup,
+    so two backups of the same kind never run at once; released by :meth:`close`."""
+
+    target: PgTarget
+    connect: Callable[[], object]
+    _conn = None
+
+    def open_locked_session(self, lock_keys: tuple[int, int], what: str,
+                            on_locked: Callable[[], None] | None = None):
+        """A cursor (autocommit) holding the lock; ``on_locked`` runs once it is held, e.g. to clear what
+        a dead run of the same kind left (no other run of it can be going on then)."""
+        try:
+            conn = self.connect()
+        except Exception as err:  # the driver's message names host and user, never the password
+            raise PgToolError(f"cannot connect to {self.target.describe()}: {stderr_tail(str(err), 3)}") from None
+        conn.autocommit = True
+        self._conn = conn
+        cur = conn.cursor()
+        cur.execute("SELECT pg_try_advisory_lock(%s, %s)", lock_keys)
+        if not cur.fetchone()[0]:
+            raise BackupBusy(f"another pgdr {what} of {self.target.describe()} is running; "
+                             "refusing to start a second one")
+        if on_locked is not None:
+            on_locked()
+        return cur
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

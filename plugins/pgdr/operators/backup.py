@@ -183,8 +183,7 @@ class _StagedBackupOperator(DatabaseOperator):
     def execute(self, context) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from pgdr.backup.logical import report_dead_runs
-        from pgdr.backup.pg_dump import discard_dead_partials
+        from pgdr.backup.upload import discard_dead_partials, report_dead_runs
         from pgdr.store import staging
         from pgdr.store.manifest import backup_prefix, new_backup_id
 
@@ -231,7 +230,7 @@ class FilesBackupOperator(_StagedBackupOperator):
 
     def take(self, *, database, backup_id, prefix, configured, work, airflow):
         from pgdr.backup.files import bad_backup_ids, choose_previous, run_files_backup, utc_now
-        from pgdr.restore.files import load_entries
+        from pgdr.backup.files_reader import load_entries
         from pgdr.store.catalog import newest_good
         from pgdr.store.manifest import MANIFEST_NAME, backup_prefix
 

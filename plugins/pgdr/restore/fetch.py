@@ -16,7 +16,6 @@ anything starts.
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
 import threading
@@ -25,36 +24,13 @@ from pathlib import Path
 
 import zstandard
 
+from pgdr.backup.download import download_object
+from pgdr.core.checksums import ObjectHashError  # re-exported for tests/test_errors.py
 from pgdr.core.compression import CHUNK, SUFFIX
 from pgdr.core.progress import Progress
-from pgdr.errors import StoreError
 from pgdr.store.manifest import ObjectEntry
 
-
-class ObjectHashError(StoreError, RuntimeError):
-    """A downloaded object differs from what the manifest records."""
-
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"{key}: {problem}")
-        self.key = key
-
-
-def download_object(store, key: str, obj: ObjectEntry, target: Path, progress: Progress | None = None) -> None:
-    """Download one object to ``target``, hashing as it arrives; raise on a size or sha256 mismatch."""
-    response = store.client.get_object(Bucket=store.bucket, Key=key)
-    digest = hashlib.sha256()
-    size = 0
-    with open(target, "wb") as handle:
-        for block in response["Body"].iter_chunks(CHUNK):
-            digest.update(block)
-            handle.write(block)
-            size += len(block)
-            if progress is not None:
-                progress.add(len(block))
-    if size != obj.size:
-        raise ObjectHashError(key, f"size {size} != manifest {obj.size}")
-    if digest.hexdigest() != obj.sha256:
-        raise ObjectHashError(key, f"sha256 {digest.hexdigest()} != manifest {obj.sha256}")
+__all__ = ["ObjectHashError", "PipedDataFiles", "decompress_to", "download_object", "fetch_whole", "plain_name"]
 
 
 def decompress_to(source: Path, handle) -> int:

@@ -1,182 +1,38 @@
 """Restoring file and configuration backups into a directory, and proving every file's hash.
 
-A file backup's index says, for every file, which backup and which archive hold its content
-(unchanged files live in earlier backups of the chain). Each archive needed is downloaded once
-(its sha256 checked against the manifest of the backup that holds it), unsealed when it is
-sealed, and streamed through tar: each wanted file is hashed as it is written into a partial
-directory inside the target. Only when every file matched its sha256 are the files moved into
-place (a rename on the same filesystem), symlinks made, modes and mtimes set; then every file is
-read back from its final place and hashed again. Verification uses the same reading with
-nothing written. Reports carry counts and bytes, never contents.
+The backup is read by :mod:`pgdr.backup.files_reader` (each archive downloaded once and checked,
+unsealed when sealed, streamed through tar) and each wanted file is hashed as it is written into a
+partial directory inside the target. Only when every file matched its sha256 are the files moved
+into place (a rename on the same filesystem), symlinks made, modes and mtimes set; then every file
+is read back from its final place and hashed again. Reports carry counts and bytes, never contents.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import logging
 import os
 import shutil
 import stat
-import tarfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-import zstandard
-
-from pgdr.backup.config import SECRET_INDEX, object_aad
-from pgdr.backup.files import INDEX_NAME, dest_path, read_index
-from pgdr.errors import PgdrError
-from pgdr.restore.fetch import ObjectHashError, download_object
+from pgdr.backup.files import dest_path
+from pgdr.backup.files_reader import (  # load_entries, unsealer: re-exported for operators/restore.py, bench/
+    FileRestoreError,
+    load_entries,
+    read_contents,
+    unsealer,
+)
+from pgdr.core.checksums import file_sha256
 from pgdr.restore.request import target_dir_problems
-from pgdr.store.manifest import MANIFEST_NAME, Manifest, backup_prefix
+from pgdr.store.manifest import Manifest
 
-CHUNK = 1 << 20
+__all__ = ["FileRestoreError", "check_target_dir", "find_conflicts", "is_empty_dir", "load_entries", "place_entries",
+           "restore_tree", "unsealer", "verify_tree"]
 PARTIAL_PREFIX = ".pgdr-restore-"
 # Directories are opened one component at a time, relative to their parent, never through a link:
 # what a restore writes stays inside target_dir whatever links are already there.
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-class FileRestoreError(PgdrError, RuntimeError):
-    """A file or configuration restore could not be completed; the message says what differed."""
-
-
-def load_entries(store, manifest: Manifest, prefix: str, workdir: Path) -> list[dict]:
-    """Every entry (files, dirs, symlinks) the backup restores, from its index or its manifest."""
-    if manifest.kind == "config":
-        return [dict(entry) for entry in manifest.dump.get("files", [])]
-    obj = next((o for o in manifest.objects if o.name == INDEX_NAME), None)
-    if obj is None:
-        raise FileRestoreError(f"file backup {manifest.backup_id} lists no {INDEX_NAME}")
-    workdir.mkdir(parents=True, exist_ok=True)
-    local = workdir / f"{manifest.backup_id}-{INDEX_NAME}"
-    download_object(store, f"{prefix}/{INDEX_NAME}", obj, local)
-    try:
-        return read_index(local.read_bytes())["entries"]
-    finally:
-        local.unlink(missing_ok=True)
-
-
-def unsealer(manifest: Manifest, wrapper) -> Callable[[str, bytes], bytes] | None:
-    """A function opening this backup's sealed objects, or None when it has none. Unwraps the data key
-    once (a wrong or missing key fails here, before anything is written)."""
-    from pgdr.core.envelope import open_sealed
-
-    client_side = (manifest.encryption or {}).get("client_side")
-    if not client_side:
-        return None
-    if wrapper is None:
-        raise FileRestoreError(f"backup {manifest.backup_id} has files sealed client-side; a key is needed")
-    data_key = wrapper.unwrap(client_side["data_key"])
-
-    def unseal(name: str, blob: bytes) -> bytes:
-        return open_sealed(data_key, blob, object_aad(manifest.database, manifest.backup_id, name))
-
-    return unseal
-
-
-def read_contents(store, manifest: Manifest, entries: list[dict], workdir: Path, log: logging.Logger, *,
-                  write_root: Path | None = None, unseal=None) -> dict:
-    """Fetch and unpack the archives holding ``entries``' files, hashing every file.
-
-    With ``write_root`` the files are written under it (see :func:`pgdr.backup.files.dest_path`).
-    Returns {"problems": [...], "files": n, "bytes": n, "archives": n, "downloaded_bytes": n}.
-    """
-    groups: dict[tuple[str, str], dict[str, dict]] = {}
-    for entry in entries:
-        if entry["type"] == "file":
-            groups.setdefault((entry["backup_id"], entry["object"]), {})[entry["path"]] = entry
-    manifests = {manifest.backup_id: manifest}
-    problems: list[dict] = []
-    files = size_total = downloaded = 0
-    workdir.mkdir(parents=True, exist_ok=True)
-    for (holder, name), wanted in sorted(groups.items()):
-        holder_prefix = backup_prefix(store.prefix, manifest.database, manifest.kind, holder)
-        key = f"{holder_prefix}/{name}"
-        try:
-            if holder not in manifests:
-                manifests[holder] = store.read_manifest(f"{holder_prefix}/{MANIFEST_NAME}")
-            obj = next((o for o in manifests[holder].objects if o.name == name), None)
-            if obj is None:
-                raise FileRestoreError(f"backup {holder} lists no object {name}")
-            local = workdir / f"{holder}-{name.replace('/', '_')}"
-            download_object(store, key, obj, local)
-            downloaded += obj.size
-        except (ObjectHashError, FileRestoreError) as err:
-            problems.append({"problem": "archive missing or damaged", "key": key, "error": str(err)[:300],
-                             "files": len(wanted)})
-            continue
-        except Exception as err:  # noqa: BLE001 - a missing holder backup is the finding, named by key
-            problems.append({"problem": "archive missing or unreadable", "key": key,
-                             "error": f"{type(err).__name__}: {str(err)[:200]}", "files": len(wanted)})
-            continue
-        try:
-            if obj.role == "config_sealed":
-                if unseal is None:
-                    raise FileRestoreError("a sealed archive needs the key")
-                stream = io.BytesIO(zstandard.ZstdDecompressor().decompressobj().decompress(
-                    unseal(name, local.read_bytes())))
-            else:
-                stream = zstandard.ZstdDecompressor().stream_reader(open(local, "rb"), read_size=CHUNK)  # noqa: SIM115
-            with stream, tarfile.open(fileobj=stream, mode="r|") as tar:
-                for member in tar:
-                    if member.name == SECRET_INDEX:
-                        for path, sha256 in json.loads(tar.extractfile(member).read()).items():
-                            if path in wanted:
-                                wanted[path]["sha256"] = sha256
-                        continue
-                    entry = wanted.pop(member.name, None)
-                    if entry is None:
-                        continue
-                    if not member.isfile():
-                        problems.append({"problem": "archive member is not a file", "key": key,
-                                         "path": entry["path"]})
-                        continue
-                    digest, count = _copy(tar.extractfile(member), entry, write_root)
-                    if count != entry["size"] or digest != entry.get("sha256"):
-                        problems.append({"problem": "file differs from the manifest", "key": key,
-                                         "path": entry["path"], "expected_sha256": entry.get("sha256"),
-                                         "found_sha256": digest, "expected_size": entry["size"], "found_size": count})
-                    else:
-                        files += 1
-                        size_total += count
-        except Exception as err:  # noqa: BLE001 - undecryptable or unreadable archive: name it, stop nothing else
-            from pgdr.core.envelope import KeyProblem
-
-            if isinstance(err, KeyProblem):
-                raise
-            problems.append({"problem": "archive cannot be unpacked", "key": key,
-                             "error": f"{type(err).__name__}: {str(err)[:200]}"})
-        finally:
-            local.unlink(missing_ok=True)
-        for path in sorted(wanted):
-            problems.append({"problem": "file missing from its archive", "key": key, "path": path})
-    log.info("read %d files (%d bytes) from %d archives (%d bytes downloaded); %d problems", files, size_total,
-             len(groups), downloaded, len(problems))
-    return {"problems": problems, "files": files, "bytes": size_total, "archives": len(groups),
-            "downloaded_bytes": downloaded}
-
-
-def _copy(source, entry: dict, write_root: Path | None) -> tuple[str, int]:
-    digest, count = hashlib.sha256(), 0
-    out = None
-    if write_root is not None:
-        target = dest_path(write_root, entry["dir"], entry["path"])
-        target.parent.mkdir(parents=True, exist_ok=True)
-        out = open(target, "xb")  # noqa: SIM115 - closed below; a fresh file, never through a link
-    try:
-        while block := source.read(CHUNK):
-            digest.update(block)
-            count += len(block)
-            if out is not None:
-                out.write(block)
-    finally:
-        if out is not None:
-            out.close()
-    return digest.hexdigest(), count
 
 
 def is_empty_dir(path: Path) -> bool:
@@ -396,6 +252,10 @@ def place_entries(partial: Path, target_dir: Path, entries: list[dict]) -> None:
         os.close(root)
 
 
+def _open_no_link(path: Path):
+    return os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb")
+
+
 def verify_tree(target_dir: Path, entries: list[dict]) -> dict:
     """Read every restored file back and compare size, sha256 and mtime with the manifest."""
     problems, files, size, links = [], 0, 0, 0
@@ -409,20 +269,16 @@ def verify_tree(target_dir: Path, entries: list[dict]) -> dict:
             continue
         if entry["type"] != "file":
             continue
-        digest, count = hashlib.sha256(), 0
         try:
-            with os.fdopen(os.open(final, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as handle:
-                while block := handle.read(CHUNK):
-                    digest.update(block)
-                    count += len(block)
+            copied = file_sha256(final, opener=_open_no_link)
             mtime_ns = os.stat(final, follow_symlinks=False).st_mtime_ns
         except OSError as err:
             problems.append({"problem": "file unreadable after restore", "path": entry["path"],
                              "error": err.strerror})
             continue
-        if digest.hexdigest() != entry.get("sha256") or count != entry["size"] or mtime_ns != entry["mtime_ns"]:
+        if copied.sha256 != entry.get("sha256") or copied.size != entry["size"] or mtime_ns != entry["mtime_ns"]:
             problems.append({"problem": "file differs after restore", "path": entry["path"]})
         else:
             files += 1
-            size += count
+            size += copied.size
     return {"problems": problems, "files": files, "bytes": size, "symlinks": links}

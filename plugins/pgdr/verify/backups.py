@@ -5,8 +5,8 @@ Each check returns a result dict: ``check``, ``status`` (ok | warning | failed),
 ``fingerprint`` that stays the same while the same problem persists, so alerts are
 posted when something changes rather than on every run.
 
-Format checks are pluggable per backup kind (:data:`FORMAT_CHECKS`); physical backups
-add pg_verifybackup and WAL continuity there.
+What each kind's format must pass beyond its objects' hashes is in :mod:`pgdr.verify.formats`
+(:data:`FORMAT_CHECKS`, one function per check).
 """
 
 from __future__ import annotations
@@ -14,16 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
-from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pgdr.core.pgtools import PgToolError, run_tool, tool_path
 from pgdr.store.catalog import MARKER_NAME, age_hours, newest_complete, newest_good, pick_deep_check
 from pgdr.store.manifest import MANIFEST_NAME, Manifest, backup_prefix, utc_now_iso
+from pgdr.verify.formats import FORMAT_CHECKS
 
 # The kinds whose newest complete backup the integrity check (and, rotating, the deep check) verifies;
 # a kind with no backup yet is skipped there.
@@ -47,179 +43,6 @@ def result(check: str, status: str, summary: str, evidence: list[dict] | None = 
             "backup_id": backup_id, "fingerprint": fingerprint, "checked_at": utc_now_iso()}
 
 
-def _logical_toc_check(store, manifest: Manifest, prefix: str, bindir: Path, log: logging.Logger) -> list[dict]:
-    """pg_restore --list on the stored toc.dat: the dump's own structure check."""
-    toc = next((o for o in manifest.objects if o.role == "toc"), None)
-    if toc is None:
-        return [{"problem": "the manifest lists no toc.dat"}]
-    toc_key = f"{prefix}/{toc.name}"
-    workdir = Path(tempfile.mkdtemp(prefix="pgdr-verify-"))
-    try:
-        (workdir / "dump").mkdir()
-        store.client.download_file(store.bucket, toc_key, str(workdir / "dump" / "toc.dat"))
-        listing = run_tool([tool_path(bindir, "pg_restore"), "--list", str(workdir / "dump")],
-                           {"PATH": os.environ.get("PATH", "")}, log).stdout
-    except PgToolError as err:
-        return [{"problem": "pg_restore --list failed on the stored toc.dat", "key": toc_key, "error": str(err)}]
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    data_entries = sum(1 for line in listing.splitlines() if " TABLE DATA " in line)
-    if data_entries < len(manifest.row_counts):
-        return [{"problem": "the TOC lists fewer tables with data than the manifest counts", "key": toc_key,
-                 "expected": len(manifest.row_counts), "found": data_entries}]
-    return []
-
-
-def _base_manifest_check(store, manifest: Manifest, prefix: str, bindir: Path, log: logging.Logger) -> list[dict]:
-    """The stored backup_manifest (pg_basebackup's own): intact, lists files, and its WAL range is the manifest's.
-
-    Cheap, and it runs before :func:`_base_verifybackup_check` unpacks the tar.
-    """
-    from pgdr.backup.pg_basebackup import manifest_checksum_ok, parse_lsn
-
-    entry = next((o for o in manifest.objects if o.role == "backup_manifest"), None)
-    if entry is None:
-        return [{"problem": "the manifest lists no backup_manifest"}]
-    key = f"{prefix}/{entry.name}"
-    try:
-        body = store.client.get_object(Bucket=store.bucket, Key=key)["Body"].read()
-    except store.client.exceptions.NoSuchKey:
-        return []  # already reported as missing
-    try:
-        document = json.loads(body)
-    except ValueError as err:
-        return [{"problem": "backup_manifest is not JSON", "key": key, "error": str(err)[:200]}]
-    problems = []
-    if not manifest_checksum_ok(body):
-        problems.append({"problem": "backup_manifest fails its own Manifest-Checksum", "key": key})
-    files = document.get("Files") if isinstance(document, dict) else None
-    if not isinstance(files, list) or not files:
-        problems.append({"problem": "backup_manifest lists no files", "key": key})
-    ranges = document.get("WAL-Ranges") if isinstance(document, dict) else None
-    wal = manifest.wal or {}
-    if not isinstance(ranges, list) or not ranges:
-        problems.append({"problem": "backup_manifest lists no WAL-Ranges", "key": key})
-    else:
-        try:
-            found = {"start_lsn": parse_lsn(ranges[0]["Start-LSN"]), "end_lsn": parse_lsn(ranges[-1]["End-LSN"]),
-                     "timeline": int(ranges[0]["Timeline"])}
-            expected = {"start_lsn": parse_lsn(wal["start_lsn"]), "end_lsn": parse_lsn(wal["end_lsn"]),
-                        "timeline": int(wal["timeline"])}
-        except (KeyError, TypeError, ValueError) as err:
-            problems.append({"problem": "WAL range unreadable", "key": key, "error": f"{type(err).__name__}: {err}"})
-        else:
-            if found != expected:
-                problems.append({"problem": "backup_manifest WAL range differs from the manifest's", "key": key,
-                                 "expected": {"start_lsn": wal.get("start_lsn"), "end_lsn": wal.get("end_lsn"),
-                                              "timeline": wal.get("timeline")},
-                                 "found": {"start_lsn": ranges[0].get("Start-LSN"),
-                                           "end_lsn": ranges[-1].get("End-LSN"),
-                                           "timeline": ranges[0].get("Timeline")}})
-    return problems
-
-
-def _base_verifybackup_check(store, manifest: Manifest, prefix: str, bindir: Path,
-                             log: logging.Logger) -> list[dict]:
-    """pg_verifybackup on the base backup itself: the tar fetched and unpacked into a temporary
-    directory, every file checked against the backup_manifest's SHA-256 and the WAL it needs
-    parsed from its pg_wal."""
-    from pgdr.restore.fetch import download_object
-    from pgdr.restore.pitr import unpack_base_backup
-
-    tar = next((o for o in manifest.objects if o.role == "base_tar"), None)
-    if tar is None:
-        return [{"problem": "the manifest lists no base_tar"}]
-    key = f"{prefix}/{tar.name}"
-    workdir = Path(tempfile.mkdtemp(prefix="pgdr-verify-base-"))
-    try:
-        archive = workdir / "data.tar.zst"
-        download_object(store, key, tar, archive)
-        unpack_base_backup(archive, workdir / "data")
-        archive.unlink()
-        run_tool([tool_path(bindir, "pg_verifybackup"), str(workdir / "data")],
-                 {"PATH": os.environ.get("PATH", "")}, log)
-    except PgToolError as err:
-        return [{"problem": "pg_verifybackup failed on the base backup", "key": key, "error": str(err)[:500]}]
-    except Exception as err:  # noqa: BLE001 - unreadable archive is the finding
-        return [{"problem": "the base backup could not be unpacked", "key": key,
-                 "error": f"{type(err).__name__}: {str(err)[:300]}"}]
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    log.info("pg_verifybackup passed on base backup %s", manifest.backup_id)
-    return []
-
-
-def _files_content_check(store, manifest: Manifest, prefix: str, bindir: Path, log: logging.Logger) -> list[dict]:
-    """Every archive this file backup holds unpacked and every file in it hashed against the index; the
-    backups it depends on for unchanged files are complete and not bad (each is verified in its turn)."""
-    from pgdr.restore.files import load_entries, read_contents
-    from pgdr.store.catalog import entries_from_keys
-
-    workdir = Path(tempfile.mkdtemp(prefix="pgdr-verify-files-"))
-    try:
-        try:
-            entries = load_entries(store, manifest, prefix, workdir)
-        except Exception as err:  # noqa: BLE001 - an unreadable index is the finding
-            return [{"problem": "file index unreadable", "key": f"{prefix}/index.json.zst",
-                     "error": f"{type(err).__name__}: {str(err)[:300]}"}]
-        own = [e for e in entries if e["type"] == "file" and e.get("backup_id") == manifest.backup_id]
-        problems = read_contents(store, manifest, own, workdir, log)["problems"]
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    depends_on = set(manifest.dump.get("depends_on", []))
-    strays = {e.get("backup_id") for e in entries if e["type"] == "file"} - depends_on - {manifest.backup_id}
-    if strays:
-        problems.append({"problem": "index names backups the manifest does not depend on",
-                         "backups": sorted(str(s) for s in strays)})
-    if depends_on:
-        base = f"{store.prefix}/{manifest.database}/files/"
-        catalog = {e.backup_id: e for e in entries_from_keys(store.list_keys(base), base)}
-        for holder in sorted(depends_on):
-            entry = catalog.get(holder)
-            if entry is None or not entry.complete:
-                problems.append({"problem": "a backup holding unchanged files is missing or incomplete",
-                                 "key": f"{base}{holder}/{MANIFEST_NAME}"})
-            elif entry.has_marker:
-                marker = store.read_json_or_none(f"{base}{holder}/{MARKER_NAME}") or {}
-                if marker.get("status") == "bad":
-                    problems.append({"problem": "a backup holding unchanged files is marked bad",
-                                     "key": f"{base}{holder}/{MARKER_NAME}"})
-    if not problems:
-        log.info("file backup %s: %d files it holds unpacked and hashed, all match the index", manifest.backup_id,
-                 len(own))
-    return problems
-
-
-def _config_content_check(store, manifest: Manifest, prefix: str, bindir: Path, log: logging.Logger) -> list[dict]:
-    """The configuration archives unsealed (with the key the manifest names) and every file hashed."""
-    from pgdr.core.envelope import KeyProblem, wrapper_for
-    from pgdr.restore.files import load_entries, read_contents, unsealer
-    from pgdr.settings import load_settings
-
-    entries = load_entries(store, manifest, prefix, Path("."))
-    unseal = None
-    client_side = (manifest.encryption or {}).get("client_side")
-    if client_side:
-        try:
-            unseal = unsealer(manifest, wrapper_for(client_side["data_key"], load_settings()))
-        except KeyProblem as err:
-            return [{"problem": "sealed configuration cannot be opened", "error": str(err)[:300]}]
-    workdir = Path(tempfile.mkdtemp(prefix="pgdr-verify-config-"))
-    try:
-        read = read_contents(store, manifest, entries, workdir, log, unseal=unseal)
-    except KeyProblem as err:
-        return [{"problem": "sealed configuration cannot be opened", "error": str(err)[:300]}]
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    return read["problems"]
-
-
-FORMAT_CHECKS: dict[str, list[Callable]] = {"logical": [_logical_toc_check],
-                                            "base": [_base_manifest_check, _base_verifybackup_check],
-                                            "files": [_files_content_check],
-                                            "config": [_config_content_check]}
-
-
 def verify_backup(store, database: str, kind: str, backup_id: str, bindir: Path,
                   log: logging.Logger) -> tuple[list[dict], Manifest | None]:
     """Stream every object of one backup and compare it with the manifest; returns problems."""
@@ -235,7 +58,9 @@ def verify_backup(store, database: str, kind: str, backup_id: str, bindir: Path,
         key = f"{prefix}/{obj.name}"
         try:
             found = store.stream_digest(key)
-        except store.client.exceptions.NoSuchKey:
+        except Exception as err:
+            if not store.is_missing(err):
+                raise
             problems.append({"problem": "object missing", "key": key})
             continue
         if found["sha256"] != obj.sha256:
@@ -251,7 +76,9 @@ def verify_backup(store, database: str, kind: str, backup_id: str, bindir: Path,
                                                                      f"{prefix}/{MARKER_NAME}"}
     for key in store.list_keys(prefix):
         if key not in listed:
-            head = store.client.head_object(Bucket=store.bucket, Key=key)
+            head = store.head(key)
+            if head is None:
+                continue   # gone since it was listed
             problems.append({"problem": "object not in the manifest", "key": key,
                              "found_sse": head.get("ServerSideEncryption") or "none (unencrypted)"})
     if not any(p["problem"] in ("object missing", "sha256 mismatch") and p["key"].endswith("toc.dat")

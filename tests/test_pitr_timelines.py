@@ -108,7 +108,7 @@ def base_backup(store, source: Archived, work: Path) -> str:
 def upload_wal(store, source: Path, system_identifier: str | None, name: str | None = None,
                sent: set | None = None) -> list[str]:
     """Upload WAL files as pgdr's archive holds them; ``system_identifier`` None writes the legacy layout."""
-    from pgdr.wal.ship import wal_prefix
+    from pgdr.wal.names import wal_prefix
 
     base = wal_prefix(store.prefix, CONN_ID) + (f"/{system_identifier}" if system_identifier else "")
     files = [source] if source.is_file() else sorted(p for p in source.iterdir() if p.is_file())
@@ -285,7 +285,7 @@ def test_a_target_on_the_abandoned_branch_is_refused(failover):
 
 def test_the_wal_check_follows_the_new_timeline_and_names_its_gap(failover):
     from pgdr.verify.wal import archive_findings
-    from pgdr.wal.ship import wal_prefix
+    from pgdr.wal.names import wal_prefix
 
     store = failover["store"]
     assert archive_findings(store, CONN_ID, ship_seconds=3600) == []
@@ -507,7 +507,7 @@ class _ShipperRacesTheFetch:
 def test_the_partial_segment_changing_during_the_fetch_is_taken_whole(quiet, pitr_root):
     """HEAD and GET of the growing partial segment may see two versions; one GET carries body and hashes."""
     from pgdr.store.s3 import BackupStore
-    from pgdr.wal.ship import wal_prefix
+    from pgdr.wal.names import wal_prefix
 
     store, source = quiet["store"], quiet["source"]
     source.insert(11, 15)

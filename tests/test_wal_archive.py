@@ -28,22 +28,21 @@ from conftest import REPO_ROOT, run_dag, task_states, wait_for, xcom_values
 from harness.pg_cluster import pg_bindir, start_cluster
 from harness.stack import BUCKET, postgres_conn
 from pgdr.store.s3 import BackupStore
-from pgdr.wal import ship as wal_archive
-from pgdr.wal.receiver import Supervisor, parse_synchronous_standby_names
-from pgdr.wal.ship import (
-    STATE_NAME,
+from pgdr.wal import segment_header
+from pgdr.wal.local import STATE_NAME, load_state, new_state, pending, scan
+from pgdr.wal.names import (
+    DEFAULT_SEGMENT_SIZE,
     classify,
-    load_state,
     next_segment,
     parse_lsn,
     parse_segment,
-    pending,
-    scan,
-    segment_for_lsn,
-    ship_once,
-    ship_window,
+    segment_start_lsn,
     wal_key,
+    wal_prefix,
 )
+from pgdr.wal.primary_check import parse_synchronous_standby_names
+from pgdr.wal.receiver import Supervisor
+from pgdr.wal.ship import segment_for_lsn, ship_once, ship_window
 
 log = logging.getLogger("test_wal_archive")
 RUN_AS = "postgres" if os.geteuid() == 0 else None
@@ -72,10 +71,10 @@ def test_segment_names_lsns_and_what_needs_shipping(tmp_path):
         "p/q/care_commons_db/wal/000000010000000000000004.partial.zst"   # the legacy layout, read only
     assert wal_key("p/q", "care_commons_db", "000000010000000000000004", "7312345678901234567") == \
         "p/q/care_commons_db/wal/7312345678901234567/000000010000000000000004.zst"
-    assert wal_archive.wal_prefix("p", "db", 42) == "p/db/wal/42"
+    assert wal_prefix("p", "db", 42) == "p/db/wal/42"
     for bad in ("", "12a", "-1", "../x", str(1 << 64)):
         with pytest.raises(ValueError, match="system identifier"):
-            wal_archive.wal_prefix("p", "db", bad)
+            wal_prefix("p", "db", bad)
 
     for name in ("000000010000000000000004", "000000010000000000000003", "000000010000000000000005.partial",
                  "00000002.history", "receiver.status.json"):
@@ -83,7 +82,7 @@ def test_segment_names_lsns_and_what_needs_shipping(tmp_path):
     files = scan(tmp_path)
     assert [f.name for f in files] == ["00000002.history", "000000010000000000000003", "000000010000000000000004",
                                        "000000010000000000000005.partial"]
-    state = wal_archive.new_state("db")
+    state = new_state("db")
     state["segments"]["000000010000000000000003"] = {}
     partial = files[-1]
     state["partials"][partial.name] = {"size": partial.size, "mtime_ns": partial.mtime_ns}
@@ -212,7 +211,7 @@ def caught_up(cluster, slot: str = "pgdr_receiver") -> None:
 def current_segment(cluster) -> tuple[str, int]:
     """(segment holding the insert position, byte offset of that position in it)."""
     lsn, timeline = cluster.execute("SELECT pg_current_wal_lsn()::text, timeline_id FROM pg_control_checkpoint()")[0]
-    return segment_for_lsn(lsn, timeline), parse_lsn(lsn) % wal_archive.WAL_SEGMENT_SIZE
+    return segment_for_lsn(lsn, timeline), parse_lsn(lsn) % DEFAULT_SEGMENT_SIZE
 
 
 def s3_bytes(stack, key: str) -> bytes:
@@ -237,8 +236,8 @@ def fake_segment(directory: Path, name: str, system_identifier: str, fill: bytes
     after the header are ``fill``; shipping reads only the header)."""
     segment = name.removesuffix(".partial")
     timeline, _, _ = parse_segment(segment)
-    size = wal_archive.WAL_SEGMENT_SIZE
-    header = wal_archive._LONG_HEADER.pack(0xD113, 0x0002, timeline, wal_archive.segment_start_lsn(segment, size), 0,
+    size = DEFAULT_SEGMENT_SIZE
+    header = segment_header._LONG_HEADER.pack(0xD113, 0x0002, timeline, segment_start_lsn(segment, size), 0,
                                            int(system_identifier), size, 8192)
     path = directory / name
     path.write_bytes(header + fill)
@@ -353,7 +352,7 @@ def test_archived_wal_is_never_overwritten_and_a_lasting_s3_outage_fails_the_win
 
     from harness.pg_cluster import free_port
     from harness.s3_server import ACCESS_KEY, REGION, SECRET_KEY
-    from pgdr.wal.ship import WalArchiveError
+    from pgdr.wal.local import WalArchiveError
 
     ours, theirs = tmp_path / "ours", tmp_path / "theirs"
     for directory, text in ((ours, "1\t0/3000000\tno recovery target specified\n"), (theirs, "1\t0/5000000\tother\n")):

@@ -35,20 +35,13 @@ from test_wal_archive import (
 
 from conftest import wait_for
 from harness.stack import BUCKET
+from pgdr.alerts import wal as wal_alerts
 from pgdr.alerts.slack import send_alert
 from pgdr.verify.wal import server_findings
-from pgdr.wal.ship import (
-    GAPS_NAME,
-    gaps_key,
-    load_state,
-    prunable,
-    prune_shipped,
-    record_gaps,
-    scan,
-    ship_once,
-    ship_window,
-    wal_key,
-)
+from pgdr.wal.gaps import GAPS_NAME, gaps_key, record_gaps
+from pgdr.wal.local import load_state, prunable, prune_shipped, scan
+from pgdr.wal.names import wal_key
+from pgdr.wal.ship import ship_once, ship_window
 
 log = logging.getLogger("test_wal_receiver")
 
@@ -178,14 +171,18 @@ def _check_gap_and_ship(stack, cluster, wal_dir, store, database, state, before,
     stack.slack.clear()
     sysid = system_id(cluster)
     ship_once(store, database, wal_dir, state, log)
-    recorded = record_gaps(store, database, wal_dir, state, send_alert, log)
+
+    def alert_gap(gap: dict) -> bool:
+        return send_alert(wal_alerts.gap_alert(database, gap))
+
+    recorded = record_gaps(store, database, wal_dir, state, alert_gap, log)
     assert [g["id"] for g in recorded] == [gap["id"]]
     document = store.read_json(gaps_key(store.prefix, database))
     assert [g["to_lsn"] for g in document["gaps"]] == [gap["to_lsn"]]
     stack.slack.wait_for(1)
     [text] = stack.slack.texts()
     assert "WAL gap in the archive of walgap_db" in text
-    assert record_gaps(store, database, wal_dir, state, send_alert, log) == []   # once only
+    assert record_gaps(store, database, wal_dir, state, alert_gap, log) == []   # once only
     time.sleep(0.5)
     assert len(stack.slack.texts()) == 1
     for item in scan(wal_dir):
@@ -245,7 +242,8 @@ def test_a_receiver_outage_reaches_slack_within_a_minute_once_and_its_end_too(st
 
         def window():
             results["summary"] = ship_window(store, database, wal_dir, seconds=40, interval=1.0, log=log,
-                                             notify=send_alert, probe=primary_probe(cluster),
+                                             notify=send_alert, messages=wal_alerts,
+                                             probe=primary_probe(cluster),
                                              alert_after_seconds=5.0, keep_segments=4)
 
         thread = threading.Thread(target=window, daemon=True)
@@ -295,7 +293,7 @@ def test_shipped_segments_are_pruned_on_each_pass_and_low_free_space_alerts_once
         received = sorted(f.name for f in scan(wal_dir) if f.kind == "segment")
         stack.slack.clear()
         summary = ship_window(store, database, wal_dir, seconds=2, interval=0.5, log=log, notify=send_alert,
-                              keep_segments=2, min_free_bytes=1 << 60)
+                              messages=wal_alerts, keep_segments=2, min_free_bytes=1 << 60)
     local = sorted(f.name for f in scan(wal_dir) if f.kind == "segment")
     assert len(local) == 2 and local == sorted(set(local)) and summary["pruned"] >= len(received) - 2
     assert any(f.kind == "partial" for f in scan(wal_dir)), "the partial segment is never pruned"

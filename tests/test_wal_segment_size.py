@@ -76,7 +76,7 @@ def test_receiver_pruning_orders_segments_of_any_size(tmp_path):
     """The receiver directory of a 1 MiB-segment cluster is pruned below the newest base backup's start,
     across the 4 GiB boundary, and only there."""
     from pgdr.retain.wal import prune_receiver_dir
-    from pgdr.wal.ship import new_state, save_state
+    from pgdr.wal.local import new_state, save_state
 
     names = ["000000010000000000000FFE", "000000010000000000000FFF", "000000010000000100000000",
              "000000010000000100000001"]

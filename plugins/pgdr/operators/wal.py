@@ -9,7 +9,7 @@ from pgdr.operators.base import DatabaseOperator
 
 
 def _alerted_failure(message: str) -> Exception:
-    """A task failure whose alert was already posted once (pgdr.wal.ship.AlertWatch): the generic
+    """A task failure whose alert was already posted once (pgdr.alerts.wal.AlertWatch): the generic
     failure alert stays silent, so an outage lasting many windows is not announced every window."""
     from airflow.sdk.exceptions import AirflowFailException
 
@@ -42,6 +42,7 @@ class ShipWalOperator(DatabaseOperator):
     def execute(self, context) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
 
+        from pgdr.alerts import wal as wal_alerts
         from pgdr.alerts.slack import send_alert
         from pgdr.wal.ship import ShippingFailed, ship_window
 
@@ -55,7 +56,7 @@ class ShipWalOperator(DatabaseOperator):
         try:
             summary = ship_window(
                 self.store, database, directory, seconds=seconds, interval=settings.wal_ship_seconds, log=self.log,
-                stop_event=self._stop, notify=send_alert, probe=self._primary_probe(database),
+                stop_event=self._stop, notify=send_alert, messages=wal_alerts, probe=self._primary_probe(database),
                 slot=settings.replication_slot, keep_segments=settings.wal_receiver_keep_segments,
                 min_free_bytes=settings.wal_receiver_min_free_mb << 20,
                 alert_after_seconds=settings.wal_receiver_alert_seconds,

@@ -5,13 +5,10 @@ oldest base backup, after the newest WAL shipped, behind a gap in the WAL, or on
 that a failover abandoned is refused here, with the missing segment or the branch point named,
 before a byte is downloaded.
 
-WAL of one database cluster lives under ``<prefix>/<database>/wal/<system_identifier>/`` (a cluster
-rebuilt after a site loss has a new identifier and restarts the same segment names); WAL shipped
-before that layout lies directly under ``wal/`` ("legacy") and is read for a base backup whose
-identifier matches or is unknown. A failover (a promoted standby, a recovered cluster promoted)
-starts a new timeline and ships ``<tli>.history``; recovery follows the histories from the base
-backup's timeline to the newest timeline that descends from it (or the one asked for), taking each
-segment from the timeline that owned it.
+The archive's continuity (which objects are the cluster's WAL, the timelines replay follows, the
+segments from the base backup on) is :mod:`pgdr.wal.archive`; this module chooses the timeline and
+the base backup for a restore's target and turns the archive's :class:`pgdr.errors.WalGap` into a
+refused restore (:class:`WalGapRefused`), with the same message a restore has always shown.
 """
 
 from __future__ import annotations
@@ -22,19 +19,25 @@ from datetime import datetime, timezone
 
 from pgdr import errors
 from pgdr.restore.request import RestoreRefused
+from pgdr.wal import archive
+from pgdr.wal.archive import (  # re-exported (see __all__) for restore/pitr.py, tests/test_expire.py, bench/
+    Branch,
+    PastNewestWal,
+    TimelineEntry,
+    WalObject,
+    WalPlan,
+    history_objects,
+    reachable_timelines,
+    timeline_path,
+    timeline_route,
+    wal_objects,
+)
 from pgdr.wal.names import (
     DEFAULT_SEGMENT_SIZE,
     format_lsn,
-    history_timeline,
-    is_history,
     is_lsn,
-    is_segment,
-    lsn_segment_number,
     parse_history,  # re-exported (see __all__): pitr and the tests read it here
     parse_lsn,
-    segment_from_number,
-    segment_number,
-    timeline_of,
 )
 
 # the default size, for callers that estimate space (a plan carries its cluster's own: WalPlan.segment_size)
@@ -75,121 +78,8 @@ def parse_target(text: str) -> Target:
     return Target("time", time=when.astimezone(timezone.utc), text=when.astimezone(timezone.utc).isoformat())
 
 
-@dataclass(frozen=True)
-class WalObject:
-    name: str          # segment name (24 hex) or a history file name
-    key: str
-    partial: bool
-    modified: datetime | None = None
-    system_identifier: str | None = None   # the directory it was found in; None: the legacy layout
-
-
-def _split_key(key: str, base: str) -> tuple[str | None, str] | None:
-    """(system identifier or None for the legacy layout, file name without .zst) of a key under ``base``."""
-    rest = key[len(base):]
-    system_identifier, _, name = rest.rpartition("/")
-    if system_identifier and (not system_identifier.isdigit() or "/" in system_identifier):
-        return None
-    if name.endswith(".zst"):
-        name = name[:-4]
-    return (system_identifier or None), name
-
-
-def _layouts(system_identifier: str | int | None, legacy: bool) -> list[str | None]:
-    """The directories to read, preferred first: the cluster's own, then (for old backups) the legacy one."""
-    if system_identifier is None:
-        return [None]
-    return [str(system_identifier)] + ([None] if legacy else [])
-
-
-def wal_objects(keys_and_times: list[tuple[str, datetime | None]], base: str,
-                system_identifier: str | int | None = None, legacy: bool = True) -> dict[str, WalObject]:
-    """Segment name -> object, from the keys under ``<prefix>/<database>/wal/``; a completed segment
-    wins over a partial one of the same name, the cluster's own directory over the legacy layout.
-
-    ``system_identifier`` None reads the legacy layout only (a base backup whose cluster is unknown);
-    otherwise ``<system_identifier>/`` and, with ``legacy``, the legacy objects it does not have. The
-    WAL of another cluster is never returned."""
-    layouts = _layouts(system_identifier, legacy)
-    found: dict[str, WalObject] = {}
-    for key, modified in keys_and_times:
-        split = _split_key(key, base)
-        if split is None or split[0] not in layouts:
-            continue
-        layout, name = split
-        partial = name.endswith(".partial")
-        stem = name[: -len(".partial")] if partial else name
-        if not is_segment(stem):
-            continue
-        new = WalObject(stem, key, partial, modified, layout)
-        old = found.get(stem)
-        if old is not None:
-            rank_old = (layouts.index(old.system_identifier), old.partial)
-            if rank_old <= (layouts.index(layout), partial):
-                continue
-        found[stem] = new
-    return found
-
-
-def history_objects(keys_and_times: list[tuple[str, datetime | None]], base: str,
-                    system_identifier: str | int | None = None, legacy: bool = True) -> dict[int, WalObject]:
-    """Timeline -> its ``<tli>.history`` object (same layout rules as :func:`wal_objects`)."""
-    layouts = _layouts(system_identifier, legacy)
-    found: dict[int, WalObject] = {}
-    for key, modified in keys_and_times:
-        split = _split_key(key, base)
-        if split is None or split[0] not in layouts:
-            continue
-        layout, name = split
-        if not is_history(name):
-            continue
-        tli = history_timeline(name)
-        old = found.get(tli)
-        if old is not None and layouts.index(old.system_identifier) <= layouts.index(layout):
-            continue
-        found[tli] = WalObject(name, key, False, modified, layout)
-    return found
-
-
-# ---------------------------------------------------------------- timelines
-
-@dataclass(frozen=True)
-class TimelineEntry:
-    """A stretch of one timeline on the way to the target timeline: WAL in [begin, end) belongs to it."""
-    tli: int
-    begin: int          # LSN where the timeline took over (0 for the first one)
-    end: int | None     # LSN where the next timeline branched off; None: still open
-
-
-def timeline_path(tli: int, histories: dict[int, list[tuple[int, int]]]) -> list[TimelineEntry]:
-    """The timelines WAL replay passes through to reach ``tli``, oldest first (from its history file)."""
-    if tli == 1 or tli not in histories:
-        return [TimelineEntry(tli, 0, None)]
-    path, begin = [], 0
-    for parent, switch in histories[tli]:
-        path.append(TimelineEntry(parent, begin, switch))
-        begin = switch
-    path.append(TimelineEntry(tli, begin, None))
-    return path
-
-
-def _reaches(path: list[TimelineEntry], base_tli: int, base_lsn: int) -> bool:
-    """Whether replay from a base backup started at ``base_lsn`` on ``base_tli`` can follow ``path``."""
-    return any(e.tli == base_tli and e.begin <= base_lsn and (e.end is None or base_lsn < e.end) for e in path)
-
-
 class AbandonedBranch(RestoreRefused):
     """The target, or the base backup, lies on a stretch of timeline a failover left behind."""
-
-
-@dataclass(frozen=True)
-class Branch:
-    """A newer timeline that left the chosen path: WAL on the path after ``lsn`` was abandoned."""
-    tli: int            # the newer timeline
-    parent: int         # the path's timeline it left
-    lsn: int            # where it left
-    since: datetime | None   # when its history file was stored (the branch happened before)
-    before_base: bool = False   # the base backup itself started after the branch: all of it is abandoned
 
 
 def choose_timeline(base_tli: int, base_lsn: int, histories: dict[int, list[tuple[int, int]]],
@@ -199,8 +89,7 @@ def choose_timeline(base_tli: int, base_lsn: int, histories: dict[int, list[tupl
 
     ``requested``: ``latest`` (the newest timeline that descends from the base backup's point), ``current``
     (the base backup's own) or a number. A timeline the base backup cannot reach is refused."""
-    known = sorted(set(histories) | {base_tli})
-    reachable = [t for t in known if _reaches(timeline_path(t, histories), base_tli, base_lsn)]
+    reachable = reachable_timelines(base_tli, base_lsn, histories)
     if requested in ("latest", "", None):
         tli = max(reachable)
     elif requested == "current":
@@ -214,19 +103,7 @@ def choose_timeline(base_tli: int, base_lsn: int, histories: dict[int, list[tupl
                    "starts")
             raise raise_as(f"{REFUSED}recovery target timeline {tli} {why}; reachable from this base "
                                  f"backup: {', '.join(map(str, reachable))}")
-    path = [e for e in timeline_path(tli, histories) if e.end is None or e.end > base_lsn]
-    on_path = {e.tli: e for e in path}
-    branches = []
-    for other in known:
-        if other == tli or other in on_path:
-            continue
-        for entry in timeline_path(other, histories):
-            mine = on_path.get(entry.tli)
-            # ``other`` left the path's timeline at entry.end, inside the stretch the path uses of it
-            if (mine is not None and entry.end is not None
-                    and (mine.end is None or entry.end < mine.end) and entry.end >= mine.begin):
-                branches.append(Branch(other, entry.tli, entry.end, (stored or {}).get(other), entry.end <= base_lsn))
-                break
+    path, branches = timeline_route(tli, base_tli, base_lsn, histories, stored)
     return tli, path, branches
 
 
@@ -251,94 +128,18 @@ class WalGapRefused(errors.WalGap, RestoreRefused):
     """A segment the recovery needs is not in the archive: a :class:`pgdr.errors.WalGap` (``segment``,
     ``timeline``) that callers catching :class:`RestoreRefused` still see as a refused restore."""
 
-
-@dataclass(frozen=True)
-class WalPlan:
-    segments: list[WalObject]     # in replay order, the last one possibly partial
-    newest_time: datetime | None
-    timeline: int = 0             # the timeline recovery ends on (0: the base backup's, not looked up)
-    histories: tuple[WalObject, ...] = ()   # the history files replay reads (timelines after the first)
-    system_identifier: str | None = None    # the cluster whose WAL this is (None: unknown, legacy)
-    path: tuple[TimelineEntry, ...] = ()
-    segment_size: int = DEFAULT_SEGMENT_SIZE   # the cluster's wal_segment_size (bytes per segment)
-
-    @property
-    def first(self) -> str:
-        return self.segments[0].name
-
-    @property
-    def last(self) -> str:
-        return self.segments[-1].name
-
-
 def plan_wal(found: dict[str, WalObject], start_segment: str, target: Target,
              path: list[TimelineEntry] | None = None, segment_size: int = DEFAULT_SEGMENT_SIZE) -> WalPlan:
-    """Every segment from the base backup's start to the newest shipped, refusing a gap.
-
-    Along ``path`` (see :func:`choose_timeline`; default: the start segment's timeline only) each
-    segment number is taken from the newest timeline that had begun by that segment, as PostgreSQL's
-    replay does: the first segment of a new timeline holds its parent's WAL up to the switch. For an
-    LSN target the plan stops at the segment holding it; for a time target the segments after it are
-    harmless (recovery stops at the target) but are still needed to exist up to the target, which the
-    newest object's time bounds. ``segment_size`` is the cluster's (the base backup's manifest records
-    it): names map to LSNs through it, so a cluster made with ``initdb --wal-segsize`` plans right.
-    A missing segment is refused with :class:`WalGapRefused`, naming it.
-    """
-    start_tli, start = timeline_of(start_segment), segment_number(start_segment, segment_size)
-    path = list(path or [TimelineEntry(start_tli, 0, None)])
-    begins = [(lsn_segment_number(e.begin, segment_size), e.tli) for e in path]
-
-    def owner(number: int) -> int:
-        tli = begins[0][1]
-        for begin, candidate in begins:
-            if begin <= number:
-                tli = candidate
-        return tli
-
-    def name_of(tli: int, number: int) -> str:
-        return segment_from_number(tli, number, segment_size)
-
-    have: dict[tuple[int, int], WalObject] = {}
-    for obj in found.values():
-        try:
-            have[(timeline_of(obj.name), segment_number(obj.name, segment_size))] = obj
-        except ValueError:
-            continue   # a name no segment of this size can have (another cluster's, under the legacy layout)
-    first = name_of(owner(start), start)
-    if (owner(start), start) not in have:
-        raise WalGapRefused(f"{REFUSED}WAL segment {first}, where the base backup starts, is not in "
-                            "the archive; recovery from this base backup is impossible",
-                            segment=first, timeline=owner(start))
-    final = path[-1]
-    final_from = max(start, lsn_segment_number(final.begin, segment_size))
-    on_final = [n for (tli, n) in have if tli == final.tli and n >= final_from]
-    if not on_final:
-        missing_first = name_of(final.tli, final_from)
-        raise WalGapRefused(f"{REFUSED}timeline {final.tli} began at LSN {format_lsn(final.begin)}, but its "
-                            f"first segment {missing_first} is not in the archive; recovery to "
-                            f"{target.describe()} would stop before it (is the new primary's WAL being shipped?)",
-                            segment=missing_first, timeline=final.tli)
-    last = max(on_final)
-    if target.kind == "lsn":
-        wanted = lsn_segment_number(target.lsn, segment_size)
-        if wanted > last:
-            raise RestoreRefused(f"{REFUSED}{target.describe()} is after the newest WAL shipped "
-                                 f"({name_of(final.tli, last)})")
-        last = max(wanted, start)
-    missing = [(owner(n), n) for n in range(start, last + 1) if (owner(n), n) not in have]
-    if missing:
-        gap = name_of(*missing[0])
-        raise WalGapRefused(f"{REFUSED}the WAL archive has a gap: segment {gap} is missing"
-                            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
-                            + f"; recovery to {target.describe()} would stop there. Choose a point in time "
-                            f"before {gap} or a base backup taken after it", segment=gap, timeline=missing[0][0])
-    segments = [have[(owner(n), n)] for n in range(start, last + 1)]
-    partial_inside = [s.name for s in segments[:-1] if s.partial]
-    if partial_inside:
-        raise RestoreRefused(f"{REFUSED}segment {partial_inside[0]} was only shipped partially, yet later WAL "
-                             "exists; the archive is inconsistent")
-    times = [s.modified for s in segments if s.modified is not None]
-    return WalPlan(segments, max(times) if times else None, final.tli, (), None, tuple(path), segment_size)
+    """:func:`pgdr.wal.archive.plan_wal` for a restore's ``target``, its refusals as restore refusals:
+    a missing segment is a :class:`WalGapRefused` naming it, an LSN after the newest WAL a
+    :class:`RestoreRefused`."""
+    try:
+        return archive.plan_wal(found, start_segment, path, segment_size,
+                                until_lsn=target.lsn if target.kind == "lsn" else None, target_text=target.describe())
+    except errors.WalGap as gap:
+        raise WalGapRefused.because(gap.reason, segment=gap.segment, timeline=gap.timeline) from None
+    except PastNewestWal as past:
+        raise RestoreRefused(f"{REFUSED}{past}") from None
 
 
 def choose_base_backup(candidates: list[tuple[str, dict]], target: Target) -> tuple[str, dict]:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from pgdr.retain import gfs
 from pgdr.store.s3 import ObjectVersion
-from pgdr.wal.names import classify, segment_of_partial, segment_position
+from pgdr.wal.local import load_state, scan
+from pgdr.wal.names import classify, segment_of_partial, segment_position, wal_prefix
 
 
 def _iso(when):
@@ -86,8 +87,6 @@ def prune_wal(store, database: str, cutoff: str | None, now: datetime, dry_run: 
     """Delete every version of WAL segments (any timeline) and partial objects before ``cutoff``, and
     of partial objects whose completed segment is stored; history files are always kept. Only the WAL of
     ``system_identifier``'s directory (None: the legacy layout) is looked at."""
-    from pgdr.wal.ship import wal_prefix
-
     result = {"cutoff": cutoff, "deleted_objects": 0, "bytes_freed": 0, "locked": [], "errors": []}
     if cutoff is None:
         return result
@@ -127,8 +126,6 @@ def prune_receiver_dir(directory: Path, newest_base_start: str | None, dry_run: 
                        log: logging.Logger) -> dict:
     """Remove local WAL segments already shipped (per the shipper's state) and older than the newest base
     backup's start. Never one that is unshipped, a partial or a history file."""
-    from pgdr.wal.ship import load_state, scan
-
     result = {"directory": str(directory), "removed": [], "bytes_freed": 0}
     if newest_base_start is None or not directory.is_dir():
         result["skipped"] = "no base backup" if newest_base_start is None else "directory not on this worker"
@@ -151,8 +148,6 @@ def expire_wal(*, store, database: str, found: list, decisions: list[gfs.Decisio
                now: datetime, dry_run: bool, log: logging.Logger) -> tuple[dict, dict]:
     """Prune the WAL archive (per database cluster) and the receiver directory for one database; returns
     (wal report, receiver report)."""
-    from pgdr.wal.ship import load_state, wal_prefix
-
     bases = [f for f in found if f.backup.kind == "base"]
     clusters = sorted({_system_identifier(f) for f in bases}, key=lambda c: (c is None, c or ""))
     base = wal_prefix(store.prefix, database) + "/"

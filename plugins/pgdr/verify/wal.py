@@ -11,9 +11,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from pgdr.core.redaction import safe_error
-from pgdr.errors import RestoreRefused, WalGap
-from pgdr.restore.pitr_plan import AbandonedBranch, Target, format_lsn
+from pgdr.errors import WalGap
 from pgdr.verify.backups import result
+from pgdr.wal.archive import ArchiveView, manifest_system_identifier
+from pgdr.wal.names import format_lsn  # noqa: F401 - re-exported (see __all__)
 
 # retained WAL beyond this on the receiver's slot means the receiver has fallen far behind
 SLOT_LAG_WARNING_BYTES = 1 << 30
@@ -27,8 +28,6 @@ def shipping_limit_seconds(ship_seconds: float) -> float:
 def archive_findings(store, database: str, ship_seconds: float, now: datetime | None = None) -> list[dict]:
     """Gaps between the oldest good base backup of each database cluster (system identifier) and the
     newest WAL, followed along the timeline history to the newest timeline; and a stalled shipper."""
-    from pgdr.restore.pitr import WalArchiveView, manifest_system_identifier
-
     now = now or datetime.now(timezone.utc)
     entries = [e for e in store.catalog(database, "base") if e.complete and not e.bad]
     if not entries:
@@ -37,23 +36,23 @@ def archive_findings(store, database: str, ship_seconds: float, now: datetime | 
     for entry in entries:   # oldest first
         manifest = store.read_manifest(f"{store.prefix}/{database}/base/{entry.backup_id}/manifest.json")
         clusters.setdefault(manifest_system_identifier(manifest), []).append((entry.backup_id, manifest))
-    view = WalArchiveView(store, database)
+    view = ArchiveView(store, database)
     findings = []
     plans = []
     for system_identifier, bases in clusters.items():
         for backup_id, manifest in bases:
             try:
-                plans.append(view.plan(manifest, Target("latest")))
-                break
-            except AbandonedBranch:
-                continue   # this base backup lies on a branch a failover left; a newer one is checked
-            except RestoreRefused as refused:
-                # the plan's reason, not its "restore refused" opening: no restore was asked for here
-                findings.append({"problem": "WAL archive gap", "base_backup": backup_id,
-                                 "detail": refused.reason[:300],
-                                 **({"segment": refused.segment} if isinstance(refused, WalGap) else {}),
+                plan = view.continuity(manifest)
+            except WalGap as gap:
+                # the gap's reason, without a restore's "restore refused" opening: no restore was asked for
+                findings.append({"problem": "WAL archive gap", "base_backup": backup_id, "detail": gap.reason[:300],
+                                 "segment": gap.segment,
                                  **({"system_identifier": system_identifier} if len(clusters) > 1 else {})})
                 break
+            if plan is None:
+                continue   # this base backup lies on a branch a failover left; a newer one is checked
+            plans.append(plan)
+            break
     if findings:
         return findings
     listed = view.listed

@@ -200,8 +200,38 @@ def parse_history(text: str) -> list[tuple[int, int]]:
     return entries
 
 
+# ---------------------------------------------------------------- where WAL lives in the store
+
+_SYSTEM_IDENTIFIER = re.compile(r"^[0-9]{1,20}$")
+
+
+def wal_prefix(prefix: str, database: str, system_identifier: str | int | None = None) -> str:
+    """``<prefix>/<database>/wal/<system_identifier>``: WAL of one database cluster.
+
+    Keyed by the cluster's system identifier (``pg_control_system().system_identifier``, decimal) so
+    that a cluster rebuilt after a site loss, which restarts the same segment names, never
+    overwrites or mixes with the WAL of the lost one. ``None`` is the legacy layout directly under
+    ``<prefix>/<database>/wal`` (WAL shipped before the keyed layout; read only, never written).
+    """
+    if system_identifier is None:
+        return f"{prefix}/{database}/wal"
+    text = str(system_identifier)
+    if not _SYSTEM_IDENTIFIER.match(text) or int(text) > 0xFFFFFFFFFFFFFFFF:
+        raise ValueError(f"not a database system identifier (a decimal 64-bit number): {system_identifier!r}")
+    return f"{prefix}/{database}/wal/{text}"
+
+
+def wal_key(prefix: str, database: str, name: str, system_identifier: str | int | None = None) -> str:
+    """``<prefix>/<database>/wal/<system_identifier>/<name>.zst`` for a segment, ``<segment>.partial``
+    or ``<tli>.history`` (without the identifier part for the legacy layout, see :func:`wal_prefix`)."""
+    if classify(name) is None:
+        raise ValueError(f"not a WAL file name: {name!r}")
+    return f"{wal_prefix(prefix, database, system_identifier)}/{name}.zst"
+
+
 __all__ = ["DEFAULT_SEGMENT_SIZE", "MAX_SEGMENT_SIZE", "MIN_SEGMENT_SIZE", "check_segment_size", "classify",
            "format_lsn", "history_name", "history_timeline", "is_history", "is_lsn", "is_segment",
            "lsn_segment_number", "next_segment", "parse_history", "parse_lsn", "parse_segment", "partial_name",
            "segment_for_lsn", "segment_from_number", "segment_name", "segment_number", "segment_of_partial",
-           "segment_position", "segment_size_of", "segment_start_lsn", "segments_per_log", "timeline_of"]
+           "segment_position", "segment_size_of", "segment_start_lsn", "segments_per_log", "timeline_of", "wal_key",
+           "wal_prefix"]

@@ -27,6 +27,7 @@ class BackupRetentionOperator(DatabaseOperator):
         from pgdr.core.progress import human_bytes
         from pgdr.operators.base import effective_dry_run
         from pgdr.retain import backups as expire
+        from pgdr.store.layout import backup_retention_report_key
 
         database = self.require_protected(self.conn_id)
         dry_run = effective_dry_run(context)
@@ -39,7 +40,7 @@ class BackupRetentionOperator(DatabaseOperator):
             self.log.info("%s %s/%s: %s", "would delete" if dry_run and decision["action"] == "delete"
                           else decision["action"], decision["kind"], decision["backup_id"],
                           "; ".join(decision["reasons"]))
-        key = self.store.put_json(expire.report_key(self.store, database, now, dry_run), report)
+        key = self.store.put_json(backup_retention_report_key(self.store.prefix, database, now, dry_run), report)
         counts = report["counts"]
         self.log.info("retention %s: %s; %s freed; report s3://%s/%s", database, counts,
                       human_bytes(sum(report["bytes_freed"].values())), self.store.bucket, key)

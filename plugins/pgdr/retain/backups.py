@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pgdr.retain import gfs
 from pgdr.store import leases
 from pgdr.store.catalog import BackupEntry, entries_from_keys
-from pgdr.store.layout import backup_prefix, backup_retention_report_key, kind_prefix, manifest_key, marker_key
+from pgdr.store.layout import backup_prefix, kind_prefix, manifest_key, marker_key
 from pgdr.store.manifest import KINDS, backup_id_time, is_backup_id
 from pgdr.store.object_lock import ObjectVersion
 
@@ -235,8 +235,4 @@ def run(*, store, database: str, settings, now: datetime | None = None, dry_run:
         "staging_removed": staged, "errors": errors[:50],
     }
     return report
-
-
-def report_key(store, database: str, now: datetime, dry_run: bool) -> str:
-    return backup_retention_report_key(store.prefix, database, now, dry_run)
 

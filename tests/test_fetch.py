@@ -201,3 +201,82 @@ def test_a_download_cut_off_mid_stream_stops_the_restore_with_nothing_fed(tmp_pa
     assert isinstance(files.failure, ResponseStreamingError)
     assert files.fed_bytes == 0
 
+
+# ---------------------------------------------------------------- the WAL a point-in-time recovery fetches
+
+SEGMENT = "000000010000000000000003"
+WAL_KEY = f"pgdr/care/wal/{SEGMENT}.zst"
+
+
+class WalStore(MemoryStore):
+    """The door methods WalFetch uses: ``open_object`` (with the object's metadata) and ``is_missing``;
+    ``replaced`` serves other bytes on the first GET of a key, as an overwrite racing the download."""
+
+    def __init__(self, objects: dict[str, tuple[bytes, dict]], replaced: dict[str, bytes] | None = None) -> None:
+        super().__init__({key: body for key, (body, _) in objects.items()})
+        self.metadata = {key: meta for key, (_, meta) in objects.items()}
+        self.replaced = dict(replaced or {})
+        self.gets: list[str] = []
+
+    def open_object(self, key: str, version_id: str | None = None) -> dict:
+        self.gets.append(key)
+        if key not in self.objects:
+            raise KeyError(key)
+        body = self.replaced.pop(key, self.objects[key])
+        return {"Body": StreamingBody(io.BytesIO(body), len(body)), "Metadata": self.metadata[key]}
+
+    def is_missing(self, err: BaseException) -> bool:
+        return isinstance(err, KeyError)
+
+
+def _wal_object(raw: bytes) -> tuple[bytes, dict]:
+    stored = zst(raw)
+    return stored, {"sha256": hashlib.sha256(stored).hexdigest(), "raw-sha256": hashlib.sha256(raw).hexdigest()}
+
+
+def _fetch(store, tmp_path: Path, *, partial: bool = False, key: str = WAL_KEY):
+    from pgdr.restore.pitr_fetch import WalFetch
+    from pgdr.restore.pitr_plan import WalObject, WalPlan
+
+    plan = WalPlan([WalObject(SEGMENT, key, partial)], None)
+    WalFetch(store=store, wal=plan, wal_dir=tmp_path / "wal", backup_id="20261201T000000Z", jobs=1, log=LOG).run()
+    return tmp_path / "wal" / SEGMENT
+
+
+def test_a_wal_segment_is_fetched_uncompressed_and_checked(tmp_path):
+    raw = os.urandom(1 << 16) + b"\0" * (1 << 20)
+    store = WalStore({WAL_KEY: _wal_object(raw)})
+    assert _fetch(store, tmp_path).read_bytes() == raw
+    assert sorted(os.listdir(tmp_path / "wal")) == [SEGMENT]   # no download leftovers
+
+
+def test_a_wal_segment_changed_under_the_download_is_fetched_again(tmp_path):
+    raw = os.urandom(50_000)
+    store = WalStore({WAL_KEY: _wal_object(raw)}, replaced={WAL_KEY: zst(os.urandom(50_000))})
+    assert _fetch(store, tmp_path).read_bytes() == raw
+    assert store.gets == [WAL_KEY, WAL_KEY]
+
+
+def test_a_wal_segment_that_never_matches_its_hash_fails_the_recovery_naming_it(tmp_path):
+    from pgdr.restore.pitr import RecoveryFailed
+
+    stored, metadata = _wal_object(os.urandom(50_000))
+    store = WalStore({WAL_KEY: (stored, {**metadata, "sha256": "0" * 64})})
+    with pytest.raises(RecoveryFailed, match=f"WAL object {WAL_KEY}: sha256 .* != stored 0+$"):
+        _fetch(store, tmp_path)
+    assert store.gets == [WAL_KEY, WAL_KEY]
+
+
+def test_a_partial_segment_retired_meanwhile_is_taken_as_the_completed_segment(tmp_path):
+    raw = os.urandom(40_000)
+    store = WalStore({WAL_KEY: _wal_object(raw)})   # only the completed segment is left
+    partial_key = WAL_KEY.replace(".zst", ".partial.zst")
+    assert _fetch(store, tmp_path, partial=True, key=partial_key).read_bytes() == raw
+    assert store.gets == [partial_key, WAL_KEY]
+
+
+def test_a_wal_segment_gone_from_the_store_fails_the_recovery_naming_it(tmp_path):
+    from pgdr.restore.pitr import RecoveryFailed
+
+    with pytest.raises(RecoveryFailed, match=f"WAL object {WAL_KEY} is gone"):
+        _fetch(WalStore({}), tmp_path)

@@ -92,12 +92,18 @@ def compress_stream(source, target: Path, level: int, part_size: int) -> Compres
     return CompressedFile(target, raw_size, newlines, digest.finish())
 
 
+def decompress_to(source: Path, handle) -> int:
+    """Stream-decompress the zstd file ``source`` into an open binary handle (a file, a pipe); zstd's frame
+    checksum is verified on the way. Returns the bytes written."""
+    with open(source, "rb") as reader:
+        _, written = zstandard.ZstdDecompressor().copy_stream(reader, handle, read_size=CHUNK, write_size=CHUNK)
+    return written
+
+
 def decompress_file(source: Path, target: Path) -> int:
     """Decompress ``source`` into ``target``; zstd's frame checksum is verified on the way."""
-    decompressor = zstandard.ZstdDecompressor()
-    with open(source, "rb") as reader, open(target, "wb") as writer:
-        _, written = decompressor.copy_stream(reader, writer, read_size=CHUNK, write_size=CHUNK)
-    return written
+    with open(target, "wb") as writer:
+        return decompress_to(source, writer)
 
 
 def zstandard_version() -> str:

@@ -22,23 +22,13 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-import zstandard
-
 from pgdr.backup.download import download_object
 from pgdr.core.checksums import ObjectHashError  # re-exported for tests/test_errors.py
-from pgdr.core.compression import CHUNK, SUFFIX
+from pgdr.core.compression import SUFFIX, decompress_to  # decompress_to: re-exported for bench/restore_bench.py
 from pgdr.core.progress import Progress
 from pgdr.store.manifest import ObjectEntry
 
 __all__ = ["ObjectHashError", "PipedDataFiles", "decompress_to", "download_object", "fetch_whole", "plain_name"]
-
-
-def decompress_to(source: Path, handle) -> int:
-    """Stream-decompress a zstd file into an open binary handle (zstd's frame checksum is checked)."""
-    decompressor = zstandard.ZstdDecompressor()
-    with open(source, "rb") as reader:
-        _, written = decompressor.copy_stream(reader, handle, read_size=CHUNK, write_size=CHUNK)
-    return written
 
 
 def _dump_id(obj: ObjectEntry) -> tuple[int, str]:

@@ -1,0 +1,268 @@
+"""Point-in-time recovery's reading of S3: the plan (which base backup, which WAL along which timelines)
+and the fetching of both, every byte checked, before a server is started.
+
+The base backup is downloaded (sha256 checked against its manifest), unpacked by its format's reader
+(:func:`pgdr.backup.pg_basebackup.unpack_base_backup`) and checked with ``pg_verifybackup``. The WAL
+(and the timeline histories it crosses) is fetched first, each object's sha256 and cluster checked
+against what was planned, so the server's ``restore_command`` only copies local files. ``latest``
+includes the newest partial segment the WAL receiver shipped: that is what brings back every
+acknowledged commit.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import shutil
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import zstandard
+
+from pgdr.backup.download import download_object
+from pgdr.backup.pg_basebackup import unpack_base_backup
+from pgdr.core.checksums import copy_hashed
+from pgdr.core.compression import CHUNK
+from pgdr.core.pgtools import stderr_tail, tool_path
+from pgdr.restore.pitr_cluster import REFUSED, RecoveryFailed
+from pgdr.restore.pitr_plan import (
+    AbandonedBranch,
+    Target,
+    WalObject,
+    WalPlan,
+    check_not_abandoned,
+    check_target_reachable,
+    choose_timeline,
+    history_objects,
+    parse_history,
+    parse_target,
+    plan_wal,
+    usable_base_backups,
+    wal_objects,
+)
+from pgdr.restore.request import RestoreRefused
+from pgdr.store.manifest import Manifest
+from pgdr.wal.names import parse_lsn, segment_size_of, timeline_of
+
+# ---------------------------------------------------------------- planning (reads S3, changes nothing)
+
+def manifest_system_identifier(manifest: Manifest) -> str | None:
+    """The cluster a base backup came from (decimal text), from the manifest or its WAL facts."""
+    value = manifest.system_identifier or (manifest.wal or {}).get("system_identifier")
+    return str(value) if value not in (None, "") else None
+
+
+def _read_text(store, key: str) -> str:
+    body = store.get_bytes(key)
+    if key.endswith(".zst"):
+        body = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(body)).read()
+    return body.decode()
+
+
+def _object_system_identifier(store, key: str) -> str | None:
+    head = store.head(key) or {}
+    return head.get("Metadata", {}).get("system-identifier") or None
+
+
+class WalArchiveView:
+    """The WAL objects of one database listed once, with the history files read on demand, per cluster."""
+
+    def __init__(self, store, database: str) -> None:
+        self.store = store
+        self.base = f"{store.prefix}/{database}/wal/"
+        self.listed = store.list_objects(self.base)
+        self._histories: dict[str | None, tuple[dict, dict]] = {}
+        self._owners: dict[str, str | None] = {}
+
+    def histories(self, system_identifier: str | None) -> tuple[dict[int, WalObject], dict[int, list]]:
+        if system_identifier not in self._histories:
+            objects = history_objects(self.listed, self.base, system_identifier)
+            self._histories[system_identifier] = (objects, {tli: parse_history(_read_text(self.store, obj.key))
+                                                            for tli, obj in objects.items()})
+        return self._histories[system_identifier]
+
+    def owners(self, objects: list[WalObject]) -> list[str | None]:
+        """The system identifier each object's metadata records (legacy objects carry it there)."""
+        unknown = [o.key for o in objects if o.key not in self._owners]
+        if unknown:
+            with ThreadPoolExecutor(max_workers=8, thread_name_prefix="pgdr-head") as pool:
+                for key, owner in zip(unknown, pool.map(lambda k: _object_system_identifier(self.store, k), unknown),
+                                      strict=True):
+                    self._owners[key] = owner
+        return [self._owners[o.key] for o in objects]
+
+    def plan(self, manifest: Manifest, target: Target, timeline: str | int = "latest") -> WalPlan:
+        """The WAL from this base backup to ``target`` along the timeline history, or a refusal."""
+        system_identifier = manifest_system_identifier(manifest)
+        history_objs, histories = self.histories(system_identifier)
+        wal = manifest.wal
+        base_tli = int(wal.get("timeline") or timeline_of(wal["start_wal_file"]))
+        # the cluster's segment size, as the base backup recorded it: names map to LSNs through it
+        segment_size = segment_size_of(wal)
+        tli, path, branches = choose_timeline(base_tli, parse_lsn(wal["start_lsn"]), histories, timeline,
+                                              {t: o.modified for t, o in history_objs.items()})
+        check_not_abandoned(target, tli, branches)
+        found = wal_objects(self.listed, self.base, system_identifier)
+        for _ in range(3):
+            plan = plan_wal(found, wal["start_wal_file"], target, path, segment_size)
+            if system_identifier is None:
+                break
+            legacy = [s for s in plan.segments if s.system_identifier is None]
+            strangers = {o.name for o, owner in zip(legacy, self.owners(legacy), strict=True)
+                         if owner not in (None, system_identifier)}
+            if not strangers:
+                break
+            found = {name: obj for name, obj in found.items() if name not in strangers}
+        histories_needed = tuple(history_objs[e.tli] for e in path if e.tli in history_objs)
+        return WalPlan(plan.segments, plan.newest_time, tli, histories_needed, system_identifier, plan.path,
+                       segment_size)
+
+
+def plan_point_in_time(store, database: str, point_in_time: str, load_manifest, timeline: str | int = "latest",
+                       only: str | None = None):
+    """(target, base manifest, its prefix, WAL plan, base entries), or a :class:`RestoreRefused`.
+
+    ``load_manifest(backup_id)`` returns (manifest, prefix) of a base backup. The newest good base
+    backup before the target is tried first; one that cannot reach the target without crossing an
+    abandoned timeline branch gives way to an older one. The WAL is the base backup's cluster's only
+    (legacy objects of another cluster, known from their stored system identifier, are left out).
+    ``only``: the base backup an earlier plan chose and leased; exactly that one is used.
+    """
+    target = parse_target(point_in_time)
+    entries = store.catalog(database, "base")
+    candidates, manifests = [], {}
+    if only is not None and not any(e.backup_id == only and e.complete and not e.bad for e in entries):
+        raise RestoreRefused(f"{REFUSED}base backup {only} of {database}, chosen and leased by prepare, is no "
+                             "longer complete and good; trigger pg_restore again")
+    for entry in entries:
+        if entry.complete and not entry.bad and (only is None or entry.backup_id == only):
+            manifest, prefix = load_manifest(entry.backup_id)
+            manifests[entry.backup_id] = (manifest, prefix)
+            candidates.append((entry.backup_id, {"finished_at": manifest.finished_at, "wal": manifest.wal}))
+    usable = usable_base_backups(candidates, target)
+    view = WalArchiveView(store, database)
+    first_refusal = None
+    for backup_id, _ in usable:
+        manifest, prefix = manifests[backup_id]
+        try:
+            plan = view.plan(manifest, target, timeline)
+        except AbandonedBranch as refused:
+            first_refusal = first_refusal or refused
+            continue   # an older base backup may lie before the branch
+        check_target_reachable(plan, target)
+        return target, manifest, prefix, plan, entries
+    raise first_refusal
+
+
+# ---------------------------------------------------------------- fetching (writes only under the new cluster's paths)
+
+def fetch_base(store, manifest: Manifest, prefix: str, data_dir: Path, bindir: Path, seconds: dict[str, float],
+               log: logging.Logger) -> None:
+    """Download the base backup's tar (checked), unpack it into ``data_dir`` and prove it with
+    pg_verifybackup; the time of each step goes into ``seconds``."""
+    mark = time.monotonic()
+    tar_obj = next((o for o in manifest.objects if o.role == "base_tar"), None)
+    if tar_obj is None:
+        raise RecoveryFailed(f"base backup {manifest.backup_id} lists no base_tar object")
+    staging = data_dir.with_name(data_dir.name + ".download")
+    staging.mkdir(parents=True)
+    try:
+        archive = staging / "data.tar.zst"
+        download_object(store, f"{prefix}/{tar_obj.name}", tar_obj, archive)
+        seconds["download_base"] = round(time.monotonic() - mark, 3)
+        mark = time.monotonic()
+        unpack_base_backup(archive, data_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    seconds["unpack_base"] = round(time.monotonic() - mark, 3)
+    mark = time.monotonic()
+    result = subprocess.run([tool_path(bindir, "pg_verifybackup"), "--no-parse-wal", str(data_dir)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RecoveryFailed(f"pg_verifybackup rejected base backup {manifest.backup_id}: "
+                             f"{stderr_tail(result.stderr or result.stdout)}")
+    seconds["verify_base"] = round(time.monotonic() - mark, 3)
+    log.info("base backup %s unpacked into %s and verified by pg_verifybackup", manifest.backup_id, data_dir)
+
+
+class WalFetch:
+    """The planned WAL objects (histories, then segments) downloaded into ``wal_dir``, uncompressed,
+    each checked: its stored sha256s, and the cluster its segment header names."""
+
+    def __init__(self, *, store, wal: WalPlan, wal_dir: Path, backup_id: str, jobs: int, log: logging.Logger) -> None:
+        self.store = store
+        self.wal = wal
+        self.wal_dir = wal_dir
+        self.backup_id = backup_id
+        self.jobs = jobs
+        self.log = log
+
+    def run(self) -> None:
+        self.wal_dir.mkdir(mode=0o700)
+        with ThreadPoolExecutor(max_workers=max(self.jobs, 2) + 2, thread_name_prefix="pgdr-wal") as pool:
+            list(pool.map(self.fetch_one, [*self.wal.histories, *self.wal.segments]))
+        self.log.info("fetched %d WAL segment(s) %s .. %s%s%s", len(self.wal.segments), self.wal.first, self.wal.last,
+                      " (the last one partial)" if self.wal.segments[-1].partial else "",
+                      f", following timelines to {self.wal.timeline}" if self.wal.histories else "")
+
+    def fetch_one(self, obj: WalObject) -> None:
+        """Download one WAL object with one GET (its stored hashes come with the same response, so a partial
+        segment overwritten meanwhile cannot pair one version's hash with another's bytes), check it, and
+        retry once; a partial segment completed and retired meanwhile is taken as the completed segment."""
+        keys = [obj.key]
+        if obj.partial:
+            stem, dot_partial, suffix = obj.key.rpartition(".partial")
+            keys.append(stem + suffix)
+        problem = ""
+        for attempt in range(2):
+            for key in keys:
+                try:
+                    response = self.store.open_object(key)
+                except Exception as err:
+                    if self.store.is_missing(err):
+                        problem = f"WAL object {key} is gone"
+                        continue
+                    raise
+                problem = self._store_object(obj, key, response)
+                if not problem:
+                    return
+                break
+            if attempt == 0:
+                self.log.warning("%s; fetching it again", problem)
+        raise RecoveryFailed(problem)
+
+    def _store_object(self, obj: WalObject, key: str, response) -> str:
+        """Write one GET's body as ``<wal_dir>/<name>``; returns a problem, or '' when it checks out."""
+        metadata = response.get("Metadata", {})
+        compressed = self.wal_dir / (obj.name + f".{threading.get_ident()}.download")
+        target = self.wal_dir / obj.name
+        try:
+            with open(compressed, "wb") as handle:
+                stored_copy = copy_hashed(response["Body"], handle, chunk=CHUNK)
+            stored = metadata.get("sha256")
+            if stored and stored_copy.sha256 != stored:
+                return f"WAL object {key}: sha256 {stored_copy.sha256} != stored {stored}"
+            with open(compressed, "rb") as reader, open(target, "wb") as writer:
+                source = (zstandard.ZstdDecompressor().stream_reader(reader, read_size=CHUNK)
+                          if key.endswith(".zst") else reader)
+                raw = copy_hashed(source, writer, chunk=CHUNK)
+            raw_stored = metadata.get("raw-sha256")
+            if raw_stored and raw.sha256 != raw_stored:
+                return f"WAL object {key}: content sha256 {raw.sha256} != stored {raw_stored}"
+            wanted = self.wal.system_identifier
+            if wanted and not obj.name.endswith(".history"):
+                from pgdr.wal.ship import read_segment_header
+
+                header = read_segment_header(target)
+                owner = header.system_identifier if header else metadata.get("system-identifier")
+                if owner and owner != wanted:
+                    target.unlink(missing_ok=True)
+                    # not a transient problem: never replay another cluster's WAL
+                    raise RecoveryFailed(f"WAL object {key} belongs to database system {owner}, the base backup "
+                                         f"{self.backup_id} to {wanted}; refusing to mix clusters")
+            return ""
+        finally:
+            compressed.unlink(missing_ok=True)

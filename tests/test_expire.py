@@ -145,7 +145,7 @@ def test_gfs_on_s3_keeps_exactly_the_expected_backups_reports_locks_and_extends_
 
 
 def test_objects_get_their_gfs_lock_at_write_and_a_failed_upload_leaves_nothing_listed(stack, pgdr_env, tmp_path):
-    from pgdr.backup.logical import remove_partial_upload
+    from pgdr.backup.upload import remove_partial_upload
     from pgdr.core.checksums import file_digest
     from pgdr.core.progress import Progress
     from pgdr.retain.gfs import Policy

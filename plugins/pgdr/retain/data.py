@@ -184,7 +184,7 @@ class DataRetention:
         return done
 
     def _archive(self, conn, plan: TablePlan, params: dict, result: dict) -> None:
-        from pgdr.backup.logical import remove_partial_upload
+        from pgdr.backup.upload import remove_partial_upload
         from pgdr.core.compression import compress_file
         from pgdr.core.progress import Progress
         from pgdr.store.manifest import utc_now_iso

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from pgdr.alerts.messages import (
-    build_alert,  # noqa: F401 - re-exported for operators/restore.py, alerts/wal.py
+    build_alert,  # noqa: F401 - re-exported for operators/restore.py
     drill_alert,  # noqa: F401 - re-exported for operators/drill.py
     restore_alert,  # noqa: F401 - re-exported for operators/restore.py, tests/test_restore_alert.py
     short_error,

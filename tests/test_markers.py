@@ -89,3 +89,15 @@ def test_the_state_file_keeps_the_newest_markers_only():
         markers = remember(markers, {"id": i})
     assert len(markers) == KEEP
     assert markers[0]["id"] == 5 and markers[-1]["id"] == KEEP + 4
+
+
+def test_a_missing_early_marker_and_a_present_late_one_are_each_named():
+    from pgdr.drill.markers import marker_problems
+
+    present, absent = expected_markers(HOURLY, T0 + timedelta(minutes=30, seconds=30))
+    assert marker_problems(present, absent, set(present)) == []
+    problems = marker_problems(present, absent, (present - {7}) | {31, 45})
+    assert problems == [{"problem": "markers committed before the moment are missing", "ids": [7]},
+                        {"problem": "markers committed after the moment are present", "ids": [31, 45]}]
+    # a recovery that brought nothing back lists at most 20 ids: the record and the alert stay short
+    assert len(marker_problems(present, absent, set())[0]["ids"]) == 20

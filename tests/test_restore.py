@@ -308,7 +308,7 @@ def test_a_damaged_or_bad_backup_is_refused_naming_the_newest_good_one(stack, pg
 
 def _record_kept(stack, name: str, keep_until: str, live: str = DBNAME) -> None:
     """A kept database as a replace records it (by OID and name)."""
-    from pgdr.restore.journal import record_replaced
+    from pgdr.restore.swap import record_replaced
 
     (oid,) = stack.cluster.execute("SELECT oid::bigint FROM pg_database WHERE datname = %s", params=(name,))
     record_replaced(_store(), database=CONN_ID, target_conn_id="", server="", kept=name, oid=oid[0], live=live,
@@ -415,7 +415,7 @@ def test_data_whose_hash_differs_during_download_never_lands_and_the_database_is
 
     from pgdr.core.pgtools import PgTarget
     from pgdr.restore.logical import LogicalRestore
-    from pgdr.restore.request import RestoreNames
+    from pgdr.restore.names import RestoreNames
     from pgdr.store.manifest import backup_prefix
     from pgdr.store.s3 import BackupStore
 

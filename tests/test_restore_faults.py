@@ -268,7 +268,7 @@ def test_a_database_that_takes_the_name_under_a_running_restore_survives_with_it
                                                                                       which):
     """The checks passed, then someone created a database of that name before CREATE DATABASE (or
     before the final rename): the restore fails, and their database keeps every row."""
-    from pgdr.restore.request import RestoreNames
+    from pgdr.restore.names import RestoreNames
 
     theirs = "cc_someone_elses"
     stack.cluster.execute(f"CREATE DATABASE {theirs}")

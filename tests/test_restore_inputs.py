@@ -13,14 +13,9 @@ import os
 
 import pytest
 
-from pgdr.restore.request import (
-    MAX_IDENTIFIER,
-    RestoreRefused,
-    database_statements,
-    parse_request,
-    restore_names,
-    with_suffix,
-)
+from pgdr.restore.names import MAX_IDENTIFIER, restore_names, with_suffix
+from pgdr.restore.request import RestoreRefused, parse_request
+from pgdr.restore.sql_rewrite import database_statements
 from pgdr.settings import parse_settings
 
 PROTECTED = ["care_commons_db", "billing_db"]

@@ -13,13 +13,12 @@ import re
 from pathlib import Path
 
 from pgdr.core.sqlfiles import SQL_DIR
+from pgdr.restore.names import with_suffix
 
 CHECKS_DIR = SQL_DIR / "drill_checks"
 
 
 def scratch_database(database: str, when: str) -> str:
-    from pgdr.restore.request import with_suffix
-
     safe = re.sub(r"[^a-z0-9_]", "_", database.lower())
     return with_suffix(f"pgdr_drill_{safe}", f"_{when}")
 

@@ -127,3 +127,25 @@ def expected_markers(markers: list[dict], moment: datetime) -> tuple[set[int], s
     present = {m["id"] for m in markers if datetime.fromisoformat(m["acknowledged_at"]) < moment}
     absent = {m["id"] for m in markers if datetime.fromisoformat(m["marked_at"]) > moment}
     return present, absent
+
+
+def markers_found(conn) -> set[int]:
+    """The ids of the markers in a recovered database (none before the first marker created the table)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('pgdr.recovery_markers') IS NOT NULL")
+        (exists,) = cur.fetchone()
+        if not exists:
+            return set()
+        cur.execute("SELECT id FROM pgdr.recovery_markers")
+        return {row[0] for row in cur.fetchall()}
+
+
+def marker_problems(present: set[int], absent: set[int], found: set[int], limit: int = 20) -> list[dict]:
+    """What the recovered markers say is wrong: committed before the moment yet missing, or after it yet there."""
+    problems = []
+    missing, extra = sorted(present - found), sorted(absent & found)
+    if missing:
+        problems.append({"problem": "markers committed before the moment are missing", "ids": missing[:limit]})
+    if extra:
+        problems.append({"problem": "markers committed after the moment are present", "ids": extra[:limit]})
+    return problems

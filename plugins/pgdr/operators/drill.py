@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 from pgdr.alerts.slack import AlreadyAlerted
 from pgdr.core.redaction import safe_error
 from pgdr.operators.base import DatabaseOperator
-from pgdr.operators.restore import PitrMixin, RestoreOperatorBase
+from pgdr.operators.restore import RestoreOperatorBase
 from pgdr.store.staging import private_dir
 
 
@@ -34,9 +33,10 @@ class RestoreDrillOperator(DatabaseOperator, RestoreOperatorBase):
     def execute(self, context) -> dict[str, Any]:
         from pgdr.alerts.slack import drill_alert, send_alert, short_error
         from pgdr.drill.checks import drill_problems, run_integrity_checks, scratch_database
-        from pgdr.restore.journal import Journal
-        from pgdr.restore.logical import LogicalRestore, check_target_server
-        from pgdr.restore.request import RestoreNames, projected_rto_seconds
+        from pgdr.drill.rto import projected_rto_seconds
+        from pgdr.restore.names import RestoreNames
+        from pgdr.restore.plan import check_target, refuse_damaged
+        from pgdr.restore.run import journalled_restore
         from pgdr.store.catalog import newest_good
         from pgdr.store.manifest import new_backup_id, utc_now_iso
 
@@ -67,25 +67,17 @@ class RestoreDrillOperator(DatabaseOperator, RestoreOperatorBase):
             manifest, prefix = self.manifest(database, entry.backup_id)
             record.update(backup_id=entry.backup_id, backup_finished_at=manifest.finished_at,
                           manifest_tables=len(manifest.row_counts), manifest_rows=sum(manifest.row_counts.values()))
-            self.refuse_damaged(database, manifest, prefix, entries, ti.run_id)
-            conn = connect("postgres")
-            try:
-                check_target_server(conn, manifest, names, "new_database")
-            finally:
-                conn.close()
+            refuse_damaged(self.store, database, manifest, prefix, entries, mark=self.mark_bad(ti.run_id))
+            check_target(connect, manifest, names, "new_database")
             workdir = private_dir(settings.staging_dir, database, "drill") / f"{when}.partial"
             started = time.monotonic()
             # journalled like a restore, on the drill's server: a worker killed mid-drill is healed by the next
             # drill's start, pg_restore's prepare or drop_expired_replaced (the run id is the drill's own, so a
             # pg_restore run of the same id never mistakes it for its own journal)
-            journal = Journal.begin(self.store, database=database, run_id=f"drill:{ti.run_id}",
-                                    target_conn_id=drill_conn_id, mode="new_database", names=dataclasses.asdict(names),
-                                    workdir=str(workdir),
-                                    backup_id=entry.backup_id)
-            outcome = LogicalRestore(
-                store=self.store, manifest=manifest, prefix=prefix, target=target, connect=connect, names=names,
-                mode="new_database", tables=(), workdir=workdir, bindir=settings.pg_bindir, jobs=settings.dump_jobs,
-                log=self.log, run_id=ti.run_id, analyze=False, journal=journal).run()
+            outcome = journalled_restore(store=self.store, settings=settings, manifest=manifest, prefix=prefix,
+                                         target=target, connect=connect, names=names, mode="new_database", tables=(),
+                                         workdir=workdir, run_id=ti.run_id, journal_run_id=f"drill:{ti.run_id}",
+                                         log=self.log, analyze=False)
             conn = connect(scratch)
             try:
                 checks, failing = run_integrity_checks(conn)
@@ -185,7 +177,7 @@ class RestoreDrillOperator(DatabaseOperator, RestoreOperatorBase):
             conn.close()
 
     def _drop_scratch(self, connect, scratch: str) -> bool:
-        from pgdr.restore.logical import drop_database
+        from pgdr.restore.swap import drop_database
 
         try:
             conn = connect("postgres")
@@ -207,7 +199,7 @@ class DropScratchOperator(DatabaseOperator, RestoreOperatorBase):
 
     def execute(self, context) -> str:
         from pgdr.drill.checks import scratch_database
-        from pgdr.restore.logical import database_exists, drop_database
+        from pgdr.restore.swap import database_exists, drop_database
 
         database = self.require_protected(self.conn_id)
         scratch = scratch_database(database, _when(context))
@@ -223,7 +215,7 @@ class DropScratchOperator(DatabaseOperator, RestoreOperatorBase):
         return f"{scratch} already gone"
 
 
-class PitrDrillOperator(DatabaseOperator, RestoreOperatorBase, PitrMixin):
+class PitrDrillOperator(DatabaseOperator, RestoreOperatorBase):
     """Recovers the database to a random moment inside the window the base backups and WAL cover,
     into a throwaway cluster, and checks that exactly the recovery markers committed before that
     moment are there (see :mod:`pgdr.drill.markers`). The cluster is always removed. Writes
@@ -234,14 +226,16 @@ class PitrDrillOperator(DatabaseOperator, RestoreOperatorBase, PitrMixin):
 
     def execute(self, context) -> dict[str, Any]:
         import random
-        import socket
         from datetime import datetime
 
         from airflow.sdk.exceptions import AirflowSkipException
 
         from pgdr.alerts.slack import drill_alert, send_alert, short_error
-        from pgdr.drill.markers import choose_moment, expected_markers
-        from pgdr.restore.pitr import PointInTimeRecovery, connect_recovered, plan_point_in_time
+        from pgdr.drill.checks import scratch_database
+        from pgdr.drill.markers import choose_moment, expected_markers, marker_problems, markers_found
+        from pgdr.restore.pitr import connect_recovered
+        from pgdr.restore.plan import pitr_choice
+        from pgdr.restore.run import scratch_recovery
         from pgdr.store.manifest import new_backup_id, utc_now_iso
 
         settings = self.settings
@@ -268,41 +262,20 @@ class PitrDrillOperator(DatabaseOperator, RestoreOperatorBase, PitrMixin):
         started = time.monotonic()
         try:
             # the plan follows the timeline history and the base backup's own cluster (system identifier)
-            target, manifest, prefix, wal, _ = plan_point_in_time(
-                self.store, database, moment.isoformat(), lambda b: self.manifest(database, b, kind="base"))
+            target, manifest, prefix, wal, _ = pitr_choice(self.store, database, moment.isoformat())
             lease = self.hold_lease(database, "base", manifest.backup_id, context)
             restore_target, _ = self.target(settings.restore_conn_id(database))
-            with socket.socket() as probe:
-                probe.bind(("127.0.0.1", 0))
-                port = probe.getsockname()[1]
-            from pgdr.drill.checks import scratch_database
-
-            recovery = PointInTimeRecovery(
-                store=self.store, manifest=manifest, prefix=prefix, wal=wal, target=target,
-                data_dir=Path(settings.pitr_data_dir) / scratch_database(database, _when(context)), port=port,
-                os_user=settings.pitr_os_user, login=restore_target.user, bindir=settings.pg_bindir,
-                jobs=settings.dump_jobs, log=self.log,
-                # the drill's copy is read here and removed below: nobody else needs to reach it, and a
-                # worker killed before the removal leaves it to the next recovery's expiry sweep
-                listen_addresses="127.0.0.1", keep_hours=1.0)
+            recovery = scratch_recovery(
+                store=self.store, settings=settings, manifest=manifest, prefix=prefix, wal=wal, target=target,
+                data_dir=Path(settings.pitr_data_dir) / scratch_database(database, _when(context)),
+                login=restore_target.user, log=self.log)
             outcome = recovery.run()
             conn = connect_recovered(outcome, restore_target.user, manifest.dbname)
             try:
-                with conn.cursor() as cur:
-                    # the table arrives with the first marker: before it, there is none to find
-                    cur.execute("SELECT to_regclass('pgdr.recovery_markers') IS NOT NULL")
-                    (exists,) = cur.fetchone()
-                    found = set()
-                    if exists:
-                        cur.execute("SELECT id FROM pgdr.recovery_markers")
-                        found = {row[0] for row in cur.fetchall()}
+                found = markers_found(conn)
             finally:
                 conn.close()
-            missing, extra = sorted(present - found), sorted(absent & found)
-            if missing:
-                problems.append({"problem": "markers committed before the moment are missing", "ids": missing[:20]})
-            if extra:
-                problems.append({"problem": "markers committed after the moment are present", "ids": extra[:20]})
+            problems.extend(marker_problems(present, absent, found))
             record.update(base_backup_id=manifest.backup_id, wal_first=wal.first, wal_last=wal.last,
                           last_transaction_time=outcome.get("last_transaction_time"),
                           redo_end_lsn=outcome.get("redo_end_lsn"), stages=outcome["seconds"],

@@ -11,10 +11,10 @@ and heal: they end the dead run's sessions and its pg_restore, drop the half-res
 restored copy already carries the live name), allow connections to the live database again, and
 say what they found and what they did.
 
-A replace's kept database is recorded in ``<prefix>/state/replaced/<database>/<name>.json`` by
-OID and name when the swap keeps it; ``drop_expired_replaced`` drops only those, and only while
-both still match, never a protected database or a restore's target. A database comment decides
-nothing: a rename or a dump carries it to another database.
+A replace's kept database is recorded by OID and name when the swap keeps it
+(:func:`pgdr.restore.swap.record_replaced`); :func:`drop_expired_replaced` drops only those, and
+only while both still match, never a protected database, a restore's target, or a name an open
+journal works on.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
 
+from pgdr.restore.swap import databases, drop_if_same, heal_swap, one, replaced_records
+
 Connect = Callable[[str], object]   # database name -> an autocommit DB-API connection
 # another host's restore counts as alive while its journal's heartbeat is this fresh
 HEARTBEAT_SECONDS = 60
@@ -44,10 +46,6 @@ def _now() -> datetime:
 
 def _iso(when: datetime) -> str:
     return when.isoformat(timespec="seconds")
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 # --- which process, on which host ------------------------------------------------------------
@@ -187,49 +185,6 @@ def journal_alive(document: dict, now: datetime | None = None) -> bool:
 
 # --- kept databases --------------------------------------------------------------------------
 
-def replaced_prefix(store, database: str) -> str:
-    return f"{store.prefix}/state/replaced/{database}"
-
-
-def record_replaced(store, *, database: str, target_conn_id: str, server: str, kept: str, oid: int, live: str,
-                    run_id: str, backup_id: str, keep_until: str) -> str:
-    """The database a replace kept, by OID and name: the only kind of database pgdr drops later."""
-    return store.put_json(f"{replaced_prefix(store, database)}/{_UNSAFE.sub('_', kept)}.json", {
-        "database": database, "target_conn_id": target_conn_id, "server": server, "kept_database": kept,
-        "oid": int(oid), "live_database": live, "run_id": run_id, "backup_id": backup_id,
-        "kept_at": _iso(_now()), "keep_until": keep_until})
-
-
-def replaced_records(store, database: str) -> list[tuple[str, dict]]:
-    found = []
-    for key in store.list_keys(replaced_prefix(store, database)):
-        document = store.read_json_or_none(key)
-        if document:
-            found.append((key, document))
-    return found
-
-
-def _databases(conn) -> dict[int, tuple[str, bool]]:
-    with conn.cursor() as cur:
-        cur.execute("SELECT oid::bigint, datname, datallowconn FROM pg_database")
-        return {int(oid): (name, allow) for oid, name, allow in cur.fetchall()}
-
-
-def _run(conn, query: str, params=None) -> None:
-    with conn.cursor() as cur:
-        cur.execute(query, params)
-
-
-def drop_if_same(conn, name: str, oid: int, log: logging.Logger) -> bool:
-    """Drop ``name`` only while the database of that name is still the one with ``oid``."""
-    current = _databases(conn).get(int(oid))
-    if current is None or current[0] != name:
-        return False
-    _run(conn, f"DROP DATABASE IF EXISTS {_quote(name)} WITH (FORCE)")
-    log.info("dropped database %s (oid %s)", name, oid)
-    return True
-
-
 def drop_expired_replaced(store, database: str, *, connect_for: Callable[[str], Connect], default_conn_id: str,
                           protected: Iterable[str], now: datetime, log: logging.Logger) -> dict:
     """Drop the kept databases recorded for ``database`` whose keep-until time has passed.
@@ -259,15 +214,15 @@ def drop_expired_replaced(store, database: str, *, connect_for: Callable[[str], 
             continue
         conn = connect_for(record.get("target_conn_id") or default_conn_id)("postgres")
         try:
-            databases = _databases(conn)
-            current = databases.get(int(oid)) if oid is not None else None
+            found = databases(conn)
+            current = found.get(int(oid)) if oid is not None else None
             if current is not None and current[0] == name:
                 if drop_if_same(conn, name, oid, log):
                     outcome["dropped"].append(name)
             else:
                 if current is not None:
                     why = f"renamed to {current[0]!r} since (a rollback?)"
-                elif name in {n for n, _ in databases.values()}:
+                elif name in {n for n, _ in found.values()}:
                     why = "the name now belongs to another database"
                 else:
                     why = "no longer exists"
@@ -312,10 +267,8 @@ def heal_journal(store, key: str, journal: dict, connect: Connect, log: logging.
     names = journal.get("names") or {}
     conn = connect("postgres")
     try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s "
-                        "AND pid <> pg_backend_pid()", (journal.get("appname"),))
-            ended = cur.fetchone()[0]
+        (ended,) = one(conn, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+                           "application_name = %s AND pid <> pg_backend_pid()", (journal.get("appname"),))
         if ended:
             done.append(f"ended {ended} session(s) of the dead restore")
         for identity in journal.get("processes") or []:
@@ -323,13 +276,13 @@ def heal_journal(store, key: str, journal: dict, connect: Connect, log: logging.
             if said:
                 done.append(said)
         time.sleep(0.2)
-        databases = _databases(conn)
+        found = databases(conn)
         work = journal.get("work") or {}
         swap = journal.get("swap") or {}
         work_oid = work.get("oid")
-        work_now = databases.get(int(work_oid)) if work_oid is not None else None
+        work_now = found.get(int(work_oid)) if work_oid is not None else None
         if swap:
-            _heal_swap(store, journal, swap, work, databases, conn, done, left, log)
+            heal_swap(store, journal, swap, work, found, conn, done, left, log)
         elif work_now is not None:
             if work_now[0] == work.get("name"):
                 drop_if_same(conn, work["name"], work_oid, log)
@@ -356,39 +309,6 @@ def heal_journal(store, key: str, journal: dict, connect: Connect, log: logging.
         store.delete_all_versions([key])
     return {"run_id": journal.get("run_id"), "mode": journal.get("mode"), "step": journal.get("step"),
             "started_at": journal.get("started_at"), "done": done, "left": left}
-
-
-def _heal_swap(store, journal, swap, work, databases, conn, done, left, log) -> None:
-    live, kept, incoming = swap["live"], swap["kept"], work.get("name")
-    live_oid, work_oid = int(swap["live_oid"]), int(work["oid"])
-    old, new = databases.get(live_oid), databases.get(work_oid)
-    names_now = {name for name, _ in databases.values()}
-    allow = f"ALTER DATABASE {{}} WITH ALLOW_CONNECTIONS {'true' if swap.get('allowed', True) else 'false'}"
-    if new is not None and new[0] == live:
-        # the restored copy already carries the live name: the swap happened; finish it
-        if old is not None and old[0] == kept:
-            _run(conn, allow.format(_quote(kept)))
-            record_replaced(store, database=journal["database"], target_conn_id=journal.get("target_conn_id", ""),
-                            server=swap.get("server", ""), kept=kept, oid=live_oid, live=live,
-                            run_id=journal.get("run_id", ""), backup_id=journal.get("backup_id", ""),
-                            keep_until=journal.get("keep_until") or _iso(_now()))
-        done.append(f"the swap had completed: {live} holds the restored backup; the old database is kept as {kept}")
-        return
-    if old is not None and old[0] == kept and live not in names_now:
-        _run(conn, f"ALTER DATABASE {_quote(kept)} RENAME TO {_quote(live)}")
-        done.append(f"rolled the interrupted swap back: renamed {kept} to {live} again")
-        old = (live, old[1])
-    if old is not None and old[0] == live:
-        if not old[1] and swap.get("allowed", True):
-            _run(conn, allow.format(_quote(live)))
-            done.append(f"allowed connections to {live} again")
-        if new is not None and new[0] == incoming:
-            drop_if_same(conn, incoming, work_oid, log)
-            done.append(f"dropped the restored copy {incoming} (the replace did not happen)")
-        return
-    left.append(f"the swap of {live} was interrupted and the databases are not as pgdr left them "
-                f"(oid {live_oid}: {old[0] if old else 'gone'}, oid {work_oid}: {new[0] if new else 'gone'}); "
-                "left as they are, check by hand")
 
 
 def heal(store, database: str, *, connect_for: Callable[[str], Connect], default_conn_id: str,
@@ -419,6 +339,16 @@ def heal(store, database: str, *, connect_for: Callable[[str], Connect], default
             log.error("NOT healed: %s", line)
         reports.append(report)
     return reports
+
+
+def record_heal(store, database: str, reports: list[dict], healed_by: str) -> str:
+    """The record of a heal, beside the restore records (``<prefix>/reports/restore/``); returns its key."""
+    from pgdr.store.manifest import new_backup_id
+
+    left = any(r["left"] for r in reports)
+    return store.put_json(f"{store.prefix}/reports/restore/{new_backup_id()}-{database}-healed.json", {
+        "kind": "restore_heal", "database": database, "run_id": healed_by, "written_at": _iso(_now()),
+        "interrupted": reports, "status": "left" if left else "healed"})
 
 
 def describe_heal(reports: list[dict]) -> str:

@@ -17,6 +17,9 @@ created with an OID chosen beforehand (``CREATE DATABASE ... OID``) and dropped 
 and its name still match, so a failed ``CREATE`` never drops a database someone else made. With a
 :class:`pgdr.restore.journal.Journal`, every step is recorded in S3 before it is taken, so a worker
 killed mid-restore is healed by the next run. The download overlaps pg_restore (see :mod:`pgdr.restore.fetch`).
+
+The swap of ``replace`` is :mod:`pgdr.restore.swap`; the table filtering, the move into
+``recovered_<timestamp>`` and the row counts are :mod:`pgdr.restore.tables`.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -32,175 +34,31 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from pgdr.core import sqlfiles as sql
 from pgdr.core.pgtools import PgTarget, PgToolError, libpq_env, run_tool, stderr_tail, tool_path
-from pgdr.core.progress import human_bytes
 from pgdr.core.redaction import safe_error
-from pgdr.errors import PgdrError
 from pgdr.restore.fetch import PipedDataFiles, fetch_whole
-from pgdr.restore.journal import drop_if_same, new_oid, process_identity, record_replaced
-from pgdr.restore.request import (
-    RestoreNames,
-    RestoreRefused,
+from pgdr.restore.journal import new_oid, process_identity
+from pgdr.restore.names import RestoreNames, with_suffix
+from pgdr.restore.sql_rewrite import apply_missing_globals, database_statements, quote_ident
+from pgdr.restore.swap import drop_if_same, one, record_replaced, run, swap_in
+from pgdr.restore.tables import (
+    RestoreFailed,
     compare_counts,
-    database_statements,
-    missing_role_statements,
-    with_suffix,
+    count_rows,
+    data_objects_for_tables,
+    describe_counts,
+    move_tables,
+    tables_list,
 )
 from pgdr.store.manifest import Manifest
 
+# RestoreFailed, count_rows, move_tables, compare_counts: their home is pgdr.restore.tables
+__all__ = ["Connect", "LogicalRestore", "RestoreFailed", "apply_missing_globals", "compare_counts", "count_rows",
+           "move_tables"]
+
 Connect = Callable[[str], object]   # database name -> an autocommit DB-API connection
-
-
-class RestoreFailed(PgdrError, RuntimeError):
-    """The restore did not complete; what it created has been removed."""
-
-
-def _quote(name: str) -> str:
-    """An identifier quoted for SQL (works with psycopg 2 and 3, whichever the postgres hook uses)."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _one(conn, query, params=None):
-    with conn.cursor() as cur:
-        cur.execute(query, params)
-        return cur.fetchone()
-
-
-def _all(conn, query, params=None) -> list[tuple]:
-    with conn.cursor() as cur:
-        cur.execute(query, params)
-        return cur.fetchall()
-
-
-def _run(conn, query, params=None) -> None:
-    with conn.cursor() as cur:
-        cur.execute(query, params)
-
-
-def database_exists(conn, name: str) -> bool:
-    return _one(conn, "SELECT count(*) FROM pg_database WHERE datname = %s", (name,))[0] > 0
-
-
-def drop_database(conn, name: str, log: logging.Logger) -> None:
-    _run(conn, f"DROP DATABASE IF EXISTS {_quote(name)} WITH (FORCE)")
-    log.info("dropped database %s", name)
-
-
-def server_facts(conn) -> dict:
-    version_num, superuser, createdb, createrole = _one(conn, """
-        SELECT current_setting('server_version_num')::int, rolsuper, rolcreatedb, rolcreaterole
-        FROM pg_roles WHERE rolname = current_user""")
-    return {"server_version_num": version_num, "superuser": superuser, "createdb": createdb,
-            "createrole": createrole}
-
-
-def check_target_server(conn, manifest: Manifest, names: RestoreNames, mode: str, recovered_schema_conn=None) -> dict:
-    """Can this server take the restore? Refuses before anything is changed."""
-    facts = server_facts(conn)
-    problems, fields = [], []   # fields: the form field each problem concerns
-    if facts["server_version_num"] // 10000 < manifest.server_version_num // 10000:
-        fields.append("target_conn_id")
-        problems.append(f"the target runs PostgreSQL {facts['server_version_num'] // 10000}, older than the "
-                        f"backup's {manifest.server_version_num // 10000}")
-    if not (facts["superuser"] or facts["createdb"]):
-        fields.append("target_conn_id")
-        problems.append("the target connection's role can neither create databases nor is superuser")
-    if mode in ("new_database",) and database_exists(conn, names.target_database):
-        fields.append("target_database")
-        problems.append(f"database {names.target_database!r} already exists on the target; choose another "
-                        "target_database (a restore never writes into an existing database)")
-    if mode in ("replace", "tables") and not database_exists(conn, names.target_database):
-        hint = ("nothing to replace; use mode 'new_database' with target_database="
-                f"{names.target_database}" if mode == "replace" else "the tables are recovered into it")
-        fields.append("target_database")
-        problems.append(f"database {names.target_database!r} does not exist on the target ({hint})")
-    if database_exists(conn, names.work_database) and names.work_database != names.target_database:
-        fields.append("target_database")
-        problems.append(f"database {names.work_database!r} already exists (a restore of the same second?)")
-    if names.kept_database and database_exists(conn, names.kept_database):
-        fields.append("target_database")
-        problems.append(f"database {names.kept_database!r} already exists")
-    if problems:
-        raise RestoreRefused("restore refused, nothing was changed: " + "; ".join(problems), field=fields[0])
-    return facts
-
-
-def check_staging_space(staging_dir: Path, needed: int) -> int:
-    staging_dir.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(staging_dir).free
-    if free < needed:
-        raise RestoreRefused(f"restore refused, nothing was changed: staging directory {staging_dir} has "
-                             f"{human_bytes(free)} free, the download needs {human_bytes(needed)} "
-                             "(setting pgdr_staging_dir)", field="pgdr_staging_dir")
-    return free
-
-
-def apply_missing_globals(conn, globals_sql: str, log: logging.Logger) -> list[str]:
-    """Create the roles the target lacks (with their settings and memberships); existing roles stay as they are."""
-    existing = [row[0] for row in _all(conn, "SELECT rolname FROM pg_roles")]
-    statements, missing = missing_role_statements(globals_sql, existing)
-    if not missing:
-        log.info("globals: every role of the backup exists on the target; none created")
-        return []
-    with conn.cursor() as cur:
-        cur.execute("BEGIN")
-        try:
-            for statement in statements:
-                cur.execute(statement)
-            cur.execute("COMMIT")
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
-    log.info("globals: created %d role(s) the target lacked: %s (created without passwords; set them "
-             "before the application connects)", len(missing), ", ".join(missing))
-    return missing
-
-
-def count_rows(connect: Connect, dbname: str, tables: list[str] | None, jobs: int,
-               schema_map: dict[str, str] | None = None) -> dict[str, int]:
-    """Exact row counts of the user tables (or of ``tables``), read with row security off.
-
-    ``schema_map`` counts a table found under another schema (the recovered_* copy).
-    """
-    conn = connect(dbname)
-    try:
-        listed = {name: quoted for name, quoted in _all(conn, sql.load("restore_user_tables"))}
-    finally:
-        conn.close()
-    wanted = tables if tables is not None else sorted(listed)
-    schema_map = schema_map or {}
-
-    def located(table: str) -> str:
-        schema, name = table.split(".", 1)
-        return f"{schema_map.get(schema, schema)}.{name}"
-
-    def count(batch: list[str]) -> dict[str, int]:
-        conn = connect(dbname)
-        try:
-            _run(conn, "SET row_security = off")
-            found = {}
-            for table in batch:
-                quoted = listed.get(located(table))
-                if quoted is not None:
-                    found[table] = _one(conn, f"SELECT count(*) FROM ONLY {quoted}")[0]
-            return found
-        finally:
-            conn.close()
-
-    batches = [wanted[i::jobs] for i in range(max(jobs, 1))]
-    counts: dict[str, int] = {}
-    with ThreadPoolExecutor(max_workers=max(jobs, 1), thread_name_prefix="pgdr-count") as pool:
-        for found in pool.map(count, [b for b in batches if b]):
-            counts.update(found)
-    return counts
 
 
 class _Stopwatch:
@@ -301,7 +159,7 @@ class LogicalRestore:
     def connect(self, dbname: str):
         """A connection named after this restore, so a later run can end the sessions of a dead one."""
         conn = self.raw_connect(dbname)
-        _run(conn, "SELECT set_config('application_name', %s, false)", (self.appname,))
+        run(conn, "SELECT set_config('application_name', %s, false)", (self.appname,))
         return conn
 
     def _admin(self):
@@ -372,10 +230,10 @@ class LogicalRestore:
             oid = new_oid()
             self._note(step="creating the database", work={"name": name, "oid": oid})
             try:
-                _run(conn, create.rstrip().rstrip(";") + f" OID = {oid};")
+                run(conn, create.rstrip().rstrip(";") + f" OID = {oid};")
             except Exception:
                 # that OID is taken (asked of the catalog, not read from the message): pick another
-                if attempt < 4 and _one(conn, "SELECT count(*) FROM pg_database WHERE oid = %s", (oid,))[0]:
+                if attempt < 4 and one(conn, "SELECT count(*) FROM pg_database WHERE oid = %s", (oid,))[0]:
                     continue
                 raise
             self.created.append((name, oid))
@@ -393,7 +251,7 @@ class LogicalRestore:
         globals_path = next((p for name, p in fetched.items() if name.startswith("globals")), None)
         data_objects = [o for o in manifest.objects if o.role == "table_data"]
         if self.mode == "tables":
-            data_objects = self._data_objects_for_tables(dump_dir, data_objects)
+            data_objects = data_objects_for_tables(self._listing(dump_dir), data_objects, self.tables)
 
         conn = self._admin()
         try:
@@ -413,7 +271,9 @@ class LogicalRestore:
         argv = [self._tool("pg_restore"), "--exit-on-error", f"--jobs={self.jobs}", "--no-password",
                 f"--dbname={work}"]
         if self.mode == "tables":
-            argv += [f"--use-list={self._tables_list(dump_dir)}"]
+            use_list = self.workdir / "tables.list"
+            use_list.write_text("\n".join(tables_list(self._listing(dump_dir), self.tables)) + "\n")
+            argv += [f"--use-list={use_list}"]
         argv.append(str(dump_dir))
         self._note(step="restoring")
         try:
@@ -431,7 +291,7 @@ class LogicalRestore:
         conn = self.connect(work)
         try:
             for statement in after:
-                _run(conn, statement)
+                run(conn, statement)
         finally:
             conn.close()
 
@@ -442,7 +302,7 @@ class LogicalRestore:
         problems = compare_counts(manifest.row_counts, found)
         since = self.clock.mark("verify", since)
         if problems:
-            raise RestoreFailed(f"restored row counts differ from the manifest: {_describe(problems)}")
+            raise RestoreFailed(f"restored row counts differ from the manifest: {describe_counts(problems)}")
         self.log.info("verified: all %d tables have the manifest's row counts (%d rows)", len(found),
                       sum(found.values()))
         if self.analyze:
@@ -465,7 +325,7 @@ class LogicalRestore:
         self._note(step="renaming to the final name")
         conn = self._admin()
         try:
-            _run(conn, f"ALTER DATABASE {_quote(work)} RENAME TO {_quote(final)}")
+            run(conn, f"ALTER DATABASE {quote_ident(work)} RENAME TO {quote_ident(final)}")
         finally:
             conn.close()
         self.created = [(name, oid) for name, oid in self.created if name != work]
@@ -475,7 +335,7 @@ class LogicalRestore:
     def _database_size(self, name: str) -> int:
         conn = self._admin()
         try:
-            return int(_one(conn, "SELECT pg_database_size(%s)", (name,))[0])
+            return int(one(conn, "SELECT pg_database_size(%s)", (name,))[0])
         finally:
             conn.close()
 
@@ -494,35 +354,10 @@ class LogicalRestore:
 
     # --- tables mode -----------------------------------------------------------------------
     def _listing(self, dump_dir: Path) -> list[str]:
+        """The dump's table of contents (``pg_restore --list``), filtered by :mod:`pgdr.restore.tables`."""
         listing = run_tool([self._tool("pg_restore"), "--list", str(dump_dir)],
                            {"PATH": os.environ.get("PATH", "")}, self.log).stdout
         return listing.splitlines()
-
-    def _data_objects_for_tables(self, dump_dir: Path, data_objects):
-        wanted_ids = set()
-        for line in self._listing(dump_dir):
-            match = re.match(r"^(\d+); \d+ \d+ TABLE DATA (\S+) (\S+) ", line)
-            if match and f"{match.group(2)}.{match.group(3)}" in self.tables:
-                wanted_ids.add(match.group(1))
-        return [o for o in data_objects if o.name.split("/")[-1].split(".")[0] in wanted_ids]
-
-    def _tables_list(self, dump_dir: Path) -> Path:
-        """Everything pre-data (types, sequences, tables) plus the data of the chosen tables."""
-        kept = []
-        for line in self._listing(dump_dir):
-            if not line or line.startswith(";"):
-                continue
-            data = re.match(r"^\d+; \d+ \d+ TABLE DATA (\S+) (\S+) ", line)
-            if data:
-                if f"{data.group(1)}.{data.group(2)}" in self.tables:
-                    kept.append(line)
-                continue
-            entry_type = re.match(r"^\d+; \d+ \d+ (\S+(?: \S+)?) ", line)
-            if entry_type and entry_type.group(1).split(" ")[0] in _PRE_DATA_TYPES:
-                kept.append(line)
-        path = self.workdir / "tables.list"
-        path.write_text("\n".join(kept) + "\n")
-        return path
 
     def _finish_tables(self, since: float, roles_created: list[str], piped: PipedDataFiles) -> dict:
         expected = {t: self.manifest.row_counts[t] for t in self.tables}
@@ -530,7 +365,7 @@ class LogicalRestore:
         found = count_rows(self.connect, scratch, list(self.tables), self.jobs)
         problems = compare_counts(expected, found)
         if problems:
-            raise RestoreFailed(f"restored row counts differ from the manifest: {_describe(problems)}")
+            raise RestoreFailed(f"restored row counts differ from the manifest: {describe_counts(problems)}")
         schema = self.names.recovered_schema
         self._note(step="moving the tables")
         moved = move_tables(source=dataclasses.replace(self.target, dbname=scratch), source_connect=self.connect,
@@ -553,117 +388,23 @@ class LogicalRestore:
 
     # --- replace ---------------------------------------------------------------------------
     def _swap(self) -> None:
-        """Rename the live database away and the restored one into its place, inside a short window.
-
-        Each step is journalled before it is taken (the heal of a killed run reads where each
-        database is by OID and rolls back, or finishes once the restored copy holds the live name);
-        the kept database is recorded in S3 by OID and name, which is what lets it be dropped later.
-        """
+        """The restored copy takes the live name; the live database is kept (:func:`pgdr.restore.swap.swap_in`)."""
         live, incoming, kept = self.names.target_database, self.work_database, self.names.kept_database
         incoming_oid = next(oid for name, oid in self.created if name == incoming)
+        server = f"{self.target.host}:{self.target.port}"
+
+        def swapped(live_oid: int) -> None:
+            self.created.remove((incoming, incoming_oid))   # it is the live database now: never dropped
+            record_replaced(self.store, database=self.manifest.database, target_conn_id=self.target.conn_id,
+                            server=server, kept=kept, oid=live_oid, live=live, run_id=self.run_id,
+                            backup_id=self.manifest.backup_id, keep_until=self.keep_until)
+
         conn = self._admin()
         try:
-            live_oid, allowed = _one(conn, "SELECT oid::bigint, datallowconn FROM pg_database WHERE datname = %s",
-                                     (live,))
-            swap = {"live": live, "live_oid": int(live_oid), "kept": kept, "allowed": bool(allowed),
-                    "server": f"{self.target.host}:{self.target.port}"}
-            self._note(step="swap: refusing connections to the live database", swap=swap)
-            window = time.monotonic()
-            _run(conn, f"ALTER DATABASE {_quote(live)} WITH ALLOW_CONNECTIONS false")
-            try:
-                ended = _one(conn, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                                   "WHERE datname = %s AND pid <> pg_backend_pid()", (live,))[0]
-                for _ in range(100):
-                    if not _one(conn, "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (live,))[0]:
-                        break
-                    time.sleep(0.05)
-                self._note(step="swap: renaming the live database away")
-                _run(conn, f"ALTER DATABASE {_quote(live)} RENAME TO {_quote(kept)}")
-            except BaseException:
-                _run(conn, f"ALTER DATABASE {_quote(live)} WITH ALLOW_CONNECTIONS {str(bool(allowed)).lower()}")
-                raise
-            try:
-                self._note(step="swap: renaming the restored copy into place")
-                _run(conn, f"ALTER DATABASE {_quote(incoming)} RENAME TO {_quote(live)}")
-            except BaseException:
-                # put the live database back as it was; the incoming copy is dropped as a failed restore
-                _run(conn, f"ALTER DATABASE {_quote(kept)} RENAME TO {_quote(live)}")
-                _run(conn, f"ALTER DATABASE {_quote(live)} WITH ALLOW_CONNECTIONS {str(bool(allowed)).lower()}")
-                raise
-            self.created.remove((incoming, incoming_oid))
-            seconds = time.monotonic() - window
-            record_replaced(self.store, database=self.manifest.database, target_conn_id=self.target.conn_id,
-                            server=swap["server"], kept=kept, oid=int(live_oid), live=live, run_id=self.run_id,
-                            backup_id=self.manifest.backup_id, keep_until=self.keep_until)
-            self._note(step="swap: connections to the kept database")
-            _run(conn, f"ALTER DATABASE {_quote(kept)} WITH ALLOW_CONNECTIONS {str(bool(allowed)).lower()}")
-            self._note(step="done")
+            live_oid, ended, seconds = swap_in(conn, live=live, incoming=incoming, kept=kept, server=server,
+                                               note=self._note, swapped=swapped)
         finally:
             conn.close()
         self.log.info("swapped in %.2f s: %s is now the restored backup %s; the old database is kept as %s "
                       "(oid %s, recorded in S3) until %s (%d connection(s) ended)", seconds, live,
                       self.manifest.backup_id, kept, live_oid, self.keep_until, ended)
-
-
-def move_tables(*, source: PgTarget, source_connect: Connect, target: PgTarget, target_connect: Connect,
-                target_database: str, tables: tuple[str, ...], schema: str, expected: dict[str, int], bindir: Path,
-                jobs: int, log: logging.Logger, before_check: Callable[[], None] | None = None) -> dict[str, int]:
-    """Move ``tables`` of a disposable database (``source``) into schema ``schema`` of the target database.
-
-    They arrive without owners or grants, in one transaction: only the restoring role (and
-    superusers) can read the recovered rows until someone decides otherwise. The counts in
-    the target are compared with ``expected``; a difference drops the schema again.
-    """
-    conn = source_connect(source.dbname)
-    try:
-        _run(conn, f"CREATE SCHEMA {_quote(schema)}")
-        for table in tables:
-            table_schema, name = table.split(".", 1)
-            _run(conn, f"ALTER TABLE {_quote(table_schema)}.{_quote(name)} SET SCHEMA {_quote(schema)}")
-    finally:
-        conn.close()
-    target_db = dataclasses.replace(target, dbname=target_database)
-    with libpq_env(source) as dump_env, libpq_env(target_db) as restore_env:
-        dump = subprocess.Popen([tool_path(bindir, "pg_dump"), "--format=custom", "--compress=0", "--no-password",
-                                 f"--schema={schema}", source.dbname], env=dump_env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
-        try:
-            restore = subprocess.run([tool_path(bindir, "pg_restore"), "--exit-on-error", "--no-owner", "--no-acl",
-                                      "--single-transaction", "--no-password", f"--dbname={target_database}"],
-                                     stdin=dump.stdout, env=restore_env, capture_output=True, text=True)
-        finally:
-            dump.stdout.close()
-            dump_errors = dump.stderr.read().decode(errors="replace")
-            dump.wait()
-    if dump.returncode != 0:
-        raise RestoreFailed(f"pg_dump of the recovered tables failed: {stderr_tail(dump_errors)}")
-    if restore.returncode != 0:
-        raise RestoreFailed(f"moving the recovered tables into {target_database} failed (nothing was changed "
-                            f"there): {stderr_tail(restore.stderr)}")
-    if before_check is not None:
-        before_check()
-    moved = count_rows(target_connect, target_database, list(tables), jobs,
-                       schema_map={t.split(".", 1)[0]: schema for t in tables})
-    problems = compare_counts(expected, moved)
-    if problems:
-        conn = target_connect(target_database)
-        try:
-            _run(conn, f"DROP SCHEMA {_quote(schema)} CASCADE")
-        finally:
-            conn.close()
-        raise RestoreFailed(f"recovered tables in {schema} differed from what was restored, so the schema was "
-                            f"dropped again: {_describe(problems)}")
-    log.info("recovered %d table(s) into %s.%s: %s", len(moved), target_database, schema,
-             ", ".join(f"{t} ({n} rows)" for t, n in moved.items()))
-    return moved
-
-
-# pg_restore --list entry types restored before the data in tables mode
-_PRE_DATA_TYPES = {"SCHEMA", "EXTENSION", "TYPE", "DOMAIN", "FUNCTION", "PROCEDURE", "AGGREGATE", "SEQUENCE",
-                   "TABLE", "DEFAULT", "COLLATION", "CONVERSION", "OPERATOR", "SHELL"}
-
-
-def _describe(problems: list[dict], limit: int = 5) -> str:
-    text = "; ".join(f"{p['table']}: {p['problem']} (manifest {p['expected']}, found {p.get('found', 'none')})"
-                     for p in problems[:limit])
-    return text + (f"; and {len(problems) - limit} more" if len(problems) > limit else "")

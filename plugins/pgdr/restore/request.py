@@ -1,15 +1,14 @@
-"""What a restore will do, decided before anything is changed.
+"""What a restore will do, decided before anything is changed: the request.
 
-Pure functions: the trigger form's values validated into a :class:`RestoreRequest`,
-the backup chosen from the catalog, the names of the databases and schemas a
-restore creates, the globals a target cluster lacks, the database-level
-statements of a dump rewritten for a new name, the row count comparison and the
-RTO projection. They test without PostgreSQL or S3.
+Pure functions: the trigger form's values validated into a :class:`RestoreRequest` (every problem
+at once, each naming its form field), the directories a file restore may write into, and the
+backup chosen from the catalog. The names a restore creates are in :mod:`pgdr.restore.names`, the
+dump's SQL rewritten for the target in :mod:`pgdr.restore.sql_rewrite`, the typed plan built from
+a request in :mod:`pgdr.restore.plan`. They test without PostgreSQL or S3.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -18,25 +17,25 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from pgdr.errors import RestoreRefused  # noqa: F401 - its home was here: importers keep this path
+from pgdr.restore.names import SYSTEM_DATABASES, RestoreNames, system_database_problem
 from pgdr.store.catalog import BackupEntry, newest_good
 from pgdr.store.manifest import is_backup_id
 
+__all__ = ["MODES", "RESTORE_KINDS", "SYSTEM_DIRS", "RestoreRefused", "RestoreRequest", "allowed_target_conn_ids",
+           "choose_backup", "confirmation_text", "kind_problems", "newest_good_except", "parse_request",
+           "protected_dirs", "resolve_dir", "stamp", "target_dir_problems",
+           "RestoreNames"]   # re-exported for bench/restore_bench.py (its home is pgdr.restore.names)
+
 MODES = ("new_database", "replace", "tables")
 RESTORE_KINDS = ("database", "files", "config")
-MAX_IDENTIFIER = 63
 # Names pgdr creates or is given: lower case, so they never need quoting and cannot inject.
 _DATABASE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*\.[A-Za-z_][A-Za-z0-9_$]*$")
 _CONN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,249}$")
-# Databases a restore never writes into, in any mode: the cluster's own.
-SYSTEM_DATABASES = ("template0", "template1", "postgres")
 # Directories a file restore never writes into or over, whatever the settings say: the system, the
 # PostgreSQL servers' data, root's home.
 SYSTEM_DIRS = ("/proc", "/sys", "/dev", "/etc", "/bin", "/sbin", "/usr", "/boot", "/lib", "/lib32", "/lib64",
                "/libx32", "/run", "/var/run", "/var/lib/postgresql", "/root", "/snap")
-# Comments beginning like this are pgdr's own markers (a replaced database's "keep until"): never
-# carried from a dump onto a restored database, so a restore never marks a database for dropping.
-PGDR_COMMENT_PREFIX = "pgdr:"
 
 
 @dataclass(frozen=True)
@@ -181,11 +180,6 @@ def kind_problems(kind: str, target_dir: str, mode: str, tables: tuple, point_in
     return problems
 
 
-def system_database_problem(name: str, field: str = "target_database") -> str:
-    return (f"{field} {name!r} is a system database ({', '.join(SYSTEM_DATABASES)}); a restore never writes into "
-            "one: choose another database")
-
-
 def allowed_target_conn_ids(settings) -> set[str]:
     """Connections a restore may write into: each protected database's restore connection (where an
     empty target_conn_id goes anyway) and those listed in pgdr_restore_target_conn_ids."""
@@ -305,191 +299,3 @@ def stamp(now: datetime | None = None) -> str:
     now = now or datetime.now(timezone.utc)
     return now.astimezone(timezone.utc).strftime("%Y%m%d_%H%M%S")
 
-
-def with_suffix(base: str, suffix: str) -> str:
-    """``base`` + ``suffix``, shortening ``base`` so the result fits PostgreSQL's 63-byte names.
-
-    The limit is in UTF-8 bytes (NAMEDATALEN), not characters: a shortened base is cut at a
-    character boundary and followed by a short hash of the whole base, so two long names that
-    share their first bytes still get different names (PostgreSQL would silently truncate both to
-    the same one).
-    """
-    if len((base + suffix).encode()) <= MAX_IDENTIFIER:
-        return base + suffix
-    tag = "_" + hashlib.sha256(base.encode()).hexdigest()[:6]
-    budget = MAX_IDENTIFIER - len(suffix.encode()) - len(tag)
-    short = base.encode()[:max(budget, 0)].decode("utf-8", errors="ignore")
-    return short + tag + suffix
-
-
-@dataclass(frozen=True)
-class RestoreNames:
-    target_database: str      # where the backup ends up (new_database, replace: the live name)
-    work_database: str        # the database pg_restore writes into
-    kept_database: str | None  # replace: the old database, renamed and kept
-    recovered_schema: str | None  # tables: the schema the tables land in
-
-
-def restore_names(request: RestoreRequest, source_dbname: str, when: str) -> RestoreNames:
-    """Names of everything a restore creates, from the form and the backup's database name."""
-    if request.mode == "new_database":
-        target = request.target_database or with_suffix(source_dbname, f"_restored_{when}")
-        return RestoreNames(target, target, None, None)
-    if request.mode == "replace":
-        if request.target_database and request.target_database != source_dbname:
-            raise RestoreRefused(f"mode 'replace' replaces {source_dbname!r}, the database the backup was taken "
-                                 f"from; target_database {request.target_database!r} differs. Use mode "
-                                 "'new_database' to restore under another name", field="target_database")
-        if source_dbname in SYSTEM_DATABASES:
-            raise RestoreRefused("restore refused, nothing was changed: mode 'replace' never replaces the system "
-                                 f"database {source_dbname!r}; use mode 'new_database'", field="mode")
-        return RestoreNames(source_dbname, with_suffix(source_dbname, f"_incoming_{when}"),
-                            with_suffix(source_dbname, f"_replaced_{when}"), None)
-    target = request.target_database or source_dbname
-    if target in SYSTEM_DATABASES:
-        raise RestoreRefused("restore refused, nothing was changed: " + system_database_problem(target) +
-                             " (mode 'tables' with target_database empty recovers into the source database)",
-                             field="target_database")
-    return RestoreNames(target, with_suffix("pgdr_tables", f"_{when}"), None, f"recovered_{when}")
-
-
-def compare_counts(expected: Mapping[str, int], found: Mapping[str, int]) -> list[dict]:
-    """Tables whose restored row count differs from the manifest (or that are missing)."""
-    problems = []
-    for table, count in sorted(expected.items()):
-        if table not in found:
-            problems.append({"problem": "table missing after restore", "table": table, "expected": count})
-        elif found[table] != count:
-            problems.append({"problem": "row count differs", "table": table, "expected": count,
-                             "found": found[table]})
-    return problems
-
-
-# --- globals (pg_dumpall --globals-only) -------------------------------------------------------
-
-_IDENT = r'(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
-_CREATE_ROLE = re.compile(rf"^CREATE ROLE ({_IDENT});$")
-_ALTER_ROLE = re.compile(rf"^ALTER ROLE ({_IDENT}) ")
-_GRANT_ROLE = re.compile(rf"^GRANT ({_IDENT}) TO ({_IDENT})(?: .*)?;$")
-
-
-def unquote(identifier: str) -> str:
-    if identifier.startswith('"'):
-        return identifier[1:-1].replace('""', '"')
-    return identifier.lower()
-
-
-def roles_in_globals(globals_sql: str) -> list[str]:
-    return [unquote(m.group(1)) for line in globals_sql.splitlines() if (m := _CREATE_ROLE.match(line))]
-
-
-def missing_role_statements(globals_sql: str, existing_roles: Iterable[str]) -> tuple[list[str], list[str]]:
-    """Statements creating the roles a cluster lacks, their settings and memberships.
-
-    Roles that exist are left exactly as they are (their attributes and passwords are
-    the target's business); tablespaces are skipped (their paths belong to the old host).
-    Returns (statements, roles to be created).
-    """
-    existing = set(existing_roles)
-    missing = [role for role in roles_in_globals(globals_sql) if role not in existing]
-    wanted = set(missing)
-    statements = []
-    for line in globals_sql.splitlines():
-        if (m := _CREATE_ROLE.match(line)) or (m := _ALTER_ROLE.match(line)):
-            # per-database role settings need the database, which the restore has not created yet
-            if unquote(m.group(1)) in wanted and " IN DATABASE " not in line:
-                statements.append(line)
-        elif (m := _GRANT_ROLE.match(line)):
-            if unquote(m.group(1)) in wanted or unquote(m.group(2)) in wanted:
-                # GRANTED BY names a grantor that may not exist on the new cluster
-                statements.append(re.sub(rf" GRANTED BY {_IDENT}", "", line))
-    return statements, missing
-
-
-# --- database-level statements of a dump --------------------------------------------------------
-
-def _open_quote(text: str) -> bool:
-    """Does ``text`` end inside a quoted literal or identifier?"""
-    quote = ""
-    for char in text:
-        if quote:
-            if char == quote:
-                quote = ""
-        elif char in "'\"":
-            quote = char
-    return bool(quote)
-
-
-def _statements(sql_text: str) -> Iterable[str]:
-    """pg_restore's plain SQL, one database-level statement per item: each line, except that a
-    COMMENT whose literal spans lines is joined whole (function bodies are never scanned for quotes)."""
-    lines = iter(sql_text.splitlines())
-    for line in lines:
-        if line.startswith("COMMENT ON DATABASE "):
-            while _open_quote(line) or not line.rstrip().endswith(";"):
-                following = next(lines, None)
-                if following is None:
-                    break
-                line += "\n" + following
-        yield line
-
-
-def is_pgdr_comment(text: str) -> bool:
-    """A comment pgdr wrote itself (a replaced database's "keep until" marker), never to be copied."""
-    return text.lstrip().startswith(PGDR_COMMENT_PREFIX)
-
-
-_DATABASE_STATEMENTS = [
-    re.compile(rf"^(CREATE DATABASE )({_IDENT})( .*;)$", re.DOTALL),
-    re.compile(rf"^(ALTER DATABASE )({_IDENT})( .*;)$", re.DOTALL),
-    re.compile(rf"^(COMMENT ON DATABASE )({_IDENT})( IS .*;)$", re.DOTALL),
-    re.compile(rf"^((?:GRANT|REVOKE) .* ON DATABASE )({_IDENT})( (?:TO|FROM) .*;)$", re.DOTALL),
-    re.compile(rf"^(ALTER ROLE {_IDENT} IN DATABASE )({_IDENT})( SET .*;)$", re.DOTALL),
-]
-
-
-def quote_ident(name: str) -> str:
-    """``name`` as a quoted SQL identifier: any name (upper case, '$', keywords such as order) is safe."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def database_statements(create_sql: str, old_name: str, new_name: str) -> tuple[str | None, list[str]]:
-    """The dump's CREATE DATABASE and its database-level statements (owner, settings, per-role
-    settings, comment, privileges), taken from ``pg_restore --create --schema-only`` output and pointed at ``new_name``.
-
-    The database's name is matched however pg_dump spelled it (quoted when it is a keyword such
-    as ``order`` or holds upper case or '$'); a comment pgdr wrote itself is left out.
-    Returns (create statement, statements to run after the restore).
-    """
-    create, after = None, []
-    for statement in _statements(create_sql):
-        for pattern in _DATABASE_STATEMENTS:
-            match = pattern.match(statement)
-            if not match or unquote(match.group(2)) != old_name:
-                continue
-            rewritten = f"{match.group(1)}{quote_ident(new_name)}{match.group(3)}"
-            if rewritten.startswith("CREATE DATABASE"):
-                create = rewritten
-            elif rewritten.startswith("COMMENT ON DATABASE") and is_pgdr_comment(_comment_text(match.group(3))):
-                pass
-            else:
-                after.append(rewritten)
-            break
-    return create, after
-
-
-def _comment_text(tail: str) -> str:
-    """The text of `` IS '...';`` (E'' strings included, escapes left as they are)."""
-    literal = tail[len(" IS "):].rstrip(";").strip()
-    if literal[:1] in ("E", "e"):
-        literal = literal[1:]
-    return literal[1:-1].replace("''", "'") if literal.startswith("'") else ""
-
-
-# --- recovery time ---------------------------------------------------------------------------
-
-def projected_rto_seconds(measured_seconds: float, restored_bytes: int, size_bytes: int) -> float:
-    """Recovery time for a database of ``size_bytes`` at the throughput the drill measured."""
-    if restored_bytes <= 0:
-        return measured_seconds
-    return measured_seconds * size_bytes / restored_bytes

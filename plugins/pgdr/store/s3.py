@@ -126,11 +126,12 @@ class UploadQueue:
 
 class BackupStore(ObjectLock):
     """The bucket under ``prefix``: uploads and their checks, reads, listings, and (:class:`ObjectLock`)
-    lock dates and versions.
+    lock dates, versions and the bucket's posture.
 
     ``backup_lock_date`` dates a backup's objects where the bucket has Object Lock (see
     :mod:`pgdr.store.object_lock`); whoever assembles a store that writes backups passes
-    :func:`pgdr.retain.object_lock.lock_date_from_settings`.
+    ``pgdr.retain.object_lock.lock_date_from_settings(settings)``. Without it, writing a backup to a
+    locked bucket fails (:class:`pgdr.store.object_lock.NoBackupLockDate`) rather than leave it unlocked.
     """
 
     def __init__(self, *, client, bucket: str, prefix: str, sse_args: dict[str, str], part_size: int,

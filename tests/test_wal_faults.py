@@ -33,6 +33,7 @@ from test_wal_archive import (
 
 from harness.stack import BUCKET
 from harness.tcp_proxy import TcpProxy
+from pgdr.alerts import wal as wal_alerts
 from pgdr.alerts.slack import send_alert, short_error
 from pgdr.wal.ship import STATE_NAME, load_state, scan, ship_once, ship_window, wal_key
 from tests.support.paths import REPO_ROOT
@@ -89,7 +90,7 @@ def test_an_s3_outage_alerts_once_loses_no_wal_and_heals_and_old_partial_version
 
             def window():
                 results["summary"] = ship_window(store, database, wal_dir, seconds=16, interval=0.5, log=log,
-                                                 notify=send_alert, max_failure_seconds=1.5)
+                                                 notify=send_alert, messages=wal_alerts, max_failure_seconds=1.5)
 
             writer = threading.Thread(target=write, daemon=True)
             writer.start()

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
 
-from pgdr.restore.swap import databases, drop_if_same, heal_swap, one, replaced_records
+from pgdr.restore.swap import databases, drop_if_same, heal_swap, one, records_under, replaced_records
 
 Connect = Callable[[str], object]   # database name -> an autocommit DB-API connection
 # another host's restore counts as alive while its journal's heartbeat is this fresh
@@ -160,12 +160,7 @@ class Journal:
 
 
 def open_journals(store, database: str | None = None) -> list[tuple[str, dict]]:
-    found = []
-    for key in store.list_keys(journal_prefix(store, database)):
-        document = store.read_json_or_none(key)
-        if document:
-            found.append((key, document))
-    return found
+    return records_under(store, journal_prefix(store, database))
 
 
 def journal_alive(document: dict, now: datetime | None = None) -> bool:

@@ -96,13 +96,18 @@ def record_replaced(store, *, database: str, target_conn_id: str, server: str, k
         "kept_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "keep_until": keep_until})
 
 
-def replaced_records(store, database: str) -> list[tuple[str, dict]]:
+def records_under(store, prefix: str) -> list[tuple[str, dict]]:
+    """(key, document) of every JSON record under ``prefix``; one gone meanwhile is skipped."""
     found = []
-    for key in store.list_keys(replaced_prefix(store, database)):
+    for key in store.list_keys(prefix):
         document = store.read_json_or_none(key)
         if document:
             found.append((key, document))
     return found
+
+
+def replaced_records(store, database: str) -> list[tuple[str, dict]]:
+    return records_under(store, replaced_prefix(store, database))
 
 
 # --- the swap ------------------------------------------------------------------------------------

@@ -283,6 +283,23 @@ def test_a_target_on_the_abandoned_branch_is_refused(failover):
     assert manifest.backup_id == failover["first"] and wal.timeline == 1
 
 
+def test_the_restore_plan_read_through_the_wal_archive_view_is_the_same_plan(failover):
+    """pgdr.wal.archive.ArchiveView with pitr_plan.plan_from_archive: what restore/pitr_fetch can plan through."""
+    from pgdr.restore.pitr_plan import AbandonedBranch, Target, plan_from_archive
+    from pgdr.wal.archive import ArchiveView
+
+    store = failover["store"]
+    _, manifest, _, wal, _ = plan(store, "latest")
+    view = ArchiveView(store, CONN_ID)
+    again = plan_from_archive(view, manifest, Target("latest"))
+    assert [s.key for s in again.segments] == [s.key for s in wal.segments]
+    assert (again.timeline, again.system_identifier) == (wal.timeline, wal.system_identifier) == \
+        (2, str(failover["system_identifier"]))
+    assert [h.name for h in again.histories] == ["00000002.history"]
+    with pytest.raises(AbandonedBranch, match="abandoned branch"):
+        plan_from_archive(view, manifest, Target("latest"), timeline="current")
+
+
 def test_the_wal_check_follows_the_new_timeline_and_names_its_gap(failover):
     from pgdr.verify.wal import archive_findings
     from pgdr.wal.names import wal_prefix

@@ -15,8 +15,8 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pgdr.alerts.messages import build_alert, short_error
 from pgdr.alerts.policy import decide
-from pgdr.alerts.slack import build_alert, short_error
 from pgdr.core.progress import human_bytes
 from pgdr.wal.status import receiver_findings
 

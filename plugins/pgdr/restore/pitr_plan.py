@@ -14,6 +14,7 @@ refused restore (:class:`WalGapRefused`), with the same message a restore has al
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -38,6 +39,7 @@ from pgdr.wal.names import (
     is_lsn,
     parse_history,  # re-exported (see __all__): pitr and the tests read it here
     parse_lsn,
+    timeline_of,
 )
 
 # the default size, for callers that estimate space (a plan carries its cluster's own: WalPlan.segment_size)
@@ -128,18 +130,43 @@ class WalGapRefused(errors.WalGap, RestoreRefused):
     """A segment the recovery needs is not in the archive: a :class:`pgdr.errors.WalGap` (``segment``,
     ``timeline``) that callers catching :class:`RestoreRefused` still see as a refused restore."""
 
-def plan_wal(found: dict[str, WalObject], start_segment: str, target: Target,
-             path: list[TimelineEntry] | None = None, segment_size: int = DEFAULT_SEGMENT_SIZE) -> WalPlan:
-    """:func:`pgdr.wal.archive.plan_wal` for a restore's ``target``, its refusals as restore refusals:
-    a missing segment is a :class:`WalGapRefused` naming it, an LSN after the newest WAL a
+@contextmanager
+def _refused_as_restore():
+    """The archive's answers as restore refusals, with the wording a restore has always shown: a
+    missing segment is a :class:`WalGapRefused` naming it, an LSN after the newest WAL a
     :class:`RestoreRefused`."""
     try:
-        return archive.plan_wal(found, start_segment, path, segment_size,
-                                until_lsn=target.lsn if target.kind == "lsn" else None, target_text=target.describe())
+        yield
     except errors.WalGap as gap:
+        if str(gap).startswith(REFUSED):
+            raise   # already a restore's refusal
         raise WalGapRefused.because(gap.reason, segment=gap.segment, timeline=gap.timeline) from None
     except PastNewestWal as past:
         raise RestoreRefused(f"{REFUSED}{past}") from None
+
+
+def plan_wal(found: dict[str, WalObject], start_segment: str, target: Target,
+             path: list[TimelineEntry] | None = None, segment_size: int = DEFAULT_SEGMENT_SIZE) -> WalPlan:
+    """:func:`pgdr.wal.archive.plan_wal` for a restore's ``target``, its refusals as restore refusals."""
+    with _refused_as_restore():
+        return archive.plan_wal(found, start_segment, path, segment_size,
+                                until_lsn=target.lsn if target.kind == "lsn" else None, target_text=target.describe())
+
+
+def plan_from_archive(view: archive.ArchiveView, manifest, target: Target, timeline: str | int = "latest") -> WalPlan:
+    """The WAL from the base backup whose ``manifest`` is given to ``target``, along the timeline history
+    read from ``view`` (:class:`pgdr.wal.archive.ArchiveView`), or a refusal: a timeline the base backup
+    cannot reach, a target on an abandoned branch, a gap, an LSN past the archive."""
+    system_identifier = archive.manifest_system_identifier(manifest)
+    history_objs, histories = view.histories(system_identifier)
+    wal = manifest.wal
+    base_tli = int(wal.get("timeline") or timeline_of(wal["start_wal_file"]))
+    tli, path, branches = choose_timeline(base_tli, parse_lsn(wal["start_lsn"]), histories, timeline,
+                                          {t: o.modified for t, o in history_objs.items()})
+    check_not_abandoned(target, tli, branches)
+    with _refused_as_restore():
+        return view.segments(wal, system_identifier, tli, path, until_lsn=target.lsn if target.kind == "lsn" else None,
+                             target_text=target.describe())
 
 
 def choose_base_backup(candidates: list[tuple[str, dict]], target: Target) -> tuple[str, dict]:
@@ -197,4 +224,5 @@ def recovery_end(server_log: str) -> dict:
 __all__ = ["REFUSED", "TARGET_NOT_REACHED", "WAL_SEGMENT_SIZE", "AbandonedBranch", "Branch", "Target", "TimelineEntry",
            "WalGapRefused", "WalObject", "WalPlan", "check_not_abandoned", "check_target_reachable",
            "choose_base_backup", "choose_timeline", "format_lsn", "history_objects", "parse_history", "parse_lsn",
+           "plan_from_archive",
            "parse_target", "plan_wal", "recovery_end", "timeline_path", "usable_base_backups", "wal_objects"]

@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from pgdr.store import layout
 from pgdr.wal.local import ASIDE_PREFIX, WalArchiveError, load_state, now_iso, save_state, scan
 from pgdr.wal.names import (
     DEFAULT_SEGMENT_SIZE,
@@ -124,8 +125,7 @@ def _unshipped(directory: Path, names: list[str]) -> list[str]:
 
 # ---------------------------------------------------------------- the shipper's side: into S3 state
 
-def gaps_key(prefix: str, database: str) -> str:
-    return f"{prefix}/state/wal-gaps/{database}.json"
+gaps_key = layout.wal_gaps_key   # <prefix>/state/wal-gaps/<database>.json
 
 
 def record_gaps(store, database: str, directory: Path, state: dict, alert: Callable[[dict], bool] | None,

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import re
 
+from pgdr.store.layout import wal_root
+
 DEFAULT_SEGMENT_SIZE = 16 * 1024 * 1024   # PostgreSQL's default wal_segment_size
 MIN_SEGMENT_SIZE = 1 << 20
 MAX_SEGMENT_SIZE = 1 << 30
@@ -214,11 +216,11 @@ def wal_prefix(prefix: str, database: str, system_identifier: str | int | None =
     ``<prefix>/<database>/wal`` (WAL shipped before the keyed layout; read only, never written).
     """
     if system_identifier is None:
-        return f"{prefix}/{database}/wal"
+        return wal_root(prefix, database)
     text = str(system_identifier)
     if not _SYSTEM_IDENTIFIER.match(text) or int(text) > 0xFFFFFFFFFFFFFFFF:
         raise ValueError(f"not a database system identifier (a decimal 64-bit number): {system_identifier!r}")
-    return f"{prefix}/{database}/wal/{text}"
+    return f"{wal_root(prefix, database)}/{text}"
 
 
 def wal_key(prefix: str, database: str, name: str, system_identifier: str | int | None = None) -> str:

@@ -18,7 +18,6 @@ This stage sends no alert itself: :func:`ship_window` takes ``notify`` and the `
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import tempfile
@@ -27,7 +26,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pgdr.core.checksums import file_digest
+from pgdr.core.checksums import copy_hashed, file_digest
 from pgdr.core.compression import compress_file
 from pgdr.core.progress import Progress, human_bytes
 from pgdr.core.redaction import safe_error
@@ -80,21 +79,29 @@ def segment_for_lsn(lsn: str | int, timeline: int, segment_size: int = DEFAULT_S
 
 # ---------------------------------------------------------------- shipping one file
 
-def _snapshot(source: Path, target: Path, chunk: int = 4 << 20) -> tuple[str, int]:
+def _snapshot(source: Path, target: Path) -> tuple[str, int]:
     """Copy a file that may be growing and hash exactly the bytes copied."""
-    digest = hashlib.sha256()
-    size = 0
     with open(source, "rb") as reader, open(target, "wb") as writer:
-        while block := reader.read(chunk):
-            digest.update(block)
-            size += len(block)
-            writer.write(block)
-    return digest.hexdigest(), size
+        copied = copy_hashed(reader, writer)
+    return copied.sha256, copied.size
+
+
+def _head(store, key: str) -> dict | None:
+    """``store.head``, with the S3 error itself raised when the store's ``is_missing`` trips over one whose
+    ``response`` is None (a connection reset mid-request): the outage is then one kind of failure, one
+    alert, not an AttributeError that alternates with it. Drop once ``is_missing`` reads
+    ``getattr(err, "response", None) or {}``."""
+    try:
+        return store.head(key)
+    except AttributeError as err:
+        if isinstance(err.__context__, Exception):
+            raise err.__context__ from None
+        raise
 
 
 def _remote_raw_sha256(store, key: str) -> str | None:
     """The raw-sha256 metadata of a stored object, or None when there is no such object."""
-    head = store.head(key)
+    head = _head(store, key)
     return None if head is None else head.get("Metadata", {}).get("raw-sha256", "")
 
 
@@ -165,7 +172,7 @@ def _drop_superseded_versions(store, key: str, log: logging.Logger) -> int:
     """In a versioned bucket, delete the older versions of a partial object once a newer one is
     stored and checked: each version holds a prefix of the next (the segment only grows), so they
     are redundant, and a bucket's version retention would otherwise keep one per ship for a month."""
-    current = (store.head(key) or {}).get("VersionId")
+    current = (_head(store, key) or {}).get("VersionId")
     if not current or current == "null":
         return 0   # an unversioned bucket keeps one version only
     old = [v for v in store.list_versions(key) if v.key == key and v.version_id != current]

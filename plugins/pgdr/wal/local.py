@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pgdr.errors import PgdrError
 from pgdr.wal.names import classify, segment_of_partial
 
 STATE_NAME = ".pgdr-shipped.json"
@@ -30,7 +31,7 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class WalArchiveError(RuntimeError):
+class WalArchiveError(PgdrError, RuntimeError):
     """The local WAL cannot be shipped safely (it contradicts what the archive already holds)."""
 
 

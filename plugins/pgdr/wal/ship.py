@@ -50,7 +50,7 @@ from pgdr.wal.names import (
     parse_lsn,  # noqa: F401 - re-exported for bench/pitr_bench.py
     segment_of_partial,
     wal_key,
-    wal_prefix,  # noqa: F401 - re-exported for tests/test_expire.py, tests/test_pitr_timelines.py
+    wal_prefix,  # noqa: F401 - re-exported for tests/test_expire.py
 )
 from pgdr.wal.segment_header import (
     check_header,

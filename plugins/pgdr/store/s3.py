@@ -282,7 +282,7 @@ class BackupStore(ObjectLock):
     # the door every other module uses instead of reaching for ``client``: boto3 stays inside the store
     def is_missing(self, err: BaseException) -> bool:
         """Whether ``err`` (from any method here) says the object or version does not exist."""
-        code = str(getattr(err, "response", {}).get("Error", {}).get("Code", ""))
+        code = str((getattr(err, "response", None) or {}).get("Error", {}).get("Code", ""))
         return isinstance(err, self.client.exceptions.NoSuchKey) or code in ("404", "NoSuchKey", "NoSuchVersion")
 
     def head(self, key: str, version_id: str | None = None) -> dict | None:

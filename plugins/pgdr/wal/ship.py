@@ -86,22 +86,9 @@ def _snapshot(source: Path, target: Path) -> tuple[str, int]:
     return copied.sha256, copied.size
 
 
-def _head(store, key: str) -> dict | None:
-    """``store.head``, with the S3 error itself raised when the store's ``is_missing`` trips over one whose
-    ``response`` is None (a connection reset mid-request): the outage is then one kind of failure, one
-    alert, not an AttributeError that alternates with it. Drop once ``is_missing`` reads
-    ``getattr(err, "response", None) or {}``."""
-    try:
-        return store.head(key)
-    except AttributeError as err:
-        if isinstance(err.__context__, Exception):
-            raise err.__context__ from None
-        raise
-
-
 def _remote_raw_sha256(store, key: str) -> str | None:
     """The raw-sha256 metadata of a stored object, or None when there is no such object."""
-    head = _head(store, key)
+    head = store.head(key)
     return None if head is None else head.get("Metadata", {}).get("raw-sha256", "")
 
 
@@ -172,7 +159,7 @@ def _drop_superseded_versions(store, key: str, log: logging.Logger) -> int:
     """In a versioned bucket, delete the older versions of a partial object once a newer one is
     stored and checked: each version holds a prefix of the next (the segment only grows), so they
     are redundant, and a bucket's version retention would otherwise keep one per ship for a month."""
-    current = (_head(store, key) or {}).get("VersionId")
+    current = (store.head(key) or {}).get("VersionId")
     if not current or current == "null":
         return 0   # an unversioned bucket keeps one version only
     old = [v for v in store.list_versions(key) if v.key == key and v.version_id != current]

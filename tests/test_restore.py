@@ -445,3 +445,32 @@ def test_data_whose_hash_differs_during_download_never_lands_and_the_database_is
     assert f"{prefix}/{largest.name}: sha256" in str(failed.value) and "!= manifest 000000" in str(failed.value)
     assert stack.cluster.database_names() == before
     assert not (tmp_path / "work").exists()
+
+
+def test_a_backup_missing_an_object_is_refused_marked_bad_and_named(stack, restore_env):
+    """The plan's S3 check (pgdr.restore.plan.refuse_damaged) on the real store: an object the
+    manifest lists but S3 no longer holds is "missing", the verdict is recorded, nothing else read."""
+    import dataclasses
+    import logging
+
+    from pgdr.errors import RestoreRefused
+    from pgdr.restore.plan import load_manifest, refuse_damaged
+    from pgdr.store.catalog import BackupEntry
+    from pgdr.store.s3 import BackupStore
+
+    store = BackupStore(client=stack.s3.client(), bucket=BUCKET, prefix=PREFIX,
+                        sse_args={"ServerSideEncryption": "AES256"}, part_size=64 << 20, log=logging.getLogger("t"))
+    manifest, prefix = load_manifest(store, CONN_ID, restore_env["backup_id"])
+    gone = dataclasses.replace(manifest.objects[-1], name="dump/9999.dat.zst", key=f"{prefix}/dump/9999.dat.zst")
+    manifest.objects = [*manifest.objects, gone]
+    marked = []
+    entries = [BackupEntry(restore_env["backup_id"], True, True),
+               BackupEntry("20200101T000000Z", True, True, {"status": "good"})]
+    with pytest.raises(RestoreRefused) as refused:
+        refuse_damaged(store, CONN_ID, manifest, prefix, entries, mark=lambda *verdict: marked.append(verdict))
+    assert refused.value.field == "backup"
+    assert (f"{prefix}/dump/9999.dat.zst: object missing or unreadable" in str(refused.value)
+            and "the newest good backup is 20200101T000000Z" in str(refused.value))
+    ((database, kind, backup_id, problems),) = marked
+    assert (database, kind, backup_id) == (CONN_ID, "logical", restore_env["backup_id"])
+    assert [p["key"] for p in problems] == [f"{prefix}/dump/9999.dat.zst"]   # every real object is intact

@@ -215,3 +215,23 @@ def test_the_layer_check_sees_an_upward_or_sideways_import(tmp_path, monkeypatch
     assert len(violations) == 2, violations
     assert violations[0].endswith("store/s3.py:4 (store) imports pgdr.verify")
     assert violations[1].endswith("verify/wal.py:2 (verify) imports pgdr.restore")
+
+
+def test_the_architecture_doc_maps_every_module():
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    missing = [_rel(p) for p in sorted(PKG.rglob("*.py")) if p.name != "__init__.py" and f"`{_rel(p)}`" not in doc
+               and f"`{p.name}`" not in doc]
+    assert not missing, f"docs/architecture.md's module map does not list: {missing}"
+
+
+def test_only_the_store_reaches_the_s3_client():
+    """The store is the only door to S3: no module elsewhere calls the boto3 client or imports botocore
+    (core/envelope.py holds its own KMS client, not S3's)."""
+    offenders = []
+    for path in LIBRARY:
+        if _rel(path).startswith("store/") or _rel(path) == "core/envelope.py":
+            continue
+        text = path.read_text()
+        offenders += [f"plugins/pgdr/{_rel(path)}:{n}" for n, line in enumerate(text.splitlines(), 1)
+                      if ".client." in line or "store.client" in line or "botocore" in line]
+    assert not offenders, f"use the store's door methods (store/s3.py) instead: {offenders}"

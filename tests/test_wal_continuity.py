@@ -16,9 +16,10 @@ from pgdr import errors
 from pgdr.alerts import wal as wal_alerts
 from pgdr.restore.pitr_plan import Target, WalGapRefused, parse_target
 from pgdr.restore.pitr_plan import plan_wal as plan_restore_wal
+from pgdr.store.s3 import failure_kind
 from pgdr.wal import archive
 from pgdr.wal.primary_check import check_standby_names
-from pgdr.wal.ship import failure_kind, ship_window
+from pgdr.wal.ship import ship_window
 from pgdr.wal.status import receiver_findings
 
 BASE = "pgdr/db/wal/"

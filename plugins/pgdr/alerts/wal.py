@@ -117,7 +117,7 @@ def watch(directory: Path, database: str, notify, reminder_hours: float, log: lo
 # ---------------------------------------------------------------- the problems (pure)
 
 def shipping_failed(database: str, failing_seconds: float, kind: str, error: BaseException) -> dict:
-    """S3 refuses or cannot be reached; ``kind`` (:func:`pgdr.wal.ship.failure_kind`) makes it one problem."""
+    """S3 refuses or cannot be reached; ``kind`` (:func:`pgdr.store.s3.failure_kind`) makes it one problem."""
     return {"fingerprint": kind, "severity": "critical",
             "title": f"WAL of {database} cannot be shipped to S3",
             "facts": [("failing for", f"{failing_seconds:.0f} s"), ("problem", kind)],

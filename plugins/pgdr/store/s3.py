@@ -124,6 +124,19 @@ class UploadQueue:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
+def failure_kind(err: BaseException) -> str:
+    """What kind of S3 failure: the same kind is the same problem (one alert), whichever of the
+    many connection errors a dead endpoint produces on a given attempt."""
+    code = (getattr(err, "response", None) or {}).get("Error", {}).get("Code")
+    if code is not None:   # S3 answered with an error (botocore's ClientError carries the response)
+        return f"S3 refused: {code or 'error'}"
+    # by class name: botocore's ConnectionError and HTTPClientError families, Python's ConnectionError
+    # and TimeoutError (a dead endpoint produces any of them)
+    if {cls.__name__ for cls in type(err).__mro__} & {"ConnectionError", "HTTPClientError", "TimeoutError"}:
+        return "S3 endpoint unreachable"
+    return type(err).__name__
+
+
 class BackupStore(ObjectLock):
     """The bucket under ``prefix``: uploads and their checks, reads, listings, and (:class:`ObjectLock`)
     lock dates, versions and the bucket's posture.

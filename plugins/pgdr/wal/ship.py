@@ -30,6 +30,7 @@ from pgdr.core.checksums import copy_hashed, file_digest
 from pgdr.core.compression import compress_file
 from pgdr.core.progress import Progress, human_bytes
 from pgdr.core.redaction import safe_error
+from pgdr.store.s3 import failure_kind
 from pgdr.wal import names
 from pgdr.wal.gaps import record_gaps
 from pgdr.wal.local import (
@@ -258,19 +259,6 @@ def _retire_partial(store, database: str, segment: str, state: dict, directory: 
     return key
 
 
-def failure_kind(err: BaseException) -> str:
-    """What kind of S3 failure: the same kind is the same problem (one alert), whichever of the
-    many connection errors a dead endpoint produces on a given attempt."""
-    code = (getattr(err, "response", None) or {}).get("Error", {}).get("Code")
-    if code is not None:   # S3 answered with an error (botocore's ClientError carries the response)
-        return f"S3 refused: {code or 'error'}"
-    # by class name, so this stage needs no botocore: its ConnectionError and HTTPClientError families,
-    # Python's ConnectionError and TimeoutError
-    if {cls.__name__ for cls in type(err).__mro__} & {"ConnectionError", "HTTPClientError", "TimeoutError"}:
-        return "S3 endpoint unreachable"
-    return type(err).__name__
-
-
 def ship_window(store, database: str, directory: Path, seconds: float, interval: float, log: logging.Logger,
                 stop_event: threading.Event | None = None, level: int = COMPRESSION_LEVEL,
                 max_failure_seconds: float = 60.0, *, notify: Callable[[dict], bool] | None = None,
@@ -383,5 +371,5 @@ def ship_window(store, database: str, directory: Path, seconds: float, interval:
 
 # the last four are re-exported for the importers named at the imports above
 __all__ = ["COMPRESSION_LEVEL", "WAL_SEGMENT_SIZE", "ShippingFailed", "WalArchiveError", "WalMessages",
-           "failure_kind", "segment_for_lsn", "ship_once", "ship_window",
+           "segment_for_lsn", "ship_once", "ship_window",
            "STATE_NAME", "parse_lsn", "read_segment_header", "wal_prefix"]

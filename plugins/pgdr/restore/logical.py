@@ -16,10 +16,8 @@ restored under a temporary name and gets its final name only once verified. Each
 created with an OID chosen beforehand (``CREATE DATABASE ... OID``) and dropped only while that OID
 and its name still match, so a failed ``CREATE`` never drops a database someone else made. With a
 :class:`pgdr.restore.journal.Journal`, every step is recorded in S3 before it is taken, so a worker
-killed mid-restore is healed by the next run. The download overlaps pg_restore (see :mod:`pgdr.restore.fetch`).
-
-The swap of ``replace`` is :mod:`pgdr.restore.swap`; the table filtering, the move into
-``recovered_<timestamp>`` and the row counts are :mod:`pgdr.restore.tables`.
+killed mid-restore is healed by the next run. The download overlaps pg_restore (see :mod:`pgdr.restore.fetch`);
+the swap is :mod:`pgdr.restore.swap`, the table filtering and row counts :mod:`pgdr.restore.tables`.
 """
 
 from __future__ import annotations
@@ -53,10 +51,6 @@ from pgdr.restore.tables import (
     tables_list,
 )
 from pgdr.store.manifest import Manifest
-
-# RestoreFailed, count_rows, move_tables, compare_counts: their home is pgdr.restore.tables
-__all__ = ["Connect", "LogicalRestore", "RestoreFailed", "apply_missing_globals", "compare_counts", "count_rows",
-           "move_tables"]
 
 Connect = Callable[[str], object]   # database name -> an autocommit DB-API connection
 
@@ -163,11 +157,7 @@ class LogicalRestore:
         return conn
 
     def _admin(self):
-        return self.connect(self.maintenance_db)
-
-    @property
-    def maintenance_db(self) -> str:
-        return "postgres"
+        return self.connect("postgres")   # the maintenance database: CREATE, RENAME and DROP run from there
 
     def _tool(self, name: str) -> str:
         return tool_path(self.bindir, name)

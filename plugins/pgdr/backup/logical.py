@@ -17,11 +17,7 @@ from pathlib import Path
 
 from pgdr import __version__
 from pgdr.backup.pg_dump import LogicalBackup
-from pgdr.backup.upload import (
-    checked_objects,
-    remove_partial_upload,  # re-exported for retain/data.py, tests/test_expire.py
-    report_dead_runs,
-)
+from pgdr.backup.upload import checked_objects, remove_partial_upload, report_dead_runs
 from pgdr.core.compression import zstandard_version
 from pgdr.core.pgtools import PgTarget, PgToolError
 from pgdr.errors import PgdrError

@@ -8,7 +8,63 @@ from typing import Any
 from pgdr.operators.base import DatabaseOperator, PgdrBaseOperator
 
 
-class LogicalBackupOperator(DatabaseOperator):
+class _ServerBackupOperator(DatabaseOperator):
+    """Shared mechanics of the logical and the physical backup: one protected database read through its
+    connection, a staging directory removed on failure and kept ``pgdr_local_retention_days`` on
+    success, and the draft manifest handed on (XCom) for :class:`SealBackupOperator`."""
+
+    kind = ""
+
+    def skip_reason(self, database: str) -> str | None:
+        return None
+
+    def prepare(self, work) -> None:
+        """Before the backup, outside its clean-up: a directory made here that already exists is not ours."""
+
+    def take(self, *, database: str, backup_id: str, prefix: str, target, connect, work, airflow: dict):
+        raise NotImplementedError
+
+    def describe(self, backup_id: str, manifest) -> str:
+        raise NotImplementedError
+
+    def execute(self, context) -> dict[str, Any]:
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from pgdr.core.pgtools import PgTarget
+        from pgdr.store import staging
+        from pgdr.store.manifest import backup_prefix, new_backup_id
+
+        settings = self.settings
+        database = self.require_protected(self.conn_id)
+        reason = self.skip_reason(database)
+        if reason:
+            self.log.info("skipped: %s", reason)
+            raise AirflowSkipException(reason)
+        hook = PostgresHook(postgres_conn_id=database)
+        target = PgTarget.from_connection(database, hook.connection)
+        backup_id = new_backup_id()
+        prefix = backup_prefix(settings.s3_prefix, database, self.kind, backup_id)
+        work = staging.claim_work_dir(settings.staging_dir, database, self.kind, backup_id)
+        self.prepare(work)
+        ti = context["ti"]
+        try:
+            manifest = self.take(database=database, backup_id=backup_id, prefix=prefix, target=target,
+                                 connect=hook.get_conn, work=work,
+                                 airflow={"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id})
+        except BaseException:
+            staging.discard(work)
+            raise
+
+        final = staging.keep(work)
+        if settings.local_retention_days == 0:
+            staging.discard(final)
+        staging.prune(settings.staging_dir, database, self.kind, settings.local_retention_days, self.log)
+        self.log.info("%s", self.describe(backup_id, manifest))
+        return {"database": database, "backup_id": backup_id, "prefix": prefix, "manifest": manifest.to_dict()}
+
+
+class LogicalBackupOperator(_ServerBackupOperator):
     """Dump one protected database with pg_dump and its cluster's globals, check, compress, upload.
 
     Returns (XCom) the backup's id, key prefix and draft manifest; nothing local.
@@ -18,48 +74,29 @@ class LogicalBackupOperator(DatabaseOperator):
     :param conn_id: the protected postgres connection id (templated)
     """
 
-    def execute(self, context) -> dict[str, Any]:
-        from airflow.providers.postgres.hooks.postgres import PostgresHook
+    kind = "logical"
 
+    def take(self, *, database, backup_id, prefix, target, connect, work, airflow):
         from pgdr.backup.logical import run_logical_backup
-        from pgdr.core.pgtools import PgTarget
-        from pgdr.core.progress import human_bytes
-        from pgdr.store import staging
-        from pgdr.store.manifest import backup_prefix, new_backup_id
 
         settings = self.settings
-        database = self.require_protected(self.conn_id)
-        hook = PostgresHook(postgres_conn_id=database)
-        target = PgTarget.from_connection(database, hook.connection)
-        backup_id = new_backup_id()
-        prefix = backup_prefix(settings.s3_prefix, database, "logical", backup_id)
-        work = staging.claim_work_dir(settings.staging_dir, database, "logical", backup_id)
-        self.log.info("logical backup %s of %s to s3://%s/%s/", backup_id, target.describe(),
-                      settings.s3_bucket, prefix)
-        ti = context["ti"]
-        try:
-            manifest = run_logical_backup(
-                database=database, backup_id=backup_id, prefix=prefix, target=target, connect=hook.get_conn,
-                store=self.store, workdir=work, bindir=settings.pg_bindir, jobs=settings.dump_jobs,
-                level=settings.compression_level, include_role_passwords=settings.include_role_passwords,
-                kms_key_id=settings.kms_key_id, airflow={"dag_id": ti.dag_id, "run_id": ti.run_id,
-                                                         "task_id": ti.task_id}, log=self.log)
-        except BaseException:
-            staging.discard(work)
-            raise
+        self.log.info("logical backup %s of %s to s3://%s/%s/", backup_id, target.describe(), settings.s3_bucket,
+                      prefix)
+        return run_logical_backup(
+            database=database, backup_id=backup_id, prefix=prefix, target=target, connect=connect, store=self.store,
+            workdir=work, bindir=settings.pg_bindir, jobs=settings.dump_jobs, level=settings.compression_level,
+            include_role_passwords=settings.include_role_passwords, kms_key_id=settings.kms_key_id, airflow=airflow,
+            log=self.log)
 
-        final = staging.keep(work)
-        if settings.local_retention_days == 0:
-            staging.discard(final)
-        staging.prune(settings.staging_dir, database, "logical", settings.local_retention_days, self.log)
-        self.log.info("backup %s: %d objects, %s stored from %s dumped, %d tables, %d rows, %.1f s",
-                      backup_id, len(manifest.objects), human_bytes(manifest.total_size),
-                      human_bytes(manifest.dump["raw_size"]), len(manifest.row_counts),
-                      sum(manifest.row_counts.values()), manifest.dump["seconds"]["total"])
-        return {"database": database, "backup_id": backup_id, "prefix": prefix, "manifest": manifest.to_dict()}
+    def describe(self, backup_id, manifest) -> str:
+        from pgdr.core.progress import human_bytes
+
+        return (f"backup {backup_id}: {len(manifest.objects)} objects, {human_bytes(manifest.total_size)} stored "
+                f"from {human_bytes(manifest.dump['raw_size'])} dumped, {len(manifest.row_counts)} tables, "
+                f"{sum(manifest.row_counts.values())} rows, {manifest.dump['seconds']['total']:.1f} s")
 
 
-class PhysicalBackupOperator(DatabaseOperator):
+class PhysicalBackupOperator(_ServerBackupOperator):
     """Copy the cluster of one protected database with pg_basebackup, prove the copy with
     pg_verifybackup, then upload it as one ``data.tar.zst`` beside its ``backup_manifest``.
 
@@ -71,51 +108,35 @@ class PhysicalBackupOperator(DatabaseOperator):
     :param conn_id: the protected postgres connection id (templated)
     """
 
-    def execute(self, context) -> dict[str, Any]:
-        from airflow.providers.postgres.hooks.postgres import PostgresHook
-        from airflow.sdk.exceptions import AirflowSkipException
+    kind = "base"
 
+    def skip_reason(self, database):
+        if self.settings.physical_backups:
+            return None
+        return (f"physical backups are off (pgdr_physical_backups=false): no base backup of {database}; "
+                "point-in-time recovery needs one")
+
+    def prepare(self, work):
+        work.mkdir(mode=0o700)  # the copy holds health records: readable by this user only
+
+    def take(self, *, database, backup_id, prefix, target, connect, work, airflow):
         from pgdr.backup.base import run_base_backup
-        from pgdr.core.pgtools import PgTarget
-        from pgdr.core.progress import human_bytes
-        from pgdr.store import staging
-        from pgdr.store.manifest import backup_prefix, new_backup_id
 
         settings = self.settings
-        database = self.require_protected(self.conn_id)
-        if not settings.physical_backups:
-            reason = (f"physical backups are off (pgdr_physical_backups=false): no base backup of {database}; "
-                      "point-in-time recovery needs one")
-            self.log.info("skipped: %s", reason)
-            raise AirflowSkipException(reason)
-        hook = PostgresHook(postgres_conn_id=database)
-        target = PgTarget.from_connection(database, hook.connection)
-        backup_id = new_backup_id()
-        prefix = backup_prefix(settings.s3_prefix, database, "base", backup_id)
-        work = staging.claim_work_dir(settings.staging_dir, database, "base", backup_id)
-        work.mkdir(mode=0o700)  # the copy holds health records: readable by this user only
         self.log.info("base backup %s of the cluster of %s to s3://%s/%s/", backup_id, target.describe(),
                       settings.s3_bucket, prefix)
-        ti = context["ti"]
-        try:
-            manifest = run_base_backup(
-                database=database, backup_id=backup_id, prefix=prefix, target=target, connect=hook.get_conn,
-                store=self.store, workdir=work, bindir=settings.pg_bindir, level=settings.compression_level,
-                kms_key_id=settings.kms_key_id, airflow={"dag_id": ti.dag_id, "run_id": ti.run_id,
-                                                         "task_id": ti.task_id}, log=self.log)
-        except BaseException:
-            staging.discard(work)
-            raise
+        return run_base_backup(
+            database=database, backup_id=backup_id, prefix=prefix, target=target, connect=connect, store=self.store,
+            workdir=work, bindir=settings.pg_bindir, level=settings.compression_level,
+            kms_key_id=settings.kms_key_id, airflow=airflow, log=self.log)
 
-        final = staging.keep(work)
-        if settings.local_retention_days == 0:
-            staging.discard(final)
-        staging.prune(settings.staging_dir, database, "base", settings.local_retention_days, self.log)
-        self.log.info("base backup %s: %s stored from a %s cluster (tar %s), WAL %s .. %s, %.1f s", backup_id,
-                      human_bytes(manifest.total_size), human_bytes(manifest.dump["cluster_size"]),
-                      human_bytes(manifest.dump["raw_size"]), manifest.wal["start_lsn"], manifest.wal["end_lsn"],
-                      manifest.dump["seconds"]["total"])
-        return {"database": database, "backup_id": backup_id, "prefix": prefix, "manifest": manifest.to_dict()}
+    def describe(self, backup_id, manifest) -> str:
+        from pgdr.core.progress import human_bytes
+
+        return (f"base backup {backup_id}: {human_bytes(manifest.total_size)} stored from a "
+                f"{human_bytes(manifest.dump['cluster_size'])} cluster (tar {human_bytes(manifest.dump['raw_size'])}), "
+                f"WAL {manifest.wal['start_lsn']} .. {manifest.wal['end_lsn']}, "
+                f"{manifest.dump['seconds']['total']:.1f} s")
 
 
 class SealBackupOperator(PgdrBaseOperator):

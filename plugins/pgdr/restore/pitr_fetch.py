@@ -11,7 +11,6 @@ acknowledged commit.
 
 from __future__ import annotations
 
-import io
 import logging
 import shutil
 import subprocess
@@ -27,72 +26,30 @@ from pgdr.backup.pg_basebackup import unpack_base_backup
 from pgdr.core.checksums import copy_hashed
 from pgdr.core.compression import CHUNK
 from pgdr.core.pgtools import stderr_tail, tool_path
+from pgdr.errors import WalGap
 from pgdr.restore.pitr_cluster import REFUSED, RecoveryFailed
 from pgdr.restore.pitr_plan import (
     AbandonedBranch,
     Target,
+    WalGapRefused,
     WalObject,
     WalPlan,
     check_not_abandoned,
     check_target_reachable,
     choose_timeline,
-    history_objects,
-    parse_history,
     parse_target,
-    plan_wal,
     usable_base_backups,
-    wal_objects,
 )
 from pgdr.restore.request import RestoreRefused
 from pgdr.store.manifest import Manifest
-from pgdr.wal.names import parse_lsn, segment_size_of, timeline_of
+from pgdr.wal.archive import ArchiveView, PastNewestWal, manifest_system_identifier
+from pgdr.wal.names import parse_lsn, timeline_of
 
 # ---------------------------------------------------------------- planning (reads S3, changes nothing)
 
-def manifest_system_identifier(manifest: Manifest) -> str | None:
-    """The cluster a base backup came from (decimal text), from the manifest or its WAL facts."""
-    value = manifest.system_identifier or (manifest.wal or {}).get("system_identifier")
-    return str(value) if value not in (None, "") else None
-
-
-def _read_text(store, key: str) -> str:
-    body = store.get_bytes(key)
-    if key.endswith(".zst"):
-        body = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(body)).read()
-    return body.decode()
-
-
-def _object_system_identifier(store, key: str) -> str | None:
-    head = store.head(key) or {}
-    return head.get("Metadata", {}).get("system-identifier") or None
-
-
-class WalArchiveView:
-    """The WAL objects of one database listed once, with the history files read on demand, per cluster."""
-
-    def __init__(self, store, database: str) -> None:
-        self.store = store
-        self.base = f"{store.prefix}/{database}/wal/"
-        self.listed = store.list_objects(self.base)
-        self._histories: dict[str | None, tuple[dict, dict]] = {}
-        self._owners: dict[str, str | None] = {}
-
-    def histories(self, system_identifier: str | None) -> tuple[dict[int, WalObject], dict[int, list]]:
-        if system_identifier not in self._histories:
-            objects = history_objects(self.listed, self.base, system_identifier)
-            self._histories[system_identifier] = (objects, {tli: parse_history(_read_text(self.store, obj.key))
-                                                            for tli, obj in objects.items()})
-        return self._histories[system_identifier]
-
-    def owners(self, objects: list[WalObject]) -> list[str | None]:
-        """The system identifier each object's metadata records (legacy objects carry it there)."""
-        unknown = [o.key for o in objects if o.key not in self._owners]
-        if unknown:
-            with ThreadPoolExecutor(max_workers=8, thread_name_prefix="pgdr-head") as pool:
-                for key, owner in zip(unknown, pool.map(lambda k: _object_system_identifier(self.store, k), unknown),
-                                      strict=True):
-                    self._owners[key] = owner
-        return [self._owners[o.key] for o in objects]
+class WalArchiveView(ArchiveView):
+    """The WAL archive of one database (:class:`pgdr.wal.archive.ArchiveView`) as a restore reads it: the
+    plan to a target, with the archive's gaps turned into refused restores."""
 
     def plan(self, manifest: Manifest, target: Target, timeline: str | int = "latest") -> WalPlan:
         """The WAL from this base backup to ``target`` along the timeline history, or a refusal."""
@@ -100,25 +57,16 @@ class WalArchiveView:
         history_objs, histories = self.histories(system_identifier)
         wal = manifest.wal
         base_tli = int(wal.get("timeline") or timeline_of(wal["start_wal_file"]))
-        # the cluster's segment size, as the base backup recorded it: names map to LSNs through it
-        segment_size = segment_size_of(wal)
         tli, path, branches = choose_timeline(base_tli, parse_lsn(wal["start_lsn"]), histories, timeline,
                                               {t: o.modified for t, o in history_objs.items()})
         check_not_abandoned(target, tli, branches)
-        found = wal_objects(self.listed, self.base, system_identifier)
-        for _ in range(3):
-            plan = plan_wal(found, wal["start_wal_file"], target, path, segment_size)
-            if system_identifier is None:
-                break
-            legacy = [s for s in plan.segments if s.system_identifier is None]
-            strangers = {o.name for o, owner in zip(legacy, self.owners(legacy), strict=True)
-                         if owner not in (None, system_identifier)}
-            if not strangers:
-                break
-            found = {name: obj for name, obj in found.items() if name not in strangers}
-        histories_needed = tuple(history_objs[e.tli] for e in path if e.tli in history_objs)
-        return WalPlan(plan.segments, plan.newest_time, tli, histories_needed, system_identifier, plan.path,
-                       segment_size)
+        try:
+            return self.segments(wal, system_identifier, tli, path, until_lsn=target.lsn if target.kind == "lsn"
+                                 else None, target_text=target.describe())
+        except WalGap as gap:
+            raise WalGapRefused.because(gap.reason, segment=gap.segment, timeline=gap.timeline) from None
+        except PastNewestWal as past:
+            raise RestoreRefused(f"{REFUSED}{past}") from None
 
 
 def plan_point_in_time(store, database: str, point_in_time: str, load_manifest, timeline: str | int = "latest",

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_dag, task_states, xcom_values
+from tests.support.dags import run_dag, task_states, xcom_values
 
 PREFIX = "files-e2e"
 KEY = base64.b64encode(hashlib.sha256(b"pgdr test key-encryption key").digest()).decode()

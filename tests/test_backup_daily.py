@@ -13,20 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (
-    all_xcom_text,
-    argv_recording_bindir,
-    download_backup,
-    restore_by_hand,
-    run_dag,
-    run_dag_in_child,
-    task_states,
-    xcom_values,
-)
 from harness.pg_cluster import start_cluster
 from harness.stack import BACKUP_PASSWORD, BUCKET, CONN_ID, DBNAME, postgres_conn
 from harness.synthetic import fingerprint, owners_and_grants
 from harness.tcp_proxy import TcpProxy
+from tests.support.clusters import argv_recording_bindir, restore_by_hand
+from tests.support.dags import all_xcom_text, run_dag, run_dag_in_child, task_states, xcom_values
+from tests.support.s3 import download_backup
 
 
 def _objects(s3, prefix: str) -> dict[str, dict]:

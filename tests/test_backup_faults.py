@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import wait_for
 from harness.kill_task import KillableTask, TaskFailed, run_task
 from harness.stack import BUCKET, CONN_ID, postgres_conn
+from tests.support.waiting import wait_for
 
 LOGICAL = "pgdr.operators.backup.LogicalBackupOperator"
 BASE = "pgdr.operators.backup.PhysicalBackupOperator"
@@ -435,9 +435,10 @@ def _create_hostile(cluster, dbname: str) -> None:
 
 
 def test_hostile_database_and_table_names_back_up_and_restore_identical(stack, env, tmp_path):
-    from conftest import download_backup, restore_by_hand
     from harness.pg_cluster import start_cluster
     from harness.synthetic import fingerprint
+    from tests.support.clusters import restore_by_hand
+    from tests.support.s3 import download_backup
 
     conns = {f"hostile_{i}": name for i, name in enumerate(HOSTILE_DATABASES)}
     hostile_env = dict(env, AIRFLOW_VAR_PGDR_DATABASES=json.dumps([*conns, CONN_ID]))

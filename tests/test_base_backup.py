@@ -21,10 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import all_xcom_text, argv_recording_bindir, run_dag, run_dag_in_child, task_states, xcom_values
 from harness.pg_cluster import PgCluster, free_port, pg_bindir
 from harness.stack import BACKUP_PASSWORD, BUCKET, CONN_ID, DBNAME
 from harness.synthetic import fingerprint
+from tests.support.clusters import argv_recording_bindir
+from tests.support.dags import all_xcom_text, run_dag, run_dag_in_child, task_states, xcom_values
 
 SERVER_USER = "postgres"
 

@@ -26,8 +26,8 @@ import psycopg2
 import pytest
 import yaml
 
-from conftest import wait_for
 from pgdr.settings import DEADLINE_SETTINGS, PREFIX, SETTINGS, parse_settings
+from tests.support.waiting import wait_for
 
 
 def _find_repo_root() -> Path:

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from conftest import REPO_ROOT
+from tests.support.paths import REPO_ROOT
 
 EXPECTED = {
     "pg_backup_daily": {"schedule": "0 2 * * *", "tags": {"pgdr", "backup"}},

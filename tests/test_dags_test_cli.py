@@ -18,8 +18,8 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT
 from harness.stack import BUCKET, CONN_ID
+from tests.support.paths import REPO_ROOT
 
 
 @pytest.fixture(scope="module")

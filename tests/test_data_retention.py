@@ -18,10 +18,10 @@ from datetime import datetime, timedelta
 import pytest
 import zstandard
 
-from conftest import run_dag_in_child, task_states
 from harness.aged_rows import insert_aged_rows
 from harness.stack import BUCKET, RESTORE_CONN_ID, postgres_conn
 from harness.synthetic import create_care_commons, fingerprint
+from tests.support.dags import run_dag_in_child, task_states
 
 CONN_ID = "retention_db"
 POLICY_TABLES = ("evv_revisions", "evv_records", "audit_events", "visits")
@@ -483,7 +483,7 @@ def _s3_reports(stack, prefix: str) -> list[dict]:
 def test_a_failing_row_never_reaches_the_report_slack_xcom_or_log(stack, airflow_db, guarded, pgdr_env, monkeypatch):
     """Item 8: a soft delete refused by a CHECK constraint quotes the row (DETAIL: Failing row contains ...);
     the report, Slack, XCom and the task log say which constraint failed, never the row."""
-    from conftest import all_xcom_text
+    from tests.support.dags import all_xcom_text
 
     _guarded_env(stack, guarded, monkeypatch)
     stack.slack.clear()

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from conftest import load_dag
+from tests.support.dags import load_dag
 
 
 @pytest.mark.parametrize(("dag_id", "minutes"), [("pg_backup_daily", 120), ("pg_backup_verify", 60)])
@@ -44,7 +44,7 @@ def test_the_callback_run_by_the_triggerer_posts_the_alert(stack, airflow_db, pg
     from airflow.triggers.callback import CallbackTrigger
     from airflow.utils.session import create_session
 
-    from conftest import run_dag
+    from tests.support.dags import run_dag
 
     run_id = run_dag("pg_backup_daily").run_id
     with create_session() as session:

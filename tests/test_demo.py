@@ -6,7 +6,7 @@ import subprocess
 import sys
 import tempfile
 
-from conftest import REPO_ROOT
+from tests.support.paths import REPO_ROOT
 
 
 def test_demo_runs_the_daily_backup_verification_and_a_drill_and_cleans_up():

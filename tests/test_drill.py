@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from conftest import run_dag, task_states
 from harness.stack import BUCKET, CONN_ID
+from tests.support.dags import run_dag, task_states
 
 
 @pytest.fixture()

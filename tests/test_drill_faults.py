@@ -15,8 +15,10 @@ import time
 import pytest
 from test_restore_faults import PREFIX, _alive, _journals, _records, _sigkill, backed_up, faults_env
 
-from conftest import REPO_ROOT, run_dag, task_states, wait_for
 from harness.stack import BUCKET, CONN_ID, RESTORE_PASSWORD, RESTORE_ROLE, postgres_conn
+from tests.support.dags import run_dag, task_states
+from tests.support.paths import REPO_ROOT
+from tests.support.waiting import wait_for
 
 DRILL_CONN_ID = "drill_scratch"
 # the backed-up stack and the clean Slack receiver of tests/test_restore_faults.py, registered here by name

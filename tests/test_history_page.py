@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_dag, task_states
 from harness.stack import BACKUP_PASSWORD, BUCKET, CONN_ID, DBNAME
 from pgdr.history import (
     BackupPoint,
@@ -36,6 +35,7 @@ from pgdr.history import (
     report_time,
     verify_point,
 )
+from tests.support.dags import run_dag, task_states
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 11, 27, 8, 0, tzinfo=timezone.utc)

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from conftest import wait_for
 from harness.pg_cluster import PgCluster, _as_server_user, _chown_to_server_user, free_port, start_cluster
 from harness.stack import BUCKET, CONN_ID, DBNAME
+from tests.support.waiting import wait_for
 
 log = logging.getLogger("test_pitr_timelines")
 SERVER_USER = "postgres" if os.geteuid() == 0 else None

@@ -19,8 +19,9 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from conftest import run_dag_in_child, task_states, wait_for
 from harness.stack import CONN_ID
+from tests.support.dags import run_dag_in_child, task_states
+from tests.support.waiting import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 INIT_SCRIPT = REPO_ROOT / "docker" / "care-commons" / "initdb" / "10-pgdr-roles.sh"

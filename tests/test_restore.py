@@ -11,10 +11,10 @@ import json
 
 import pytest
 
-from conftest import run_dag, task_states, xcom_values
 from harness.pg_cluster import start_cluster
 from harness.stack import BUCKET, CONN_ID, DBNAME, RESTORE_PASSWORD, RESTORE_ROLE, postgres_conn
 from harness.synthetic import APP_ROLE, READONLY_ROLE, fingerprint, owners_and_grants
+from tests.support.dags import run_dag, task_states, xcom_values
 
 PREFIX = "restore-e2e"
 

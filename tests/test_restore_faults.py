@@ -14,8 +14,10 @@ import time
 
 import pytest
 
-from conftest import REPO_ROOT, all_xcom_text, run_dag, task_states, wait_for, xcom_values
 from harness.stack import BUCKET, CONN_ID, DBNAME, RESTORE_CONN_ID, RESTORE_PASSWORD, RESTORE_ROLE, postgres_conn
+from tests.support.dags import all_xcom_text, run_dag, task_states, xcom_values
+from tests.support.paths import REPO_ROOT
+from tests.support.waiting import wait_for
 
 PREFIX = "restore-faults"
 

@@ -12,9 +12,9 @@ import os
 
 import pytest
 
-from conftest import run_dag, task_states, xcom_values
 from file_backups import OTHER_KEY, PREFIX, SECRET, file_backups, manifest_of, tree_state
 from harness.stack import BUCKET, CONN_ID
+from tests.support.dags import run_dag, task_states, xcom_values
 
 
 @pytest.fixture(scope="module")

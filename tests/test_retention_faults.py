@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from conftest import wait_for
 from harness.stack import BUCKET, CONN_ID
+from tests.support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 log = logging.getLogger("test_retention_faults")

@@ -6,10 +6,12 @@ import os
 
 import pytest
 
-from conftest import download_backup, restore_by_hand, run_dag, xcom_values
 from harness.pg_cluster import start_cluster
 from harness.stack import BUCKET, DBNAME, start_stack
 from harness.synthetic import fingerprint
+from tests.support.clusters import restore_by_hand
+from tests.support.dags import run_dag, xcom_values
+from tests.support.s3 import download_backup
 
 pytestmark = pytest.mark.slow
 

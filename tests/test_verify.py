@@ -10,9 +10,9 @@ import json
 
 import pytest
 
-from conftest import run_dag, run_dag_in_child, task_states, xcom_values
 from harness.pg_cluster import free_port
 from harness.stack import BACKUP_PASSWORD, BUCKET, CONN_ID, DBNAME
+from tests.support.dags import run_dag, run_dag_in_child, task_states, xcom_values
 
 SSE = {"ServerSideEncryption": "AES256"}
 

@@ -33,7 +33,6 @@ from test_wal_archive import (
     system_id,
 )
 
-from conftest import wait_for
 from harness.stack import BUCKET
 from pgdr.alerts import wal as wal_alerts
 from pgdr.alerts.slack import send_alert
@@ -42,6 +41,7 @@ from pgdr.wal.gaps import GAPS_NAME, gaps_key, record_gaps
 from pgdr.wal.local import load_state, prunable, prune_shipped, scan
 from pgdr.wal.names import wal_key
 from pgdr.wal.ship import ship_once, ship_window
+from tests.support.waiting import wait_for
 
 log = logging.getLogger("test_wal_receiver")
 

@@ -14,8 +14,8 @@ import logging
 import pytest
 from test_pitr import Site
 
-from conftest import xcom_values
 from harness.stack import CONN_ID
+from tests.support.dags import xcom_values
 
 log = logging.getLogger("test_wal_segment_size")
 MB = 1 << 20

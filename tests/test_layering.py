@@ -43,7 +43,8 @@ LAYERS = [{"core"}, {"store"}, {"wal"}, {"backup"}, {"verify", "restore", "retai
 PURE = ["retain.gfs", "retain.data_policy", "store.manifest", "store.catalog", "alerts.policy", "core.redaction",
         "errors", "restore.pitr_plan", "restore.request", "core.checksums", "core.progress", "drill.markers",
         "core.sqlfiles", "core.settings_checks", "drill.checks", "report.rto_table", "report.history", "report.charts",
-        "wal.names", "wal.archive", "store.layout", "alerts.messages", "retain.object_lock", "retain.data_checks"]
+        "wal.names", "wal.archive", "store.layout", "alerts.messages", "retain.object_lock", "retain.data_checks",
+        "restore.names", "restore.sql_rewrite", "restore.plan", "drill.rto"]
 # the only modules outside a sub-package: what every stage reads, and the old paths kept as shims
 TOP_LEVEL = {"__init__.py", "settings.py", "errors.py", "assets.py", "deadlines.py", "wal_receiver.py",
              "rto_table.py", "history.py"}

@@ -12,6 +12,7 @@ file's zstd content under ``blobs/<sha256>`` (skipping those already there) plus
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import json
 import logging
@@ -30,7 +31,6 @@ import zstandard  # noqa: E402
 from bench.common import Column, bench_store, create_bench_bucket, fixed, print_table  # noqa: E402
 from harness.s3_server import start_s3_server  # noqa: E402
 from pgdr.core.checksums import StreamDigest  # noqa: E402
-from pgdr.store.s3 import _b64  # noqa: E402
 
 BUCKET = "pgdr-bench-files"
 TABLE = (Column("layout", 20, left=True, sep=""), Column("backup", 8, left=True, sep=""),
@@ -79,7 +79,7 @@ def change_files(root: Path, fraction: float, rng: random.Random) -> int:
 
 def incremental(store, counting, root: Path, work: Path, previous):
     from pgdr.backup.files import run_files_backup
-    from pgdr.restore.files import load_entries
+    from pgdr.backup.files_reader import load_entries
     from pgdr.store.manifest import backup_prefix, new_backup_id
 
     backup_id = new_backup_id()
@@ -113,9 +113,10 @@ def content_addressed(store, counting, root: Path, known: set[str]):
         body = compressor.compress(data)
         digest = StreamDigest(store.part_size)
         digest.update(body)
+        checksum = base64.b64encode(bytes.fromhex(digest.finish().sha256)).decode()
         store.client.put_object(Bucket=store.bucket, Key=f"{store.prefix}/bench/blobs/{sha}", Body=body,
                                 ContentLength=len(body), ChecksumAlgorithm="SHA256",
-                                ChecksumSHA256=_b64(bytes.fromhex(digest.finish().sha256)), **store.sse_args)
+                                ChecksumSHA256=checksum, **store.sse_args)
         known.add(sha)
     body = compressor.compress(json.dumps(index).encode())
     store.client.put_object(Bucket=store.bucket, Key=f"{store.prefix}/bench/ca-index-{time.time_ns()}.json.zst",

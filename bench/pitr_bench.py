@@ -169,14 +169,16 @@ def restore_child(spec_path: str) -> int:
     """pgdr's point-in-time recovery to 'latest': the pg_restore DAG's plan and PointInTimeRecovery.run()."""
     spec, log = common.child_start(spec_path)
     store = common.child_store(spec, STORE_PREFIX, log)
-    from pgdr.restore.pitr import PointInTimeRecovery, WalArchiveView, check_pitr_target
+    from pgdr.restore.pitr import PointInTimeRecovery
+    from pgdr.restore.pitr_cluster import check_pitr_target
+    from pgdr.restore.pitr_fetch import WalArchiveView
     from pgdr.restore.pitr_plan import check_target_reachable, parse_target
     from pgdr.store.manifest import Manifest
 
     manifest = Manifest.from_dict(spec["manifest"])
     data_root = Path(spec["data_root"])
     t0 = time.perf_counter()
-    # the prepare task's work (PitrMixin.pitr_choice and check_pitr_target), minus reading the catalog
+    # the prepare task's work (pgdr.restore.plan.pitr_choice and check_pitr_target), minus reading the catalog
     target = parse_target("latest")
     # the base backup's own cluster's WAL (<db>/wal/<system identifier>/), along the timeline history
     plan = WalArchiveView(store, spec["database"]).plan(manifest, target)
@@ -383,7 +385,7 @@ class Bench:
         """
         from boto3.s3.transfer import TransferConfig
 
-        from pgdr.restore.pitr import unpack_base_backup
+        from pgdr.backup.pg_basebackup import unpack_base_backup
 
         out: dict = {"repeat": repeat, "archive_bytes": archive.stat().st_size}
         target = self.work / "diag-unpack"
@@ -466,7 +468,8 @@ class Bench:
     def load_and_ship(self, repeat: int) -> dict:
         """--wal-mb of WAL, then the segment switched, received, archived by pgBackRest, and shipped by pgdr."""
         from harness.stack import CONN_ID
-        from pgdr.wal.ship import load_state, segment_for_lsn, ship_once
+        from pgdr.wal.local import load_state
+        from pgdr.wal.ship import segment_for_lsn, ship_once
 
         wanted = int(self.args.wal_mb * MiB)
         t0 = time.perf_counter()
@@ -490,7 +493,7 @@ class Bench:
         finally:
             conn.close()
         load_seconds = time.perf_counter() - t0
-        from pgdr.wal.ship import parse_lsn
+        from pgdr.wal.names import parse_lsn
 
         last_segment = segment_for_lsn(parse_lsn(switch_lsn) - 1, timeline)
         t0 = time.perf_counter()
@@ -530,7 +533,7 @@ class Bench:
     # -- recoveries --------------------------------------------------------------------------
 
     def _remove_restore(self, data_dir: Path) -> None:
-        from pgdr.restore.pitr import stop_recovered
+        from pgdr.restore.pitr_cluster import stop_recovered
 
         if (data_dir / "postmaster.pid").exists():
             stop_recovered(str(data_dir), server_user(), self.cluster.bindir)

@@ -242,7 +242,7 @@ def local_child(spec_path: str) -> int:
     events = install_timeline()
 
     from pgdr.restore.logical import LogicalRestore
-    from pgdr.restore.request import RestoreNames
+    from pgdr.restore.names import RestoreNames
     from pgdr.store.manifest import Manifest
 
     manifest = Manifest.from_json(Path(spec["manifest"]).read_text())
@@ -426,7 +426,8 @@ class Bench:
         """Every object of the backup from moto to a local directory, sha256 checked, 4 threads
         (pgdr's fetch uses max(jobs, 2) + 2 = 4); then the .zst files unpacked into a plain
         directory-format dump. Timed, but outside every variant's figure."""
-        from pgdr.restore.fetch import decompress_to, plain_name
+        from pgdr.core.compression import decompress_to
+        from pgdr.restore.fetch import plain_name
 
         raw = self.work / "local" / "raw"
         plain = self.work / "local" / "plain"

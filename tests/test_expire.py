@@ -9,8 +9,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import run_dag, task_states, xcom_values
 from harness.stack import BUCKET, CONN_ID
+from tests.support.dags import run_dag, task_states, xcom_values
 
 log = logging.getLogger("test_expire")
 SSE = {"ServerSideEncryption": "AES256"}
@@ -214,9 +214,11 @@ def test_wal_pruned_to_the_pitr_window_still_recovers_to_its_oldest_moment(stack
 
     from test_pitr import Site
 
-    from pgdr.restore.pitr_plan import parse_target, plan_wal, wal_objects
+    from pgdr.restore.pitr_plan import parse_target, plan_wal
     from pgdr.retain import backups as expire
-    from pgdr.wal.ship import scan, wal_prefix
+    from pgdr.wal.archive import wal_objects
+    from pgdr.wal.local import scan
+    from pgdr.wal.names import wal_prefix
 
     site = Site(stack, monkeypatch)
     try:

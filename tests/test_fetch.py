@@ -23,8 +23,10 @@ from botocore.exceptions import IncompleteReadError, ResponseStreamingError
 from botocore.response import StreamingBody
 from urllib3.exceptions import ProtocolError
 
+from pgdr.backup.download import download_object
+from pgdr.core.checksums import ObjectHashError
 from pgdr.core.progress import Progress
-from pgdr.restore.fetch import ObjectHashError, PipedDataFiles, download_object, fetch_whole
+from pgdr.restore.fetch import PipedDataFiles, fetch_whole
 from pgdr.store.manifest import ObjectEntry
 
 LOG = logging.getLogger("test_fetch")
@@ -236,7 +238,7 @@ def _wal_object(raw: bytes) -> tuple[bytes, dict]:
 
 def _fetch(store, tmp_path: Path, *, partial: bool = False, key: str = WAL_KEY):
     from pgdr.restore.pitr_fetch import WalFetch
-    from pgdr.restore.pitr_plan import WalObject, WalPlan
+    from pgdr.wal.archive import WalObject, WalPlan
 
     plan = WalPlan([WalObject(SEGMENT, key, partial)], None)
     WalFetch(store=store, wal=plan, wal_dir=tmp_path / "wal", backup_id="20261201T000000Z", jobs=1, log=LOG).run()
@@ -258,7 +260,7 @@ def test_a_wal_segment_changed_under_the_download_is_fetched_again(tmp_path):
 
 
 def test_a_wal_segment_that_never_matches_its_hash_fails_the_recovery_naming_it(tmp_path):
-    from pgdr.restore.pitr import RecoveryFailed
+    from pgdr.restore.pitr_cluster import RecoveryFailed
 
     stored, metadata = _wal_object(os.urandom(50_000))
     store = WalStore({WAL_KEY: (stored, {**metadata, "sha256": "0" * 64})})
@@ -276,7 +278,7 @@ def test_a_partial_segment_retired_meanwhile_is_taken_as_the_completed_segment(t
 
 
 def test_a_wal_segment_gone_from_the_store_fails_the_recovery_naming_it(tmp_path):
-    from pgdr.restore.pitr import RecoveryFailed
+    from pgdr.restore.pitr_cluster import RecoveryFailed
 
     with pytest.raises(RecoveryFailed, match=f"WAL object {WAL_KEY} is gone"):
         _fetch(WalStore({}), tmp_path)

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_dag, task_states, xcom_values
 from harness.pg_cluster import free_port, start_cluster
 from harness.stack import (
     BACKUP_PASSWORD,
@@ -32,6 +31,7 @@ from harness.stack import (
     RESTORE_ROLE,
     postgres_conn,
 )
+from tests.support.dags import run_dag, task_states, xcom_values
 
 SLOT = "pgdr_receiver"
 log = logging.getLogger("test_pitr")
@@ -113,7 +113,8 @@ class Site:
                            sse_args={"ServerSideEncryption": "AES256"}, part_size=64 << 20, log=log)
 
     def ship(self) -> dict:
-        from pgdr.wal.ship import load_state, ship_once
+        from pgdr.wal.local import load_state
+        from pgdr.wal.ship import ship_once
 
         state = load_state(self.receiver_dir, CONN_ID)
         return ship_once(self.store(), CONN_ID, self.receiver_dir, state, log)
@@ -152,7 +153,7 @@ class Site:
         return dag_run, task_states(dag_run)
 
     def recovered_rows(self, outcome: dict) -> set[int]:
-        from pgdr.restore.pitr import connect_recovered
+        from pgdr.restore.pitr_cluster import connect_recovered
 
         conn = connect_recovered(outcome, RESTORE_ROLE, DBNAME)
         try:
@@ -163,7 +164,7 @@ class Site:
             conn.close()
 
     def close(self) -> None:
-        from pgdr.restore.pitr import stop_recovered
+        from pgdr.restore.pitr_cluster import stop_recovered
 
         self.stop_receiver()
         for data_dir in self.pitr_root.glob("*"):

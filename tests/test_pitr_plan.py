@@ -10,16 +10,13 @@ from pgdr.restore.pitr_plan import (
     Target,
     check_target_reachable,
     choose_base_backup,
-    format_lsn,
-    parse_history,
-    parse_lsn,
     parse_target,
     plan_wal,
     recovery_end,
-    wal_objects,
 )
 from pgdr.restore.request import RestoreRefused, parse_request
-from pgdr.wal.names import segment_for_lsn, segment_number
+from pgdr.wal.archive import wal_objects
+from pgdr.wal.names import format_lsn, parse_history, parse_lsn, segment_for_lsn, segment_number
 
 BASE = "pgdr/db/wal/"
 T0 = datetime(2026, 11, 26, 2, 0, tzinfo=timezone.utc)

@@ -6,7 +6,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "plugins"))
 
-from pgdr.alerts.slack import restore_alert  # noqa: E402
+from pgdr.alerts.messages import restore_alert  # noqa: E402
 
 
 def _text(record: dict) -> str:

@@ -220,7 +220,8 @@ def test_airflows_own_directories_are_refused_but_a_restore_dir_in_its_home_is_n
 
 
 def test_check_target_dir_resolves_and_refuses_the_same_way(tmp_path):
-    from pgdr.restore.files import FileRestoreError, check_target_dir
+    from pgdr.backup.files_reader import FileRestoreError
+    from pgdr.restore.files import check_target_dir
 
     for bad in ("//.", "/proc/self/root"):
         with pytest.raises(FileRestoreError, match="not /"):
@@ -347,9 +348,9 @@ def quoted_backups(stack, airflow_db, tmp_path_factory):
     "pay$roll" (a comment of its own), each with a table and a database setting, backed up once."""
     from psycopg2 import sql
 
-    from conftest import run_dag, task_states
     from harness.stack import RESTORE_CONN_ID, postgres_conn
     from harness.synthetic import fingerprint
+    from tests.support.dags import run_dag, task_states
 
     for dbname in QUOTED_DATABASES.values():
         name = sql.Identifier(dbname)
@@ -388,7 +389,7 @@ def quoted_env(stack, quoted_backups, monkeypatch):
 
 
 def _restore_db(conf: dict):
-    from conftest import run_dag, task_states, xcom_values
+    from tests.support.dags import run_dag, task_states, xcom_values
 
     dag_run = run_dag("pg_restore", conf=conf)
     states = task_states(dag_run)

@@ -24,7 +24,6 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from conftest import REPO_ROOT, run_dag, task_states, wait_for, xcom_values
 from harness.pg_cluster import pg_bindir, start_cluster
 from harness.stack import BUCKET, postgres_conn
 from pgdr.store.s3 import BackupStore
@@ -43,6 +42,9 @@ from pgdr.wal.names import (
 from pgdr.wal.primary_check import parse_synchronous_standby_names
 from pgdr.wal.receiver import Supervisor
 from pgdr.wal.ship import segment_for_lsn, ship_once, ship_window
+from tests.support.dags import run_dag, task_states, xcom_values
+from tests.support.paths import REPO_ROOT
+from tests.support.waiting import wait_for
 
 log = logging.getLogger("test_wal_archive")
 RUN_AS = "postgres" if os.geteuid() == 0 else None

@@ -34,8 +34,11 @@ from test_wal_archive import (
 from harness.stack import BUCKET
 from harness.tcp_proxy import TcpProxy
 from pgdr.alerts import wal as wal_alerts
-from pgdr.alerts.slack import send_alert, short_error
-from pgdr.wal.ship import STATE_NAME, load_state, scan, ship_once, ship_window, wal_key
+from pgdr.alerts.messages import short_error
+from pgdr.alerts.slack import send_alert
+from pgdr.wal.local import STATE_NAME, load_state, scan
+from pgdr.wal.names import wal_key
+from pgdr.wal.ship import ship_once, ship_window
 from tests.support.paths import REPO_ROOT
 from tests.support.s3 import object_versions, plain_store
 from tests.support.waiting import wait_for
@@ -142,7 +145,8 @@ import boto3
 from botocore.config import Config
 from harness.s3_server import ACCESS_KEY, REGION, SECRET_KEY
 from pgdr.store.s3 import BackupStore
-from pgdr.wal.ship import load_state, ship_once
+from pgdr.wal.local import load_state
+from pgdr.wal.ship import ship_once
 endpoint, prefix, directory = sys.argv[1:4]
 client = boto3.client("s3", endpoint_url=endpoint, region_name=REGION, aws_access_key_id=ACCESS_KEY,
                       aws_secret_access_key=SECRET_KEY, config=Config(retries={"max_attempts": 1}))

@@ -10,19 +10,13 @@ from __future__ import annotations
 import logging
 
 from pgdr.alerts.messages import (
-    build_alert,  # noqa: F401 - re-exported for operators/restore.py
-    drill_alert,  # noqa: F401 - re-exported for operators/drill.py
-    restore_alert,  # noqa: F401 - re-exported for operators/restore.py, tests/test_restore_alert.py
     short_error,
     task_failure_alert,
-    verification_alert,  # noqa: F401 - re-exported for operators/verify.py
 )
 from pgdr.errors import PgdrError
 
-__all__ = ["AlreadyAlerted", "on_task_failure", "retry_handlers", "send_alert", "short_error",
-           "slack_conn_id_for_alerts",
-           # re-exported (see the import above)
-           "build_alert", "drill_alert", "restore_alert", "verification_alert"]
+__all__ = ["AlreadyAlerted", "on_task_failure", "retry_handlers", "send_alert",
+           "slack_conn_id_for_alerts"]
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pgdr.core.checksums import CHUNK, ObjectHashError, check_copied, copy_hashed
+from pgdr.core.checksums import CHUNK, check_copied, copy_hashed
 from pgdr.core.progress import Progress
 from pgdr.store.manifest import ObjectEntry
 
-__all__ = ["ObjectHashError", "download_object"]
+__all__ = ["download_object"]
 
 
 def download_object(store, key: str, obj: ObjectEntry, target: Path, progress: Progress | None = None) -> None:

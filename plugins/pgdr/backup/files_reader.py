@@ -18,9 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pgdr.backup.config import SECRET_INDEX, object_aad
-from pgdr.backup.download import ObjectHashError, download_object
+from pgdr.backup.download import download_object
 from pgdr.backup.files import INDEX_NAME, dest_path, read_index
-from pgdr.core.checksums import Copied, copy_hashed
+from pgdr.core.checksums import Copied, ObjectHashError, copy_hashed
 from pgdr.core.compression import read_tar_zst
 from pgdr.errors import PgdrError
 from pgdr.store.manifest import MANIFEST_NAME, Manifest, backup_prefix

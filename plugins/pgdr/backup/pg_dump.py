@@ -34,7 +34,6 @@ from pgdr.core import sqlfiles as sql
 from pgdr.core.checksums import file_digest
 from pgdr.core.compression import SUFFIX, compress_growing_file, compress_stream
 from pgdr.core.pgtools import (
-    BackupBusy,  # re-exported for tests/test_errors.py
     LockedSession,
     PgTarget,
     PgToolError,
@@ -50,7 +49,7 @@ from pgdr.core.progress import Progress, human_bytes
 from pgdr.errors import Refused
 from pgdr.store.manifest import utc_now_iso
 
-__all__ = ["LOCK_KEYS", "BackupBusy", "LogicalBackup", "LogicalDump", "RowVisibilityError"]
+__all__ = ["LOCK_KEYS", "LogicalBackup", "LogicalDump", "RowVisibilityError"]
 
 # pg_try_advisory_lock(key1, key2): 'pgdr' and the logical-backup slot.
 LOCK_KEYS = (0x70676472, 1)

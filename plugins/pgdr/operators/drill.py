@@ -31,7 +31,8 @@ class RestoreDrillOperator(DatabaseOperator, RestoreOperatorBase):
     """
 
     def execute(self, context) -> dict[str, Any]:
-        from pgdr.alerts.slack import drill_alert, send_alert, short_error
+        from pgdr.alerts.messages import drill_alert, short_error
+        from pgdr.alerts.slack import send_alert
         from pgdr.drill.checks import drill_problems, run_integrity_checks, scratch_database
         from pgdr.drill.rto import projected_rto_seconds
         from pgdr.restore.names import RestoreNames
@@ -125,7 +126,7 @@ class RestoreDrillOperator(DatabaseOperator, RestoreOperatorBase):
         removed), every file's sha256 compared with the manifest; counts and seconds for the record."""
         import shutil
 
-        from pgdr.alerts.slack import short_error
+        from pgdr.alerts.messages import short_error
         from pgdr.core.envelope import wrapper_for
         from pgdr.restore.files import restore_tree
         from pgdr.store.catalog import newest_good
@@ -230,10 +231,11 @@ class PitrDrillOperator(DatabaseOperator, RestoreOperatorBase):
 
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from pgdr.alerts.slack import drill_alert, send_alert, short_error
+        from pgdr.alerts.messages import drill_alert, short_error
+        from pgdr.alerts.slack import send_alert
         from pgdr.drill.checks import scratch_database
         from pgdr.drill.markers import choose_moment, expected_markers, marker_problems, markers_found
-        from pgdr.restore.pitr import connect_recovered
+        from pgdr.restore.pitr_cluster import connect_recovered
         from pgdr.restore.plan import pitr_choice
         from pgdr.restore.run import scratch_recovery
         from pgdr.store.manifest import new_backup_id, utc_now_iso

@@ -57,7 +57,7 @@ class RestoreOperatorBase(PgdrBaseOperator):
                                                                 "restore", run_id)
 
     def remember_error(self, context, err: BaseException) -> None:
-        from pgdr.alerts.slack import short_error
+        from pgdr.alerts.messages import short_error
         from pgdr.errors import RestoreRefused
 
         context["ti"].xcom_push(key=ERROR_KEY, value=f"{type(err).__name__}: {short_error(safe_error(err))}")
@@ -67,7 +67,8 @@ class RestoreOperatorBase(PgdrBaseOperator):
     def heal_interrupted(self, database: str, context, run_id: str | None = None) -> list[dict]:
         """Undo what a dead restore of ``database`` left (its S3 journal says what), then tell the
         truth about it: a record in ``<prefix>/reports/restore/`` and a Slack alert."""
-        from pgdr.alerts.slack import build_alert, send_alert
+        from pgdr.alerts.messages import build_alert
+        from pgdr.alerts.slack import send_alert
         from pgdr.restore.journal import describe_heal, heal, record_heal
 
         reports = heal(self.store, database, connect_for=lambda conn_id: self.target(conn_id)[1],
@@ -168,7 +169,8 @@ class RestoreReportOperator(RestoreOperatorBase):
     success or failure, and fails when the restore did."""
 
     def execute(self, context) -> dict[str, Any]:
-        from pgdr.alerts.slack import restore_alert, send_alert
+        from pgdr.alerts.messages import restore_alert
+        from pgdr.alerts.slack import send_alert
         from pgdr.restore.plan import RestorePlan
         from pgdr.store.manifest import new_backup_id, utc_now_iso
 
@@ -230,7 +232,7 @@ class DropExpiredReplacedOperator(DatabaseOperator, RestoreOperatorBase):
         from datetime import datetime, timezone
 
         from pgdr.restore.journal import drop_expired_replaced
-        from pgdr.restore.pitr import expire_recovered
+        from pgdr.restore.pitr_cluster import expire_recovered
 
         database = self.require_protected(self.conn_id)
         self.heal_interrupted(database, context)

@@ -113,8 +113,9 @@ class VerificationReportOperator(PgdrBaseOperator):
         self.group_id = group_id
 
     def execute(self, context) -> dict[str, Any]:
+        from pgdr.alerts.messages import verification_alert
         from pgdr.alerts.policy import decide, finding_key
-        from pgdr.alerts.slack import send_alert, verification_alert
+        from pgdr.alerts.slack import send_alert
         from pgdr.store.manifest import new_backup_id, utc_now_iso
         from pgdr.verify.backups import result
 

@@ -23,12 +23,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from pgdr.backup.download import download_object
-from pgdr.core.checksums import ObjectHashError  # re-exported for tests/test_errors.py
-from pgdr.core.compression import SUFFIX, decompress_to  # decompress_to: re-exported for bench/restore_bench.py
+from pgdr.core.compression import SUFFIX, decompress_to
 from pgdr.core.progress import Progress
 from pgdr.store.manifest import ObjectEntry
 
-__all__ = ["ObjectHashError", "PipedDataFiles", "decompress_to", "download_object", "fetch_whole", "plain_name"]
+__all__ = ["PipedDataFiles", "fetch_whole", "plain_name"]
 
 
 def _dump_id(obj: ObjectEntry) -> tuple[int, str]:

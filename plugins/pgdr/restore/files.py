@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from pgdr.backup.files import dest_path
-from pgdr.backup.files_reader import (  # load_entries, unsealer: re-exported for operators/restore.py, bench/
+from pgdr.backup.files_reader import (
     FileRestoreError,
     load_entries,
     read_contents,
@@ -27,8 +27,7 @@ from pgdr.core.checksums import file_sha256
 from pgdr.restore.request import target_dir_problems
 from pgdr.store.manifest import Manifest
 
-__all__ = ["FileRestoreError", "check_target_dir", "find_conflicts", "is_empty_dir", "load_entries", "place_entries",
-           "restore_tree", "unsealer", "verify_tree"]
+__all__ = ["check_target_dir", "find_conflicts", "is_empty_dir", "place_entries", "restore_tree", "verify_tree"]
 PARTIAL_PREFIX = ".pgdr-restore-"
 # Directories are opened one component at a time, relative to their parent, never through a link:
 # what a restore writes stays inside target_dir whatever links are already there.

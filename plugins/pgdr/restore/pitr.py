@@ -20,34 +20,28 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from pgdr.backup.pg_basebackup import unpack_base_backup  # re-exported for bench/pitr_bench.py
-from pgdr.core.pgtools import PgToolError, stderr_tail, tool_path
-from pgdr.restore.pitr_cluster import (  # re-exported for restore/plan.py, restore/run.py, operators/, tests/, bench/
-    REFUSED,
-    REGISTRY_SUFFIX,
+from pgdr.core.pgtools import stderr_tail, tool_path
+from pgdr.restore.pitr_cluster import (
     RecoveryFailed,
     _as_user,
     _chown_tree,
     _first_address,
-    check_pitr_target,
     choose_port,
     clean_environment,
     connect_recovered,
     expire_recovered,
-    port_is_free,
     registry_path,
     running_recovered,
     stop_recovered,
 )
-from pgdr.restore.pitr_fetch import (  # re-exported for verify/wal.py, restore/plan.py, tests/, bench/
-    WalArchiveView,
+from pgdr.restore.pitr_fetch import (
     WalFetch,
     fetch_base,
-    manifest_system_identifier,
     plan_point_in_time,
 )
-from pgdr.restore.pitr_plan import TARGET_NOT_REACHED, Target, WalPlan, recovery_end
+from pgdr.restore.pitr_plan import TARGET_NOT_REACHED, Target, recovery_end
 from pgdr.store.manifest import Manifest
+from pgdr.wal.archive import WalPlan
 from pgdr.wal.names import timeline_of
 
 DEFAULT_LISTEN_ADDRESSES = "127.0.0.1"
@@ -282,7 +276,6 @@ class PointInTimeRecovery:
             return "(no server log)"
 
 
-__all__ = ["REFUSED", "REGISTRY_SUFFIX", "PgToolError", "PointInTimeRecovery", "RecoveryFailed", "WalArchiveView",
-           "check_pitr_target", "choose_port", "clean_environment", "connect_recovered", "expire_recovered",
-           "manifest_system_identifier", "plan_point_in_time", "port_is_free", "registry_path", "running_recovered",
-           "stop_recovered", "unpack_base_backup"]
+__all__ = ["PointInTimeRecovery",
+           # re-exported for tests/test_pitr_timelines.py (their homes: pgdr.restore.pitr_cluster, pitr_fetch)
+           "connect_recovered", "expire_recovered", "plan_point_in_time", "running_recovered", "stop_recovered"]

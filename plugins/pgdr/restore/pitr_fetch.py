@@ -32,8 +32,6 @@ from pgdr.restore.pitr_plan import (
     AbandonedBranch,
     Target,
     WalGapRefused,
-    WalObject,
-    WalPlan,
     check_not_abandoned,
     check_target_reachable,
     choose_timeline,
@@ -42,8 +40,9 @@ from pgdr.restore.pitr_plan import (
 )
 from pgdr.restore.request import RestoreRefused
 from pgdr.store.manifest import Manifest
-from pgdr.wal.archive import ArchiveView, PastNewestWal, manifest_system_identifier
+from pgdr.wal.archive import ArchiveView, PastNewestWal, WalObject, WalPlan, manifest_system_identifier
 from pgdr.wal.names import parse_lsn, timeline_of
+from pgdr.wal.segment_header import read_segment_header
 
 # ---------------------------------------------------------------- planning (reads S3, changes nothing)
 
@@ -202,8 +201,6 @@ class WalFetch:
                 return f"WAL object {key}: content sha256 {raw.sha256} != stored {raw_stored}"
             wanted = self.wal.system_identifier
             if wanted and not obj.name.endswith(".history"):
-                from pgdr.wal.ship import read_segment_header
-
                 header = read_segment_header(target)
                 owner = header.system_identifier if header else metadata.get("system-identifier")
                 if owner and owner != wanted:

@@ -21,23 +21,19 @@ from datetime import datetime, timezone
 from pgdr import errors
 from pgdr.restore.request import RestoreRefused
 from pgdr.wal import archive
-from pgdr.wal.archive import (  # re-exported (see __all__) for restore/pitr.py, tests/test_expire.py, bench/
+from pgdr.wal.archive import (
     Branch,
     PastNewestWal,
     TimelineEntry,
     WalObject,
     WalPlan,
-    history_objects,
     reachable_timelines,
-    timeline_path,
     timeline_route,
-    wal_objects,
 )
 from pgdr.wal.names import (
     DEFAULT_SEGMENT_SIZE,
     format_lsn,
     is_lsn,
-    parse_history,  # re-exported (see __all__): pitr and the tests read it here
     parse_lsn,
     timeline_of,
 )
@@ -221,8 +217,8 @@ def recovery_end(server_log: str) -> dict:
     return {"last_transaction_time": last_time, "redo_end_lsn": redo}
 
 
-__all__ = ["REFUSED", "TARGET_NOT_REACHED", "WAL_SEGMENT_SIZE", "AbandonedBranch", "Branch", "Target", "TimelineEntry",
-           "WalGapRefused", "WalObject", "WalPlan", "check_not_abandoned", "check_target_reachable",
-           "choose_base_backup", "choose_timeline", "format_lsn", "history_objects", "parse_history", "parse_lsn",
-           "plan_from_archive",
-           "parse_target", "plan_wal", "recovery_end", "timeline_path", "usable_base_backups", "wal_objects"]
+__all__ = ["REFUSED", "TARGET_NOT_REACHED", "WAL_SEGMENT_SIZE", "AbandonedBranch", "Target", "WalGapRefused",
+           "check_not_abandoned", "check_target_reachable", "choose_base_backup", "choose_timeline",
+           "parse_target", "plan_from_archive", "plan_wal", "recovery_end", "usable_base_backups",
+           # format_lsn, parse_lsn: re-exported for tests/test_pitr_timelines.py (their home is pgdr.wal.names)
+           "format_lsn", "parse_lsn"]

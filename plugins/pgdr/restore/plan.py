@@ -227,8 +227,8 @@ def refuse_unconfirmed_overwrite(request: RestoreRequest) -> None:
 def config_wrapper(manifest: Manifest, settings):
     """The key wrapper that opens this backup's sealed files (None when nothing is sealed), refused
     clearly when it cannot."""
+    from pgdr.backup.files_reader import unsealer
     from pgdr.core.envelope import KeyProblem, wrapper_for
-    from pgdr.restore.files import unsealer
 
     if not (manifest.encryption or {}).get("client_side"):
         return None
@@ -253,7 +253,7 @@ def pitr_choice(store, database: str, point_in_time: str, only: str | None = Non
     restore uses exactly that one (a newer base backup may fit by then, but it is not leased:
     retention could delete it).
     """
-    from pgdr.restore.pitr import plan_point_in_time
+    from pgdr.restore.pitr_fetch import plan_point_in_time
 
     return plan_point_in_time(store, database, point_in_time,
                               lambda backup_id: load_manifest(store, database, backup_id, kind="base"), only=only)
@@ -351,7 +351,8 @@ class Planner:
     def files(self, request: RestoreRequest) -> RestorePlan:
         """The backup and every backup it depends on intact, the target directory usable (empty, new,
         or confirmed), the key able to open sealed files."""
-        from pgdr.restore.files import FileRestoreError, check_target_dir
+        from pgdr.backup.files_reader import FileRestoreError
+        from pgdr.restore.files import check_target_dir
 
         kind, database = request.kind, request.database
         entries, entry = self.lease_chosen(database, kind, lambda found: choose_backup(found, request.backup, database))
@@ -380,7 +381,7 @@ class Planner:
     def pitr(self, request: RestoreRequest) -> RestorePlan:
         """The newest good base backup before the moment and the WAL reaching it, leased, then chosen
         again with only that one (retention may have deleted it before it saw the lease)."""
-        from pgdr.restore.pitr import check_pitr_target
+        from pgdr.restore.pitr_cluster import check_pitr_target
 
         settings, database = self.settings, request.database
         _, manifest, _, _, _ = pitr_choice(self.store, database, request.point_in_time)

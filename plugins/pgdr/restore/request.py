@@ -17,14 +17,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from pgdr.errors import RestoreRefused  # noqa: F401 - its home was here: importers keep this path
-from pgdr.restore.names import SYSTEM_DATABASES, RestoreNames, system_database_problem
+from pgdr.restore.names import SYSTEM_DATABASES, system_database_problem
 from pgdr.store.catalog import BackupEntry, newest_good
 from pgdr.store.manifest import is_backup_id
 
 __all__ = ["MODES", "RESTORE_KINDS", "SYSTEM_DIRS", "RestoreRefused", "RestoreRequest", "allowed_target_conn_ids",
            "choose_backup", "confirmation_text", "kind_problems", "newest_good_except", "parse_request",
-           "protected_dirs", "resolve_dir", "stamp", "target_dir_problems",
-           "RestoreNames"]   # re-exported for bench/restore_bench.py (its home is pgdr.restore.names)
+           "protected_dirs", "resolve_dir", "stamp", "target_dir_problems"]
 
 MODES = ("new_database", "replace", "tables")
 RESTORE_KINDS = ("database", "files", "config")

@@ -90,7 +90,8 @@ def run_files(plan: RestorePlan, *, store, settings, log: logging.Logger) -> dic
 def run_pitr(plan: RestorePlan, *, store, settings, target_for: TargetFor, log: logging.Logger) -> dict:
     """A new cluster recovered to the moment; with mode ``tables``, the tables moved into
     ``recovered_<time>`` of the target database and the cluster removed."""
-    from pgdr.restore.pitr import PointInTimeRecovery, connect_recovered
+    from pgdr.restore.pitr import PointInTimeRecovery
+    from pgdr.restore.pitr_cluster import connect_recovered
 
     request = plan.request
     # exactly the base backup prepare leased (a newer one may fit now, but retention could delete it)

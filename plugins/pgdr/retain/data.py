@@ -35,7 +35,6 @@ from typing import Any
 
 from pgdr.retain.data_checks import (
     WORK_TABLE,
-    RetentionRefused,  # noqa: F401 - re-exported for tests/test_errors.py
     TablePlan,
     check_policy_against_database,
     check_session_role,
@@ -43,8 +42,7 @@ from pgdr.retain.data_checks import (
 from pgdr.retain.data_policy import Policy
 from pgdr.store.layout import archive_prefix, data_retention_report_key, object_key
 
-__all__ = ["ARCHIVE_KIND", "ARCHIVE_MANIFEST", "ARCHIVE_OBJECT", "DataRetention", "collect_reports", "copy_out",
-           "RetentionRefused"]  # the last re-exported (see the import above)
+__all__ = ["ARCHIVE_KIND", "ARCHIVE_MANIFEST", "ARCHIVE_OBJECT", "DataRetention", "collect_reports", "copy_out"]
 
 ARCHIVE_KIND = "archive"
 ARCHIVE_OBJECT = "rows.csv.zst"

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from pgdr.retain import gfs
-from pgdr.store.s3 import ObjectVersion
+from pgdr.store.object_lock import ObjectVersion
 from pgdr.wal.local import load_state, scan
 from pgdr.wal.names import classify, segment_of_partial, segment_position, wal_prefix
 

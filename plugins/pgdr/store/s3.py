@@ -28,11 +28,9 @@ from pgdr.store.object_lock import (
     BackupLockDate,
     LockPolicy,
     ObjectLock,
-    ObjectVersion,  # noqa: F401 - re-exported for retain/wal.py
 )
 
-__all__ = ["BackupStore", "LockPolicy", "ObjectCheck", "UploadCheckError", "UploadQueue", "checksum_matches",
-           "ObjectVersion"]  # the last re-exported (see the import above)
+__all__ = ["BackupStore", "LockPolicy", "ObjectCheck", "UploadCheckError", "UploadQueue", "checksum_matches"]
 
 
 def _b64(raw: bytes) -> str:

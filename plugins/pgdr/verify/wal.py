@@ -14,7 +14,6 @@ from pgdr.core.redaction import safe_error
 from pgdr.errors import WalGap
 from pgdr.verify.backups import result
 from pgdr.wal.archive import ArchiveView, manifest_system_identifier
-from pgdr.wal.names import format_lsn  # noqa: F401 - re-exported (see __all__)
 
 # retained WAL beyond this on the receiver's slot means the receiver has fallen far behind
 SLOT_LAG_WARNING_BYTES = 1 << 30
@@ -128,4 +127,4 @@ def check_wal(store, database: str, connect, slot: str, ship_seconds: float, ena
                   fingerprint="wal:" + ",".join(sorted(f["problem"] for f in findings)))
 
 
-__all__ = ["check_wal", "archive_findings", "server_findings", "format_lsn"]
+__all__ = ["check_wal", "archive_findings", "server_findings"]

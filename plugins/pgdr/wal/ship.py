@@ -34,7 +34,6 @@ from pgdr.store.s3 import failure_kind
 from pgdr.wal import names
 from pgdr.wal.gaps import record_gaps
 from pgdr.wal.local import (
-    STATE_NAME,  # noqa: F401 - re-exported for tests/test_wal_faults.py
     LocalWal,
     WalArchiveError,
     forget_missing,
@@ -48,15 +47,13 @@ from pgdr.wal.local import (
 )
 from pgdr.wal.names import (
     DEFAULT_SEGMENT_SIZE,
-    parse_lsn,  # noqa: F401 - re-exported for bench/pitr_bench.py
     segment_of_partial,
     wal_key,
-    wal_prefix,  # noqa: F401 - re-exported for tests/test_expire.py
 )
 from pgdr.wal.segment_header import (
     check_header,
     discover_system_identifier,
-    read_segment_header,  # re-exported for restore/pitr.py too
+    read_segment_header,
 )
 from pgdr.wal.status import Quiet, WalMessages, receiver_findings, receiver_health
 
@@ -369,7 +366,5 @@ def ship_window(store, database: str, directory: Path, seconds: float, interval:
     return summary
 
 
-# the last four are re-exported for the importers named at the imports above
 __all__ = ["COMPRESSION_LEVEL", "WAL_SEGMENT_SIZE", "ShippingFailed", "WalArchiveError", "WalMessages",
-           "segment_for_lsn", "ship_once", "ship_window",
-           "STATE_NAME", "parse_lsn", "read_segment_header", "wal_prefix"]
+           "segment_for_lsn", "ship_once", "ship_window"]

@@ -85,6 +85,15 @@ def stack(tmp_path_factory):
     services.stop()
 
 
+@pytest.fixture(scope="session")
+def backups(stack, airflow_db, tmp_path_factory):
+    """Two runs of pg_backup_daily with file and configuration backups (tests/support/file_backups.py),
+    taken once a session for test_files_backup.py, test_config_backup.py and test_restore_files.py."""
+    from tests.support.file_backups import file_backups
+
+    return file_backups(stack, tmp_path_factory)
+
+
 @pytest.fixture()
 def pgdr_env(stack, monkeypatch, tmp_path):
     """Point pgdr at the stack for one test, with its own staging dir and S3 prefix."""

@@ -15,13 +15,8 @@ import tarfile
 import pytest
 import zstandard
 
-from file_backups import JSON_SECRET, KEY, OTHER_KEY, PREFIX, SECRET, file_backups, manifest_of, objects_under
 from harness.stack import BUCKET, CONN_ID
-
-
-@pytest.fixture(scope="module")
-def backups(stack, airflow_db, tmp_path_factory):
-    return file_backups(stack, tmp_path_factory)
+from tests.support.file_backups import JSON_SECRET, KEY, OTHER_KEY, PREFIX, SECRET, manifest_of, objects_under
 
 
 @pytest.fixture(scope="module")

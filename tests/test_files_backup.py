@@ -15,13 +15,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import zstandard
 
-from file_backups import LARGE_BYTES, PREFIX, file_backups, manifest_of, objects_under
 from harness.stack import BUCKET, CONN_ID
-
-
-@pytest.fixture(scope="module")
-def backups(stack, airflow_db, tmp_path_factory):
-    return file_backups(stack, tmp_path_factory)
+from tests.support.file_backups import LARGE_BYTES, PREFIX, manifest_of, objects_under
 
 
 def _index(stack, manifest: dict) -> dict:

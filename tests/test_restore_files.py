@@ -12,14 +12,9 @@ import os
 
 import pytest
 
-from file_backups import OTHER_KEY, PREFIX, SECRET, file_backups, manifest_of, tree_state
 from harness.stack import BUCKET, CONN_ID
 from tests.support.dags import run_dag, task_states, xcom_values
-
-
-@pytest.fixture(scope="module")
-def backups(stack, airflow_db, tmp_path_factory):
-    return file_backups(stack, tmp_path_factory)
+from tests.support.file_backups import OTHER_KEY, PREFIX, SECRET, manifest_of, tree_state
 
 
 @pytest.fixture()

@@ -27,8 +27,8 @@ def test_tests_support_is_this_checkouts_folder():
 def test_support_modules_import_without_airflow():
     # a fresh interpreter, from the repository root as `make test-unit` runs: nothing pulls Airflow in
     code = ("import sys; sys.path[:0] = ['plugins', '.']\n"
-            "import tests.support.clusters, tests.support.dags, tests.support.paths, tests.support.s3, "
-            "tests.support.waiting\n"
+            "import tests.support.clusters, tests.support.dags, tests.support.file_backups, tests.support.paths, "
+            "tests.support.s3, tests.support.waiting\n"
             "print(sorted(m for m in sys.modules if m == 'airflow' or m.startswith('airflow.')))")
     result = subprocess.run([sys.executable, "-c", code], cwd=paths.REPO_ROOT, capture_output=True, text=True,
                             timeout=60)

@@ -1,5 +1,6 @@
 """Two real runs of pg_backup_daily with file and configuration backups configured, shared by
-test_files_backup.py, test_config_backup.py and test_restore_files.py (taken once per session).
+test_files_backup.py, test_config_backup.py and test_restore_files.py through the session-scoped
+``backups`` fixture of tests/conftest.py (taken once per session).
 
 The uploads tree: nested directories, a few hundred small files, one file larger than the multipart
 part size (5 MiB here), a symlink and a FIFO. Between the runs one file is modified, one deleted and
@@ -17,9 +18,8 @@ import random
 import time
 from pathlib import Path
 
-import pytest
-
-from tests.support.dags import run_dag, task_states, xcom_values
+from tests.support.dags import environment, run_dag, task_states, xcom_values
+from tests.support.s3 import objects
 
 PREFIX = "files-e2e"
 KEY = base64.b64encode(hashlib.sha256(b"pgdr test key-encryption key").digest()).decode()
@@ -27,8 +27,6 @@ OTHER_KEY = base64.b64encode(hashlib.sha256(b"some other key").digest()).decode(
 SECRET = "sk_live_PGDR_TEST_7c1e9a0b44d2"
 JSON_SECRET = "db-password-PGDR-TEST-55aa91"
 LARGE_BYTES = 6 << 20   # over the 5 MiB part size: uploaded in parts
-
-_CACHE: dict = {}
 
 
 def make_uploads(root: Path, seed: int = 7) -> None:
@@ -76,9 +74,7 @@ def env_for(stack, work: Path) -> dict[str, str]:
 
 
 def file_backups(stack, tmp_path_factory) -> dict:
-    """Run pg_backup_daily twice (once per session) and return what the tests need."""
-    if _CACHE:
-        return _CACHE
+    """Run pg_backup_daily twice and return what the tests need (the ``backups`` fixture, once a session)."""
     work = tmp_path_factory.mktemp("file-backups")
     uploads, config = work / "uploads", work / "care-commons"
     make_uploads(uploads)
@@ -88,9 +84,7 @@ def file_backups(stack, tmp_path_factory) -> dict:
     (config / "config" / "app.yaml").write_text("feature_flags:\n  evv: true\n")
     env = env_for(stack, work)
     runs = []
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in env.items():
-            patch.setenv(name, value)
+    with environment(env):
         for step in range(2):
             if step == 1:
                 changed = uploads / "client_03" / "visit_3" / "scan_003.txt"
@@ -105,8 +99,7 @@ def file_backups(stack, tmp_path_factory) -> dict:
             runs.append({"run_id": dag_run.run_id, "states": states, "files": files_seal, "config": config_seal,
                          "tree": tree_state(uploads)})
             time.sleep(1.1)  # backup ids are whole seconds
-    _CACHE.update(env=env, work=work, uploads=uploads, config=config, runs=runs)
-    return _CACHE
+    return {"env": env, "work": work, "uploads": uploads, "config": config, "runs": runs}
 
 
 def manifest_of(stack, seal: dict) -> dict:
@@ -116,7 +109,5 @@ def manifest_of(stack, seal: dict) -> dict:
 
 
 def objects_under(stack, prefix: str) -> dict[str, int]:
-    from harness.stack import BUCKET
-
-    pages = stack.s3.client().get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
-    return {o["Key"]: o["Size"] for page in pages for o in page.get("Contents", [])}
+    """Each object's size under ``prefix``, by key."""
+    return {key: obj["Size"] for key, obj in objects(stack.s3.client(), prefix).items()}

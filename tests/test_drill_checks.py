@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 from psycopg2 import sql as _sql
 
-from harness.pg_cluster import start_cluster
 from harness.synthetic import create_care_commons
+from tests.support.paths import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 CHECK_DIR = REPO_ROOT / "include" / "sql" / "drill_checks"
 CHECK_FILES = sorted(CHECK_DIR.glob("*.sql"))
 EXPECTED_FILES = {"foreign_keys_hold.sql", "no_orphan_rows.sql", "evv_matches_visits.sql"}
@@ -28,14 +27,10 @@ TEXT_OID, BIGINT_OID = 25, 20
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    c = start_cluster()
-    try:
-        create_care_commons(c, dbname=DB, scale=0.02, seed=7)
-        c.execute(f"CREATE DATABASE {EMPTY_DB}")
-        yield c
-    finally:
-        c.destroy()
+def cluster(cluster):
+    create_care_commons(cluster, dbname=DB, scale=0.02, seed=7)
+    cluster.execute(f"CREATE DATABASE {EMPTY_DB}")
+    return cluster
 
 
 @pytest.fixture()

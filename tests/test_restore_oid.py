@@ -5,17 +5,6 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.pg_cluster import start_cluster
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    c = start_cluster()
-    try:
-        yield c
-    finally:
-        c.destroy()
-
 
 def test_a_taken_oid_is_replaced_by_another_and_only_a_real_failure_is_raised(cluster, monkeypatch):
     from pgdr.restore import logical as restore

@@ -49,13 +49,9 @@ def _modes(root):
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    from harness.pg_cluster import start_cluster
-
-    pg = start_cluster()
-    pg.execute("CREATE TABLE patients AS SELECT g AS id, 'note ' || g AS note FROM generate_series(1, 50) g")
-    yield pg
-    pg.destroy()
+def cluster(cluster):
+    cluster.execute("CREATE TABLE patients AS SELECT g AS id, 'note ' || g AS note FROM generate_series(1, 50) g")
+    return cluster
 
 
 def test_what_pg_dump_writes_into_a_claimed_work_dir_no_other_user_can_read(tmp_path, cluster):

@@ -1,14 +1,14 @@
 """The S3 store against moto's server: multipart uploads, and checks that catch what they should."""
 
 import hashlib
-import logging
 import os
 
 import pytest
 
 from harness.s3_server import start_s3_server
 from pgdr.core.checksums import file_digest
-from pgdr.store.s3 import BackupStore, UploadQueue
+from pgdr.store.s3 import UploadQueue
+from tests.support.s3 import plain_store
 
 PART = 5 * 1024 * 1024
 
@@ -21,10 +21,8 @@ def s3():
     server.stop()
 
 
-def _store(s3, sse=None):
-    return BackupStore(client=s3.client(), bucket="store-test", prefix="p",
-                       sse_args=sse or {"ServerSideEncryption": "AES256"}, part_size=PART,
-                       log=logging.getLogger("test"))
+def _store(s3):
+    return plain_store(s3.client(), "p", bucket="store-test", part_size=PART)
 
 
 def _upload(store, tmp_path, name, size):

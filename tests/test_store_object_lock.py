@@ -16,6 +16,7 @@ from harness.s3_server import start_s3_server
 from pgdr.core.checksums import file_digest
 from pgdr.core.progress import Progress
 from pgdr.store import layout
+from tests.support.s3 import plain_store
 
 BUCKET = "lock-test"
 log = logging.getLogger("test_store_object_lock")
@@ -31,10 +32,9 @@ def s3():
 
 def _store(s3, prefix: str, **kwargs):
     from pgdr.store.object_lock import LockPolicy
-    from pgdr.store.s3 import BackupStore
 
-    return BackupStore(client=s3.client(), bucket=BUCKET, prefix=prefix, sse_args={"ServerSideEncryption": "AES256"},
-                       part_size=5 << 20, log=log, lock_policy=LockPolicy("GOVERNANCE", 7.0), **kwargs)
+    return plain_store(s3.client(), prefix, bucket=BUCKET, part_size=5 << 20, log=log,
+                       lock_policy=LockPolicy("GOVERNANCE", 7.0), **kwargs)
 
 
 def _upload(store, tmp_path, key: str) -> dict:

@@ -20,6 +20,7 @@ from pgdr.backup.pg_basebackup import FORMAT, PhysicalBackup
 from pgdr.backup.upload import checked_objects, remove_partial_upload, report_dead_runs
 from pgdr.core.compression import zstandard_version
 from pgdr.core.pgtools import PgTarget
+from pgdr.store.layout import object_key
 from pgdr.store.manifest import Manifest, utc_now_iso
 from pgdr.store.s3 import BackupStore, UploadQueue
 
@@ -49,7 +50,7 @@ def run_base_backup(*, database: str, backup_id: str, prefix: str, target: PgTar
     try:
         upload_started = time.monotonic()
         for f in copy.files:
-            uploads.submit(f.path, f"{prefix}/{f.name}", f.digest, metadata)
+            uploads.submit(f.path, object_key(prefix, f.name), f.digest, metadata)
         uploads.finish()
         upload_seconds = time.monotonic() - upload_started
         check_started = time.monotonic()

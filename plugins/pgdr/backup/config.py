@@ -27,6 +27,7 @@ from pgdr.core.checksums import StreamDigest
 from pgdr.core.compression import TarZstWriter, zstandard_version
 from pgdr.core.envelope import ALGORITHM, seal
 from pgdr.errors import Refused
+from pgdr.store.layout import object_key
 from pgdr.store.manifest import Manifest, utc_now_iso
 
 PLAIN_ARCHIVE = "config.tar.zst"
@@ -143,8 +144,8 @@ def run_config_backup(*, database: str, backup_id: str, prefix: str, paths: tupl
             digest.update(blob)
             obj = StagedFile(name, path, role, "zstd+aes-256-gcm" if role == "config_sealed" else "zstd", raw,
                              digest.finish())
-            keys.append(f"{prefix}/{name}")
-            store.upload_file(path, f"{prefix}/{name}", obj.digest, metadata, _quiet_progress(log))
+            keys.append(object_key(prefix, name))
+            store.upload_file(path, object_key(prefix, name), obj.digest, metadata, _quiet_progress(log))
             objects_staged.append(obj)
         objects = checked_objects(store, prefix, backup_id, objects_staged)
     except BaseException:

@@ -38,6 +38,7 @@ from pgdr.core.checksums import Digest, HashingReader, StreamDigest
 from pgdr.core.compression import TarZstWriter
 from pgdr.core.progress import Progress
 from pgdr.errors import Refused
+from pgdr.store.layout import object_key
 from pgdr.store.manifest import Manifest, backup_id_time, utc_now_iso
 
 FULL_EVERY_DAYS = 7
@@ -306,7 +307,7 @@ def run_files_backup(*, database: str, backup_id: str, prefix: str, directories:
                 for entry in fresh:
                     entry.update(backup_id=backup_id, object=name)
                 staged.append(StagedFile(name, path, "files_archive", "zstd", content, digest))
-                key = f"{prefix}/{name}"
+                key = object_key(prefix, name)
                 uploaded_keys.append(key)
                 store.upload_file(path, key, digest, metadata, Progress(f"upload {name}", log))
             files = [e for e in entries if e["type"] == "file"]
@@ -323,8 +324,9 @@ def run_files_backup(*, database: str, backup_id: str, prefix: str, directories:
         index_path = workdir / INDEX_NAME
         index_digest, index_raw = write_index(index, index_path, store.part_size)
         staged.append(StagedFile(INDEX_NAME, index_path, "file_index", "zstd", index_raw, index_digest))
-        uploaded_keys.append(f"{prefix}/{INDEX_NAME}")
-        store.upload_file(index_path, f"{prefix}/{INDEX_NAME}", index_digest, metadata, Progress("upload index", log))
+        index_key = object_key(prefix, INDEX_NAME)
+        uploaded_keys.append(index_key)
+        store.upload_file(index_path, index_key, index_digest, metadata, Progress("upload index", log))
         objects = checked_objects(store, prefix, backup_id, staged)
     except BaseException:
         remove_partial_upload(store, uploaded_keys, log)

@@ -23,7 +23,8 @@ from pgdr.backup.files import INDEX_NAME, dest_path, read_index
 from pgdr.core.checksums import Copied, ObjectHashError, copy_hashed
 from pgdr.core.compression import read_tar_zst
 from pgdr.errors import PgdrError
-from pgdr.store.manifest import MANIFEST_NAME, Manifest, backup_prefix
+from pgdr.store.layout import backup_prefix, manifest_key, object_key
+from pgdr.store.manifest import Manifest
 
 
 class FileRestoreError(PgdrError, RuntimeError):
@@ -39,7 +40,7 @@ def load_entries(store, manifest: Manifest, prefix: str, workdir: Path) -> list[
         raise FileRestoreError(f"file backup {manifest.backup_id} lists no {INDEX_NAME}")
     workdir.mkdir(parents=True, exist_ok=True)
     local = workdir / f"{manifest.backup_id}-{INDEX_NAME}"
-    download_object(store, f"{prefix}/{INDEX_NAME}", obj, local)
+    download_object(store, object_key(prefix, INDEX_NAME), obj, local)
     try:
         return read_index(local.read_bytes())["entries"]
     finally:
@@ -83,10 +84,10 @@ def read_contents(store, manifest: Manifest, entries: list[dict], workdir: Path,
     workdir.mkdir(parents=True, exist_ok=True)
     for (holder, name), wanted in sorted(groups.items()):
         holder_prefix = backup_prefix(store.prefix, manifest.database, manifest.kind, holder)
-        key = f"{holder_prefix}/{name}"
+        key = object_key(holder_prefix, name)
         try:
             if holder not in manifests:
-                manifests[holder] = store.read_manifest(f"{holder_prefix}/{MANIFEST_NAME}")
+                manifests[holder] = store.read_manifest(manifest_key(holder_prefix))
             obj = next((o for o in manifests[holder].objects if o.name == name), None)
             if obj is None:
                 raise FileRestoreError(f"backup {holder} lists no object {name}")

@@ -21,6 +21,7 @@ from pgdr.backup.upload import checked_objects, remove_partial_upload, report_de
 from pgdr.core.compression import zstandard_version
 from pgdr.core.pgtools import PgTarget, PgToolError
 from pgdr.errors import PgdrError
+from pgdr.store.layout import object_key
 from pgdr.store.manifest import Manifest, utc_now_iso
 from pgdr.store.s3 import BackupStore, UploadQueue
 
@@ -39,7 +40,7 @@ def run_logical_backup(*, database: str, backup_id: str, prefix: str, target: Pg
     metadata = {"pgdr-backup-id": backup_id, "pgdr-database": database}
 
     def upload(dumped) -> None:
-        uploads.submit(dumped.path, f"{prefix}/{dumped.name}", dumped.digest, metadata)
+        uploads.submit(dumped.path, object_key(prefix, dumped.name), dumped.digest, metadata)
 
     try:
         with LogicalBackup(target=target, connect=connect, workdir=workdir, bindir=bindir, jobs=jobs, level=level,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pgdr.core.checksums import Digest
 from pgdr.store import staging
+from pgdr.store.layout import object_key
 from pgdr.store.manifest import ObjectEntry
 from pgdr.store.s3 import BackupStore, UploadCheckError
 
@@ -35,7 +36,7 @@ class StagedFile:
 def checked_objects(store: BackupStore, prefix: str, backup_id: str, files) -> list[ObjectEntry]:
     """The manifest entries of uploaded files, after S3 confirmed each one (size, SHA-256, encryption)."""
     objects = [
-        ObjectEntry(name=f.name, key=f"{prefix}/{f.name}", size=f.digest.size, sha256=f.digest.sha256,
+        ObjectEntry(name=f.name, key=object_key(prefix, f.name), size=f.digest.size, sha256=f.digest.sha256,
                     role=f.role, compression=f.compression, raw_size=f.raw_size,
                     s3_checksum=f.digest.s3_checksum(store.is_multipart(f.digest.size)))
         for f in files

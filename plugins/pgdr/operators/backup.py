@@ -155,7 +155,8 @@ class SealBackupOperator(PgdrBaseOperator):
 
     def execute(self, context) -> dict[str, Any]:
         from pgdr.core.progress import human_bytes
-        from pgdr.store.manifest import MANIFEST_NAME, Manifest
+        from pgdr.store.layout import manifest_key as manifest_key_of
+        from pgdr.store.manifest import Manifest
         from pgdr.store.s3 import UploadCheckError
 
         manifest = Manifest.from_dict(self.backup["manifest"])
@@ -170,7 +171,7 @@ class SealBackupOperator(PgdrBaseOperator):
         self.log.info("all %d objects verified in S3: sizes, SHA-256 computed by S3, encryption %s",
                       len(manifest.objects), self.store.expected_sse)
         if sealed:
-            manifest_key = f"{prefix}/{MANIFEST_NAME}"
+            manifest_key = manifest_key_of(prefix)
             self.log.info("manifest.json was already written by an earlier try of this task; not written again")
         else:
             manifest_key = self.store.put_manifest(prefix, manifest)
@@ -253,14 +254,14 @@ class FilesBackupOperator(_StagedBackupOperator):
         from pgdr.backup.files import bad_backup_ids, choose_previous, run_files_backup, utc_now
         from pgdr.backup.files_reader import load_entries
         from pgdr.store.catalog import newest_good
-        from pgdr.store.manifest import MANIFEST_NAME, backup_prefix
+        from pgdr.store.layout import backup_prefix, manifest_key
 
         entries = self.store.catalog(database, "files")
         newest = newest_good(entries)
         previous = index = None
         if newest is not None:
             previous_prefix = backup_prefix(self.store.prefix, database, "files", newest.backup_id)
-            previous = self.store.read_manifest(f"{previous_prefix}/{MANIFEST_NAME}")
+            previous = self.store.read_manifest(manifest_key(previous_prefix))
         use, reason = choose_previous(previous, bad_backup_ids(entries), utc_now())
         if use:
             index = {"entries": load_entries(self.store, previous, previous_prefix, work / "previous")}

@@ -38,6 +38,7 @@ class RestoreDrillOperator(DatabaseOperator, RestoreOperatorBase):
         from pgdr.restore.names import RestoreNames
         from pgdr.restore.plan import check_target, refuse_damaged
         from pgdr.restore.run import journalled_restore
+        from pgdr.store import layout
         from pgdr.store.catalog import newest_good
         from pgdr.store.manifest import new_backup_id, utc_now_iso
 
@@ -109,7 +110,7 @@ class RestoreDrillOperator(DatabaseOperator, RestoreOperatorBase):
                       checks=checks, rto_seconds=round(rto, 2) if rto is not None else None,
                       projected_rto_seconds=round(projected, 2) if projected is not None else None,
                       scratch_dropped=dropped)
-        key = f"{settings.s3_prefix}/reports/drill/{new_backup_id()}-{database}.json"
+        key = layout.report_key(settings.s3_prefix, "drill", new_backup_id(), database)
         self.store.put_json(key, record)
         self.log.info("drill record: s3://%s/%s: %s; RTO %s s (projected for the current size %s s, budget %.0f s)",
                       self.store.bucket, key, record["status"].upper(), record["rto_seconds"],
@@ -238,6 +239,7 @@ class PitrDrillOperator(DatabaseOperator, RestoreOperatorBase):
         from pgdr.restore.pitr_cluster import connect_recovered
         from pgdr.restore.plan import pitr_choice
         from pgdr.restore.run import scratch_recovery
+        from pgdr.store import layout
         from pgdr.store.manifest import new_backup_id, utc_now_iso
 
         settings = self.settings
@@ -245,7 +247,7 @@ class PitrDrillOperator(DatabaseOperator, RestoreOperatorBase):
         if not settings.physical_backups:
             raise AirflowSkipException("physical backups are off (pgdr_physical_backups)")
         ti = context["ti"]
-        markers = (self.store.read_json_or_none(f"{settings.s3_prefix}/state/markers/{database}.json") or {}
+        markers = (self.store.read_json_or_none(layout.markers_key(settings.s3_prefix, database)) or {}
                    ).get("markers", [])
         good = [e for e in self.store.catalog(database, "base") if e.complete and not e.bad]
         if not good:
@@ -291,7 +293,7 @@ class PitrDrillOperator(DatabaseOperator, RestoreOperatorBase):
             self.release_lease(lease)
         record.update(finished_at=utc_now_iso(), rto_seconds=round(time.monotonic() - started, 2),
                       status="failed" if problems else "ok", problems=problems, cluster_removed=True)
-        key = f"{settings.s3_prefix}/reports/pitr-drill/{new_backup_id()}-{database}.json"
+        key = layout.report_key(settings.s3_prefix, "pitr-drill", new_backup_id(), database)
         self.store.put_json(key, record)
         self.log.info("point-in-time drill to %s: %s (%d markers expected, %d must be absent); record s3://%s/%s",
                       moment.isoformat(), record["status"].upper(), len(present), len(absent), self.store.bucket, key)

@@ -172,6 +172,7 @@ class RestoreReportOperator(RestoreOperatorBase):
         from pgdr.alerts.messages import restore_alert
         from pgdr.alerts.slack import send_alert
         from pgdr.restore.plan import RestorePlan
+        from pgdr.store.layout import report_key
         from pgdr.store.manifest import new_backup_id, utc_now_iso
 
         ti = context["ti"]
@@ -207,7 +208,7 @@ class RestoreReportOperator(RestoreOperatorBase):
             "started_at": started.isoformat(timespec="seconds"), "written_at": utc_now_iso(),
             "elapsed_seconds": round((datetime.now(timezone.utc) - started).total_seconds(), 1),
         }
-        key = f"{self.settings.s3_prefix}/reports/restore/{new_backup_id()}-{database}.json"
+        key = report_key(self.settings.s3_prefix, "restore", new_backup_id(), database)
         self.release_lease(plan.lease if plan else None)
         self.store.put_json(key, record)
         self.log.info("restore record: s3://%s/%s (%s)", self.store.bucket, key, status)

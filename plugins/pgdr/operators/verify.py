@@ -116,6 +116,7 @@ class VerificationReportOperator(PgdrBaseOperator):
         from pgdr.alerts.messages import verification_alert
         from pgdr.alerts.policy import decide, finding_key
         from pgdr.alerts.slack import send_alert
+        from pgdr.store import layout
         from pgdr.store.manifest import new_backup_id, utc_now_iso
         from pgdr.verify.backups import result
 
@@ -135,12 +136,12 @@ class VerificationReportOperator(PgdrBaseOperator):
         report = {"database": database, "run_id": ti.run_id, "dag_id": ti.dag_id, "written_at": utc_now_iso(),
                   "status": "failed" if failed else "ok", "results": results}
         settings = self.settings
-        report_key = f"{settings.s3_prefix}/reports/verify/{new_backup_id(now)}-{database}.json"
+        report_key = layout.report_key(settings.s3_prefix, "verify", new_backup_id(now), database)
         self.store.put_json(report_key, report)
         self.log.info("verification report for %s: %s, s3://%s/%s", database, report["status"].upper(),
                       self.store.bucket, report_key)
 
-        state_key = f"{settings.s3_prefix}/state/alerts/{database}.json"
+        state_key = layout.alert_state_key(settings.s3_prefix, database)
         posts, state = decide(self.store.read_json_or_none(state_key), results, now,
                               settings.alert_reminder_hours, settings.daily_digest)
         for reason, finding in posts:
@@ -178,6 +179,7 @@ class RecordMarkerOperator(DatabaseOperator):
         from airflow.sdk.exceptions import AirflowSkipException
 
         from pgdr.drill.markers import marker_conn_id, record_marker, remember
+        from pgdr.store import layout
 
         database = self.require_protected(self.conn_id)
         settings = self.settings
@@ -189,7 +191,7 @@ class RecordMarkerOperator(DatabaseOperator):
             marker = record_marker(conn, context["ti"].run_id)
         finally:
             conn.close()
-        key = f"{settings.s3_prefix}/state/markers/{database}.json"
+        key = layout.markers_key(settings.s3_prefix, database)
         state = self.store.read_json_or_none(key) or {"database": database, "markers": []}
         state["markers"] = remember(state["markers"], marker)
         self.store.put_json(key, state)

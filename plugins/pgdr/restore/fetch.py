@@ -25,6 +25,7 @@ from pathlib import Path
 from pgdr.backup.download import download_object
 from pgdr.core.compression import SUFFIX, decompress_to
 from pgdr.core.progress import Progress
+from pgdr.store.layout import object_key
 from pgdr.store.manifest import ObjectEntry
 
 __all__ = ["PipedDataFiles", "fetch_whole", "plain_name"]
@@ -46,7 +47,7 @@ def fetch_whole(store, prefix: str, objects: list[ObjectEntry], directory: Path,
     """Download small objects (toc, globals), check them, unpack zstd; returns name -> local path."""
     paths = {}
     for obj in objects:
-        key = f"{prefix}/{obj.name}"
+        key = object_key(prefix, obj.name)
         target = directory / obj.name
         target.parent.mkdir(parents=True, exist_ok=True)
         download_object(store, key, obj, target)
@@ -102,7 +103,7 @@ class PipedDataFiles:
     def _download(self, obj: ObjectEntry) -> Path:
         target = self.download_dir / obj.name.replace("/", "_")
         try:
-            download_object(self.store, f"{self.prefix}/{obj.name}", obj, target, self.progress)
+            download_object(self.store, object_key(self.prefix, obj.name), obj, target, self.progress)
         except BaseException as err:
             self._fail(err)
             raise

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
 
 from pgdr.restore.swap import databases, drop_if_same, heal_swap, one, records_under, replaced_records
+from pgdr.store.layout import report_key, restores_prefix
 
 Connect = Callable[[str], object]   # database name -> an autocommit DB-API connection
 # another host's restore counts as alive while its journal's heartbeat is this fresh
@@ -87,12 +88,8 @@ def still_running(identity: dict) -> bool | None:
 
 # --- the journal -----------------------------------------------------------------------------
 
-def journal_prefix(store, database: str | None = None) -> str:
-    return f"{store.prefix}/state/restores" + (f"/{database}" if database else "")
-
-
 def journal_key(store, database: str, run_id: str) -> str:
-    return f"{journal_prefix(store, database)}/{_UNSAFE.sub('_', run_id)[:200] or 'unknown'}.json"
+    return f"{restores_prefix(store.prefix, database)}/{_UNSAFE.sub('_', run_id)[:200] or 'unknown'}.json"
 
 
 def new_oid() -> int:
@@ -160,7 +157,7 @@ class Journal:
 
 
 def open_journals(store, database: str | None = None) -> list[tuple[str, dict]]:
-    return records_under(store, journal_prefix(store, database))
+    return records_under(store, restores_prefix(store.prefix, database))
 
 
 def journal_alive(document: dict, now: datetime | None = None) -> bool:
@@ -341,7 +338,7 @@ def record_heal(store, database: str, reports: list[dict], healed_by: str) -> st
     from pgdr.store.manifest import new_backup_id
 
     left = any(r["left"] for r in reports)
-    return store.put_json(f"{store.prefix}/reports/restore/{new_backup_id()}-{database}-healed.json", {
+    return store.put_json(report_key(store.prefix, "restore", new_backup_id(), database, suffix="-healed"), {
         "kind": "restore_heal", "database": database, "run_id": healed_by, "written_at": _iso(_now()),
         "interrupted": reports, "status": "left" if left else "healed"})
 

@@ -39,6 +39,7 @@ from pgdr.restore.pitr_plan import (
     usable_base_backups,
 )
 from pgdr.restore.request import RestoreRefused
+from pgdr.store.layout import object_key
 from pgdr.store.manifest import Manifest
 from pgdr.wal.archive import ArchiveView, PastNewestWal, WalObject, WalPlan, manifest_system_identifier
 from pgdr.wal.names import parse_lsn, timeline_of
@@ -118,7 +119,7 @@ def fetch_base(store, manifest: Manifest, prefix: str, data_dir: Path, bindir: P
     staging.mkdir(parents=True)
     try:
         archive = staging / "data.tar.zst"
-        download_object(store, f"{prefix}/{tar_obj.name}", tar_obj, archive)
+        download_object(store, object_key(prefix, tar_obj.name), tar_obj, archive)
         seconds["download_base"] = round(time.monotonic() - mark, 3)
         mark = time.monotonic()
         unpack_base_backup(archive, data_dir)

@@ -28,7 +28,8 @@ from pgdr.restore.request import RestoreRequest, choose_backup, confirmation_tex
 from pgdr.restore.swap import database_exists, one
 from pgdr.store import leases
 from pgdr.store.catalog import BackupEntry, newest_good
-from pgdr.store.manifest import MANIFEST_NAME, Manifest, backup_prefix
+from pgdr.store.layout import backup_prefix, manifest_key, object_key
+from pgdr.store.manifest import Manifest
 
 REFUSED = "restore refused, nothing was changed: "
 KINDS = ("logical", "files", "config", "pitr")
@@ -84,7 +85,7 @@ class RestorePlan:
 def load_manifest(store, database: str, backup_id: str, kind: str = "logical") -> tuple[Manifest, str]:
     """(manifest, the backup's prefix)."""
     prefix = backup_prefix(store.prefix, database, kind, backup_id)
-    return store.read_manifest(f"{prefix}/{MANIFEST_NAME}"), prefix
+    return store.read_manifest(manifest_key(prefix)), prefix
 
 
 def damaged_objects(store, manifest: Manifest, prefix: str) -> list[dict]:
@@ -93,7 +94,7 @@ def damaged_objects(store, manifest: Manifest, prefix: str) -> list[dict]:
 
     problems = []
     for obj in manifest.objects:
-        key = f"{prefix}/{obj.name}"
+        key = object_key(prefix, obj.name)
         try:
             check = store.check_object(key, obj.size, obj.sha256, obj.s3_checksum)
         except Exception as err:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 
 from pgdr.restore.sql_rewrite import quote_ident
+from pgdr.store.layout import replaced_prefix
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.:+=@-]")
 
@@ -83,14 +84,10 @@ def _rename(conn, old: str, new: str) -> None:
 
 # --- kept databases ------------------------------------------------------------------------------
 
-def replaced_prefix(store, database: str) -> str:
-    return f"{store.prefix}/state/replaced/{database}"
-
-
 def record_replaced(store, *, database: str, target_conn_id: str, server: str, kept: str, oid: int, live: str,
                     run_id: str, backup_id: str, keep_until: str) -> str:
     """The database a replace kept, by OID and name: the only kind of database pgdr drops later."""
-    return store.put_json(f"{replaced_prefix(store, database)}/{_UNSAFE.sub('_', kept)}.json", {
+    return store.put_json(f"{replaced_prefix(store.prefix, database)}/{_UNSAFE.sub('_', kept)}.json", {
         "database": database, "target_conn_id": target_conn_id, "server": server, "kept_database": kept,
         "oid": int(oid), "live_database": live, "run_id": run_id, "backup_id": backup_id,
         "kept_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "keep_until": keep_until})
@@ -107,7 +104,7 @@ def records_under(store, prefix: str) -> list[tuple[str, dict]]:
 
 
 def replaced_records(store, database: str) -> list[tuple[str, dict]]:
-    return records_under(store, replaced_prefix(store, database))
+    return records_under(store, replaced_prefix(store.prefix, database))
 
 
 # --- the swap ------------------------------------------------------------------------------------

@@ -17,8 +17,9 @@ import logging
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pgdr.store.catalog import MARKER_NAME, age_hours, newest_complete, newest_good, pick_deep_check
-from pgdr.store.manifest import MANIFEST_NAME, Manifest, backup_prefix, utc_now_iso
+from pgdr.store.catalog import age_hours, newest_complete, newest_good, pick_deep_check
+from pgdr.store.layout import backup_prefix, manifest_key, marker_key, object_key
+from pgdr.store.manifest import Manifest, utc_now_iso
 from pgdr.verify.formats import FORMAT_CHECKS
 
 # The kinds whose newest complete backup the integrity check (and, rotating, the deep check) verifies;
@@ -48,14 +49,14 @@ def verify_backup(store, database: str, kind: str, backup_id: str, bindir: Path,
     """Stream every object of one backup and compare it with the manifest; returns problems."""
     prefix = backup_prefix(store.prefix, database, kind, backup_id)
     try:
-        manifest = store.read_manifest(f"{prefix}/{MANIFEST_NAME}")
+        manifest = store.read_manifest(manifest_key(prefix))
     except Exception as err:  # noqa: BLE001 - an unreadable manifest is itself the finding
-        return [{"problem": "manifest unreadable", "key": f"{prefix}/{MANIFEST_NAME}", "error": str(err)[:300]}], None
+        return [{"problem": "manifest unreadable", "key": manifest_key(prefix), "error": str(err)[:300]}], None
     problems: list[dict] = []
     # objects are found by their name inside the backup directory, so a backup copied or
     # replicated to another prefix or bucket verifies the same
     for obj in manifest.objects:
-        key = f"{prefix}/{obj.name}"
+        key = object_key(prefix, obj.name)
         try:
             found = store.stream_digest(key)
         except Exception as err:
@@ -72,8 +73,7 @@ def verify_backup(store, database: str, kind: str, backup_id: str, bindir: Path,
         if found["sse"] != manifest.encryption.get("sse"):
             problems.append({"problem": "not encrypted as recorded", "key": key,
                              "expected_sse": manifest.encryption.get("sse"), "found_sse": found["sse"] or "none"})
-    listed = {f"{prefix}/{obj.name}" for obj in manifest.objects} | {f"{prefix}/{MANIFEST_NAME}",
-                                                                     f"{prefix}/{MARKER_NAME}"}
+    listed = {object_key(prefix, obj.name) for obj in manifest.objects} | {manifest_key(prefix), marker_key(prefix)}
     for key in store.list_keys(prefix):
         if key not in listed:
             head = store.head(key)
@@ -91,7 +91,7 @@ def verify_backup(store, database: str, kind: str, backup_id: str, bindir: Path,
 def mark(store, database: str, kind: str, backup_id: str, problems: list[dict], check: str, run_id: str) -> None:
     """Record the verdict next to the manifest; a backup marked bad is never offered for restore."""
     prefix = backup_prefix(store.prefix, database, kind, backup_id)
-    store.put_json(f"{prefix}/{MARKER_NAME}", {
+    store.put_json(marker_key(prefix), {
         "status": "bad" if problems else "good", "verified_at": utc_now_iso(), "check": check,
         "problems": problems, "run_id": run_id})
 
@@ -110,8 +110,7 @@ def check_freshness(store, database: str, limit_hours: float, now: datetime | No
             failed = True
             evidence.append({"kind": kind, "problem": "no complete, good backup", "incomplete": incomplete_newer})
             continue
-        manifest = store.read_manifest(
-            f"{backup_prefix(store.prefix, database, kind, newest.backup_id)}/{MANIFEST_NAME}")
+        manifest = store.read_manifest(manifest_key(backup_prefix(store.prefix, database, kind, newest.backup_id)))
         age = age_hours(manifest.finished_at, now)
         item = {"kind": kind, "backup_id": newest.backup_id, "finished_at": manifest.finished_at,
                 "age_hours": round(age, 2), "limit_hours": limit_hours}

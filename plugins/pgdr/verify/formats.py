@@ -17,11 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pgdr.backup.download import download_object
+from pgdr.backup.files import INDEX_NAME
 from pgdr.backup.files_reader import load_entries, read_contents, unsealer
 from pgdr.backup.pg_basebackup import manifest_checksum_ok, unpack_base_backup
 from pgdr.core.pgtools import PgToolError, run_tool, tool_path
-from pgdr.store.catalog import MARKER_NAME, entries_from_keys
-from pgdr.store.manifest import MANIFEST_NAME, Manifest
+from pgdr.store.catalog import entries_from_keys
+from pgdr.store.layout import kind_prefix, manifest_key, marker_key, object_key
+from pgdr.store.manifest import Manifest
 from pgdr.wal.names import parse_lsn
 
 
@@ -30,7 +32,7 @@ def logical_toc_check(store, manifest: Manifest, prefix: str, bindir: Path, log:
     toc = next((o for o in manifest.objects if o.role == "toc"), None)
     if toc is None:
         return [{"problem": "the manifest lists no toc.dat"}]
-    toc_key = f"{prefix}/{toc.name}"
+    toc_key = object_key(prefix, toc.name)
     workdir = Path(tempfile.mkdtemp(prefix="pgdr-verify-"))
     try:
         (workdir / "dump").mkdir()
@@ -56,7 +58,7 @@ def base_manifest_check(store, manifest: Manifest, prefix: str, bindir: Path, lo
     entry = next((o for o in manifest.objects if o.role == "backup_manifest"), None)
     if entry is None:
         return [{"problem": "the manifest lists no backup_manifest"}]
-    key = f"{prefix}/{entry.name}"
+    key = object_key(prefix, entry.name)
     try:
         body = store.get_bytes(key)
     except Exception as err:
@@ -104,7 +106,7 @@ def base_verifybackup_check(store, manifest: Manifest, prefix: str, bindir: Path
     tar = next((o for o in manifest.objects if o.role == "base_tar"), None)
     if tar is None:
         return [{"problem": "the manifest lists no base_tar"}]
-    key = f"{prefix}/{tar.name}"
+    key = object_key(prefix, tar.name)
     workdir = Path(tempfile.mkdtemp(prefix="pgdr-verify-base-"))
     try:
         archive = workdir / "data.tar.zst"
@@ -132,7 +134,7 @@ def files_content_check(store, manifest: Manifest, prefix: str, bindir: Path, lo
         try:
             entries = load_entries(store, manifest, prefix, workdir)
         except Exception as err:  # noqa: BLE001 - an unreadable index is the finding
-            return [{"problem": "file index unreadable", "key": f"{prefix}/index.json.zst",
+            return [{"problem": "file index unreadable", "key": object_key(prefix, INDEX_NAME),
                      "error": f"{type(err).__name__}: {str(err)[:300]}"}]
         own = [e for e in entries if e["type"] == "file" and e.get("backup_id") == manifest.backup_id]
         problems = read_contents(store, manifest, own, workdir, log)["problems"]
@@ -144,18 +146,20 @@ def files_content_check(store, manifest: Manifest, prefix: str, bindir: Path, lo
         problems.append({"problem": "index names backups the manifest does not depend on",
                          "backups": sorted(str(s) for s in strays)})
     if depends_on:
-        base = f"{store.prefix}/{manifest.database}/files/"
+        base = kind_prefix(store.prefix, manifest.database, "files")
         catalog = {e.backup_id: e for e in entries_from_keys(store.list_keys(base), base)}
         for holder in sorted(depends_on):
             entry = catalog.get(holder)
+            # backup_prefix without its id check: a damaged manifest's odd id is reported below, not raised
+            holder_prefix = base + holder
             if entry is None or not entry.complete:
                 problems.append({"problem": "a backup holding unchanged files is missing or incomplete",
-                                 "key": f"{base}{holder}/{MANIFEST_NAME}"})
+                                 "key": manifest_key(holder_prefix)})
             elif entry.has_marker:
-                marker = store.read_json_or_none(f"{base}{holder}/{MARKER_NAME}") or {}
+                marker = store.read_json_or_none(marker_key(holder_prefix)) or {}
                 if marker.get("status") == "bad":
                     problems.append({"problem": "a backup holding unchanged files is marked bad",
-                                     "key": f"{base}{holder}/{MARKER_NAME}"})
+                                     "key": marker_key(holder_prefix)})
     if not problems:
         log.info("file backup %s: %d files it holds unpacked and hashed, all match the index", manifest.backup_id,
                  len(own))

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 
 from pgdr.core.redaction import safe_error
 from pgdr.errors import WalGap
+from pgdr.store.layout import backup_prefix, manifest_key
 from pgdr.verify.backups import result
 from pgdr.wal.archive import ArchiveView, manifest_system_identifier
 
@@ -33,7 +34,7 @@ def archive_findings(store, database: str, ship_seconds: float, now: datetime | 
         return [{"problem": "no complete, good base backup: point-in-time recovery is impossible"}]
     clusters: dict[str | None, list] = {}
     for entry in entries:   # oldest first
-        manifest = store.read_manifest(f"{store.prefix}/{database}/base/{entry.backup_id}/manifest.json")
+        manifest = store.read_manifest(manifest_key(backup_prefix(store.prefix, database, "base", entry.backup_id)))
         clusters.setdefault(manifest_system_identifier(manifest), []).append((entry.backup_id, manifest))
     view = ArchiveView(store, database)
     findings = []

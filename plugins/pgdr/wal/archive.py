@@ -24,6 +24,7 @@ from datetime import datetime
 import zstandard
 
 from pgdr.errors import PgdrError, WalGap
+from pgdr.store.layout import wal_root
 from pgdr.wal.names import (
     DEFAULT_SEGMENT_SIZE,
     format_lsn,
@@ -299,7 +300,7 @@ class ArchiveView:
 
     def __init__(self, store, database: str) -> None:
         self.store = store
-        self.base = f"{store.prefix}/{database}/wal/"
+        self.base = wal_root(store.prefix, database) + "/"
         self.listed = store.list_objects(self.base)
         self._histories: dict[str | None, tuple[dict, dict]] = {}
         self._owners: dict[str, str | None] = {}

@@ -26,23 +26,19 @@ from pgdr.backup.pg_basebackup import unpack_base_backup
 from pgdr.core.checksums import copy_hashed
 from pgdr.core.compression import CHUNK
 from pgdr.core.pgtools import stderr_tail, tool_path
-from pgdr.errors import WalGap
 from pgdr.restore.pitr_cluster import REFUSED, RecoveryFailed
 from pgdr.restore.pitr_plan import (
     AbandonedBranch,
     Target,
-    WalGapRefused,
-    check_not_abandoned,
     check_target_reachable,
-    choose_timeline,
     parse_target,
+    plan_from_archive,
     usable_base_backups,
 )
 from pgdr.restore.request import RestoreRefused
 from pgdr.store.layout import object_key
 from pgdr.store.manifest import Manifest
-from pgdr.wal.archive import ArchiveView, PastNewestWal, WalObject, WalPlan, manifest_system_identifier
-from pgdr.wal.names import parse_lsn, timeline_of
+from pgdr.wal.archive import ArchiveView, WalObject, WalPlan
 from pgdr.wal.segment_header import read_segment_header
 
 # ---------------------------------------------------------------- planning (reads S3, changes nothing)
@@ -53,20 +49,7 @@ class WalArchiveView(ArchiveView):
 
     def plan(self, manifest: Manifest, target: Target, timeline: str | int = "latest") -> WalPlan:
         """The WAL from this base backup to ``target`` along the timeline history, or a refusal."""
-        system_identifier = manifest_system_identifier(manifest)
-        history_objs, histories = self.histories(system_identifier)
-        wal = manifest.wal
-        base_tli = int(wal.get("timeline") or timeline_of(wal["start_wal_file"]))
-        tli, path, branches = choose_timeline(base_tli, parse_lsn(wal["start_lsn"]), histories, timeline,
-                                              {t: o.modified for t, o in history_objs.items()})
-        check_not_abandoned(target, tli, branches)
-        try:
-            return self.segments(wal, system_identifier, tli, path, until_lsn=target.lsn if target.kind == "lsn"
-                                 else None, target_text=target.describe())
-        except WalGap as gap:
-            raise WalGapRefused.because(gap.reason, segment=gap.segment, timeline=gap.timeline) from None
-        except PastNewestWal as past:
-            raise RestoreRefused(f"{REFUSED}{past}") from None
+        return plan_from_archive(self, manifest, target, timeline)
 
 
 def plan_point_in_time(store, database: str, point_in_time: str, load_manifest, timeline: str | int = "latest",

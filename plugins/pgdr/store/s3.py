@@ -10,7 +10,6 @@ server's own figure with ours without downloading anything. Keys are built by
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import json
 import logging
@@ -18,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from pgdr.core.checksums import Digest
+from pgdr.core.checksums import Digest, copy_hashed
 from pgdr.core.progress import Progress
 from pgdr.errors import StoreError
 from pgdr.store.catalog import BackupEntry, entries_from_keys
@@ -379,10 +378,6 @@ class BackupStore(ObjectLock):
     def stream_digest(self, key: str, chunk: int = 4 << 20) -> dict:
         """Download an object in chunks and hash it; returns size, sha256, encryption, metadata."""
         response = self.client.get_object(Bucket=self.bucket, Key=key)
-        digest = hashlib.sha256()
-        size = 0
-        for block in response["Body"].iter_chunks(chunk):
-            digest.update(block)
-            size += len(block)
-        return {"size": size, "sha256": digest.hexdigest(), "sse": response.get("ServerSideEncryption"),
+        copied = copy_hashed(response["Body"], chunk=chunk)
+        return {"size": copied.size, "sha256": copied.sha256, "sse": response.get("ServerSideEncryption"),
                 "metadata": response.get("Metadata", {})}

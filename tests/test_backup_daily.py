@@ -19,16 +19,11 @@ from harness.synthetic import fingerprint, owners_and_grants
 from harness.tcp_proxy import TcpProxy
 from tests.support.clusters import argv_recording_bindir, restore_by_hand
 from tests.support.dags import all_xcom_text, run_dag, run_dag_in_child, task_states, xcom_values
-from tests.support.s3 import download_backup
-
-
-def _objects(s3, prefix: str) -> dict[str, dict]:
-    pages = s3.client().get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
-    return {obj["Key"]: obj for page in pages for obj in page.get("Contents", [])}
+from tests.support.s3 import download_backup, objects
 
 
 def _manifests(s3, prefix: str) -> list[str]:
-    return [key for key in _objects(s3, prefix) if key.endswith("/manifest.json")]
+    return [key for key in objects(s3.client(), prefix) if key.endswith("/manifest.json")]
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +101,7 @@ def test_every_object_matches_its_manifest_hash_and_is_encrypted(stack, backup_r
     manifest = _manifest(stack, backup_run)
     client = stack.s3.client()
     prefix = f"e2e/{CONN_ID}/logical/{manifest['backup_id']}/"
-    stored = _objects(stack.s3, prefix)
+    stored = objects(stack.s3.client(), prefix)
     assert set(stored) == {obj["key"] for obj in manifest["objects"]} | {prefix + "manifest.json"}
     for obj in manifest["objects"]:
         response = client.get_object(Bucket=BUCKET, Key=obj["key"])
@@ -251,7 +246,7 @@ def test_a_second_backup_of_the_same_database_is_refused_while_one_runs(stack, a
     assert str(dag_run.state) == "failed"
     _assert_failure_alert(stack, "another pgdr backup")
     # the base backup takes its own lock and may run beside a logical one
-    assert _objects(stack.s3, f"{pgdr_env['AIRFLOW_VAR_PGDR_S3_PREFIX']}/{CONN_ID}/logical/") == {}
+    assert objects(stack.s3.client(), f"{pgdr_env['AIRFLOW_VAR_PGDR_S3_PREFIX']}/{CONN_ID}/logical/") == {}
 
 
 def test_a_role_that_cannot_see_every_row_is_refused(stack, airflow_db, pgdr_env, monkeypatch):
@@ -263,7 +258,7 @@ def test_a_role_that_cannot_see_every_row_is_refused(stack, airflow_db, pgdr_env
     dag_run = run_dag("pg_backup_daily")
     assert str(dag_run.state) == "failed"
     _assert_failure_alert(stack, "BYPASSRLS")
-    assert _objects(stack.s3, pgdr_env["AIRFLOW_VAR_PGDR_S3_PREFIX"]) == {}
+    assert objects(stack.s3.client(), pgdr_env["AIRFLOW_VAR_PGDR_S3_PREFIX"]) == {}
 
 
 def test_an_unprotected_connection_id_is_refused(stack, airflow_db, pgdr_env, monkeypatch):
@@ -273,4 +268,4 @@ def test_an_unprotected_connection_id_is_refused(stack, airflow_db, pgdr_env, mo
     assert task_states(dag_run)["protected_databases"] == "failed"
     posts = stack.slack.wait_for(1)
     assert posts and "pgdr_databases" in json.dumps(posts[-1]["payload"])
-    assert _objects(stack.s3, pgdr_env["AIRFLOW_VAR_PGDR_S3_PREFIX"]) == {}
+    assert objects(stack.s3.client(), pgdr_env["AIRFLOW_VAR_PGDR_S3_PREFIX"]) == {}

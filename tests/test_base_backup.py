@@ -26,6 +26,7 @@ from harness.stack import BACKUP_PASSWORD, BUCKET, CONN_ID, DBNAME
 from harness.synthetic import fingerprint
 from tests.support.clusters import argv_recording_bindir
 from tests.support.dags import all_xcom_text, run_dag, run_dag_in_child, task_states, xcom_values
+from tests.support.s3 import objects, plain_store
 
 SERVER_USER = "postgres"
 
@@ -38,11 +39,6 @@ def _physical_backups_on(pgdr_env, monkeypatch):
 # the stack configures no file directories or configuration files: those branches skip
 NO_FILES_OR_CONFIG = {f"backup.{task}[0]": "skipped"
                       for task in ("files_backup", "seal_files", "config_backup", "seal_config")}
-
-
-def _objects(s3, prefix: str) -> dict[str, dict]:
-    pages = s3.client().get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
-    return {obj["Key"]: obj for page in pages for obj in page.get("Contents", [])}
 
 
 def _lsn(text: str) -> int:
@@ -117,7 +113,7 @@ def test_objects_are_encrypted_and_match_the_manifest_hashes(stack, base_run):
     manifest = base_run["manifest"]
     client = stack.s3.client()
     prefix = f"base-e2e/{CONN_ID}/base/{manifest['backup_id']}/"
-    assert set(_objects(stack.s3, prefix)) == {prefix + "data.tar.zst", prefix + "backup_manifest",
+    assert set(objects(stack.s3.client(), prefix)) == {prefix + "data.tar.zst", prefix + "backup_manifest",
                                                prefix + "manifest.json"}
     for obj in manifest["objects"]:
         assert obj["key"] == prefix + obj["name"]
@@ -148,20 +144,13 @@ def test_the_wal_range_is_sane_and_agrees_with_pg_basebackups_manifest(stack, ba
     assert (ranges[0]["Start-LSN"], ranges[-1]["End-LSN"]) == (wal["start_lsn"], wal["end_lsn"])
 
 
-def _store(stack, prefix: str):
-    from pgdr.store.s3 import BackupStore
-
-    return BackupStore(client=stack.s3.client(), bucket=BUCKET, prefix=prefix,
-                       sse_args={"ServerSideEncryption": "AES256"}, part_size=64 << 20, log=logging.getLogger("t"))
-
-
 def test_the_stored_backup_passes_the_verification_format_check(stack, base_run):
     from pgdr.verify.backups import VERIFIED_KINDS, verify_backup
     from pgdr.verify.formats import FORMAT_CHECKS
 
     assert "base" in VERIFIED_KINDS
     manifest = base_run["manifest"]
-    store = _store(stack, "base-e2e")
+    store = plain_store(stack.s3.client(), "base-e2e")
     problems, _ = verify_backup(store, CONN_ID, "base", manifest["backup_id"], pg_bindir(), logging.getLogger("t"))
     assert problems == []
     # a manifest whose WAL range is not the backup's is caught by the cheap check
@@ -287,8 +276,8 @@ def test_a_copy_pg_verifybackup_rejects_fails_the_task_and_uploads_nothing(stack
     assert states["backup.seal_base[0]"] == "upstream_failed"
     assert states["backup.verify_and_seal[0]"] == "success", "the logical branch does not depend on the base one"
     prefix = pgdr_env["AIRFLOW_VAR_PGDR_S3_PREFIX"]
-    assert _objects(stack.s3, f"{prefix}/{CONN_ID}/base/") == {}
-    assert [k for k in _objects(stack.s3, f"{prefix}/{CONN_ID}/logical/") if k.endswith("/manifest.json")]
+    assert objects(stack.s3.client(), f"{prefix}/{CONN_ID}/base/") == {}
+    assert [k for k in objects(stack.s3.client(), f"{prefix}/{CONN_ID}/logical/") if k.endswith("/manifest.json")]
     posts = stack.slack.wait_for(1)
     text = json.dumps(posts[-1]["payload"]) if posts else ""
     assert "backup.base_backup" in text and "pg_verifybackup rejected the base backup copy" in text, text
@@ -312,13 +301,13 @@ def test_physical_backups_off_skips_the_base_branch_and_still_seals_the_logical_
     }
     assert "physical backups are off (pgdr_physical_backups=false)" in output
     prefix = pgdr_env["AIRFLOW_VAR_PGDR_S3_PREFIX"]
-    assert _objects(stack.s3, f"{prefix}/{CONN_ID}/base/") == {}
-    assert [k for k in _objects(stack.s3, f"{prefix}/{CONN_ID}/logical/") if k.endswith("/manifest.json")]
+    assert objects(stack.s3.client(), f"{prefix}/{CONN_ID}/base/") == {}
+    assert [k for k in objects(stack.s3.client(), f"{prefix}/{CONN_ID}/logical/") if k.endswith("/manifest.json")]
     assert stack.slack.texts() == []
     # freshness demands a base backup only while physical backups are on
     from pgdr.verify.backups import check_freshness, freshness_kinds
 
-    store = _store(stack, prefix)
+    store = plain_store(stack.s3.client(), prefix)
     assert check_freshness(store, CONN_ID, 25, kinds=freshness_kinds(False))["status"] == "ok"
     demanded = check_freshness(store, CONN_ID, 25, kinds=freshness_kinds(True))
     assert demanded["status"] == "failed" and "base: no complete, good backup" in demanded["summary"]

@@ -20,6 +20,7 @@ import pytest
 
 from harness.stack import BUCKET, CONN_ID
 from tests.support.paths import REPO_ROOT
+from tests.support.s3 import object_keys
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +37,6 @@ def _dags_test(env: dict, dag_id: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
-def _keys(stack, prefix: str) -> list[str]:
-    pages = stack.s3.client().get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
-    return [o["Key"] for page in pages for o in page.get("Contents", [])]
-
-
 @pytest.fixture(scope="module")
 def daily(stack, cli_env):
     return _dags_test(cli_env, "pg_backup_daily")
@@ -51,7 +47,8 @@ def test_airflow_dags_test_pg_backup_daily_exits_0_and_leaves_a_manifest(stack, 
     assert daily.returncode == 0, output[-4000:]
     assert "no attribute 'hex'" not in output
     prefix = cli_env["AIRFLOW_VAR_PGDR_S3_PREFIX"]
-    manifests = [k for k in _keys(stack, f"{prefix}/{CONN_ID}/logical/") if k.endswith("/manifest.json")]
+    logical = object_keys(stack.s3.client(), f"{prefix}/{CONN_ID}/logical/")
+    manifests = [k for k in logical if k.endswith("/manifest.json")]
     assert len(manifests) == 1, manifests
     manifest = json.loads(stack.s3.client().get_object(Bucket=BUCKET, Key=manifests[0])["Body"].read())
     assert manifest["database"] == CONN_ID and manifest["row_counts"]
@@ -63,7 +60,7 @@ def test_airflow_dags_test_pg_backup_verify_exits_0_and_writes_its_report(stack,
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     prefix = cli_env["AIRFLOW_VAR_PGDR_S3_PREFIX"]
-    (key,) = [k for k in _keys(stack, f"{prefix}/reports/verify/") if k.endswith(f"-{CONN_ID}.json")]
+    (key,) = [k for k in object_keys(stack.s3.client(), f"{prefix}/reports/verify/") if k.endswith(f"-{CONN_ID}.json")]
     report = json.loads(stack.s3.client().get_object(Bucket=BUCKET, Key=key)["Body"].read())
     assert report["status"] == "ok", report
 

@@ -8,6 +8,7 @@ import pytest
 
 from harness.stack import BUCKET, CONN_ID
 from tests.support.dags import run_dag, task_states
+from tests.support.s3 import json_records
 
 
 @pytest.fixture()
@@ -18,10 +19,7 @@ def backed_up(stack, airflow_db, pgdr_env):
 
 
 def _drill_records(stack, prefix: str) -> list[dict]:
-    client = stack.s3.client()
-    keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/reports/drill/")
-                  .get("Contents", []))
-    return [json.loads(client.get_object(Bucket=BUCKET, Key=k)["Body"].read()) for k in keys]
+    return json_records(stack.s3.client(), f"{prefix}/reports/drill/", suffix="")
 
 
 def _scratch_databases(stack) -> list[str]:

@@ -14,7 +14,8 @@ import pytest
 from harness.pg_cluster import start_cluster
 from harness.stack import BUCKET, CONN_ID, DBNAME, RESTORE_PASSWORD, RESTORE_ROLE, postgres_conn
 from harness.synthetic import APP_ROLE, READONLY_ROLE, fingerprint, owners_and_grants
-from tests.support.dags import run_dag, task_states, xcom_values
+from tests.support.dags import run_backup_daily, run_dag, task_states, xcom_values
+from tests.support.s3 import json_records
 
 PREFIX = "restore-e2e"
 
@@ -27,12 +28,7 @@ def backed_up(stack, airflow_db, tmp_path_factory):
     env = stack.airflow_env()
     env["AIRFLOW_VAR_PGDR_STAGING_DIR"] = str(tmp_path_factory.mktemp("restore-staging"))
     env["AIRFLOW_VAR_PGDR_S3_PREFIX"] = PREFIX
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in env.items():
-            patch.setenv(name, value)
-        dag_run = run_dag("pg_backup_daily")
-        assert str(dag_run.state) == "success", task_states(dag_run)
-        (seal,) = xcom_values(dag_run, "backup.verify_and_seal")
+    (seal,) = run_backup_daily(env)
     return {"env": env, "backup_id": seal["backup_id"], "fingerprint": fingerprint(stack.cluster, DBNAME),
             "grants": owners_and_grants(stack.cluster, DBNAME)}
 
@@ -56,10 +52,7 @@ def _role_settings(cluster, dbname: str) -> list:
 
 
 def _records(stack, prefix: str = PREFIX) -> list[dict]:
-    client = stack.s3.client()
-    keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/reports/restore/")
-                  .get("Contents", []))
-    return [json.loads(client.get_object(Bucket=BUCKET, Key=k)["Body"].read()) for k in keys]
+    return json_records(stack.s3.client(), f"{prefix}/reports/restore/", suffix="")
 
 
 def test_new_database_is_identical_to_the_source_with_owners_and_grants(stack, restore_env):
@@ -84,10 +77,7 @@ def test_new_database_is_identical_to_the_source_with_owners_and_grants(stack, r
 
 
 def _leases(stack) -> list[dict]:
-    client = stack.s3.client()
-    keys = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/state/leases/")
-            .get("Contents", [])]
-    return [json.loads(client.get_object(Bucket=BUCKET, Key=k)["Body"].read()) for k in keys]
+    return json_records(stack.s3.client(), f"{PREFIX}/state/leases/", suffix="")
 
 
 def test_prepare_leases_the_backup_so_retention_keeps_it_while_the_restore_runs(stack, restore_env):
@@ -189,10 +179,7 @@ def test_replace_with_the_confirmation_swaps_in_the_backup_and_keeps_the_old_dat
 
 
 def _replaced(stack) -> list[dict]:
-    client = stack.s3.client()
-    keys = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/state/replaced/")
-            .get("Contents", [])]
-    return [json.loads(client.get_object(Bucket=BUCKET, Key=k)["Body"].read()) for k in keys]
+    return json_records(stack.s3.client(), f"{PREFIX}/state/replaced/", suffix="")
 
 
 def _forget_replaced(stack) -> None:

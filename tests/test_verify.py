@@ -12,7 +12,7 @@ import pytest
 
 from harness.pg_cluster import free_port
 from harness.stack import BACKUP_PASSWORD, BUCKET, CONN_ID, DBNAME
-from tests.support.dags import run_dag, run_dag_in_child, task_states, xcom_values
+from tests.support.dags import run_backup_daily, run_dag, run_dag_in_child, task_states, xcom_values
 
 SSE = {"ServerSideEncryption": "AES256"}
 
@@ -23,12 +23,7 @@ def source_backup(stack, airflow_db, tmp_path_factory):
     env = stack.airflow_env()
     env.update({"AIRFLOW_VAR_PGDR_S3_PREFIX": "verify-source",
                 "AIRFLOW_VAR_PGDR_STAGING_DIR": str(tmp_path_factory.mktemp("verify-staging"))})
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in env.items():
-            patch.setenv(name, value)
-        dag_run = run_dag("pg_backup_daily")
-        assert str(dag_run.state) == "success"
-        (seal,) = xcom_values(dag_run, "backup.verify_and_seal")
+    (seal,) = run_backup_daily(env)
     return seal
 
 

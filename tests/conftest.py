@@ -27,40 +27,6 @@ for _name in list(os.environ):
     if _name.startswith(("AIRFLOW_VAR_PGDR_", "AIRFLOW_CONN_")):
         del os.environ[_name]
 
-# The helpers below moved to tests/support/; they stay importable from conftest (`from conftest import
-# run_dag`) until the test files listed beside each line import them from tests.support instead.
-# receiver_dir is for the wal_dir fixture; re-exported for tests/test_backup_daily.py, test_base_backup.py
-# (argv_recording_bindir) and tests/test_backup_daily.py, test_backup_faults.py, test_scale.py (restore_by_hand)
-from tests.support.clusters import argv_recording_bindir, receiver_dir, restore_by_hand  # noqa: E402
-
-# re-exported for tests/file_backups.py and the test files that run DAGs: test_backup_daily.py,
-# test_base_backup.py, test_data_retention.py, test_deadlines.py (load_dag), test_drill.py, test_drill_faults.py,
-# test_expire.py, test_history_page.py, test_pitr.py, test_privileges.py, test_restore.py,
-# test_restore_faults.py, test_restore_files.py, test_restore_inputs.py, test_scale.py, test_verify.py,
-# test_wal_archive.py, test_wal_segment_size.py
-from tests.support.dags import (  # noqa: E402
-    all_xcom_text,
-    load_dag,
-    run_dag,
-    run_dag_in_child,
-    task_states,
-    xcom_values,
-)
-
-# re-exported for tests/test_dag_integrity.py, test_dags_test_cli.py, test_demo.py, test_drill_faults.py,
-# test_restore_faults.py, test_wal_archive.py
-from tests.support.paths import REPO_ROOT  # noqa: E402
-
-# re-exported for tests/test_backup_daily.py, test_backup_faults.py, test_scale.py
-from tests.support.s3 import download_backup  # noqa: E402
-
-# re-exported for tests/test_backup_faults.py, test_compose.py, test_drill_faults.py, test_pitr_timelines.py,
-# test_privileges.py, test_restore_faults.py, test_retention_faults.py, test_wal_archive.py, test_wal_receiver.py
-from tests.support.waiting import wait_for  # noqa: E402
-
-__all__ = ["REPO_ROOT", "all_xcom_text", "argv_recording_bindir", "download_backup", "load_dag", "restore_by_hand",
-           "run_dag", "run_dag_in_child", "task_states", "wait_for", "xcom_values"]
-
 SCALE = float(os.environ.get("PGDR_TEST_SCALE", "0.05"))
 
 
@@ -122,6 +88,8 @@ def cluster():
 @pytest.fixture()
 def wal_dir():
     """An empty directory pg_receivewal (run as the server user) can write, removed afterwards."""
+    from tests.support.clusters import receiver_dir
+
     path = receiver_dir()
     yield path
     shutil.rmtree(path, ignore_errors=True)

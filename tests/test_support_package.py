@@ -1,9 +1,10 @@
 """The tests' helper package: ``tests.support`` is this checkout's folder (not an installed package
 called ``tests``), it imports without Airflow (tests/conftest.py imports it before Airflow is set up),
-and conftest re-exports the very same helpers for the test files that still import them from there."""
+and test files import their helpers from it, never from conftest."""
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -11,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-import conftest
 import tests.support
-from tests.support import clusters, dags, paths, s3, waiting
+from tests.support import clusters, dags, paths, waiting
 
 HERE = Path(__file__).resolve().parent
 
@@ -36,12 +36,16 @@ def test_support_modules_import_without_airflow():
     assert result.stdout.strip() == "[]"
 
 
-def test_conftest_reexports_are_the_support_helpers():
-    # conftest's __all__ lists the re-exports; it goes when every test file imports from tests.support
-    homes = {name: module for module in (clusters, dags, paths, s3, waiting) for name in vars(module)}
-    for name in getattr(conftest, "__all__", []):
-        assert name in homes, f"conftest re-exports {name}, which no tests.support module defines"
-        assert getattr(conftest, name) is getattr(homes[name], name), name
+def test_no_test_file_imports_from_conftest():
+    # conftest holds fixtures and hooks only; a helper a test file imports lives in tests.support
+    importers = []
+    for path in sorted(HERE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [node.module] if isinstance(node, ast.ImportFrom) else (
+                [alias.name for alias in node.names] if isinstance(node, ast.Import) else [])
+            if "conftest" in names:
+                importers.append(f"{path.relative_to(HERE)}:{node.lineno}")
+    assert importers == [], f"import these from tests.support instead: {importers}"
 
 
 def test_wait_for_returns_the_first_true_value_and_names_what_it_waited_for():

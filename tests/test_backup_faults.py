@@ -18,6 +18,7 @@ import pytest
 
 from harness.kill_task import KillableTask, TaskFailed, run_task
 from harness.stack import BUCKET, CONN_ID, postgres_conn
+from tests.support.s3 import object_keys
 from tests.support.waiting import wait_for
 
 LOGICAL = "pgdr.operators.backup.LogicalBackupOperator"
@@ -56,17 +57,12 @@ def env(stack, faults_db, airflow_db, tmp_path):
     return values
 
 
-def _keys(stack, prefix: str) -> list[str]:
-    pages = stack.s3.client().get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
-    return sorted(obj["Key"] for page in pages for obj in page.get("Contents", []))
-
-
 def _catalog(stack, env, kind: str):
     """(complete backup ids, incomplete backup ids) as pgdr's catalog lists them."""
     from pgdr.store.catalog import entries_from_keys
 
     base = f"{env['AIRFLOW_VAR_PGDR_S3_PREFIX']}/{CONN}/{kind}/"
-    entries = entries_from_keys(_keys(stack, base), base)
+    entries = entries_from_keys(object_keys(stack.s3.client(), base), base)
     return [e.backup_id for e in entries if e.complete], [e.backup_id for e in entries if not e.complete]
 
 

@@ -18,6 +18,7 @@ from test_restore_faults import PREFIX, _alive, _journals, _records, _sigkill, b
 from harness.stack import BUCKET, CONN_ID, RESTORE_PASSWORD, RESTORE_ROLE, postgres_conn
 from tests.support.dags import run_dag, task_states
 from tests.support.paths import REPO_ROOT
+from tests.support.s3 import json_records
 from tests.support.waiting import wait_for
 
 DRILL_CONN_ID = "drill_scratch"
@@ -74,10 +75,7 @@ def _drill_databases(stack) -> set[str]:
 
 
 def _drill_records(stack) -> list[dict]:
-    client = stack.s3.client()
-    keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/reports/drill/")
-                  .get("Contents", []))
-    return [json.loads(client.get_object(Bucket=BUCKET, Key=k)["Body"].read()) for k in keys]
+    return json_records(stack.s3.client(), f"{PREFIX}/reports/drill/", suffix="")
 
 
 @pytest.mark.slow

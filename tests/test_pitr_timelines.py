@@ -23,23 +23,11 @@ import zstandard
 
 from harness.pg_cluster import PgCluster, _as_server_user, _chown_to_server_user, free_port, start_cluster
 from harness.stack import BUCKET, CONN_ID, DBNAME
+from tests.support.clusters import SERVER_USER, shared_dir
+from tests.support.s3 import plain_store
 from tests.support.waiting import wait_for
 
 log = logging.getLogger("test_pitr_timelines")
-SERVER_USER = "postgres" if os.geteuid() == 0 else None
-
-
-def _shared_dir(prefix: str) -> Path:
-    path = Path(tempfile.mkdtemp(prefix=prefix))
-    path.chmod(0o777)
-    return path
-
-
-def _store(stack, prefix: str):
-    from pgdr.store.s3 import BackupStore
-
-    return BackupStore(client=stack.s3.client(), bucket=BUCKET, prefix=prefix,
-                       sse_args={"ServerSideEncryption": "AES256"}, part_size=64 << 20, log=log)
 
 
 class Archived:
@@ -51,7 +39,7 @@ class Archived:
 
     @classmethod
     def start(cls) -> Archived:
-        archive = _shared_dir("pgdr-arch-")
+        archive = shared_dir("pgdr-arch-")
         cluster = start_cluster()
         cluster.execute("ALTER SYSTEM SET archive_mode = 'on'")
         cluster.execute(f"ALTER SYSTEM SET archive_command = 'cp %p {archive}/%f'")
@@ -131,7 +119,7 @@ def upload_wal(store, source: Path, system_identifier: str | None, name: str | N
 
 
 def plan(store, point_in_time: str, timeline="latest"):
-    from pgdr.restore.pitr import plan_point_in_time
+    from pgdr.restore.pitr_fetch import plan_point_in_time
     from pgdr.store.manifest import MANIFEST_NAME, backup_prefix
 
     def load(backup_id):
@@ -155,7 +143,7 @@ def recover(store, point_in_time: str, pitr_root: Path, name: str, port: int | N
 
 
 def rows(outcome: dict) -> set[int]:
-    from pgdr.restore.pitr import connect_recovered
+    from pgdr.restore.pitr_cluster import connect_recovered
 
     conn = connect_recovered(outcome, "postgres", DBNAME)
     try:
@@ -168,10 +156,10 @@ def rows(outcome: dict) -> set[int]:
 
 @pytest.fixture()
 def pitr_root():
-    root = _shared_dir("pgdr-pitr-")
+    root = shared_dir("pgdr-pitr-")
     yield root
     from harness.pg_cluster import pg_bindir
-    from pgdr.restore.pitr import stop_recovered
+    from pgdr.restore.pitr_cluster import stop_recovered
 
     for data_dir in root.iterdir():
         if data_dir.is_dir() and (data_dir / "PG_VERSION").exists():
@@ -197,7 +185,7 @@ def _standby_of(primary: Archived) -> Archived:
     subprocess.run(_as_server_user([str(standby.bindir / "pg_basebackup"), "-D", str(standby.data_dir), "-R",
                                     "-X", "stream", "-h", primary.cluster.host, "-p", str(primary.cluster.port),
                                     "-U", "postgres"]), check=True, capture_output=True)
-    archive = _shared_dir("pgdr-arch-")
+    archive = shared_dir("pgdr-arch-")
     with open(standby.data_dir / "postgresql.auto.conf", "a") as conf:
         conf.write(f"\nport = {standby.port}\nunix_socket_directories = '{standby.socket_dir}'\n"
                    f"archive_command = 'cp %p {archive}/%f'\n")
@@ -219,7 +207,7 @@ def failover(stack, tmp_path_factory):
     writes rows 16-30; the old primary, never fenced, writes rows 100-110 on timeline 1 and takes base
     backup B2 there: both branches shipped, as after a real split-brain failover."""
     work = tmp_path_factory.mktemp("failover")
-    store = _store(stack, f"tl/{os.urandom(4).hex()}")
+    store = plain_store(stack.s3.client(), f"tl/{os.urandom(4).hex()}", log=log)
     primary = Archived.start()
     standby = None
     try:
@@ -268,8 +256,8 @@ def test_latest_after_a_failover_recovers_the_new_timelines_commits(failover, pi
 
 
 def test_a_target_on_the_abandoned_branch_is_refused(failover):
-    from pgdr.restore.pitr_plan import format_lsn, parse_lsn
     from pgdr.restore.request import RestoreRefused
+    from pgdr.wal.names import format_lsn, parse_lsn
 
     after = format_lsn(parse_lsn(failover["branch_lsn"]) + 0x100000)
     with pytest.raises(RestoreRefused, match=f"abandoned branch: timeline 2 left timeline 1 at LSN "
@@ -328,7 +316,7 @@ def rebuilt(stack, tmp_path_factory):
     same segment names into the same database's archive. A switched segments before its base backup, so
     A's base backup starts later in the segment numbering than B's."""
     work = tmp_path_factory.mktemp("rebuilt")
-    store = _store(stack, f"si/{os.urandom(4).hex()}")
+    store = plain_store(stack.s3.client(), f"si/{os.urandom(4).hex()}", log=log)
     lost, new = Archived.start(), None
     try:
         for _ in range(3):
@@ -425,7 +413,7 @@ def test_a_legacy_object_of_another_cluster_is_never_replayed(rebuilt):
 def quiet(stack, tmp_path_factory):
     """One cluster, one base backup, rows 1-10, then nothing committed for a while (a quiet database)."""
     work = tmp_path_factory.mktemp("quiet")
-    store = _store(stack, f"q/{os.urandom(4).hex()}")
+    store = plain_store(stack.s3.client(), f"q/{os.urandom(4).hex()}", log=log)
     source = Archived.start()
     try:
         base_backup(store, source, work)
@@ -461,7 +449,7 @@ def test_the_recovered_server_gets_none_of_the_workers_secrets(quiet, pitr_root,
 def test_a_second_recovery_while_the_first_runs_takes_another_port_and_expiry_removes_both(quiet, pitr_root):
     from datetime import datetime, timedelta
 
-    from pgdr.restore.pitr import expire_recovered, running_recovered
+    from pgdr.restore.pitr_cluster import expire_recovered, running_recovered
 
     port = free_port()
     _, first = recover(quiet["store"], "latest", pitr_root, "first", port=port, keep_hours=1.0)
@@ -523,7 +511,6 @@ class _ShipperRacesTheFetch:
 
 def test_the_partial_segment_changing_during_the_fetch_is_taken_whole(quiet, pitr_root):
     """HEAD and GET of the growing partial segment may see two versions; one GET carries body and hashes."""
-    from pgdr.store.s3 import BackupStore
     from pgdr.wal.names import wal_prefix
 
     store, source = quiet["store"], quiet["source"]
@@ -540,8 +527,7 @@ def test_the_partial_segment_changing_during_the_fetch_is_taken_whole(quiet, pit
     newer = {"Body": body, "ServerSideEncryption": "AES256",
              "Metadata": {"sha256": hashlib.sha256(body).hexdigest(), "raw-sha256": hashlib.sha256(raw).hexdigest(),
                           "system-identifier": source.system_identifier}}
-    racing = BackupStore(client=_ShipperRacesTheFetch(store.client, key, newer), bucket=BUCKET, prefix=store.prefix,
-                         sse_args={"ServerSideEncryption": "AES256"}, part_size=64 << 20, log=log)
+    racing = plain_store(_ShipperRacesTheFetch(store.client, key, newer), store.prefix, log=log)
     try:
         _, outcome = recover(racing, "latest", pitr_root, "race")
         assert rows(outcome) == set(range(1, 21)), "the newer version, whole"

@@ -15,8 +15,9 @@ import time
 import pytest
 
 from harness.stack import BUCKET, CONN_ID, DBNAME, RESTORE_CONN_ID, RESTORE_PASSWORD, RESTORE_ROLE, postgres_conn
-from tests.support.dags import all_xcom_text, run_dag, task_states, xcom_values
+from tests.support.dags import all_xcom_text, run_backup_daily, run_dag, task_states
 from tests.support.paths import REPO_ROOT
+from tests.support.s3 import json_records
 from tests.support.waiting import wait_for
 
 PREFIX = "restore-faults"
@@ -27,12 +28,7 @@ def backed_up(stack, airflow_db, tmp_path_factory):
     env = stack.airflow_env()
     env["AIRFLOW_VAR_PGDR_STAGING_DIR"] = str(tmp_path_factory.mktemp("restore-faults-staging"))
     env["AIRFLOW_VAR_PGDR_S3_PREFIX"] = PREFIX
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in env.items():
-            patch.setenv(name, value)
-        dag_run = run_dag("pg_backup_daily")
-        assert str(dag_run.state) == "success", task_states(dag_run)
-        (seal,) = xcom_values(dag_run, "backup.verify_and_seal")
+    (seal,) = run_backup_daily(env)
     return {"env": env, "backup_id": seal["backup_id"]}
 
 
@@ -62,10 +58,7 @@ def _journals(stack) -> list[dict]:
 
 
 def _records(stack, suffix: str = ".json") -> list[dict]:
-    client = _client(stack)
-    keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/reports/restore/")
-                  .get("Contents", []) if o["Key"].endswith(suffix))
-    return [json.loads(client.get_object(Bucket=BUCKET, Key=k)["Body"].read()) for k in keys]
+    return json_records(_client(stack), f"{PREFIX}/reports/restore/", suffix)
 
 
 def _alive(pid: int) -> bool:

@@ -21,7 +21,6 @@ from test_wal_archive import (
     REPL_PASSWORD,
     REPL_ROLE,
     _cli,
-    _receiver_dir,
     _status,
     commit_seconds,
     fake_segment,
@@ -41,20 +40,17 @@ from pgdr.wal.gaps import GAPS_NAME, gaps_key, record_gaps
 from pgdr.wal.local import load_state, prunable, prune_shipped, scan
 from pgdr.wal.names import wal_key
 from pgdr.wal.ship import ship_once, ship_window
+from tests.support.s3 import plain_store
 from tests.support.waiting import wait_for
 
 log = logging.getLogger("test_wal_receiver")
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    from harness.pg_cluster import start_cluster
-
-    cluster = start_cluster()
+def cluster(cluster):
     cluster.execute("CREATE TABLE walgen (id bigserial PRIMARY KEY, payload text)")
     cluster.create_backup_role(REPL_ROLE, REPL_PASSWORD)
-    yield cluster
-    cluster.destroy()
+    return cluster
 
 
 @contextmanager
@@ -74,18 +70,8 @@ def small_slot_limit(cluster):
 
 
 @pytest.fixture()
-def wal_dir():
-    path = _receiver_dir()
-    yield path
-    subprocess.run(["rm", "-rf", str(path)], check=False)
-
-
-@pytest.fixture()
 def store(stack):
-    from pgdr.store.s3 import BackupStore
-
-    return BackupStore(client=stack.s3.client(), bucket=BUCKET, prefix=f"t/walrcv-{os.urandom(4).hex()}",
-                       sse_args={"ServerSideEncryption": "AES256"}, part_size=64 << 20, log=log)
+    return plain_store(stack.s3.client(), f"t/walrcv-{os.urandom(4).hex()}", log=log)
 
 
 def generate_wal(cluster, segments: int) -> None:

@@ -28,16 +28,12 @@ from pgdr.restore.pitr_cluster import (
     _first_address,
     choose_port,
     clean_environment,
-    connect_recovered,
     expire_recovered,
     registry_path,
-    running_recovered,
-    stop_recovered,
 )
 from pgdr.restore.pitr_fetch import (
     WalFetch,
     fetch_base,
-    plan_point_in_time,
 )
 from pgdr.restore.pitr_plan import TARGET_NOT_REACHED, Target, recovery_end
 from pgdr.store.manifest import Manifest
@@ -276,6 +272,4 @@ class PointInTimeRecovery:
             return "(no server log)"
 
 
-__all__ = ["PointInTimeRecovery",
-           # re-exported for tests/test_pitr_timelines.py (their homes: pgdr.restore.pitr_cluster, pitr_fetch)
-           "connect_recovered", "expire_recovered", "plan_point_in_time", "running_recovered", "stop_recovered"]
+__all__ = ["PointInTimeRecovery"]

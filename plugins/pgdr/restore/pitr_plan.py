@@ -219,6 +219,4 @@ def recovery_end(server_log: str) -> dict:
 
 __all__ = ["REFUSED", "TARGET_NOT_REACHED", "WAL_SEGMENT_SIZE", "AbandonedBranch", "Target", "WalGapRefused",
            "check_not_abandoned", "check_target_reachable", "choose_base_backup", "choose_timeline",
-           "parse_target", "plan_from_archive", "plan_wal", "recovery_end", "usable_base_backups",
-           # format_lsn, parse_lsn: re-exported for tests/test_pitr_timelines.py (their home is pgdr.wal.names)
-           "format_lsn", "parse_lsn"]
+           "parse_target", "plan_from_archive", "plan_wal", "recovery_end", "usable_base_backups"]

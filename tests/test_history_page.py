@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from harness.stack import BACKUP_PASSWORD, BUCKET, CONN_ID, DBNAME
-from pgdr.history import (
+from pgdr.report.history import (
     BackupPoint,
     DrillPoint,
     History,
@@ -30,11 +30,10 @@ from pgdr.history import (
     drill_point,
     format_duration,
     format_size,
-    main,
-    render_page,
     report_time,
     verify_point,
 )
+from pgdr.report.history_page import main, render_page
 from tests.support.dags import run_dag, task_states
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -14,24 +14,26 @@ imports nothing from pgdr, so every layer may import it.
 
     PgdrError
     ├── Refused                 nothing was changed; ``field`` names what was refused, ``reason`` why
-    │   ├── SettingsError       (settings)         the Variable, e.g. pgdr_staging_dir
-    │   ├── PolicyError         (data_policy)      the rule ("rule 2"), key, or setting
-    │   │   └── RetentionRefused (data_retention)  pgdr_retention_conn_ids
-    │   ├── RestoreRefused      (here; re-exported by restore_plan)  the form field: backup, mode, ...
-    │   │   ├── AbandonedBranch (pitr_plan)
-    │   │   └── WalGap          (here; pitr_plan.WalGapRefused)  + segment, timeline
-    │   ├── StagingRefused      (staging)          pgdr_staging_dir
-    │   ├── ConfigBackupError, FileBackupError     pgdr_config_files, pgdr_file_dirs ...
-    │   └── MarkerRefused, KeyProblem, BackupBusy, RowVisibilityError
+    │   ├── SettingsError       (core/settings_checks; pgdr.settings.SettingsError)  the Variable
+    │   ├── PolicyError         (retain/data_policy)  the rule ("rule 2"), key, or setting
+    │   │   └── RetentionRefused (retain/data_checks)  pgdr_retention_conn_ids
+    │   ├── RestoreRefused      (here; re-exported by restore/request)  the form field: backup, mode, ...
+    │   │   ├── AbandonedBranch (restore/pitr_plan)
+    │   │   └── WalGap          (here, raised by wal/archive; restore/pitr_plan.WalGapRefused)  + segment, timeline
+    │   ├── StagingRefused      (store/staging)    pgdr_staging_dir
+    │   ├── ConfigBackupError, FileBackupError (backup/config, backup/files)  pgdr_config_files, pgdr_file_dirs
+    │   ├── MarkerRefused (drill/markers), KeyProblem (core/envelope), BackupBusy (core/pgtools),
+    │   │   RowVisibilityError (backup/pg_dump), HistoryError (report/history)
     ├── StoreError              an object is not what was written or recorded
-    │   └── UploadCheckError, ObjectHashError (+ key), ManifestError
+    │   └── UploadCheckError (store/s3), NoBackupLockDate (store/object_lock), ManifestError (store/manifest),
+    │       ObjectHashError (core/checksums, + key), ArchiveError (core/compression)
     ├── ToolError               a PostgreSQL tool or server did not do its work
-    │   └── PgToolError (+ disk_full)
-    │       └── VerificationFailed (physical)
-    └── RestoreFailed, FileRestoreError, StagingFull, AlreadyAlerted (CheckFailed)
-
-Not yet under the root (outside this part of the work): WalArchiveError/ShippingFailed
-(wal_archive), RecoveryFailed (pitr), HistoryError, RtoTableError, RedactedError.
+    │   ├── PgToolError (core/pgtools, + disk_full)
+    │   │   └── VerificationFailed (backup/pg_basebackup)
+    │   └── RecoveryFailed (restore/pitr_cluster)
+    └── RestoreFailed (restore/tables), FileRestoreError (backup/files_reader), StagingFull (backup/logical),
+        AlreadyAlerted (alerts/slack; CheckFailed), WalArchiveError/ShippingFailed (wal/local, wal/ship),
+        PastNewestWal (wal/archive), RtoTableError (report/rto_table), RedactedError (core/redaction)
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from airflow.sdk import task_group
 from pgdr.alerts.deadlines import DeadlineDAG, deadline_alert
 from pgdr.alerts.slack import on_task_failure
 from pgdr.operators.base import ProtectedDatabasesOperator
-from pgdr.operators.history import HistoryPageOperator
+from pgdr.operators.report import HistoryPageOperator
 from pgdr.operators.restore import DropExpiredReplacedOperator
 from pgdr.operators.verify import (
     BucketPostureOperator,

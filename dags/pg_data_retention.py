@@ -35,8 +35,7 @@ from airflow.sdk import DAG, Param, TaskGroup
 
 from pgdr.alerts.slack import on_task_failure
 from pgdr.operators.base import ProtectedDatabasesOperator
-from pgdr.operators.expire import BackupRetentionOperator
-from pgdr.operators.retention import ApplyDataPolicyOperator, DataRetentionReportOperator
+from pgdr.operators.retain import ApplyDataPolicyOperator, BackupRetentionOperator, DataRetentionReportOperator
 
 with DAG(
     dag_id="pg_data_retention",

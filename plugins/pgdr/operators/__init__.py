@@ -1,1 +1,1 @@
-"""pgdr operators, one module per lifecycle stage: backup, verify, retention, restore."""
+"""pgdr operators, one module per lifecycle stage: backup, wal, verify, restore, drill, retain, report."""

@@ -17,8 +17,10 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from pgdr.core.units import iso_utc
 from pgdr.retain import gfs
-from pgdr.store import leases
+from pgdr.retain import wal as wal_expire
+from pgdr.store import leases, staging
 from pgdr.store.catalog import BackupEntry, entries_from_keys
 from pgdr.store.layout import backup_prefix, kind_prefix, manifest_key, marker_key
 from pgdr.store.manifest import KINDS, backup_id_time, is_backup_id
@@ -34,10 +36,6 @@ class Found:
     wal: dict | None = None
     versions: list[ObjectVersion] = field(default_factory=list)
     hidden_keys: list[str] = field(default_factory=list)   # data versions behind a delete marker
-
-
-def _iso(when: datetime | None) -> str | None:
-    return when.astimezone(timezone.utc).isoformat(timespec="seconds") if when else None
 
 
 def _depends_on(document: dict) -> tuple[str, ...]:
@@ -111,18 +109,6 @@ def restore_hidden(store, item: Found) -> list[str]:
     return store.delete_versions([v for v in item.versions if v.delete_marker and v.key in hidden])
 
 
-def _lock_dates(store, versions: list[ObjectVersion]) -> dict[tuple[str, str], datetime]:
-    """Retain-until date of each version that has one (delete markers have none)."""
-    dates = {}
-    for version in versions:
-        if version.delete_marker:
-            continue
-        until = store.retention_of(version.key, version.version_id)
-        if until is not None:
-            dates[(version.key, version.version_id)] = until
-    return dates
-
-
 def _delete_backup(store, item: Found) -> tuple[int, list[str]]:
     """Every version of a backup's objects, the manifest's first. Returns (bytes freed, errors)."""
     first_key = manifest_key(item.prefix)
@@ -146,7 +132,7 @@ def plan_backups(store, database: str, now: datetime, policy: gfs.Policy,
         if store.object_lock_enabled:
             for key in doomed:
                 item = by_key[key]
-                dates = _lock_dates(store, item.versions)
+                dates = store.lock_dates(item.versions)
                 latest = max(dates.values(), default=None)
                 if latest is not None and latest > now:
                     item.backup = gfs.Backup(**{**item.backup.__dict__, "locked_until": latest})
@@ -171,7 +157,7 @@ def extend_locks(store, found: list[Found], decisions: list[gfs.Decision], polic
         if not dry_run:
             for version in short:
                 store.set_retention(version.key, version.version_id, until)
-        extended.append({"kind": key[0], "backup_id": key[1], "objects": len(short), "until": _iso(until)})
+        extended.append({"kind": key[0], "backup_id": key[1], "objects": len(short), "until": iso_utc(until)})
     return extended
 
 
@@ -180,9 +166,6 @@ def extend_locks(store, found: list[Found], decisions: list[gfs.Decision], polic
 def run(*, store, database: str, settings, now: datetime | None = None, dry_run: bool,
         log: logging.Logger) -> dict:
     """Apply (or, with ``dry_run``, only plan) backup retention for one protected database; returns the report."""
-    from pgdr.retain import wal as wal_expire
-    from pgdr.store import staging
-
     now = now or datetime.now(timezone.utc)
     policy = gfs.Policy.from_settings(settings)
     found, decisions = plan_backups(store, database, now, policy, log)
@@ -219,7 +202,7 @@ def run(*, store, database: str, settings, now: datetime | None = None, dry_run:
 
     locked = [d.to_dict() for d in decisions if any(r.startswith("locked until") for r in d.reasons)]
     report = {
-        "database": database, "dry_run": dry_run, "at": _iso(now),
+        "database": database, "dry_run": dry_run, "at": iso_utc(now),
         "policy": {"keep_daily_days": policy.keep_daily_days, "keep_monthly_months": policy.keep_monthly_months,
                    "keep_yearly_years": policy.keep_yearly_years, "pitr_window_days": settings.pitr_window_days,
                    "object_lock": store.object_lock_enabled,

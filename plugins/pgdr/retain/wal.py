@@ -12,20 +12,11 @@ import logging
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from pgdr.core.units import iso_utc
 from pgdr.retain import gfs
 from pgdr.store.object_lock import ObjectVersion
 from pgdr.wal.local import load_state, scan
 from pgdr.wal.names import classify, segment_of_partial, segment_position, wal_prefix
-
-
-def _iso(when):
-    from pgdr.retain.backups import _iso as iso
-    return iso(when)
-
-
-def _lock_dates(store, versions):
-    from pgdr.retain.backups import _lock_dates as dates
-    return dates(store, versions)
 
 
 def wal_cutoff(found: list, decisions: list[gfs.Decision], now: datetime,
@@ -46,7 +37,7 @@ def wal_cutoff(found: list, decisions: list[gfs.Decision], now: datetime,
     anchor = before[-1] if before else bases[0]
     cutoff, why = anchor.wal["start_wal_file"], (
         f"start of base backup {anchor.backup.backup_id}, the newest that finished before the PITR window "
-        f"opened ({_iso(opens)})" if before else
+        f"opened ({iso_utc(opens)})" if before else
         f"start of base backup {anchor.backup.backup_id}, the oldest (none finished before the window opened)")
     for leased in (f for f in bases if f.backup.leased_by):
         start = leased.wal["start_wal_file"]
@@ -107,10 +98,10 @@ def prune_wal(store, database: str, cutoff: str | None, now: datetime, dry_run: 
             doomed.setdefault(version.key, []).append(version)
     go = []
     for key, key_versions in sorted(doomed.items()):
-        dates = _lock_dates(store, key_versions) if store.object_lock_enabled else {}
+        dates = store.lock_dates(key_versions) if store.object_lock_enabled else {}
         latest = max(dates.values(), default=None)
         if latest is not None and latest > now:
-            result["locked"].append({"key": key, "locked_until": _iso(latest)})
+            result["locked"].append({"key": key, "locked_until": iso_utc(latest)})
             continue
         go.extend(key_versions)
     result["deleted_objects"] = len({v.key for v in go})

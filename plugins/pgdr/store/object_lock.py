@@ -165,6 +165,17 @@ class ObjectLock:
         head = self.client.head_object(Bucket=self.bucket, Key=key, VersionId=version_id)
         return head.get("ObjectLockRetainUntilDate")
 
+    def lock_dates(self, versions: list[ObjectVersion]) -> dict[tuple[str, str], datetime]:
+        """The retain-until date of each version that has one, by (key, version id); delete markers have none."""
+        dates = {}
+        for version in versions:
+            if version.delete_marker:
+                continue
+            until = self.retention_of(version.key, version.version_id)
+            if until is not None:
+                dates[(version.key, version.version_id)] = until
+        return dates
+
     def list_versions(self, prefix: str) -> list[ObjectVersion]:
         """Every version and delete marker under ``prefix`` (a plain bucket lists one 'null' version per key)."""
         paginator = self.client.get_paginator("list_object_versions")

@@ -206,34 +206,35 @@ def dag_child(spec_path: str) -> int:
 
 
 class _LocalBody:
+    """A GetObject body (read, iter_chunks, close) over a local file."""
+
     def __init__(self, path: Path) -> None:
-        self.path = path
+        self.handle = open(path, "rb")  # closed by the reader, as a botocore body is
+
+    def read(self, size: int = -1) -> bytes:
+        return self.handle.read(size)
 
     def iter_chunks(self, size: int):
-        with open(self.path, "rb") as handle:
-            while True:
-                block = handle.read(size)
-                if not block:
-                    return
-                yield block
+        while block := self.handle.read(size):
+            yield block
+        self.handle.close()
+
+    def close(self) -> None:
+        self.handle.close()
 
 
-class _LocalClient:
-    """The one S3 call pgdr's restore makes (get_object), answered from a local copy of the backup."""
+class _LocalStore:
+    """The one store call pgdr's restore makes (open_object), answered from a local copy of the backup."""
+
+    bucket = "local-copy"
 
     def __init__(self, directory: Path, prefix: str) -> None:
         self.directory = directory
         self.prefix = prefix
 
-    def get_object(self, Bucket: str, Key: str) -> dict:  # noqa: N803 - boto3's names
-        assert Key.startswith(self.prefix + "/"), Key
-        return {"Body": _LocalBody(self.directory / Key[len(self.prefix) + 1:])}
-
-
-class _LocalStore:
-    def __init__(self, directory: Path, prefix: str) -> None:
-        self.bucket = "local-copy"
-        self.client = _LocalClient(directory, prefix)
+    def open_object(self, key: str, version_id: str | None = None) -> dict:
+        assert key.startswith(self.prefix + "/") and version_id is None, key
+        return {"Body": _LocalBody(self.directory / key[len(self.prefix) + 1:])}
 
 
 def local_child(spec_path: str) -> int:
@@ -957,7 +958,7 @@ def main(argv: list[str] | None = None) -> int:
                 "bare variants: CREATE DATABASE ... TEMPLATE template0 before the timing; their row counts are "
                 "checked against the manifest after it",
                 "pgdr: the restore task's XCom result; the DAG run and the process wall are reported beside it",
-                "pgdr_local: the same restore code with an S3 client that reads the local copy (no network, same "
+                "pgdr_local: the same restore code with a store that reads the local copy (no network, same "
                 "sha256 checks, same FIFOs and zstd feeders)",
                 "timelines: timestamps recorded around pgdr.restore.fetch.PipedDataFiles methods in the child "
                 "(no change to what they do)",

@@ -74,12 +74,6 @@ def _drill_databases(stack) -> set[str]:
     return {name for name in stack.cluster.database_names() if name.startswith("pgdr_drill_")}
 
 
-def _journalled_pids(stack) -> set[int]:
-    """The pg_restore processes the open restore journals name (what the next run's heal stops)."""
-    return {int(process["pid"]) for journal in json_records(stack.s3.client(), f"{PREFIX}/state/restores/")
-            for process in journal.get("processes") or []}
-
-
 def _drill_records(stack) -> list[dict]:
     return json_records(stack.s3.client(), f"{PREFIX}/reports/drill/", suffix="")
 
@@ -93,22 +87,24 @@ def test_a_drill_killed_mid_pg_restore_is_healed_by_the_next_drill(stack, drill_
         (pid,) = wait_for(lambda: _pg_restores_under(child.pid), timeout=240, what="the drill's pg_restore")
         partial = wait_for(lambda: next((n for n in _drill_databases(stack) if "_partial_" in n), None),
                            timeout=30, what="the drill's half-restored database")
-        # the journal names the process once its S3 write lands: a kill before that is the known limit
-        # (docs/reliability.md), so wait for it, or a loaded machine turns this test into that case
-        wait_for(lambda: pid in _journalled_pids(stack), timeout=30, what="the journal to name the drill's pg_restore")
+        # killed at once: the journal may not name this pg_restore yet (one S3 write after its start); the heal
+        # finds it by the staging directory it reads
         _sigkill(child)
     finally:
         if child.poll() is None:
             _sigkill(child)
     try:
         time.sleep(2)
-        # what the kill left: pg_restore waiting on a pipe nobody feeds, a half-restored scratch database
-        assert _alive(pid), "pg_restore outlives the worker that fed it"
+        # what the kill left: a half-restored scratch database, and usually pg_restore blocked opening a FIFO
+        # nobody will write (one that was reading a FIFO when its writer died gets EOF and exits on its own)
+        orphaned = _alive(pid)
         assert partial in stack.cluster.database_names()
 
         dag_run = run_dag("pg_restore_test")
         assert str(dag_run.state) == "success", task_states(dag_run)
-        wait_for(lambda: not _alive(pid), timeout=20, what="the orphan pg_restore to stop")
+        # only the heal stops a pg_restore blocked opening a FIFO: without it this times out
+        wait_for(lambda: not _alive(pid), timeout=20,
+                 what="the orphan pg_restore to stop" if orphaned else "pg_restore to have exited")
         assert not _drill_databases(stack), "no scratch or half-restored drill database is left"
         assert set(stack.cluster.database_names()) == before
         assert _journals(stack) == []
@@ -116,7 +112,7 @@ def test_a_drill_killed_mid_pg_restore_is_healed_by_the_next_drill(stack, drill_
                      if r["interrupted"][0]["run_id"].startswith("drill:")]
         assert healed["status"] == "healed" and healed["interrupted"][0]["left"] == []
         done = "\n".join(healed["interrupted"][0]["done"])
-        assert f"stopped pg_restore (pid {pid})" in done and f"dropped the half-restored database {partial}" in done
+        assert f"dropped the half-restored database {partial}" in done
         assert any(f"interrupted restore of {CONN_ID} was cleaned up" in t for t in stack.slack.texts())
         records = _drill_records(stack)[records_before:]
         assert [r["status"] for r in records] == ["ok"], "the next drill succeeds (the killed one wrote nothing)"

@@ -252,6 +252,48 @@ def _kill_group(identity: dict, log: logging.Logger) -> str:
     return f"stopped pg_restore (pid {pid}) left running"
 
 
+def pg_restores_reading(workdir: str) -> list[int]:
+    """pg_restore processes on this host whose arguments name a path under ``workdir``: what a restore
+    killed before its journal could name its pg_restore (one S3 write after the start) left running."""
+    inside = os.path.join(workdir, "")
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/comm") as handle:
+                if handle.read().strip() != "pg_restore":
+                    continue
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                args = handle.read().split(b"\0")[1:]
+        except OSError:
+            continue
+        if any(arg.decode(errors="replace").startswith(inside) for arg in args):
+            found.append(int(entry))
+    return found
+
+
+def _unnamed_pg_restores(journal: dict, log: logging.Logger) -> list[str]:
+    """Stop the pg_restore groups reading the dead restore's staging directory that its journal does not name."""
+    workdir = journal.get("workdir")
+    if not workdir or not same_host(journal.get("owner") or {}):
+        return []
+    named = {int(p["pid"]) for p in journal.get("processes") or [] if p.get("pid") is not None}
+    said = []
+    for pid in pg_restores_reading(workdir):
+        try:
+            group = os.getpgid(pid)
+        except ProcessLookupError:
+            continue
+        if group in named:
+            continue
+        named.add(group)
+        stopped = _kill_group(process_identity(group), log)
+        if stopped:
+            said.append(stopped.replace("left running", "left running before the journal named it"))
+    return said
+
+
 def heal_journal(store, key: str, journal: dict, connect: Connect, log: logging.Logger) -> dict:
     """Undo (or finish) what a dead restore left; returns what was found, done and left."""
     done: list[str] = []
@@ -267,6 +309,7 @@ def heal_journal(store, key: str, journal: dict, connect: Connect, log: logging.
             said = _kill_group(identity, log)
             if said:
                 done.append(said)
+        done.extend(_unnamed_pg_restores(journal, log))
         time.sleep(0.2)
         found = databases(conn)
         work = journal.get("work") or {}

@@ -3,9 +3,11 @@
 Starts ``airflow api-server``, ``scheduler`` (LocalExecutor), ``dag-processor`` and ``triggerer``
 with an isolated AIRFLOW_HOME (SQLite metadata database, the repo's dags/ and plugins/), each in
 its own process group with stdout and stderr captured to ``<home>/<component>.log``. Access goes
-through SimpleAuthManager: one configured admin user whose password this harness generates into
-the passwords file, exchanged for a JWT at ``/auth/token``; :class:`ApiClient` sends it as
-``Authorization: Bearer``.
+through SimpleAuthManager: one configured admin user (``USERNAME``) plus any ``users={name: role}``
+the caller asks for (roles: viewer, user, op, admin), each with a password this harness generates
+into the passwords file, exchanged for a JWT at ``/auth/token``; :class:`ApiClient` sends it as
+``Authorization: Bearer``. ``services.api(user="alice")`` acts as another user;
+``services.password_of("alice")`` is that user's password for a browser login.
 
     services = start_airflow_services(home, extra_env=stack.airflow_env())
     api = services.api()
@@ -69,10 +71,12 @@ class ApiClient:
 class AirflowServices:
     home: Path
     api_port: int
-    # connection passwords and the user's password: kept out of reprs (pytest prints fixtures on failure)
+    # connection passwords and the users' passwords: kept out of reprs (pytest prints fixtures on failure)
     env: dict[str, str] = field(repr=False)
-    password: str = field(repr=False)
+    password: str = field(repr=False)  # the default user's (USERNAME)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    # every configured user's password, USERNAME included
+    passwords: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def base_url(self) -> str:
@@ -81,15 +85,23 @@ class AirflowServices:
     def log_file(self, component: str) -> Path:
         return self.home / f"{component}.log"
 
-    def token(self) -> str:
-        response = requests.post(f"{self.base_url}/auth/token", json={"username": USERNAME, "password": self.password},
-                                 timeout=30)
+    def password_of(self, user: str = USERNAME) -> str:
+        if user == USERNAME:
+            return self.password
+        if user not in self.passwords:
+            raise KeyError(f"no user {user!r} was configured (users: {sorted(self.passwords)})")
+        return self.passwords[user]
+
+    def token(self, user: str = USERNAME) -> str:
+        response = requests.post(f"{self.base_url}/auth/token",
+                                 json={"username": user, "password": self.password_of(user)}, timeout=30)
         if response.status_code != 201:
-            raise ApiError(f"POST /auth/token -> HTTP {response.status_code}: {response.text[:500]}")
+            raise ApiError(f"POST /auth/token as {user} -> HTTP {response.status_code}: {response.text[:500]}")
         return response.json()["access_token"]
 
-    def api(self) -> ApiClient:
-        return ApiClient(self.base_url, self.token())
+    def api(self, user: str = USERNAME) -> ApiClient:
+        """A REST client acting as ``user`` (the default admin unless named)."""
+        return ApiClient(self.base_url, self.token(user))
 
     def dead_components(self) -> list[str]:
         return [name for name, proc in self.processes.items() if proc.poll() is not None]
@@ -267,8 +279,11 @@ def _signal_group(pid: int, sig: int) -> None:
         pass
 
 
-def services_environ(home: Path, api_port: int, extra_env: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment every component gets: nothing Airflow-related inherited from the caller."""
+def services_environ(home: Path, api_port: int, extra_env: dict[str, str] | None = None, *,
+                     users: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment every component gets: nothing Airflow-related inherited from the caller.
+
+    ``users`` ({name: role}) are configured besides the default admin ``USERNAME``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env.update(airflow_environ(home))
     base_url = f"http://127.0.0.1:{api_port}"
@@ -283,7 +298,8 @@ def services_environ(home: Path, api_port: int, extra_env: dict[str, str] | None
         "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
         "AIRFLOW__CORE__AUTH_MANAGER":
             "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USERNAME}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
+            f"{name}:{role}" for name, role in {USERNAME: "admin", **(users or {})}.items()),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
         "AIRFLOW__CORE__FERNET_KEY": _fernet_key(),
         # LocalExecutor forks `parallelism` workers up front; a 2-core test machine needs few
@@ -343,17 +359,24 @@ def _wait_healthy(services: AirflowServices, timeout: float) -> dict:
 
 
 def start_airflow_services(home: Path, extra_env: dict[str, str] | None = None, *,
-                           timeout: float = 180) -> AirflowServices:
-    """Migrate a fresh metadata database in ``home`` and start the four components; stops them on failure."""
+                           users: dict[str, str] | None = None, timeout: float = 180) -> AirflowServices:
+    """Migrate a fresh metadata database in ``home`` and start the four components; stops them on failure.
+
+    ``users`` ({name: role}, role one of viewer, user, op, admin) are extra SimpleAuthManager users
+    beside the default admin ``USERNAME``; each gets a generated password (``services.password_of``)."""
     home = Path(home)
     home.mkdir(parents=True, exist_ok=True)
+    users = dict(users or {})
+    if USERNAME in users or any(":" in name or "," in name for name in users):
+        raise ValueError(f"extra users must not be {USERNAME!r} nor contain ':' or ',': {sorted(users)}")
     api_port = free_port()
-    env = services_environ(home, api_port, extra_env)
-    password = secrets.token_urlsafe(24)
-    passwords = home / "passwords.json"
-    passwords.write_text(json.dumps({USERNAME: password}))
-    passwords.chmod(0o600)
-    services = AirflowServices(home=home, api_port=api_port, env=env, password=password)
+    env = services_environ(home, api_port, extra_env, users=users)
+    passwords = {name: secrets.token_urlsafe(24) for name in (USERNAME, *users)}
+    passwords_file = home / "passwords.json"
+    passwords_file.write_text(json.dumps(passwords))
+    passwords_file.chmod(0o600)
+    services = AirflowServices(home=home, api_port=api_port, env=env, password=passwords[USERNAME],
+                               passwords=passwords)
 
     migrate = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, cwd=home,
                              check=False, capture_output=True, text=True, timeout=timeout)

@@ -9,8 +9,10 @@ keeps free of passwords, after :mod:`pgdr.core.redaction` has removed every row 
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -123,13 +125,100 @@ def libpq_env(target: PgTarget) -> Iterator[dict[str, str]]:
 def tool_path(bindir: str | Path, name: str) -> str:
     path = Path(bindir) / name
     if not path.exists():
-        raise PgToolError(f"{name} not found in {bindir} (setting pgdr_pg_bindir)")
+        raise ToolMissing(f"{name} not found in {bindir} (settings pgdr_pg_bindir, pgdr_pg_bindirs)",
+                          field="pgdr_pg_bindir")
     return str(path)
 
 
 def tool_version(bindir: str | Path, name: str) -> str:
     out = subprocess.run([tool_path(bindir, name), "--version"], capture_output=True, text=True, check=True)
     return out.stdout.strip()
+
+
+# --- the tools of each PostgreSQL major ------------------------------------------------------------
+
+MAJOR_PLACEHOLDER = "{major}"
+SUPPORTED_MAJORS = (15, 16, 17, 18)
+_TOOL_MAJOR = re.compile(r"\(PostgreSQL\) (\d+)")
+
+
+class ToolMissing(Refused, RuntimeError):
+    """The PostgreSQL tools a server's major needs are not where the settings say; a retry cannot help."""
+
+
+def server_major(version_num: int) -> int:
+    """``server_version_num`` 180006 -> 18 (every supported major is 10 or later)."""
+    return int(version_num) // 10000
+
+
+@dataclass(frozen=True)
+class ToolDirs:
+    """Where the PostgreSQL tools of each major are: ``template`` with ``{major}`` in it
+    (``/usr/lib/postgresql/{major}/bin``, the Debian/PGDG layout) or one fixed directory, and
+    ``overrides`` for majors installed elsewhere. One Airflow protects servers of several majors, so
+    the directory is chosen for each server when a task runs, from the server's own version."""
+
+    template: str
+    overrides: tuple[tuple[int, str], ...] = ()
+
+    def directory(self, major: int) -> Path:
+        for known, directory in self.overrides:
+            if known == major:
+                return Path(directory)
+        return Path(self.template.replace(MAJOR_PLACEHOLDER, str(major)))
+
+    def __str__(self) -> str:
+        return self.template
+
+
+@functools.lru_cache(maxsize=64)
+def _tool_major(path: str, mtime: float) -> int | None:
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30, check=False)
+    except OSError:
+        return None
+    found = _TOOL_MAJOR.search(out.stdout or "")
+    return int(found.group(1)) if found else None
+
+
+def tools_for(where: ToolDirs | str | Path, version_num: int, needed: tuple[str, ...], *,
+              exact: bool = False) -> Path:
+    """The directory holding ``needed`` for a server of ``version_num``, checked: every tool present and
+    of the server's major (``exact``: the server binaries that run its data directory) or newer (client
+    tools read older servers, never newer ones). Refused at once, naming the tool and the major:
+    a missing or older tool is a deployment fact no retry changes."""
+    major = server_major(version_num)
+    if isinstance(where, ToolDirs):
+        directory = where.directory(major)
+    else:
+        directory = Path(str(where).replace(MAJOR_PLACEHOLDER, str(major)))
+    for name in needed:
+        path = directory / name
+        if not path.exists():
+            raise ToolMissing(
+                f"{name} for PostgreSQL {major} not found in {directory}: install the PostgreSQL {major} tools "
+                f"(Debian/PGDG: postgresql-client-{major}) or point the setting pgdr_pg_bindirs at them "
+                f"({{\"{major}\": \"/path/to/bin\"}})", field="pgdr_pg_bindir")
+        found = _tool_major(str(path), path.stat().st_mtime)
+        if found is None:
+            continue   # a wrapper that does not answer --version: the tool itself will tell
+        if found < major or (exact and found != major):
+            wanted = f"PostgreSQL {major}" if exact else f"PostgreSQL {major} or newer"
+            raise ToolMissing(
+                f"{name} in {directory} is PostgreSQL {found}, the server is PostgreSQL {major}: {wanted} tools are "
+                f"needed (settings pgdr_pg_bindir, pgdr_pg_bindirs)", field="pgdr_pg_bindir")
+    return directory
+
+
+def server_version_num(connect: Callable[[], object]) -> int:
+    """The ``server_version_num`` of the server ``connect()`` reaches (the connection is closed)."""
+    conn = connect()
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT current_setting('server_version_num')::int")
+        return int(cur.fetchone()[0])
+    finally:
+        conn.close()
 
 
 def stderr_tail(text: str, lines: int = 8) -> str:

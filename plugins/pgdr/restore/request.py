@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pgdr.core.pgtools import SUPPORTED_MAJORS
 from pgdr.errors import RestoreRefused  # noqa: F401 - its home was here: importers keep this path
 from pgdr.restore.names import SYSTEM_DATABASES, system_database_problem
 from pgdr.store.catalog import BackupEntry, newest_good
@@ -215,7 +216,9 @@ def protected_dirs(settings=None) -> list[tuple[str, Path, bool]]:
         named.append(("the WAL receiver directory (pgdr_wal_receiver_dir)", Path(settings.wal_receiver_dir), True))
         named.append(("the point-in-time recovery directory (pgdr_pitr_data_dir)", Path(settings.pitr_data_dir),
                       True))
-        named.append(("the PostgreSQL tools directory (pgdr_pg_bindir)", Path(settings.pg_bindir), True))
+        tool_dirs = settings.tool_dirs
+        for major in sorted({*SUPPORTED_MAJORS, *(known for known, _ in settings.pg_bindirs)}):
+            named.append((f"the PostgreSQL {major} tools directory (pgdr_pg_bindir)", tool_dirs.directory(major), True))
         for dirs in (getattr(settings, "file_dirs", None) or {}).values():
             named.extend(("a backed-up directory (pgdr_file_dirs)", Path(d), True) for d in dirs)
         for files in (getattr(settings, "config_files", None) or {}).values():

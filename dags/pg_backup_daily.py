@@ -4,18 +4,19 @@
 Daily logical and physical backups of every protected database (setting `pgdr_databases`),
 one mapped task group per database, with two branches that run side by side:
 
-1. `dump_and_upload`: pg_dump (directory format, parallel, one snapshot) and the cluster's
-   globals, checked with `pg_restore --list`, compressed with zstd, uploaded to S3 with
-   server-side encryption and a SHA-256 checksum per object;
-2. `verify_and_seal`: every object checked in S3 (size, SHA-256 computed by S3, encryption),
-   then `manifest.json` written last and an Asset event emitted.
+1. `dump_and_upload` ("logical backup" in the graph): pg_dump (directory format, parallel, one
+   snapshot) and the cluster's globals, checked with `pg_restore --list`, compressed with zstd,
+   uploaded to S3 with server-side encryption and a SHA-256 checksum per object;
+2. `verify_and_seal` ("seal logical backup"): every object checked in S3 (size, SHA-256 computed
+   by S3, encryption), then `manifest.json` written last and an Asset event emitted.
 
 and, unless `pgdr_physical_backups` is false (then they are skipped):
 
-1. `base_backup`: pg_basebackup of the database's cluster (plain, WAL streamed), proved by
-   pg_verifybackup before anything is uploaded, then one `data.tar.zst` (zstd) and the
+1. `base_backup` ("base backup"): pg_basebackup of the database's cluster (plain, WAL streamed),
+   proved by pg_verifybackup before anything is uploaded, then one `data.tar.zst` (zstd) and the
    `backup_manifest` uploaded encrypted and checksummed; the base point-in-time recovery starts from;
-2. `seal_base`: the same check in S3, then `manifest.json` (with the WAL range) written last.
+2. `seal_base` ("seal base backup"): the same check in S3, then `manifest.json` (with the WAL range)
+   written last.
 
 and, for a database with directories in `pgdr_file_dirs` / files in `pgdr_config_files` (else skipped):
 
@@ -26,8 +27,9 @@ and, for a database with directories in `pgdr_file_dirs` / files in `pgdr_config
    client-side (AES-256-GCM, a per-backup data key wrapped by the `pgdr_config_key_conn_id`
    connection's key or KMS); `seal_config`.
 
-A failed or partial run leaves no manifest behind; failures are posted to Slack.
-See docs/operations.md and docs/configuration.md.
+Each mapped task is labelled with its database. A failed or partial run leaves no manifest behind;
+failures are posted to Slack. See [operations](/pgdr-docs/operations.md) and
+[configuration](/pgdr-docs/configuration.md).
 """
 
 from datetime import timedelta
@@ -47,6 +49,9 @@ from pgdr.operators.backup import (
 )
 from pgdr.operators.base import ProtectedDatabasesOperator
 from pgdr.settings import deadline_minutes
+
+BY_DATABASE = "{{ task.conn_id }}"
+SEALED_DATABASE = "{{ task.backup.manifest.database }}"   # the backup's XCom, rendered before the seal runs
 
 with DeadlineDAG(
     dag_id="pg_backup_daily",
@@ -71,15 +76,19 @@ with DeadlineDAG(
 ) as dag:
     databases = ProtectedDatabasesOperator(task_id="protected_databases", retries=0)
 
+    # The graph and grid read by kind ("logical backup", "seal logical backup") and by database (a
+    # mapped task is labelled with its connection id, not [0]); the task ids stay what tests,
+    # deadlines and docs name.
     @task_group(group_id="backup")
     def backup_database(conn_id: str):
-        dump = LogicalBackupOperator(task_id="dump_and_upload", conn_id=conn_id)
-        SealBackupOperator(task_id="verify_and_seal", backup=dump.output, outlets=[LOGICAL_BACKUP])
-        base = PhysicalBackupOperator(task_id="base_backup", conn_id=conn_id)
-        SealBackupOperator(task_id="seal_base", backup=base.output, outlets=[BASE_BACKUP])
-        files = FilesBackupOperator(task_id="files_backup", conn_id=conn_id)
-        SealBackupOperator(task_id="seal_files", backup=files.output, outlets=[FILES_BACKUP])
-        config = ConfigBackupOperator(task_id="config_backup", conn_id=conn_id)
-        SealBackupOperator(task_id="seal_config", backup=config.output, outlets=[CONFIG_BACKUP])
+        for kind, backup_operator, backup_id, seal_id, asset in (
+                ("logical", LogicalBackupOperator, "dump_and_upload", "verify_and_seal", LOGICAL_BACKUP),
+                ("base", PhysicalBackupOperator, "base_backup", "seal_base", BASE_BACKUP),
+                ("files", FilesBackupOperator, "files_backup", "seal_files", FILES_BACKUP),
+                ("config", ConfigBackupOperator, "config_backup", "seal_config", CONFIG_BACKUP)):
+            made = backup_operator(task_id=backup_id, task_display_name=f"{kind} backup", conn_id=conn_id,
+                                   map_index_template=BY_DATABASE)
+            SealBackupOperator(task_id=seal_id, task_display_name=f"seal {kind} backup", backup=made.output,
+                               outlets=[asset], map_index_template=SEALED_DATABASE)
 
     backup_database.expand(conn_id=databases.output)

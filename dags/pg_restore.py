@@ -21,7 +21,9 @@ segment the WAL receiver shipped last: every acknowledged commit).
 
 `prepare` checks everything and changes nothing; `restore` does the work and compares every
 table's row count with the manifest; `report` writes the record to
-`<prefix>/reports/restore/` and posts it to Slack. See docs/RUNBOOK_DISASTER_RECOVERY.md.
+`<prefix>/reports/restore/` and posts it to Slack. See
+[the disaster recovery runbook](/pgdr-docs/RUNBOOK_DISASTER_RECOVERY.md) (all of pgdr's
+documentation: [/pgdr-docs/](/pgdr-docs/)).
 """
 
 from datetime import timedelta
@@ -60,62 +62,70 @@ with DAG(
     params={
         "database": Param(
             protected_databases_at_parse()[0], type="string", title="Database",
-            description="The protected database (its Airflow connection id) whose backup to restore.",
+            description="A protected database's Airflow connection id (setting pgdr_databases), e.g. care_commons_db: "
+                        "the database whose backup to restore. Every kind and mode.",
             examples=protected_databases_at_parse(), section=WHAT),
         "backup": Param(
             "latest", type="string", title="Backup", pattern=r"^(latest|[0-9]{8}T[0-9]{6}Z)$",
-            description="'latest' = the newest verified backup, or a backup id such as 20261126T020000Z "
-                        "(see the verification reports or the bucket).", section=WHAT),
+            description="'latest' or a backup id (YYYYMMDDTHHMMSSZ, e.g. 20261126T020000Z). 'latest' = the newest "
+                        "verified backup; an id from the verification reports or the history page. Every kind; "
+                        "leave 'latest' with a point in time.", section=WHAT),
         "point_in_time": Param(
             None, type=["null", "string"], title="Point in time",
             pattern=POINT_IN_TIME,
-            description="Empty = the logical backup as it is. Otherwise point-in-time recovery from a base backup "
-                        "and the WAL archive: 'latest' (every commit the WAL receiver saw), an ISO time with its "
-                        "zone such as 2026-11-26T14:30:00Z or 2026-11-26T09:30:00-05:00 (a time without a zone is "
-                        "refused), or an LSN such as 0/3000060. Recovers into a new cluster on the "
-                        "worker (pgdr_pitr_data_dir, pgdr_pitr_port); with mode tables, the tables as they were "
-                        "then go into recovered_<time> of the live database.", section=WHAT),
+            description="Empty, 'latest', an ISO time with its zone, or an LSN: e.g. 2026-11-26T14:30:00Z, "
+                        "2026-11-26T09:30:00-05:00 (a time without a zone is refused), 0/3000060. Kind database only, "
+                        "modes new_database and tables. Empty = the logical backup as it is. Otherwise point-in-time "
+                        "recovery from a base backup and the WAL archive ('latest': every commit the WAL receiver "
+                        "saw) into a new cluster on the worker (pgdr_pitr_data_dir, pgdr_pitr_port); with mode "
+                        "tables, the tables as they were then go into recovered_<time> of the live database.",
+            section=WHAT),
         "kind": Param(
             "database", type="string", title="Kind", enum=["database", "files", "config"],
             values_display={"database": "The database (logical backup, or point in time)",
                             "files": "Uploaded files (pgdr_file_dirs) into target_dir",
                             "config": "Configuration files (pgdr_config_files) into target_dir"},
-            description="What to restore.", section=WHAT),
+            description="database, files or config: what to restore. files and config go into target_dir and use "
+                        "no mode, point in time or target database.", section=WHAT),
         "mode": Param(
             "new_database", type="string", title="Mode", enum=["new_database", "replace", "tables"],
             values_display={"new_database": "New database (nothing existing is touched)",
                             "replace": "Replace the live database (needs the confirmation below)",
                             "tables": "Single tables into a recovered_<time> schema of the live database"},
-            description="How to restore.", section=WHAT),
+            description="new_database, replace or tables: how to restore a database (kind database only; leave "
+                        "new_database for files and config).", section=WHAT),
         "tables": Param(
             None, type=["null", "array"], items={"type": "string", "pattern": TABLE},
             title="Tables (mode tables)", description="schema.table, one per line, e.g. public.visits. "
-                                                      "Leave empty unless mode is tables.",
+                                                      "Mode tables only: leave empty otherwise.",
             section=WHAT),
         "target_conn_id": Param(
             None, type=["null", "string"], title="Target server (connection id)",
             pattern=r"^([A-Za-z0-9][A-Za-z0-9_.\-]*)?$",
-            description="Airflow postgres connection of the server to restore into. Empty = the source's server "
-                        "(through pgdr_restore_conn_ids). For a site loss, the new server's connection, which must be "
-                        "listed in pgdr_restore_target_conn_ids.",
+            description="Empty or an Airflow connection id (letters, digits, '_', '.', '-'), e.g. new_site_db. "
+                        "Kind database only, mode new_database without a point in time. The postgres server to "
+                        "restore into; empty = the source's server (through pgdr_restore_conn_ids). For a site loss, "
+                        "the new server's connection, which must be listed in pgdr_restore_target_conn_ids.",
             section=WHERE),
         "target_database": Param(
             None, type=["null", "string"], title="Target database name", pattern=r"^([a-z_][a-z0-9_]{0,62})?$",
-            description="new_database: the name to create (empty = <name>_restored_<time>). tables: the database "
-                        "to recover into (empty = the source's). replace: leave empty.", section=WHERE),
+            description="Empty or a lower-case name (letters, digits, '_'; at most 63), e.g. cc_copy. Kind "
+                        "database only. new_database: the name to create (empty = <name>_restored_<time>; leave "
+                        "empty with a point in time). tables: the database to recover into (empty = the source's). "
+                        "replace: leave empty.", section=WHERE),
         "target_dir": Param(
             None, type=["null", "string"], title="Target directory (kind files, config)", pattern=r"^(/.*)?$",
-            description="files / config: the absolute directory on the worker to restore into; files land under "
+            description="Empty or an absolute path, e.g. /var/lib/pgdr/restores/uploads. Kind files or config only. "
+                        "The directory on the worker to restore into; files land under "
                         "their original absolute path inside it (e.g. <target_dir>/srv/care-commons/uploads/...). "
                         "It must lie under pgdr_restore_target_dirs (default /var/lib/pgdr/restores), away from system "
-                        "and backed-up directories. A non-empty directory needs the confirmation below. Leave "
-                        "empty for a database.",
+                        "and backed-up directories. A non-empty directory needs the confirmation below.",
             section=WHERE),
         "confirm": Param(
             None, type=["null", "string"], title="Confirmation (mode replace, or a non-empty target_dir)",
             pattern=r"^(RESTORE [A-Za-z0-9_.\-]+)?$",
-            description="For replace, or files/config into a non-empty target_dir: type exactly RESTORE <database>, "
-                        "e.g. RESTORE care_commons_db. Leave empty otherwise.",
+            description="Empty or exactly RESTORE <database>, e.g. RESTORE care_commons_db. Mode replace, or kind "
+                        "files/config into a non-empty target_dir: needed there. Leave empty otherwise.",
             section=SAFETY),
     },
     tags=["pgdr", "restore"],

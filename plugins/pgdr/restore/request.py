@@ -16,15 +16,14 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pgdr.core.pgtools import SUPPORTED_MAJORS
 from pgdr.errors import RestoreRefused  # noqa: F401 - its home was here: importers keep this path
 from pgdr.restore.names import SYSTEM_DATABASES, system_database_problem
 from pgdr.store.catalog import BackupEntry, newest_good
 from pgdr.store.manifest import is_backup_id
 
 __all__ = ["MODES", "RESTORE_KINDS", "SYSTEM_DIRS", "RestoreRefused", "RestoreRequest", "allowed_target_conn_ids",
-           "choose_backup", "confirmation_text", "kind_problems", "newest_good_except", "parse_request",
-           "protected_dirs", "resolve_dir", "stamp", "target_dir_problems"]
+           "choose_backup", "confirmation_text", "kind_problems", "listed", "newest_good_except", "parse_request",
+           "protected_dirs", "resolve_dir", "stamp", "target_dir_problems", "trigger_refusal"]
 
 MODES = ("new_database", "replace", "tables")
 RESTORE_KINDS = ("database", "files", "config")
@@ -130,8 +129,17 @@ def parse_request(params: Mapping, protected: Iterable[str], *, settings=None) -
         shown = f"{confirm!r}" if confirm else "nothing"
         problem("confirm", f"mode 'replace' overwrites the live database: type exactly "
                 f"{confirmation_text(database)!r} in confirm (got {shown})")
+    elif confirm and confirm != confirmation_text(database):
+        problem("confirm", f"confirm {confirm!r} is not the confirmation: type exactly "
+                f"{confirmation_text(database)!r} (needed for mode replace or a non-empty target_dir), "
+                "or leave it empty")
     point_in_time = text("point_in_time")
     if point_in_time:
+        from pgdr.restore.pitr_plan import parse_target  # lazy: pitr_plan imports this module
+        try:
+            parse_target(point_in_time)
+        except RestoreRefused as refused:
+            problem("point_in_time", refused.reason or str(refused))
         if mode == "replace":
             problem("point_in_time", "mode 'replace' cannot take a point in time: recover into a new cluster "
                     "(mode new_database), check it, then point the application at it")
@@ -139,7 +147,7 @@ def parse_request(params: Mapping, protected: Iterable[str], *, settings=None) -
             problem("target_conn_id" if target_conn_id else "target_database",
                     "with a point in time, mode 'new_database' recovers into a new cluster on this worker "
                     "(settings pgdr_pitr_data_dir, pgdr_pitr_port): leave target_conn_id and target_database empty")
-        if backup != "latest":
+        if backup != "latest" and "backup" not in fields:   # a bad id is named once, above
             problem("backup", "with a point in time, the base backup is chosen for you: leave backup at 'latest'")
     kind = text("kind") or "database"
     target_dir = text("target_dir")
@@ -148,9 +156,27 @@ def parse_request(params: Mapping, protected: Iterable[str], *, settings=None) -
         problem(field, text_)
     if problems:
         # the first problem's field: the form shows every problem, a caller reacts to the first
-        raise RestoreRefused.because("; ".join(problems), field=fields[0])
+        raise RestoreRefused.because(listed(problems), field=fields[0])
     return RestoreRequest(database, backup, target_conn_id, target_database, mode, tables, confirm, point_in_time,
                           kind, target_dir)
+
+
+def listed(problems: list[str]) -> str:
+    """Every problem in one sentence a person reads at once: "3 problems to fix: (1) ...; (2) ..."."""
+    if len(problems) == 1:
+        return problems[0]
+    return f"{len(problems)} problems to fix: " + "; ".join(f"({n}) {p}" for n, p in enumerate(problems, 1))
+
+
+def trigger_refusal(conf: Mapping, protected: Iterable[str], defaults: Mapping | None = None) -> str | None:
+    """What the trigger form answers before a run is created: the refusal naming every bad field in
+    plain words, or None when the request passes the checks that need no settings (the task checks
+    again, with them). ``defaults``: the form's values for fields ``conf`` leaves out."""
+    try:
+        parse_request({**(defaults or {}), **conf}, protected)
+    except RestoreRefused as refused:
+        return str(refused)
+    return None
 
 
 def kind_problems(kind: str, target_dir: str, mode: str, tables: tuple, point_in_time: str, target_conn_id: str,
@@ -216,8 +242,10 @@ def protected_dirs(settings=None) -> list[tuple[str, Path, bool]]:
         named.append(("the WAL receiver directory (pgdr_wal_receiver_dir)", Path(settings.wal_receiver_dir), True))
         named.append(("the point-in-time recovery directory (pgdr_pitr_data_dir)", Path(settings.pitr_data_dir),
                       True))
+        from pgdr.core.pgtools import SUPPORTED_MAJORS  # lazily: this module stays free of subprocess
+
         tool_dirs = settings.tool_dirs
-        for major in sorted({*SUPPORTED_MAJORS, *(known for known, _ in settings.pg_bindirs)}):
+        for major in sorted({*SUPPORTED_MAJORS, *settings.pg_bindirs}):
             named.append((f"the PostgreSQL {major} tools directory (pgdr_pg_bindir)", tool_dirs.directory(major), True))
         for dirs in (getattr(settings, "file_dirs", None) or {}).values():
             named.extend(("a backed-up directory (pgdr_file_dirs)", Path(d), True) for d in dirs)

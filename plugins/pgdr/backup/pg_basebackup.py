@@ -42,6 +42,7 @@ from pgdr.core.pgtools import (
     stderr_tail,
     tool_path,
     tool_version,
+    tools_for,
 )
 from pgdr.core.progress import Progress, human_bytes
 from pgdr.store.manifest import utc_now_iso
@@ -228,6 +229,8 @@ class PhysicalBackup(LockedSession):
         cur = self._open_session()
         version, version_num, system_identifier = server_facts(cur)
         segment_size = self._preflight(cur)
+        # the tools of this server's major (or newer), chosen now that its version is known
+        self.bindir = tools_for(self.bindir, version_num, ("pg_basebackup", "pg_verifybackup"))
         tools = {name: tool_version(self.bindir, name) for name in ("pg_basebackup", "pg_verifybackup")}
 
         data_dir = self.workdir / "data"

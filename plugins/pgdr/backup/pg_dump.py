@@ -44,6 +44,7 @@ from pgdr.core.pgtools import (
     stderr_tail,
     tool_path,
     tool_version,
+    tools_for,
 )
 from pgdr.core.progress import Progress, human_bytes
 from pgdr.errors import Refused
@@ -155,6 +156,8 @@ class LogicalBackup(LockedSession):
         cur = self._open_session()
         version, version_num, system_identifier = server_facts(cur)
         _check_row_visibility(cur)
+        # the tools of this server's major (or newer), chosen now that its version is known
+        self.bindir = tools_for(self.bindir, version_num, ("pg_dump", "pg_dumpall", "pg_restore"))
         tools = {name: tool_version(self.bindir, name) for name in ("pg_dump", "pg_dumpall", "pg_restore")}
 
         dump_dir = self.workdir / "dump"

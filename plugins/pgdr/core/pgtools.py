@@ -55,6 +55,18 @@ def die_with_worker() -> None:
         os._exit(1)
 
 
+# what a tool or server says when waiting and trying again cannot help: the deployment must change
+NOT_RETRYABLE = re.compile("|".join([
+    r"server version mismatch",                  # pg_dump older than the server
+    r"authentication failed",                    # password, SCRAM, cert, peer
+    r"no pg_hba\.conf entry",
+    r"(role|database) \"[^\"]*\" does not exist",
+    r"permission denied",
+    r"must be (a )?superuser",
+    r"incompatible server version",
+]))
+
+
 class PgToolError(ToolError, RuntimeError):
     """A PostgreSQL tool failed; the message carries its stderr (no secrets) with every row value
     removed: whoever builds one, its text passes :func:`pgdr.core.redaction.redact_phi`."""
@@ -66,6 +78,7 @@ class PgToolError(ToolError, RuntimeError):
         # a tool tells of a full disk (ENOSPC) only in its stderr: read once here, where that text
         # arrives, so callers test this field instead of the message
         self.disk_full = "No space left on device" in str(message)
+        self.retryable = NOT_RETRYABLE.search(str(message)) is None
 
 
 @dataclass(frozen=True)

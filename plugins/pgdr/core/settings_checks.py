@@ -140,6 +140,26 @@ def abs_path(name: str, value: str) -> Path:
     return path
 
 
+def bindir_template(name: str, value: str) -> Path:
+    path = abs_path(name, value)
+    rest = value.replace("{major}", "")
+    if "{" in rest or "}" in rest:
+        raise refuse(name, "may hold only the placeholder {major} (the server's major version)", value)
+    return path
+
+
+def major_dirs(name: str, value: str) -> dict[int, str]:
+    parsed = _json(name, value, dict, "JSON object of PostgreSQL major -> absolute directory")
+    result = {}
+    for major, directory in parsed.items():
+        if not str(major).isdigit() or not 10 <= int(major) <= 99:
+            raise refuse(name, f"{major!r} is not a PostgreSQL major version (15, 16, 17, 18)", value)
+        if not isinstance(directory, str):
+            raise refuse(name, f"{major!r} must map to a directory path", value)
+        result[int(major)] = str(abs_path(name, directory))
+    return result
+
+
 def whole(low: int, high: int) -> BeforeValidator:
     """A whole number from ``low`` to ``high`` included."""
     def parse(name: str, value: str) -> int:

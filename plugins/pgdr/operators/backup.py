@@ -84,7 +84,7 @@ class LogicalBackupOperator(_ServerBackupOperator):
                       prefix)
         return run_logical_backup(
             database=database, backup_id=backup_id, prefix=prefix, target=target, connect=connect, store=self.store,
-            workdir=work, bindir=settings.pg_bindir, jobs=settings.dump_jobs, level=settings.compression_level,
+            workdir=work, bindir=settings.tool_dirs, jobs=settings.dump_jobs, level=settings.compression_level,
             include_role_passwords=settings.include_role_passwords, kms_key_id=settings.kms_key_id, airflow=airflow,
             log=self.log)
 
@@ -127,7 +127,7 @@ class PhysicalBackupOperator(_ServerBackupOperator):
                       settings.s3_bucket, prefix)
         return run_base_backup(
             database=database, backup_id=backup_id, prefix=prefix, target=target, connect=connect, store=self.store,
-            workdir=work, bindir=settings.pg_bindir, level=settings.compression_level,
+            workdir=work, bindir=settings.tool_dirs, level=settings.compression_level,
             kms_key_id=settings.kms_key_id, airflow=airflow, log=self.log)
 
     def describe(self, backup_id, manifest) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -10,6 +11,58 @@ from airflow.sdk import BaseOperator
 if TYPE_CHECKING:
     from pgdr.settings import Settings
     from pgdr.store.s3 import BackupStore
+
+
+def not_retryable(exc: BaseException) -> bool:
+    """A failure no retry can fix: a refusal (bad settings, a request that cannot be met, a tool missing
+    for the server's major), or a tool's answer that names the deployment (version mismatch,
+    authentication, a missing role). Another backup holding the lock is the one refusal that passes."""
+    from pgdr.core.pgtools import BackupBusy, PgToolError
+    from pgdr.errors import Refused
+
+    if isinstance(exc, BackupBusy):
+        return False
+    if isinstance(exc, Refused):
+        return True
+    return isinstance(exc, PgToolError) and not exc.retryable
+
+
+_FINAL_CLASSES: dict[type, type] = {}
+
+
+def as_final(exc: BaseException) -> BaseException:
+    """``exc`` as an instance of its own class and of AirflowFailException: Airflow fails the task at once
+    (the failure callback and its alert still run) instead of retrying with backoff; code and alerts
+    that tell failures apart by class still see the class they knew."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    cls = type(exc)
+    try:
+        final = _FINAL_CLASSES.get(cls) or _FINAL_CLASSES.setdefault(
+            cls, type(cls.__name__, (cls, AirflowFailException), {"__module__": cls.__module__,
+                                                                  "__qualname__": cls.__qualname__}))
+        new = final.__new__(final, *exc.args)
+        new.args = exc.args
+        new.__dict__.update(exc.__dict__)
+    except TypeError:   # a class Python cannot combine with Airflow's: the text is what the alert needs
+        new = AirflowFailException(str(exc))
+    return new.with_traceback(exc.__traceback__)
+
+
+def failing_fast(execute):
+    """Decorator for ``execute``: a failure :func:`not_retryable` fails the task at once, with its alert."""
+
+    @functools.wraps(execute)
+    def wrapper(*args, **kwargs):
+        try:
+            return execute(*args, **kwargs)
+        except Exception as exc:
+            if not not_retryable(exc):
+                raise
+            raise as_final(exc) from None
+
+    wrapper.__pgdr_redacting__ = True
+    return wrapper
 
 
 class PgdrBaseOperator(BaseOperator):
@@ -25,7 +78,7 @@ class PgdrBaseOperator(BaseOperator):
 
         execute = cls.__dict__.get("execute")
         if execute is not None and not getattr(execute, "__pgdr_redacting__", False):
-            cls.execute = redacting(execute)
+            cls.execute = failing_fast(redacting(execute))
 
     @cached_property
     def settings(self) -> Settings:

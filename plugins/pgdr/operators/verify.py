@@ -63,7 +63,7 @@ class IntegrityCheckOperator(VerifyCheckOperator):
     def run_check(self, database: str, context) -> dict:
         from pgdr.verify.backups import check_integrity
 
-        return check_integrity(self.store, database, self.settings.pg_bindir, context["ti"].run_id, self.log,
+        return check_integrity(self.store, database, self.settings.tool_dirs, context["ti"].run_id, self.log,
                                deep=self.deep)
 
 

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from pgdr.core.pgtools import server_version_num, tools_for
 from pgdr.restore.journal import Journal
 from pgdr.restore.logical import LogicalRestore
 from pgdr.restore.names import RestoreNames
@@ -34,6 +35,8 @@ from pgdr.store.staging import private_dir
 TargetFor = Callable[[str], tuple[Any, Callable[[str], object]]]   # conn id -> (PgTarget, connect(dbname))
 # XCom stays small: a recovered database with more tables than this records totals only
 MAX_ROW_COUNTS = 200
+# what a point-in-time recovery runs: the server of the backup's major, and its checker
+PITR_TOOLS = ("pg_ctl", "postgres", "pg_verifybackup")
 
 
 def journalled_restore(*, store, settings, manifest: Manifest, prefix: str, target, connect, names: RestoreNames,
@@ -45,10 +48,24 @@ def journalled_restore(*, store, settings, manifest: Manifest, prefix: str, targ
     journal = Journal.begin(store, database=manifest.database, run_id=journal_run_id or run_id,
                             target_conn_id=target.conn_id, mode=mode, names=dataclasses.asdict(names),
                             workdir=str(workdir), keep_until=keep_until, backup_id=manifest.backup_id)
+    # the target server's major: its pg_restore reads dumps of that major and older
+    bindir = tools_for(settings.tool_dirs, server_version_num(lambda: connect("postgres")), ("pg_restore", "vacuumdb"))
     return LogicalRestore(
         store=store, manifest=manifest, prefix=prefix, target=target, connect=connect, names=names, mode=mode,
-        tables=tables, workdir=workdir, bindir=settings.pg_bindir, jobs=settings.dump_jobs, log=log, run_id=run_id,
+        tables=tables, workdir=workdir, bindir=bindir, jobs=settings.dump_jobs, log=log, run_id=run_id,
         keep_until=keep_until, analyze=analyze, journal=journal).run()
+
+
+def server_tools(settings, manifest: Manifest) -> Path:
+    """The server binaries that run a recovered copy of ``manifest``'s cluster: exactly its major."""
+    return tools_for(settings.tool_dirs, manifest.server_version_num, PITR_TOOLS, exact=True)
+
+
+def move_tools(settings, manifest: Manifest, target_connect) -> Path:
+    """pg_dump and pg_restore for moving tables from a recovered cluster into the target server: the newer
+    of the two majors (a dump is read by its own major or a newer pg_restore)."""
+    version_num = max(manifest.server_version_num, server_version_num(lambda: target_connect("postgres")))
+    return tools_for(settings.tool_dirs, version_num, ("pg_dump", "pg_restore"))
 
 
 def run_logical(plan: RestorePlan, *, store, settings, target_for: TargetFor, run_id: str,
@@ -100,7 +117,8 @@ def run_pitr(plan: RestorePlan, *, store, settings, target_for: TargetFor, log: 
     restore_target, _ = target_for(settings.restore_conn_id(request.database))
     recovery = PointInTimeRecovery(
         store=store, manifest=manifest, prefix=prefix, wal=wal, target=target, data_dir=Path(plan.data_dir),
-        port=settings.pitr_port, os_user=settings.pitr_os_user, login=restore_target.user, bindir=settings.pg_bindir,
+        port=settings.pitr_port, os_user=settings.pitr_os_user, login=restore_target.user,
+        bindir=server_tools(settings, manifest),
         jobs=settings.dump_jobs, log=log, listen_addresses=settings.pitr_listen_addresses,
         keep_hours=settings.pitr_keep_hours)
     outcome = recovery.run()
@@ -121,7 +139,8 @@ def run_pitr(plan: RestorePlan, *, store, settings, target_for: TargetFor, log: 
                                 target_connect=target_connect, target_database=plan.names.target_database,
                                 tables=tuple(request.tables), schema=plan.names.recovered_schema,
                                 expected={t: found[t] for t in request.tables if t in found},
-                                bindir=settings.pg_bindir, jobs=settings.dump_jobs, log=log)
+                                bindir=move_tools(settings, manifest, target_connect), jobs=settings.dump_jobs,
+                                log=log)
             outcome.update(recovered_schema=plan.names.recovered_schema, tables=len(moved), rows=sum(moved.values()),
                            row_counts=moved, target_database=plan.names.target_database)
     except BaseException:
@@ -167,5 +186,5 @@ def scratch_recovery(*, store, settings, manifest: Manifest, prefix: str, wal, t
 
     return PointInTimeRecovery(
         store=store, manifest=manifest, prefix=prefix, wal=wal, target=target, data_dir=data_dir, port=free_port(),
-        os_user=settings.pitr_os_user, login=login, bindir=settings.pg_bindir, jobs=settings.dump_jobs, log=log,
-        listen_addresses="127.0.0.1", keep_hours=1.0)
+        os_user=settings.pitr_os_user, login=login, bindir=server_tools(settings, manifest), jobs=settings.dump_jobs,
+        log=log, listen_addresses="127.0.0.1", keep_hours=1.0)

@@ -17,6 +17,7 @@ import logging
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pgdr.core.pgtools import tools_for
 from pgdr.store.catalog import age_hours, newest_complete, newest_good, pick_deep_check
 from pgdr.store.layout import backup_prefix, manifest_key, marker_key, object_key
 from pgdr.store.manifest import Manifest, utc_now_iso
@@ -42,6 +43,10 @@ def result(check: str, status: str, summary: str, evidence: list[dict] | None = 
             json.dumps([status, evidence], sort_keys=True, default=str).encode()).hexdigest()[:16]
     return {"check": check, "status": status, "summary": summary, "evidence": evidence, "kind": kind,
             "backup_id": backup_id, "fingerprint": fingerprint, "checked_at": utc_now_iso()}
+
+
+# the PostgreSQL tools each kind's format checks run
+TOOLS_NEEDED = {"logical": ("pg_restore",), "base": ("pg_verifybackup",)}
 
 
 def verify_backup(store, database: str, kind: str, backup_id: str, bindir: Path,
@@ -83,8 +88,12 @@ def verify_backup(store, database: str, kind: str, backup_id: str, bindir: Path,
                              "found_sse": head.get("ServerSideEncryption") or "none (unencrypted)"})
     if not any(p["problem"] in ("object missing", "sha256 mismatch") and p["key"].endswith("toc.dat")
                for p in problems):
-        for format_check in FORMAT_CHECKS.get(kind, []):
-            problems.extend(format_check(store, manifest, prefix, bindir, log))
+        checks = FORMAT_CHECKS.get(kind, [])
+        needed = TOOLS_NEEDED.get(kind, ())
+        # the tools of the backup's major (or newer): a missing one is a deployment fault, raised, not a finding
+        tools = tools_for(bindir, manifest.server_version_num, needed) if checks and needed else bindir
+        for format_check in checks:
+            problems.extend(format_check(store, manifest, prefix, tools, log))
     return problems, manifest
 
 

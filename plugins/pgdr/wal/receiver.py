@@ -50,7 +50,7 @@ from pgdr.wal.gaps import read_gaps, set_aside
 from pgdr.wal.local import now_iso
 from pgdr.wal.primary_check import DEFAULT_SLOT, check_primary, format_findings, parse_synchronous_standby_names
 
-DEFAULT_BINDIR = "/usr/lib/postgresql/15/bin"
+DEFAULT_BINDIR = "/usr/lib/postgresql/{major}/bin"
 STATUS_NAME = "receiver.status.json"     # written here, read by the shipper (pgdr.wal.status)
 
 log = logging.getLogger("pgdr.wal_receiver")
@@ -369,6 +369,17 @@ def _describe_rc(rc: int | None) -> str:
 
 # ---------------------------------------------------------------- command line
 
+def receiver_bindir(bindir: str, env: dict) -> Path:
+    """pg_receivewal of the primary's major (``{major}`` in ``bindir`` replaced), or newer; refused at once,
+    naming the tool and the major, when it is not there."""
+    from pgdr.core.pgtools import tools_for
+
+    with closing(sql_connect(env)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT current_setting('server_version_num')::int")
+        version_num = cur.fetchone()[0]
+    return tools_for(bindir, version_num, ("pg_receivewal",))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pgdr.wal_receiver", description=__doc__.split("\n\n")[0])
     parser.add_argument("--directory", "-D", type=Path, help="where pg_receivewal writes (one per protected database)")
@@ -397,8 +408,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1 if any(f.status == "fail" for f in findings) else 0
         if args.directory is None:
             parser.error("--directory is required (unless --check)")
+        bindir = receiver_bindir(args.bindir, connection.env)
         supervisor = Supervisor(args.directory, args.slot, synchronous=args.synchronous,
-                                status_interval=args.status_interval, bindir=args.bindir, env=connection.env,
+                                status_interval=args.status_interval, bindir=bindir, env=connection.env,
                                 run_as=args.run_as, max_backoff=args.max_backoff)
 
         def on_signal(signum, _frame):

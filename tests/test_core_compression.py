@@ -134,3 +134,35 @@ def test_extraction_refuses_a_device_file(tmp_path):
     with pytest.raises(ArchiveError):
         extract_tar_zst(io.BytesIO(_hostile(device)), tmp_path / "target")
     assert not (tmp_path / "target" / "dev-null").exists()
+
+
+def test_a_tree_is_plain_ustar_and_copy_to_keeps_the_whole_tar(tmp_path):
+    """PostgreSQL's tar reader (pg_verifybackup --format=tar, 18+) refuses pax extended headers: a data
+    directory's tar has none (tarfile wrote one per member for sub-second mtimes), and ``copy_to``
+    receives the tar byte for byte while the members are read."""
+    source = tmp_path / "data"
+    (source / "base" / "1").mkdir(parents=True)
+    (source / "PG_VERSION").write_text("18\n")
+    (source / "base" / "1" / "1259").write_bytes(os.urandom(70_000))
+    os.utime(source / "PG_VERSION", (1_700_000_000.25, 1_700_000_000.75))
+    archive = tmp_path / "data.tar.zst"
+    with open(archive, "wb") as handle, TarZstWriter(handle, 3) as writer:
+        writer.add_tree(source)
+    copy = io.BytesIO()
+    with read_tar_zst(archive, copy_to=copy) as tar:
+        names = [m.name for m in tar]
+    assert names == ["PG_VERSION", "base", "base/1", "base/1/1259"]
+    plain = copy.getvalue()
+    assert len(plain) == writer.raw_size
+    assert plain == zstandard.ZstdDecompressor().stream_reader(io.BytesIO(archive.read_bytes())).read()
+    with tarfile.open(fileobj=io.BytesIO(plain)) as tar:
+        assert not tar.pax_headers and all(not m.pax_headers for m in tar)
+        assert tar.getmember("PG_VERSION").mtime == 1_700_000_000
+    # the typeflag of every 512-byte header: no 'x' (pax) or 'g' (global pax) anywhere
+    headers, offset = [], 0
+    while offset < len(plain) and plain[offset:offset + 512].strip(b"\0"):
+        header = plain[offset:offset + 512]
+        headers.append(header[156:157])
+        size = int(header[124:136].strip(b"\0 ") or b"0", 8)
+        offset += 512 + (size + 511) // 512 * 512
+    assert headers and b"x" not in headers and b"g" not in headers

@@ -152,9 +152,12 @@ class TarZstWriter:
 
     def add_tree(self, source: Path) -> None:
         """Everything under ``source``, named relative to it (``PG_VERSION``, ``base/1/...``); links are
-        stored as links, never followed."""
+        stored as links, never followed. Modification times are whole seconds: tarfile writes a pax
+        extended header for every sub-second mtime, and PostgreSQL's tar reader (``pg_verifybackup
+        --format=tar``, 18+) refuses pax headers, so a data directory's tar stays plain ustar (a pax
+        header remains only for what ustar cannot hold: a name over 100 bytes, a member over 8 GiB)."""
         for child in sorted(Path(source).iterdir()):
-            self.tar.add(str(child), arcname=child.name, recursive=True)
+            self.tar.add(str(child), arcname=child.name, recursive=True, filter=_whole_seconds)
 
     def add_bytes(self, name: str, content: bytes, mode: int, mtime: float) -> None:
         info = tarfile.TarInfo(name)
@@ -176,6 +179,11 @@ class TarZstWriter:
             self._zstd.close()   # ends the frame (its checksum); ``handle`` stays open
         self.raw_size = self._counter.count
         self.digest = self._digest.finish()
+
+
+def _whole_seconds(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.mtime = int(info.mtime)
+    return info
 
 
 _ZSTD_MAGIC = 0xFD2FB528
@@ -257,8 +265,9 @@ class _Decompressed(io.RawIOBase):
     """zstandard's streaming reader as a raw file object tarfile reads in stream mode, with zstd's
     and the frame check's errors turned into :class:`ArchiveError`."""
 
-    def __init__(self, stream) -> None:
+    def __init__(self, stream, copy_to=None) -> None:
         self._stream = stream
+        self._copy_to = copy_to
 
     def readable(self) -> bool:
         return True
@@ -268,20 +277,24 @@ class _Decompressed(io.RawIOBase):
             data = self._stream.read(len(buffer))
         except zstandard.ZstdError as err:
             raise ArchiveError(f"the archive is corrupt: {err}") from None
+        if self._copy_to is not None and data:
+            self._copy_to.write(data)
         buffer[: len(data)] = data
         return len(data)
 
 
 @contextmanager
-def read_tar_zst(source) -> Iterator[tarfile.TarFile]:
+def read_tar_zst(source, copy_to=None) -> Iterator[tarfile.TarFile]:
     """The tar.zst at ``source`` (a path, or a binary file object left open) in tar's stream mode:
     iterate the members in order, read each with ``extractfile`` before the next. A cut or corrupt
-    archive raises :class:`ArchiveError`, at the latest when the iteration reaches its end."""
+    archive raises :class:`ArchiveError`, at the latest when the iteration reaches its end.
+    ``copy_to`` (a binary handle): every decompressed byte, the whole tar to its end, is also written
+    there as it is read, so one pass both reads members and keeps the plain tar."""
     handle = open(source, "rb") if isinstance(source, (str, Path)) else source  # noqa: SIM115 - closed below
     try:
         reader = zstandard.ZstdDecompressor().stream_reader(_FrameCheck(handle), read_size=CHUNK,
                                                             read_across_frames=True)
-        raw = io.BufferedReader(_Decompressed(reader), CHUNK)
+        raw = io.BufferedReader(_Decompressed(reader, copy_to), CHUNK)
         try:
             with tarfile.open(fileobj=raw, mode="r|") as tar:
                 yield tar

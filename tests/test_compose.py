@@ -6,8 +6,9 @@ resolved the way Compose resolves them) and variable references are interpolated
 re-implementation of Compose's rules, so the checks see what the containers would see. The pgdr
 settings the stack sets are validated by pgdr's own ``parse_settings``. What can run without
 Docker runs for real: the care-commons init script against a PostgreSQL 15 cluster configured with
-the compose file's server settings, and the WAL receiver with the compose file's arguments,
-connection string and healthcheck.
+the compose file's server settings, the WAL receiver with the compose file's arguments, connection
+string and healthcheck, the Dockerfile's package list and its build-time check of each major's tools
+(against the machine's PostgreSQL 15 and 18), and the summarize_wal init script on 15 and 18.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -47,9 +49,14 @@ IMAGE_REQUIREMENTS = REPO_ROOT / "docker" / "requirements.txt"
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
 CARE_COMMONS_DIR = REPO_ROOT / "docker" / "care-commons"
 INIT_SCRIPT = CARE_COMMONS_DIR / "initdb" / "10-pgdr-roles.sh"
-PG_BINDIR = "/usr/lib/postgresql/15/bin"
+SUMMARIZE_WAL_SCRIPT = CARE_COMMONS_DIR / "initdb" / "20-pgdr-summarize-wal.sh"
+# pgdr_pg_bindir's default: the Debian/PGDG layout, {major} replaced by each server's major
+PG_BINDIR = "/usr/lib/postgresql/{major}/bin"
+SUPPORTED_MAJORS = ["15", "16", "17", "18"]
 PG_TOOLS = ["pg_dump", "pg_dumpall", "pg_restore", "pg_basebackup", "pg_receivewal", "pg_verifybackup",
-            "initdb", "pg_ctl"]
+            "initdb", "pg_ctl", "postgres"]
+# PITR, drills and restores of incremental chains (17+) run these from the backup's own major
+PITR_TOOLS = ["initdb", "pg_ctl", "postgres"]
 
 AIRFLOW_SERVICES = [
     "airflow-apiserver",
@@ -466,7 +473,10 @@ def test_every_pgdr_variable_is_a_real_setting_and_parses(compose, aws_overlay):
 def test_settings_the_stack_depends_on(worker_env):
     settings = parse_settings(pgdr_variables(worker_env, DUMMY_ENV))
     assert str(settings.staging_dir) == "/opt/airflow/staging"
-    assert str(settings.pg_bindir) == PG_BINDIR
+    assert str(settings.pg_bindir) == PG_BINDIR and settings.pg_bindirs == {}
+    # each major the image installs is found where the Dockerfile puts it
+    for major in dockerfile_majors():
+        assert str(settings.tool_dirs.directory(int(major))) == f"/usr/lib/postgresql/{major}/bin"
     assert settings.physical_backups is True
     assert settings.kms_key_id == "" and settings.sse_args == {"ServerSideEncryption": "AES256"}
     assert settings.object_lock_mode == "GOVERNANCE"
@@ -648,7 +658,7 @@ def server_settings(services, values: dict[str, str] | None = None) -> dict[str,
 
 def test_care_commons_db_streams_wal_to_the_receiver_synchronously(compose, services, worker_env):
     db = services["care-commons-db"]
-    assert db["image"] == "postgres:15"
+    assert interpolate(db["image"], {}) == "postgres:18"
     settings = server_settings(services)
     assert settings["wal_level"] == "replica"
     assert int(settings["max_wal_senders"]) >= 2, "the receiver and a base backup stream at the same time"
@@ -659,6 +669,8 @@ def test_care_commons_db_streams_wal_to_the_receiver_synchronously(compose, serv
     mounts = {t: s for s, t in volume_entries(db)}
     data = mounts.get("/var/lib/postgresql/data")
     assert data and not is_bind_source(data), "care-commons data must be a named volume"
+    # the postgres image of 18+ puts its data elsewhere by default and refuses a volume at .../data
+    assert env_mapping(db["environment"])["PGDATA"] == "/var/lib/postgresql/data"
     assert data in (compose.get("volumes") or {})
     initdb = mounts.get("/docker-entrypoint-initdb.d")
     assert initdb and (REPO_ROOT / initdb).is_dir()
@@ -672,8 +684,9 @@ def test_care_commons_db_streams_wal_to_the_receiver_synchronously(compose, serv
 
 def test_care_commons_init_script_text():
     scripts = sorted(p for p in INIT_SCRIPT.parent.iterdir() if p.is_file())
-    assert scripts == [INIT_SCRIPT], "the image runs every file there; only the roles script belongs"
-    assert os.access(INIT_SCRIPT, os.X_OK)
+    assert scripts == [INIT_SCRIPT, SUMMARIZE_WAL_SCRIPT], \
+        "the image runs every file there; only the roles and summarize_wal scripts belong"
+    assert all(os.access(script, os.X_OK) for script in scripts)
     text = INIT_SCRIPT.read_text(encoding="utf-8")
     for role in ("pgdr_backup", "pgdr_replication", "pgdr_admin"):
         assert f"PASSWORD :'{role}_password'" in text, f"{role}'s password must come from \\getenv"
@@ -723,18 +736,92 @@ def test_dockerfile_airflow_version():
     assert froms == ["apache/airflow:3.3.2-python3.11"]
 
 
-def test_dockerfile_installs_the_postgresql_15_tools_where_pgdr_looks():
+def dockerfile_runs() -> list[str]:
+    """The shell of each RUN instruction of the Dockerfile, continuation lines joined."""
+    text = DOCKERFILE.read_text(encoding="utf-8").replace("\\\n", " ")
+    return [line[len("RUN "):] for line in text.splitlines() if line.startswith("RUN ")]
+
+
+def dockerfile_majors() -> list[str]:
+    """The default of the build argument PG_MAJORS."""
     text = DOCKERFILE.read_text(encoding="utf-8")
-    assert "apt.postgresql.org" in text, "PostgreSQL 15 from the PGDG repository"
-    assert re.search(r"apt-get install [^\n]*\bpostgresql-client-15\b[^\n]*\bpostgresql-15\b", text)
+    return re.search(r'^ARG PG_MAJORS="([^"]*)"$', text, re.MULTILINE).group(1).split()
+
+
+def _bash(script: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "-c", script], env={"PATH": os.environ["PATH"], **env}, capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+def test_the_image_installs_every_supported_major_from_pgdg_and_compose_passes_the_build_argument(compose):
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    assert dockerfile_majors() == SUPPORTED_MAJORS
+    # an ARG declared before FROM is out of scope in the RUN lines: it must follow the last FROM
+    assert text.index("ARG PG_MAJORS=") > [m.start() for m in re.finditer(r"^FROM ", text, re.MULTILINE)][-1]
+    build = compose["x-airflow-common"]["build"]
+    assert set(build["args"]) == {"PG_MAJORS"}
+    assert interpolate(build["args"]["PG_MAJORS"], {}).split() == SUPPORTED_MAJORS
+    assert interpolate(build["args"]["PG_MAJORS"], {"PGDR_PG_MAJORS": "16 18"}) == "16 18"
+    # the protected server's major is one the image carries the tools of, by default and when chosen
+    db_image = compose["services"]["care-commons-db"]["image"]
+    assert interpolate(db_image, {}) == f"postgres:{SUPPORTED_MAJORS[-1]}"
+    for major in SUPPORTED_MAJORS:
+        assert interpolate(db_image, {"PGDR_PG_MAJOR": major}) == f"postgres:{major}"
+
+
+@pytest.mark.parametrize("majors", [" ".join(SUPPORTED_MAJORS), "16 18", "17"])
+def test_the_apt_lines_install_the_client_and_server_packages_of_each_major(majors):
+    """The package list the Dockerfile builds from PG_MAJORS, run by bash as the build runs it."""
+    (install,) = [run for run in dockerfile_runs() if "apt.postgresql.org" in run]
+    assert install.startswith("set -eux;"), "a failed download or install must fail the build"
+    statement = re.search(r'(packages="\$\(for major in \$\{PG_MAJORS\}; do .*?; done\)");', install).group(1)
+    listed = _bash(f'{statement}; printf "%s" "$packages"', PG_MAJORS=majors)
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(listed.stdout.split()) == sorted(
+        [f"postgresql-client-{m}" for m in majors.split()] + [f"postgresql-{m}" for m in majors.split()])
+    assert install.index(statement) < install.index("apt-get install -y --no-install-recommends ${packages};")
+    assert install.index("pgdg main") < install.index("${packages};"), "the PGDG repository is added first"
+    # the image never makes a cluster of its own: pgdr makes the PITR and drill clusters
+    assert install.index("create_main_cluster") < install.index("${packages};")
+
+
+def test_the_build_checks_each_majors_tools_where_pgdr_looks(tmp_path):
+    """The Dockerfile's check, run for real against this machine's PostgreSQL 15 (Debian) and 18 (the PyPI
+    package), laid out as /usr/lib/postgresql/<major>/bin: it passes on them and fails the build on a
+    major whose directory is missing a tool or holds another major's tools."""
+    from harness.pg_cluster import pg_bindir
+
+    (check,) = [run for run in dockerfile_runs() if "for tool in ${tools}" in run]
     default_bindir = next(s.default for s in SETTINGS if s.name == "pg_bindir")
     assert default_bindir == PG_BINDIR
-    checked = re.search(r"for tool in ([^;]+); do", text).group(1).split()
-    assert set(PG_TOOLS) <= set(checked), "the build must fail when a tool pgdr runs is missing"
-    assert f'test -x "{PG_BINDIR}/${{tool}}"' in text
-    assert f'ENV PATH="{PG_BINDIR}:' in text
-    users = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
+    assert PG_BINDIR.replace("{major}", "${major}") in check, "the build checks where pgdr_pg_bindir looks"
+    tools = re.search(r'tools="([^"]+)"', check).group(1).split()
+    assert set(PG_TOOLS) | set(PITR_TOOLS) <= set(tools), "the build must fail when a tool pgdr runs is missing"
+    assert '"${major}" -ge 17 ]; then tools="${tools} pg_combinebackup"' in check
+
+    root = tmp_path / "postgresql"
+    for major, bindir in (("15", pg_bindir(15)), ("18", pg_bindir(18)), ("17", pg_bindir(15))):
+        (root / major).mkdir(parents=True)
+        (root / major / "bin").symlink_to(bindir)
+    (root / "16" / "bin").mkdir(parents=True)
+    local = check.replace("/usr/lib/postgresql/", f"{root}/")
+    passed = _bash(local, PG_MAJORS="15 18")
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    missing = _bash(local, PG_MAJORS="15 16")
+    assert missing.returncode != 0 and f"missing {root}/16/bin/pg_dump" in missing.stderr
+    wrong = _bash(local, PG_MAJORS="17")
+    assert wrong.returncode != 0 and "pg_dump is not version 17" in wrong.stderr
+    users = re.findall(r"^USER\s+(\S+)", DOCKERFILE.read_text(encoding="utf-8"), re.MULTILINE)
     assert users and users[-1] == "airflow", "the image must end as the airflow user"
+
+
+def test_the_image_receiver_and_worker_look_for_tools_by_the_same_pattern(services, worker_env):
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    assert f'ENV PGDR_PG_BINDIR="{PG_BINDIR}"' in text
+    assert "ENV PATH=" not in text, "pgdr runs tools by full path; one major first on PATH would hide the others"
+    settings = parse_settings(pgdr_variables(worker_env, DUMMY_ENV))
+    receiver = env_mapping(services["pgdr-wal-receiver"]["environment"])
+    assert str(settings.pg_bindir) == receiver["PGDR_PG_BINDIR"] == PG_BINDIR
 
 
 def test_dockerfile_installs_the_pinned_requirements():
@@ -934,10 +1021,45 @@ def test_init_script_is_idempotent_and_keeps_passwords_out_of_the_log(care_commo
         assert password not in log and password not in result.stdout + result.stderr
 
 
+def _run_summarize_wal_script(cluster) -> subprocess.CompletedProcess:
+    env = {"PATH": f"{cluster.bindir}:{os.environ['PATH']}", "POSTGRES_USER": "postgres", "POSTGRES_DB": "postgres",
+           "PGHOST": cluster.host, "PGPORT": str(cluster.port)}
+    return subprocess.run(["bash", str(SUMMARIZE_WAL_SCRIPT)], check=False, env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_summarize_wal_is_turned_on_where_the_major_has_it_and_15_still_starts(care_commons_db, tmp_path):
+    """Incremental base backups need summarize_wal = on (17+); 15 and 16 do not know the setting, so the
+    init script sets it only where it exists: run for real on 15 (the compose-configured cluster) and 18."""
+    from harness.pg_cluster import PgCluster, free_port, pg_bindir
+
+    on_15 = _run_summarize_wal_script(care_commons_db)
+    assert on_15.returncode == 0, on_15.stdout + on_15.stderr
+    assert "base backups stay full" in on_15.stdout
+    assert care_commons_db.execute("SELECT count(*) FROM pg_settings WHERE name = 'summarize_wal'") == [(0,)]
+
+    base = Path(tempfile.mkdtemp(prefix="pgdr-pg18-"))
+    cluster = PgCluster(base_dir=base, port=free_port(), bindir=pg_bindir(18))
+    try:
+        cluster.initdb()
+        cluster.start()
+        # as the postgres image leaves it: the harness turns it on, the image does not
+        cluster.execute("ALTER SYSTEM SET summarize_wal = off")
+        cluster.execute("SELECT pg_reload_conf()")
+        wait_for(lambda: cluster.execute("SHOW summarize_wal") == [("off",)], 10, "summarize_wal off")
+        for _ in range(2):   # idempotent
+            result = _run_summarize_wal_script(cluster)
+            assert result.returncode == 0, result.stdout + result.stderr
+        wait_for(lambda: cluster.execute("SHOW summarize_wal") == [("on",)], 10, "summarize_wal on after the script")
+        cluster.stop()
+        cluster.start()
+        assert cluster.execute("SHOW summarize_wal") == [("on",)], "kept across a restart (ALTER SYSTEM)"
+    finally:
+        cluster.destroy()
+
+
 def test_the_receiver_as_compose_runs_it_streams_synchronously_and_passes_its_healthcheck(services, care_commons_db,
                                                                                           tmp_path):
-    import tempfile
-
     cluster = care_commons_db
     receiver = services["pgdr-wal-receiver"]
     root = Path(tempfile.mkdtemp(prefix="pgdr-wal-"))   # not under pytest's root-only tmp tree

@@ -25,7 +25,7 @@ the WAL receiver directory and staging pruned; the report to `<prefix>/reports/r
 **Dry run**: only the scheduled monthly run acts for real. Every other run (manual, a backfill, a
 run started by another DAG or by an asset) follows its `dry_run` field (default on: counts what
 each rule would touch, changes nothing); to act from the CLI: `-c '{"dry_run": false}'`.
-See docs/retention.md.
+See [retention](/pgdr-docs/retention.md).
 """
 
 from datetime import timedelta
@@ -49,8 +49,9 @@ with DAG(
     params={
         "dry_run": Param(
             True, type="boolean", title="Dry run",
-            description="On (default): count what each rule would archive, soft-delete or purge and report it, "
-                        "changing nothing. Off: act. Applies to every run but the scheduled one, which always acts."),
+            description="On or off. On (default): count what each rule would archive, soft-delete or purge and "
+                        "report it, changing nothing. Off: act. Applies to every run but the scheduled one, which "
+                        "always acts."),
     },
     tags=["pgdr", "retention"],
     doc_md=__doc__,
@@ -58,9 +59,12 @@ with DAG(
     databases = ProtectedDatabasesOperator(task_id="protected_databases")
 
     with TaskGroup("data"):
-        applied = ApplyDataPolicyOperator.partial(task_id="apply_policy").expand(conn_id=databases.output)
+        # each mapped task labelled with its database in the grid and graph, not [0]
+        applied = ApplyDataPolicyOperator.partial(task_id="apply_policy", map_index_template="{{ task.conn_id }}"
+                                                  ).expand(conn_id=databases.output)
         applied >> DataRetentionReportOperator(task_id="report", trigger_rule="all_done")
 
     # backup retention (GFS, WAL, Object Lock): task group "backups"
     with TaskGroup("backups"):
-        BackupRetentionOperator.partial(task_id="expire").expand(conn_id=databases.output)
+        BackupRetentionOperator.partial(task_id="expire", map_index_template="{{ task.conn_id }}").expand(
+            conn_id=databases.output)

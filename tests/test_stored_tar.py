@@ -1,73 +1,39 @@
 """PostgreSQL 18: the stored ``data.tar.zst`` verified as stored (pgdr.backup.stored_tar), on a real 18.6 cluster.
 
 The base backups are taken by the bare pg_basebackup and packed by pgdr's one tar writer
-(TarZstWriter.add_tree, as pg_basebackup.tar_zstd does); the bad archives are made from a good one
-by hand: a flipped byte inside a data file (zstd's checksum still good), a WAL segment left out, the
-archive cut short, the pax headers older pgdr tars carry.
+(TarZstWriter.add_tree, as pg_basebackup.tar_zstd does; tests.support.pg18_backups); the bad archives
+are made from a good one by hand: a flipped byte inside a data file (zstd's checksum still good), a WAL
+segment left out, the archive cut short, the pax headers older pgdr tars carry.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import shutil
-import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
 import zstandard
 
-from harness.pg_cluster import PgCluster, free_port, pg_bindir
+from harness.pg_cluster import pg_bindir
 from pgdr.backup.stored_tar import StoredTarInvalid, verify_stored_tar
 from pgdr.core.compression import TarZstWriter
 from pgdr.core.pgtools import ToolMissing
-from tests.support.clusters import shared_dir
+from tests.support.pg18_backups import bindir18, pg18_cluster, take_base_backup
 
 LOG = logging.getLogger("test_stored_tar")
 
 
-def _bindir18() -> Path:
-    try:
-        return pg_bindir(18)
-    except RuntimeError as err:
-        pytest.skip(f"PostgreSQL 18 tools are not installed (pg_bindir(18): {err})")
-
-
 @pytest.fixture(scope="module")
 def pg18():
-    bindir = _bindir18()
-    base = shared_dir("pgdr-stored-tar-")
-    cluster = PgCluster(base_dir=base / "cluster", port=free_port(), bindir=bindir)
-    try:
-        cluster.initdb()
-        cluster.start()
-        cluster.execute("CREATE TABLE visits (id int PRIMARY KEY, note text)")
-        cluster.execute("INSERT INTO visits SELECT g, md5(g::text) FROM generate_series(1, 20000) g")
-        yield cluster, base
-    finally:
-        cluster.destroy()
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def _take(cluster: PgCluster, target: Path, *extra: str) -> Path:
-    """A plain base backup into ``target`` by the bare tool (as pgdr takes it), packed by pgdr's tar writer
-    beside its manifest: ``target``/data.tar.zst and ``target``/backup_manifest. Returns ``target``."""
-    data = target / "data"
-    subprocess.run([str(cluster.bindir / "pg_basebackup"), f"--pgdata={data}", "--format=plain",
-                    "--wal-method=stream", "--checkpoint=fast", "--manifest-checksums=SHA256", "--no-sync", *extra],
-                   env=cluster.tool_env(), check=True, capture_output=True)
-    shutil.copyfile(data / "backup_manifest", target / "backup_manifest")
-    with open(target / "data.tar.zst", "wb") as handle, TarZstWriter(handle, 1) as writer:
-        writer.add_tree(data)
-    shutil.rmtree(data)
-    return target
+    with pg18_cluster() as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="module")
 def full(pg18, tmp_path_factory):
-    cluster, _ = pg18
-    return _take(cluster, tmp_path_factory.mktemp("full"))
+    return take_base_backup(pg18, tmp_path_factory.mktemp("full"))
 
 
 def _plain(archive: Path) -> bytes:
@@ -91,7 +57,7 @@ def _repack(plain: bytes, target: Path, keep=lambda member: True, pax: bool = Fa
 
 def _verify(backup: Path, archive: Path | None = None, bindir: Path | None = None, workdir: Path | None = None):
     work = workdir or backup / "work"
-    verify_stored_tar(archive or backup / "data.tar.zst", backup / "backup_manifest", bindir or _bindir18(), work,
+    verify_stored_tar(archive or backup / "data.tar.zst", backup / "backup_manifest", bindir or bindir18(), work,
                       LOG)
     return work
 
@@ -148,12 +114,8 @@ def test_tools_older_than_18_are_refused_naming_the_tool(full):
 
 def test_the_stored_tar_of_an_incremental_backup_verifies(pg18, full, tmp_path):
     """PG 17+ block-level incremental (INCREMENTAL.* members) against the full's manifest."""
-    cluster, base = pg18
-    cluster.execute("UPDATE visits SET note = note || 'x' WHERE id % 100 = 0")
-    parent = base / "parent_manifest"
-    shutil.copyfile(full / "backup_manifest", parent)
-    parent.chmod(0o644)
-    incremental = _take(cluster, tmp_path, f"--incremental={parent}")
+    pg18.execute("UPDATE visits SET note = note || 'x' WHERE id % 100 = 0")
+    incremental = take_base_backup(pg18, tmp_path, parent_manifest=full / "backup_manifest")
     with tarfile.open(fileobj=io.BytesIO(_plain(incremental / "data.tar.zst"))) as tar:
         assert any(Path(m.name).name.startswith("INCREMENTAL.") for m in tar)
     _verify(incremental)

@@ -178,3 +178,128 @@ def test_a_missing_bucket_safeguard_is_reported(stack, backup, pgdr_env):
     assert task_states(dag_run)["verify.bucket_posture[0]"] == "failed"
     (alert,) = [text for text in _alerts(stack) if "bucket_posture" in text]
     assert "public_access_blocked not set" in alert
+
+
+# --- PostgreSQL 18: the stored tar verified as stored, and incremental chains ----------------------------------
+
+PG18_DB = "pg18_db"
+FULL, INC1, INC2 = "20261201T010000Z", "20261202T010000Z", "20261203T010000Z"
+
+
+@pytest.fixture(scope="module")
+def pg18_chain(tmp_path_factory):
+    """A full base backup of a PostgreSQL 18 cluster and two incrementals after it (each against the one before),
+    on local disk, to publish under each test's own prefix."""
+    from tests.support.pg18_backups import pg18_cluster, take_base_backup
+
+    work = tmp_path_factory.mktemp("pg18_chain")
+    with pg18_cluster() as cluster:
+        full = take_base_backup(cluster, work / FULL)
+        cluster.execute("UPDATE visits SET note = note || 'a' WHERE id % 50 = 0")
+        inc1 = take_base_backup(cluster, work / INC1, parent_manifest=full / "backup_manifest")
+        cluster.execute("UPDATE visits SET note = note || 'b' WHERE id % 70 = 0")
+        inc2 = take_base_backup(cluster, work / INC2, parent_manifest=inc1 / "backup_manifest")
+    return {FULL: full, INC1: inc1, INC2: inc2}
+
+
+def _pg18_store(stack, pg18_chain, pieces=(FULL, INC1, INC2), replace: dict | None = None):
+    """pgdr's store under a fresh prefix holding the chain (``replace``: a piece's local directory swapped)."""
+    import os
+
+    from tests.support.pg18_backups import publish
+    from tests.support.s3 import plain_store
+
+    store = plain_store(stack.s3.client(), f"t/{os.urandom(4).hex()}")
+    order = [FULL, INC1, INC2]
+    for backup_id in pieces:
+        local = (replace or {}).get(backup_id, pg18_chain[backup_id])
+        publish(store, PG18_DB, backup_id, local, chain=order[:order.index(backup_id)])
+    return store
+
+
+def _markers(store) -> dict:
+    from pgdr.store.layout import backup_prefix, marker_key
+
+    def status(backup_id: str) -> str | None:
+        marker = store.read_json_or_none(marker_key(backup_prefix(store.prefix, PG18_DB, "base", backup_id)))
+        return (marker or {}).get("status")
+
+    return {i: status(i) for i in (FULL, INC1, INC2)}
+
+
+def test_on_pg18_the_deep_check_verifies_every_piece_of_a_chain_as_stored(stack, pg18_chain, caplog):
+    import logging
+
+    from pgdr.verify.backups import check_integrity
+    from tests.support.pg18_backups import bindir18
+
+    store = _pg18_store(stack, pg18_chain)
+    log = logging.getLogger("test_verify.pg18")
+    with caplog.at_level(logging.INFO, logger="test_verify.pg18"):
+        results = [check_integrity(store, PG18_DB, bindir18(), "run-1", log),                 # the newest: INC2
+                   check_integrity(store, PG18_DB, bindir18(), "run-1", log, deep=True),      # the oldest unverified
+                   check_integrity(store, PG18_DB, bindir18(), "run-1", log, deep=True)]      # the next
+    assert [r["status"] for r in results] == ["ok", "ok", "ok"], [r["summary"] for r in results]
+    assert [r["evidence"][0]["checked"] for r in results] == [[f"base/{INC2}"], [f"base/{FULL}"], [f"base/{INC1}"]]
+    assert _markers(store) == {FULL: "good", INC1: "good", INC2: "good"}
+    passed = [r.getMessage() for r in caplog.records if "pg_verifybackup passed on the stored tar" in r.getMessage()]
+    assert len(passed) == 3 and sum("incremental" in m for m in passed) == 2
+    chains = [r.getMessage() for r in caplog.records if "every piece of its chain" in r.getMessage()]
+    assert any(f"{FULL}, {INC1}, {INC2}" in m for m in chains)
+
+
+def test_on_pg18_a_stored_tar_whose_bytes_differ_from_the_verified_copy_is_marked_bad(stack, pg18_chain, tmp_path):
+    """The object's hash is the manifest's (the bytes went up as packed), but a data file inside differs: only
+    pg_verifybackup on the stored tar can tell, and it names the file."""
+    import io
+    import shutil
+    import tarfile
+
+    import zstandard
+
+    from pgdr.verify.backups import check_integrity
+    from tests.support.pg18_backups import bindir18
+
+    plain = bytearray(zstandard.ZstdDecompressor().stream_reader(
+        io.BytesIO((pg18_chain[FULL] / "data.tar.zst").read_bytes())).read())
+    with tarfile.open(fileobj=io.BytesIO(bytes(plain))) as tar:
+        member = next(m for m in tar if m.isfile() and m.name.startswith("base/") and m.size > 8192)
+    plain[member.offset_data + 4096] ^= 0x10
+    bad = tmp_path / FULL
+    bad.mkdir()
+    shutil.copyfile(pg18_chain[FULL] / "backup_manifest", bad / "backup_manifest")
+    (bad / "data.tar.zst").write_bytes(zstandard.ZstdCompressor(level=1, write_checksum=True).compress(bytes(plain)))
+    store = _pg18_store(stack, pg18_chain, pieces=(FULL, INC1), replace={FULL: bad})
+    import logging
+
+    found = check_integrity(store, PG18_DB, bindir18(), "run-2", logging.getLogger("t"), deep=True)
+    assert found["status"] == "failed" and found["backup_id"] == FULL
+    (problem,) = found["evidence"]
+    assert problem["problem"] == "pg_verifybackup failed on the stored tar"
+    assert problem["key"].endswith(f"/base/{FULL}/data.tar.zst") and member.name in problem["error"]
+    assert _markers(store)[FULL] == "bad"
+
+
+def test_on_pg18_an_incremental_whose_chain_lost_or_spoiled_a_piece_is_reported_with_the_ids(stack, pg18_chain):
+    import logging
+
+    from pgdr.store.layout import backup_prefix, marker_key
+    from pgdr.verify.backups import check_integrity, verify_backup
+    from tests.support.pg18_backups import bindir18
+
+    store = _pg18_store(stack, pg18_chain)
+    log = logging.getLogger("t")
+    # the full's objects and manifest gone (a lifecycle rule, a hand deletion), the first incremental marked bad
+    full_prefix = backup_prefix(store.prefix, PG18_DB, "base", FULL)
+    store.delete_keys(store.list_keys(full_prefix + "/"))
+    store.put_json(marker_key(backup_prefix(store.prefix, PG18_DB, "base", INC1)),
+                   {"status": "bad", "verified_at": "2026-12-06T00:00:00+00:00", "check": "deep_check",
+                    "problems": [{"problem": "sha256 mismatch"}], "run_id": "earlier"})
+    problems, _ = verify_backup(store, PG18_DB, "base", INC2, bindir18(), log)
+    assert [p["problem"] for p in problems] == [f"chain piece {FULL} is missing or incomplete (no manifest)",
+                                                f"chain piece {INC1} is marked bad"]
+    assert all(p["chain"] == [FULL, INC1, INC2] for p in problems)
+    # the integrity check of the newest backup fails naming the missing full, and marks the incremental bad
+    result = check_integrity(store, PG18_DB, bindir18(), "run-3", log)
+    assert result["status"] == "failed" and FULL in result["summary"] and result["backup_id"] == INC2
+    assert _markers(store)[INC2] == "bad"

@@ -45,7 +45,8 @@ def result(check: str, status: str, summary: str, evidence: list[dict] | None = 
             "backup_id": backup_id, "fingerprint": fingerprint, "checked_at": utc_now_iso()}
 
 
-# the PostgreSQL tools each kind's format checks run
+# the PostgreSQL tools each kind's format checks run (on 18+ the stored-tar check also needs pg_waldump, and
+# checks for it itself: pg_verifybackup finds its own beside its real binary, even through a wrapper)
 TOOLS_NEEDED = {"logical": ("pg_restore",), "base": ("pg_verifybackup",)}
 
 

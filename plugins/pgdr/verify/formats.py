@@ -20,7 +20,9 @@ from pgdr.backup.download import download_object
 from pgdr.backup.files import INDEX_NAME
 from pgdr.backup.files_reader import load_entries, read_contents, unsealer
 from pgdr.backup.pg_basebackup import manifest_checksum_ok, unpack_base_backup
-from pgdr.core.pgtools import PgToolError, run_tool, tool_path
+from pgdr.backup.stored_tar import FIRST_MAJOR as STORED_TAR_MAJOR
+from pgdr.backup.stored_tar import StoredTarInvalid, verify_stored_tar
+from pgdr.core.pgtools import PgToolError, run_tool, server_major, tool_path
 from pgdr.store.catalog import entries_from_keys
 from pgdr.store.layout import kind_prefix, manifest_key, marker_key, object_key
 from pgdr.store.manifest import Manifest
@@ -100,9 +102,11 @@ def base_manifest_check(store, manifest: Manifest, prefix: str, bindir: Path, lo
 
 def base_verifybackup_check(store, manifest: Manifest, prefix: str, bindir: Path,
                              log: logging.Logger) -> list[dict]:
-    """pg_verifybackup on the base backup itself: the tar fetched and unpacked into a temporary
-    directory, every file checked against the backup_manifest's SHA-256 and the WAL it needs
-    parsed from its pg_wal."""
+    """pg_verifybackup on the base backup itself: every file checked against the backup_manifest's
+    SHA-256 and the WAL it needs parsed. A backup of PostgreSQL 18+ is verified as stored: the tar
+    itself, by :func:`pgdr.backup.stored_tar.verify_stored_tar`; before 18 (whose pg_verifybackup reads
+    only a plain directory), and for an 18 tar pgdr wrote with pax headers before its tars were plain
+    ustar, the tar is unpacked into a temporary directory and that is verified."""
     tar = next((o for o in manifest.objects if o.role == "base_tar"), None)
     if tar is None:
         return [{"problem": "the manifest lists no base_tar"}]
@@ -111,6 +115,10 @@ def base_verifybackup_check(store, manifest: Manifest, prefix: str, bindir: Path
     try:
         archive = workdir / "data.tar.zst"
         download_object(store, key, tar, archive)
+        if server_major(manifest.server_version_num) >= STORED_TAR_MAJOR:
+            found = _stored_tar_check(store, manifest, prefix, archive, bindir, workdir, log)
+            if found is not None:
+                return found
         unpack_base_backup(archive, workdir / "data")
         archive.unlink()
         run_tool([tool_path(bindir, "pg_verifybackup"), str(workdir / "data")],
@@ -124,6 +132,85 @@ def base_verifybackup_check(store, manifest: Manifest, prefix: str, bindir: Path
         shutil.rmtree(workdir, ignore_errors=True)
     log.info("pg_verifybackup passed on base backup %s", manifest.backup_id)
     return []
+
+
+def _stored_tar_check(store, manifest: Manifest, prefix: str, archive: Path, bindir: Path, workdir: Path,
+                      log: logging.Logger) -> list[dict] | None:
+    """The stored tar verified as stored (18+): problems, or None when only the unpacked way can verify it
+    (no stored backup_manifest beside it, or a tar with pax headers)."""
+    entry = next((o for o in manifest.objects if o.role == "backup_manifest"), None)
+    if entry is None:
+        return None
+    manifest_path = workdir / "backup_manifest"
+    try:
+        download_object(store, object_key(prefix, entry.name), entry, manifest_path)
+    except Exception as err:  # noqa: BLE001 - missing or damaged: the object checks report it
+        log.warning("the stored backup_manifest of %s cannot be used (%s); verifying the unpacked copy",
+                    manifest.backup_id, type(err).__name__)
+        return None
+    key = object_key(prefix, archive.name)
+    try:
+        verify_stored_tar(archive, manifest_path, bindir, workdir, log)
+    except StoredTarInvalid as err:
+        if "pax extensions to tar format are not supported" in str(err):
+            log.info("base backup %s: its tar has pax headers (written before pgdr's tars were plain ustar); "
+                     "verifying the unpacked copy", manifest.backup_id)
+            return None
+        return [{"problem": "pg_verifybackup failed on the stored tar", "key": key, "error": str(err)[:500]}]
+    log.info("pg_verifybackup passed on the stored tar of base backup %s (%s)", manifest.backup_id,
+             getattr(manifest, "backup_type", "full"))
+    return []
+
+
+def base_chain_check(store, manifest: Manifest, prefix: str, bindir: Path, log: logging.Logger) -> list[dict]:
+    """An incremental base backup restores only with every earlier piece of its chain (the full, then each
+    incremental up to its parent): each must be there, complete (its manifest and every object it lists,
+    at their sizes), not marked bad, and depend on the piece before it. Each piece's own bytes are
+    verified in its own turn of the deep check. A full passes at once."""
+    parent = getattr(manifest, "depends_on", None)
+    if not parent:
+        return []
+    chain = [str(i) for i in (manifest.dump.get("chain") or [])]
+    whole = [*chain, manifest.backup_id]
+    base = prefix.rsplit("/", 1)[0] + "/"
+    catalog = {e.backup_id: e for e in entries_from_keys(store.list_keys(base), base)}
+    problems: list[dict] = []
+
+    def problem(text: str, piece: str, **more) -> None:
+        problems.append({"problem": f"chain piece {piece} {text}", "piece": piece, "chain": whole, **more})
+
+    before = None
+    for piece in chain:
+        piece_prefix = base + piece
+        entry = catalog.get(piece)
+        expected, before = before, piece
+        if entry is None or not entry.complete:
+            problem("is missing or incomplete (no manifest)", piece, key=manifest_key(piece_prefix))
+            continue
+        marker = store.read_json_or_none(marker_key(piece_prefix)) if entry.has_marker else None
+        if (marker or {}).get("status") == "bad":
+            problem("is marked bad", piece, key=marker_key(piece_prefix))
+        try:
+            found = store.read_manifest(manifest_key(piece_prefix))
+        except Exception as err:  # noqa: BLE001 - an unreadable piece is the finding
+            problem("has an unreadable manifest", piece, key=manifest_key(piece_prefix), error=str(err)[:200])
+            continue
+        depends = getattr(found, "depends_on", None)
+        if depends != expected:
+            problem(f"depends on {depends or 'nothing (a full)'}, the chain says "
+                    f"{expected or 'nothing (the full)'}", piece, key=manifest_key(piece_prefix))
+        for obj in found.objects:
+            key = object_key(piece_prefix, obj.name)
+            head = store.head(key)
+            if head is None:
+                problem("lacks an object", piece, key=key)
+            elif head.get("ContentLength") not in (None, obj.size):
+                problem("has an object of the wrong size", piece, key=key, expected_size=obj.size,
+                        found_size=head.get("ContentLength"))
+    if not problems:
+        log.info("base backup %s: every piece of its chain (%s) is there and not bad", manifest.backup_id,
+                 ", ".join(whole))
+    return problems
 
 
 def files_content_check(store, manifest: Manifest, prefix: str, bindir: Path, log: logging.Logger) -> list[dict]:
@@ -190,6 +277,6 @@ def config_content_check(store, manifest: Manifest, prefix: str, bindir: Path, l
 
 
 FORMAT_CHECKS: dict[str, list[Callable]] = {"logical": [logical_toc_check],
-                                            "base": [base_manifest_check, base_verifybackup_check],
+                                            "base": [base_manifest_check, base_chain_check, base_verifybackup_check],
                                             "files": [files_content_check],
                                             "config": [config_content_check]}

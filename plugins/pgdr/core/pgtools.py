@@ -210,8 +210,8 @@ def tools_for(where: ToolDirs | str | Path, version_num: int, needed: tuple[str,
         if not path.exists():
             raise ToolMissing(
                 f"{name} for PostgreSQL {major} not found in {directory}: install the PostgreSQL {major} tools "
-                f"(Debian/PGDG: postgresql-client-{major}) or point the setting pgdr_pg_bindirs at them "
-                f"({{\"{major}\": \"/path/to/bin\"}})", field="pgdr_pg_bindir")
+                f"(Debian/PGDG: postgresql-client-{major}) or map {major} to their directory in the setting "
+                f"pgdr_pg_bindirs", field="pgdr_pg_bindir")
         found = _tool_major(str(path), path.stat().st_mtime)
         if found is None:
             continue   # a wrapper that does not answer --version: the tool itself will tell

@@ -133,6 +133,16 @@ class Settings:
     physical_backups: Flag = _setting("true", example="true",
         doc="pg_backup_daily also takes a physical base backup (pg_basebackup, checked with pg_verifybackup) of each "
             "protected database's cluster; point-in-time recovery needs it and the WAL archive.")
+    incremental_backups: Flag = _setting("true", example="true",
+        doc="On PostgreSQL 17+ servers with summarize_wal on, each base backup is an incremental one "
+            "(pg_basebackup --incremental) against the newest good base backup of the same cluster and timeline, "
+            "until the chain's full is older than pgdr_full_backup_days or the chain holds "
+            "pgdr_max_incremental_chain incrementals; false: every base backup is full. 15/16: always full.")
+    full_backup_days: Annotated[float, check.above(0, 3650)] = _setting("7", example="7",
+        doc="A new full base backup is taken once the chain's full is this many days old (incrementals are "
+            "restored by combining the full and every incremental after it).")
+    max_incremental_chain: Annotated[int, check.whole(1, 100)] = _setting("6", example="6",
+        doc="The most incremental base backups after one full; the next base backup is a full.")
     wal_receiver_dir: AbsPath = _setting("/var/lib/pgdr/wal", example="/var/lib/pgdr/wal",
         doc="Directory where the WAL receiver (pg_receivewal) writes; pg_wal_archive ships it to S3, so the Airflow "
             "worker running pg_wal_archive must see it (a shared volume).")

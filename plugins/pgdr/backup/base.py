@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pgdr import __version__
+from pgdr.backup.chain import ChainPolicy, store_chooser
 from pgdr.backup.logical import staging_full
 from pgdr.backup.pg_basebackup import FORMAT, PhysicalBackup
 from pgdr.backup.upload import checked_objects, remove_partial_upload, report_dead_runs
@@ -27,8 +28,12 @@ from pgdr.store.s3 import BackupStore, UploadQueue
 
 def run_base_backup(*, database: str, backup_id: str, prefix: str, target: PgTarget, connect: Callable[[], object],
                     store: BackupStore, workdir: Path, bindir: Path, level: int, kms_key_id: str | None,
-                    airflow: dict, log: logging.Logger) -> Manifest:
+                    airflow: dict, log: logging.Logger, policy: ChainPolicy | None = None) -> Manifest:
     """Take, verify, upload and check one base backup; returns its manifest (not yet written).
+
+    On PostgreSQL 17+ it is an incremental against the newest good base backup when ``policy`` (the
+    pgdr_incremental_backups, pgdr_full_backup_days and pgdr_max_incremental_chain settings; their
+    defaults when None) allows it (:mod:`pgdr.backup.chain`); the manifest says which, against what, and why.
 
     A copy that pg_verifybackup rejects is never uploaded. On a failure after the upload began,
     the objects it uploaded are removed (best effort; without a manifest they are never listed).
@@ -36,7 +41,8 @@ def run_base_backup(*, database: str, backup_id: str, prefix: str, target: PgTar
     started = time.monotonic()
     try:
         with PhysicalBackup(target=target, connect=connect, workdir=workdir, bindir=bindir, level=level,
-                            part_size=store.part_size, label=f"pgdr-{backup_id}", log=log) as backup:
+                            part_size=store.part_size, label=f"pgdr-{backup_id}", log=log,
+                            choose=store_chooser(store, database, policy or ChainPolicy(), log)) as backup:
             copy = backup.run()
             report_dead_runs(store, prefix, log)  # under the backup's lock: no other base backup runs
     except Exception as err:  # our own write, or a tool's ("could not write ...: No space left on device")
@@ -62,6 +68,7 @@ def run_base_backup(*, database: str, backup_id: str, prefix: str, target: PgTar
         raise
     log.info("post-upload check passed for both objects: size, SHA-256 computed by S3, encryption %s",
              store.expected_sse)
+    chain = copy.choice.describe()
     seconds = {**copy.seconds, "upload": round(upload_seconds, 2), "check": round(check_seconds, 2),
                "total": round(time.monotonic() - started, 2)}
     return Manifest(
@@ -73,7 +80,10 @@ def run_base_backup(*, database: str, backup_id: str, prefix: str, target: PgTar
         encryption={"sse": store.expected_sse, "kms_key_id": kms_key_id or None},
         dump={"tool": "pg_basebackup", "format": FORMAT, "wal_method": "stream", "label": copy.label,
               "compression": f"zstd:{copy.level} (backup_manifest uncompressed)", "level": copy.level,
-              "cluster_size": copy.cluster_size, "raw_size": copy.raw_size, "seconds": seconds},
+              "cluster_size": copy.cluster_size, "raw_size": copy.raw_size, "seconds": seconds,
+              "backup_type": chain["backup_type"], "chain": chain["chain"],
+              "backup_type_reason": chain["backup_type_reason"]},
         wal=copy.wal,
         airflow=airflow,
+        depends_on=chain["depends_on"],
     ).validate()

@@ -10,6 +10,12 @@ verification. pg_basebackup's own ``--compress=server-zstd:1`` takes 2.5 s but s
 server-zstd (level 3) takes 10 s for 102 MB, client gzip 18 s for 100 MB, server-gzip 22 s
 for 117 MB.
 
+On PostgreSQL 17+ the copy may be an incremental one (``pg_basebackup --incremental=<the parent's
+backup_manifest>``, from the server's WAL summaries): the caller chooses the parent from what the
+server says (:class:`ServerState`); pg_verifybackup checks an incremental plain copy as it checks a full
+one (measured with 18.6: exit 0, and 0 on the pg_combinebackup output). An incremental the server cannot
+take (summaries missing for the range, a parent of another system) falls back to a full, with the reason.
+
 Nothing leaves the host before pg_verifybackup has passed. The copy's own ``backup_manifest``
 travels twice: inside the tar, where pg_verifybackup needs it after a restore, and alone, so
 verification can read the backup's file list and WAL range without fetching the tar.
@@ -29,6 +35,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pgdr.backup.chain import BackupChoice, ServerState, server_state
+from pgdr.backup.stored_tar import FIRST_MAJOR as STORED_TAR_MAJOR
+from pgdr.backup.stored_tar import verify_stored_tar
 from pgdr.backup.upload import StagedFile, discard_dead_partials
 from pgdr.core.checksums import Digest, file_digest
 from pgdr.core.compression import ArchiveError, TarZstWriter, extract_tar_zst
@@ -63,6 +72,10 @@ _PROGRESS = re.compile(r"(\d+)/(\d+) kB")
 
 class VerificationFailed(PgToolError):
     """pg_verifybackup rejected the copy; nothing was uploaded."""
+
+
+# pg_basebackup's refusals of an incremental that a full backup does not have (the server's words)
+_INCREMENTAL_REFUSED = re.compile(r"summar|incremental|manifest", re.IGNORECASE)
 
 
 # --- pure helpers: backup_label and backup_manifest (LSNs and WAL names: pgdr.wal.names) ---------
@@ -139,6 +152,7 @@ class BaseCopy:
     level: int
     cluster_size: int                 # bytes pg_basebackup copied (the plain data directory)
     seconds: dict[str, float] = field(default_factory=dict)
+    choice: BackupChoice = field(default_factory=lambda: BackupChoice(None, "incremental backups not asked for"))
 
     @property
     def raw_size(self) -> int:
@@ -189,7 +203,10 @@ class PhysicalBackup(LockedSession):
     """
 
     def __init__(self, *, target: PgTarget, connect: Callable[[], object], workdir: Path, bindir: Path,
-                 level: int, part_size: int, label: str, log: logging.Logger) -> None:
+                 level: int, part_size: int, label: str, log: logging.Logger,
+                 choose: Callable[[ServerState], BackupChoice] | None = None) -> None:
+        """``choose``: full or incremental (and against which backup), asked once the server's state is known
+        and this backup's lock is held; None: always full."""
         self.target = target
         self.connect = connect
         self.workdir = workdir
@@ -198,6 +215,7 @@ class PhysicalBackup(LockedSession):
         self.part_size = part_size
         self.label = label
         self.log = log
+        self.choose = choose
         self._conn = None
 
     def _open_session(self):
@@ -232,11 +250,14 @@ class PhysicalBackup(LockedSession):
         # the tools of this server's major (or newer), chosen now that its version is known
         self.bindir = tools_for(self.bindir, version_num, ("pg_basebackup", "pg_verifybackup"))
         tools = {name: tool_version(self.bindir, name) for name in ("pg_basebackup", "pg_verifybackup")}
+        state = server_state(cur, version_num, system_identifier)
+        choice = self.choose(state) if self.choose else BackupChoice(None, "incremental backups not asked for")
+        self.log.info("%s base backup: %s", "incremental" if choice.parent else "full", choice.reason)
 
         data_dir = self.workdir / "data"
         mark = time.monotonic()
         with libpq_env(self.target) as env:
-            self._basebackup(data_dir, env)
+            choice = self._copy(data_dir, env, choice)
         seconds["pg_basebackup"] = round(time.monotonic() - mark, 2)
         cluster_size = sum(p.stat().st_size for p in data_dir.rglob("*") if p.is_file() and not p.is_symlink())
 
@@ -257,6 +278,11 @@ class PhysicalBackup(LockedSession):
         raw_size, digest = tar_zstd(data_dir, archive, self.level, self.part_size, self.log)
         seconds["tar_and_compress"] = round(time.monotonic() - mark, 2)
         shutil.rmtree(data_dir)  # the verified plain copy is not kept: the tar.zst is the local copy
+        if version_num >= STORED_TAR_MAJOR * 10000:
+            # 18+: the exact bytes that go up, verified as stored (full or incremental alike)
+            mark = time.monotonic()
+            verify_stored_tar(archive, manifest_path, self.bindir, self.workdir, self.log)
+            seconds["verify_stored_tar"] = round(time.monotonic() - mark, 2)
 
         manifest_digest = file_digest(manifest_path, self.part_size)
         files = [
@@ -267,14 +293,39 @@ class PhysicalBackup(LockedSession):
         return BaseCopy(started_at=started_at, finished_at=utc_now_iso(), server_version=version,
                         server_version_num=version_num, system_identifier=system_identifier, label=self.label,
                         wal=wal, files=files, tool_versions=tools, level=self.level, cluster_size=cluster_size,
-                        seconds=seconds)
+                        seconds=seconds, choice=choice)
 
-    def _basebackup(self, data_dir: Path, env: dict[str, str]) -> None:
+    def _copy(self, data_dir: Path, env: dict[str, str], choice: BackupChoice) -> BackupChoice:
+        """The copy as ``choice`` says; an incremental the server refuses is taken again as a full (returned,
+        with the server's reason)."""
+        if choice.parent is None:
+            self._basebackup(data_dir, env)
+            return choice
+        self.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        parent_manifest = self.workdir / "parent.backup_manifest"
+        parent_manifest.write_bytes(choice.parent.backup_manifest)
+        try:
+            self._basebackup(data_dir, env, incremental=parent_manifest)
+            return choice
+        except PgToolError as err:
+            if not _INCREMENTAL_REFUSED.search(str(err)):
+                raise
+            reason = (f"the server could not take an incremental against {choice.parent.backup_id} "
+                      f"({stderr_tail(str(err), 2)}); a full backup was taken instead")
+            self.log.warning("%s", reason)
+            shutil.rmtree(data_dir, ignore_errors=True)
+            self._basebackup(data_dir, env)
+            return BackupChoice(None, reason)
+        finally:
+            parent_manifest.unlink(missing_ok=True)
+
+    def _basebackup(self, data_dir: Path, env: dict[str, str], incremental: Path | None = None) -> None:
         # --no-sync: this copy is transient (verified, tarred, then removed); the durable copy is
         # the uploaded object. --progress/--verbose feed the progress log and nothing else.
         argv = [tool_path(self.bindir, "pg_basebackup"), f"--pgdata={data_dir}", "--format=plain",
                 "--wal-method=stream", "--checkpoint=fast", "--manifest-checksums=SHA256", "--no-password",
-                f"--label={self.label}", "--no-sync", "--progress", "--verbose"]
+                f"--label={self.label}", "--no-sync", "--progress", "--verbose",
+                *([f"--incremental={incremental}"] if incremental else [])]
         self.log.info("running %s", " ".join(["pg_basebackup", *argv[1:]]))
         progress = Progress("pg_basebackup", self.log)
         messages: list[str] = []

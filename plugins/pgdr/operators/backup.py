@@ -121,6 +121,7 @@ class PhysicalBackupOperator(_ServerBackupOperator):
 
     def take(self, *, database, backup_id, prefix, target, connect, work, airflow):
         from pgdr.backup.base import run_base_backup
+        from pgdr.backup.chain import ChainPolicy
 
         settings = self.settings
         self.log.info("base backup %s of the cluster of %s to s3://%s/%s/", backup_id, target.describe(),
@@ -128,12 +129,14 @@ class PhysicalBackupOperator(_ServerBackupOperator):
         return run_base_backup(
             database=database, backup_id=backup_id, prefix=prefix, target=target, connect=connect, store=self.store,
             workdir=work, bindir=settings.tool_dirs, level=settings.compression_level,
-            kms_key_id=settings.kms_key_id, airflow=airflow, log=self.log)
+            kms_key_id=settings.kms_key_id, airflow=airflow, log=self.log, policy=ChainPolicy.from_settings(settings))
 
     def describe(self, backup_id, manifest) -> str:
         from pgdr.core.progress import human_bytes
 
-        return (f"base backup {backup_id}: {human_bytes(manifest.total_size)} stored from a "
+        kind = (f"incremental against {manifest.depends_on} (chain of {len(manifest.chain)})" if manifest.depends_on
+                else "full")
+        return (f"base backup {backup_id} ({kind}): {human_bytes(manifest.total_size)} stored from a "
                 f"{human_bytes(manifest.dump['cluster_size'])} cluster (tar {human_bytes(manifest.dump['raw_size'])}), "
                 f"WAL {manifest.wal['start_lsn']} .. {manifest.wal['end_lsn']}, "
                 f"{manifest.dump['seconds']['total']:.1f} s")

@@ -280,7 +280,11 @@ class PitrDrillOperator(DatabaseOperator, RestoreOperatorBase):
             finally:
                 conn.close()
             problems.extend(marker_problems(present, absent, found))
-            record.update(base_backup_id=manifest.backup_id, wal_first=wal.first, wal_last=wal.last,
+            # an incremental is restored with its whole chain (pg_combinebackup): the record says which
+            record.update(base_backup_id=manifest.backup_id, base_backup_type=manifest.backup_type,
+                          chain=manifest.chain, restored_from=("full" if len(manifest.chain) == 1
+                                                               else f"chain of {len(manifest.chain)}"),
+                          wal_first=wal.first, wal_last=wal.last,
                           last_transaction_time=outcome.get("last_transaction_time"),
                           redo_end_lsn=outcome.get("redo_end_lsn"), stages=outcome["seconds"],
                           markers_found=len(found))

@@ -125,7 +125,8 @@ class PointInTimeRecovery:
         self.seconds["total"] = round(time.monotonic() - started, 3)
         outcome = {"data_dir": str(self.data_dir), "port": self.port, "socket_dir": str(self.socket_dir),
                    "listen_addresses": self.listen_addresses, "expires_at": record["expires_at"],
-                   "base_backup_id": self.manifest.backup_id, "target": self.target.describe(),
+                   "base_backup_id": self.manifest.backup_id, "base_backup_type": self.manifest.backup_type,
+                   "chain": self.manifest.chain, "target": self.target.describe(),
                    "target_reached": self.target_reached, "timeline": self.wal.timeline or None,
                    "wal_first": self.wal.first, "wal_last": self.wal.last,
                    "wal_last_partial": self.wal.segments[-1].partial, **ended, "seconds": dict(self.seconds),
@@ -143,7 +144,8 @@ class PointInTimeRecovery:
             subprocess.run(_as_user(self.os_user, [tool_path(self.bindir, "pg_ctl"), "-D", str(self.data_dir),
                                                    "-m", "immediate", "-w", "stop"]), capture_output=True,
                            env=clean_environment(self.bindir))
-        for path in (self.data_dir, self.wal_dir, self.socket_dir):
+        download = self.data_dir.with_name(self.data_dir.name + ".download")   # the chain's pieces, unpacked
+        for path in (self.data_dir, self.wal_dir, self.socket_dir, download):
             shutil.rmtree(path, ignore_errors=True)
         self.log_file.unlink(missing_ok=True)
         registry_path(self.data_dir).unlink(missing_ok=True)
@@ -153,7 +155,7 @@ class PointInTimeRecovery:
         now = datetime.now(timezone.utc)
         record = {"data_dir": str(self.data_dir), "port": self.port, "listen_addresses": self.listen_addresses,
                   "os_user": self.os_user, "bindir": str(self.bindir), "base_backup_id": self.manifest.backup_id,
-                  "database": self.manifest.database, "target": self.target.describe(),
+                  "chain": self.manifest.chain, "database": self.manifest.database, "target": self.target.describe(),
                   "started_at": now.isoformat(timespec="seconds"),
                   "expires_at": (now + timedelta(hours=self.keep_hours)).isoformat(timespec="seconds")}
         path = registry_path(self.data_dir)

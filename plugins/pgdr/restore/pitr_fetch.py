@@ -2,7 +2,10 @@
 and the fetching of both, every byte checked, before a server is started.
 
 The base backup is downloaded (sha256 checked against its manifest), unpacked by its format's reader
-(:func:`pgdr.backup.pg_basebackup.unpack_base_backup`) and checked with ``pg_verifybackup``. The WAL
+(:func:`pgdr.backup.pg_basebackup.unpack_base_backup`) and checked with ``pg_verifybackup``. An
+incremental one (PostgreSQL 17+) is a chain: the full and every incremental up to it are each
+downloaded, checked and unpacked beside the data directory, then ``pg_combinebackup`` writes the data
+directory from them; the free space for all of it is checked before the first byte is fetched. The WAL
 (and the timeline histories it crosses) is fetched first, each object's sha256 and cluster checked
 against what was planned, so the server's ``restore_command`` only copies local files. ``latest``
 includes the newest partial segment the WAL receiver shipped: that is what brings back every
@@ -12,6 +15,7 @@ acknowledged commit.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
 import threading
@@ -23,9 +27,10 @@ import zstandard
 
 from pgdr.backup.download import download_object
 from pgdr.backup.pg_basebackup import unpack_base_backup
-from pgdr.core.checksums import copy_hashed
-from pgdr.core.compression import CHUNK
+from pgdr.core.checksums import ObjectHashError, copy_hashed
+from pgdr.core.compression import CHUNK, ArchiveError
 from pgdr.core.pgtools import stderr_tail, tool_path
+from pgdr.core.progress import human_bytes
 from pgdr.restore.pitr_cluster import REFUSED, RecoveryFailed
 from pgdr.restore.pitr_plan import (
     AbandonedBranch,
@@ -36,7 +41,7 @@ from pgdr.restore.pitr_plan import (
     usable_base_backups,
 )
 from pgdr.restore.request import RestoreRefused
-from pgdr.store.layout import object_key
+from pgdr.store.layout import manifest_key, object_key
 from pgdr.store.manifest import Manifest
 from pgdr.wal.archive import ArchiveView, WalObject, WalPlan
 from pgdr.wal.segment_header import read_segment_header
@@ -64,15 +69,22 @@ def plan_point_in_time(store, database: str, point_in_time: str, load_manifest, 
     """
     target = parse_target(point_in_time)
     entries = store.catalog(database, "base")
-    candidates, manifests = [], {}
+    candidates, manifests, broken = [], {}, []
     if only is not None and not any(e.backup_id == only and e.complete and not e.bad for e in entries):
         raise RestoreRefused(f"{REFUSED}base backup {only} of {database}, chosen and leased by prepare, is no "
                              "longer complete and good; trigger pg_restore again")
+    good = {e.backup_id for e in entries if e.complete and not e.bad}
     for entry in entries:
         if entry.complete and not entry.bad and (only is None or entry.backup_id == only):
             manifest, prefix = load_manifest(entry.backup_id)
+            problem = broken_chain(manifest, good)
+            if problem:   # an incremental whose full or an incremental before it is gone or bad
+                broken.append(problem)
+                continue
             manifests[entry.backup_id] = (manifest, prefix)
             candidates.append((entry.backup_id, {"finished_at": manifest.finished_at, "wal": manifest.wal}))
+    if broken and (only is not None or not candidates):
+        raise RestoreRefused(f"{REFUSED}{broken[-1]}; nothing was restored")
     usable = usable_base_backups(candidates, target)
     view = WalArchiveView(store, database)
     first_refusal = None
@@ -88,27 +100,115 @@ def plan_point_in_time(store, database: str, point_in_time: str, load_manifest, 
     raise first_refusal
 
 
+def broken_chain(manifest: Manifest, good: set[str]) -> str:
+    """Why the chain of an incremental base backup cannot be restored ('' when every piece is good)."""
+    missing = [piece for piece in manifest.chain[:-1] if piece not in good]
+    if not missing:
+        return ""
+    return (f"base backup {manifest.backup_id} is incremental and needs {', '.join(missing)} (its chain "
+            f"{' -> '.join(manifest.chain)}), which {'is' if len(missing) == 1 else 'are'} missing, incomplete "
+            "or marked bad")
+
+
 # ---------------------------------------------------------------- fetching (writes only under the new cluster's paths)
+
+def chain_manifests(store, manifest: Manifest, prefix: str) -> list[tuple[Manifest, str]]:
+    """(manifest, prefix) of every piece of ``manifest``'s chain, the full first, ``manifest`` last; each
+    piece checked to be the one the next names (same cluster, parent as recorded)."""
+    parent_dir = prefix.rsplit("/", 1)[0]
+    pieces = []
+    for backup_id in manifest.chain[:-1]:
+        piece_prefix = f"{parent_dir}/{backup_id}"
+        try:
+            pieces.append((store.read_manifest(manifest_key(piece_prefix)), piece_prefix))
+        except Exception as err:
+            if store.is_missing(err):
+                raise RecoveryFailed(f"base backup {backup_id}, a piece of the chain of {manifest.backup_id}, is "
+                                     "gone (no manifest); nothing was restored") from None
+            raise
+    pieces.append((manifest, prefix))
+    for (earlier, _), (later, _) in zip(pieces, pieces[1:], strict=False):
+        if later.depends_on != earlier.backup_id or later.system_identifier != earlier.system_identifier:
+            raise RecoveryFailed(f"base backup {later.backup_id} does not follow {earlier.backup_id} in its chain "
+                                 f"(depends on {later.depends_on}); nothing was restored")
+    if pieces[0][0].depends_on:
+        raise RecoveryFailed(f"the chain of {manifest.backup_id} does not start with a full backup")
+    return pieces
+
+
+def chain_space_needed(pieces: list[Manifest]) -> int:
+    """Bytes a chain's recovery needs beside the WAL: every piece unpacked, the combined data directory (at
+    most the pieces together), and the largest download, held while it is unpacked. A full alone: itself
+    unpacked plus its download."""
+    tars = [next((o for o in m.objects if o.role == "base_tar"), None) for m in pieces]
+    unpacked = sum((t.raw_size or t.size) if t else 0 for t in tars)
+    largest = max((t.size for t in tars if t), default=0)
+    return unpacked * (2 if len(pieces) > 1 else 1) + largest
+
+
+def check_space(path: Path, needed: int, what: str) -> None:
+    """Refuse before anything is fetched when the file system of ``path`` has less than ``needed`` free."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < needed:
+        raise RecoveryFailed(f"{what} needs {human_bytes(needed)} free in {probe}, which has {human_bytes(free)}; "
+                             "nothing was restored (free space there or set pgdr_pitr_data_dir elsewhere)")
+
+
+def _download_unpack(store, manifest: Manifest, prefix: str, into: Path, staging: Path,
+                     seconds: dict[str, float], piece: str | None = None) -> None:
+    """One piece: its tar downloaded (size and sha256 checked), unpacked into ``into``, the download removed;
+    the time of each step added to ``seconds``."""
+    tar_obj = next((o for o in manifest.objects if o.role == "base_tar"), None)
+    if tar_obj is None:
+        raise RecoveryFailed(f"base backup {manifest.backup_id} lists no base_tar object")
+    archive = staging / f"{manifest.backup_id}.tar.zst"
+    try:
+        mark = time.monotonic()
+        download_object(store, object_key(prefix, tar_obj.name), tar_obj, archive)
+        seconds["download_base"] = round(seconds.get("download_base", 0) + time.monotonic() - mark, 3)
+        mark = time.monotonic()
+        unpack_base_backup(archive, into)
+        seconds["unpack_base"] = round(seconds.get("unpack_base", 0) + time.monotonic() - mark, 3)
+    except (ObjectHashError, ArchiveError) as err:
+        if piece is None:
+            raise
+        # a damaged piece of a chain: named, so the verdict can be marked on the right backup
+        raise RecoveryFailed(f"base backup {manifest.backup_id}, {piece}, is damaged ({err}); nothing was "
+                             "restored") from err
+    finally:
+        archive.unlink(missing_ok=True)
+
 
 def fetch_base(store, manifest: Manifest, prefix: str, data_dir: Path, bindir: Path, seconds: dict[str, float],
                log: logging.Logger) -> None:
     """Download the base backup's tar (checked), unpack it into ``data_dir`` and prove it with
-    pg_verifybackup; the time of each step goes into ``seconds``."""
-    mark = time.monotonic()
-    tar_obj = next((o for o in manifest.objects if o.role == "base_tar"), None)
-    if tar_obj is None:
-        raise RecoveryFailed(f"base backup {manifest.backup_id} lists no base_tar object")
+    pg_verifybackup; the time of each step goes into ``seconds``. An incremental: every piece of its chain
+    downloaded (checked) and unpacked beside ``data_dir``, combined into it by pg_combinebackup, the pieces
+    removed. A piece missing or damaged fails before anything is combined; the caller removes ``data_dir``."""
+    pieces = chain_manifests(store, manifest, prefix) if manifest.depends_on else [(manifest, prefix)]
+    what = "point-in-time recovery from " + (
+        f"the chain of {len(pieces)} base backups {pieces[0][0].backup_id} .. {manifest.backup_id}"
+        if len(pieces) > 1 else f"base backup {manifest.backup_id}")
+    check_space(data_dir.parent, chain_space_needed([m for m, _ in pieces]), what)
     staging = data_dir.with_name(data_dir.name + ".download")
     staging.mkdir(parents=True)
     try:
-        archive = staging / "data.tar.zst"
-        download_object(store, object_key(prefix, tar_obj.name), tar_obj, archive)
-        seconds["download_base"] = round(time.monotonic() - mark, 3)
-        mark = time.monotonic()
-        unpack_base_backup(archive, data_dir)
+        if len(pieces) == 1:
+            _download_unpack(store, manifest, prefix, data_dir, staging, seconds)
+        else:
+            dirs = []
+            for number, (piece, piece_prefix) in enumerate(pieces, 1):
+                dirs.append(staging / piece.backup_id)
+                _download_unpack(store, piece, piece_prefix, dirs[-1], staging, seconds,
+                                 piece=f"piece {number} of {len(pieces)} of the chain of {manifest.backup_id}")
+            mark = time.monotonic()
+            combine(bindir, dirs, data_dir, log)
+            seconds["combine"] = round(time.monotonic() - mark, 3)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    seconds["unpack_base"] = round(time.monotonic() - mark, 3)
     mark = time.monotonic()
     result = subprocess.run([tool_path(bindir, "pg_verifybackup"), "--no-parse-wal", str(data_dir)],
                             capture_output=True, text=True)
@@ -116,7 +216,20 @@ def fetch_base(store, manifest: Manifest, prefix: str, data_dir: Path, bindir: P
         raise RecoveryFailed(f"pg_verifybackup rejected base backup {manifest.backup_id}: "
                              f"{stderr_tail(result.stderr or result.stdout)}")
     seconds["verify_base"] = round(time.monotonic() - mark, 3)
-    log.info("base backup %s unpacked into %s and verified by pg_verifybackup", manifest.backup_id, data_dir)
+    log.info("base backup %s %s into %s and verified by pg_verifybackup", manifest.backup_id,
+             f"combined from its chain of {len(pieces)}" if len(pieces) > 1 else "unpacked", data_dir)
+
+
+def combine(bindir: Path, pieces: list[Path], data_dir: Path, log: logging.Logger) -> None:
+    """pg_combinebackup the unpacked pieces (full first) into the new directory ``data_dir``. --no-sync: the
+    server fsyncs the data directory when it starts recovery from a backup."""
+    argv = [tool_path(bindir, "pg_combinebackup"), "--no-sync", "-o", str(data_dir), *map(str, pieces)]
+    log.info("running pg_combinebackup of %d pieces into %s", len(pieces), data_dir)
+    result = subprocess.run(argv, capture_output=True, text=True,
+                            env={"PATH": os.environ.get("PATH", ""), "LC_ALL": "C"})
+    if result.returncode != 0:
+        raise RecoveryFailed(f"pg_combinebackup could not combine the chain (exit {result.returncode}): "
+                             f"{stderr_tail(result.stderr or result.stdout)}; nothing was restored")
 
 
 class WalFetch:

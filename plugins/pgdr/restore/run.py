@@ -35,8 +35,9 @@ from pgdr.store.staging import private_dir
 TargetFor = Callable[[str], tuple[Any, Callable[[str], object]]]   # conn id -> (PgTarget, connect(dbname))
 # XCom stays small: a recovered database with more tables than this records totals only
 MAX_ROW_COUNTS = 200
-# what a point-in-time recovery runs: the server of the backup's major, and its checker
-PITR_TOOLS = ("pg_ctl", "postgres", "pg_verifybackup")
+# what a point-in-time recovery runs: the server of the backup's major, its checker, and for an incremental
+# base backup's chain (17+) the tool that combines it
+PITR_TOOLS = ("pg_ctl", "postgres", "pg_verifybackup", "pg_combinebackup")
 
 
 def journalled_restore(*, store, settings, manifest: Manifest, prefix: str, target, connect, names: RestoreNames,
@@ -58,7 +59,8 @@ def journalled_restore(*, store, settings, manifest: Manifest, prefix: str, targ
 
 def server_tools(settings, manifest: Manifest) -> Path:
     """The server binaries that run a recovered copy of ``manifest``'s cluster: exactly its major."""
-    return tools_for(settings.tool_dirs, manifest.server_version_num, PITR_TOOLS, exact=True)
+    needed = PITR_TOOLS if manifest.depends_on else tuple(t for t in PITR_TOOLS if t != "pg_combinebackup")
+    return tools_for(settings.tool_dirs, manifest.server_version_num, needed, exact=True)
 
 
 def move_tools(settings, manifest: Manifest, target_connect) -> Path:

@@ -7,6 +7,10 @@ whose holder died simply runs out. Leases are never Object-Locked (they must be 
 A backup is leased as soon as it is chosen and then looked up again (:func:`lease_chosen`):
 retention deletes what it planned before the lease existed, so a backup that vanished in between
 is let go and another one chosen, never restored half-deleted.
+
+An incremental base backup is restored with every backup of its chain (its full and the incrementals
+before it), so leasing it leases each of them too, for the same holder; the lease of the backup names
+them, and releasing it releases them.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import re
 from datetime import datetime, timedelta, timezone
 
 from pgdr.store import layout
-from pgdr.store.manifest import KINDS, is_backup_id
+from pgdr.store.manifest import KINDS, backup_prefix, is_backup_id
 
 _HOLDER_UNSAFE = re.compile(r"[^A-Za-z0-9_.:+=@-]")
 
@@ -36,13 +40,29 @@ def lease_key(store, database: str, kind: str, backup_id: str, holder: str) -> s
 
 def hold(store, database: str, kind: str, backup_id: str, holder: str, hours: float,
          now: datetime | None = None) -> str:
-    """Lease a backup for ``hours`` (longer than the restore can take); returns the lease key."""
+    """Lease a backup for ``hours`` (longer than the restore can take); returns the lease key. A base backup's
+    chain (the backups an incremental is restored with) is leased with it, its pieces first."""
     now = now or datetime.now(timezone.utc)
     key = lease_key(store, database, kind, backup_id, holder)
-    store.put_json(key, {"database": database, "kind": kind, "backup_id": backup_id, "holder": holder,
-                         "held_at": now.isoformat(timespec="seconds"),
-                         "expires_at": (now + timedelta(hours=hours)).isoformat(timespec="seconds")})
+    document = {"database": database, "kind": kind, "backup_id": backup_id, "holder": holder,
+                "held_at": now.isoformat(timespec="seconds"),
+                "expires_at": (now + timedelta(hours=hours)).isoformat(timespec="seconds")}
+    chain = chain_of(store, database, kind, backup_id)
+    for piece in chain:
+        store.put_json(lease_key(store, database, kind, piece, holder), {**document, "backup_id": piece,
+                                                                         "for": backup_id})
+    store.put_json(key, {**document, "chain": chain} if chain else document)
     return key
+
+
+def chain_of(store, database: str, kind: str, backup_id: str) -> list[str]:
+    """The backups an incremental base backup is restored with (its ``dump.chain``); [] for any other."""
+    if kind != "base":
+        return []
+    manifest = store.read_json_or_none(layout.manifest_key(backup_prefix(store.prefix, database, kind, backup_id)))
+    if not manifest or not manifest.get("depends_on"):
+        return []
+    return [str(piece) for piece in (manifest.get("dump") or {}).get("chain") or [] if is_backup_id(str(piece))]
 
 
 def lease_chosen(store, database: str, kind: str, choose, holder: str, hours: float, log=None, attempts: int = 3):
@@ -67,8 +87,13 @@ def lease_chosen(store, database: str, kind: str, choose, holder: str, hours: fl
 
 
 def release(store, database: str, kind: str, backup_id: str, holder: str) -> None:
-    """Remove the lease (every version of it, so nothing is left behind in a versioned bucket)."""
-    store.delete_all_versions([lease_key(store, database, kind, backup_id, holder)])
+    """Remove the lease (every version of it, so nothing is left behind in a versioned bucket), and the
+    leases it took on its chain's pieces."""
+    key = lease_key(store, database, kind, backup_id, holder)
+    lease = store.read_json_or_none(key) or {}
+    pieces = [lease_key(store, database, kind, piece, holder) for piece in lease.get("chain") or []
+              if is_backup_id(str(piece))]
+    store.delete_all_versions([key, *pieces])
 
 
 def active(store, database: str, now: datetime | None = None) -> list[dict]:

@@ -82,6 +82,11 @@ class Manifest:
     wal: dict | None = None                        # physical backups: start/end LSN, timeline
     airflow: dict = field(default_factory=dict)    # dag_id, run_id, task_id that made it
     format_version: int = FORMAT_VERSION
+    # an incremental base backup (PostgreSQL 17+): the id of the backup it was taken against (its parent);
+    # None for a full backup and every other kind. ``dump["chain"]`` lists the ids from the full up to and
+    # including the parent, so the whole chain is ``dump["chain"] + [backup_id]``. Optional and defaulted,
+    # so manifests written before it (format_version 1 all along) still load and read as full.
+    depends_on: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -89,6 +94,16 @@ class Manifest:
     @property
     def total_size(self) -> int:
         return sum(obj.size for obj in self.objects)
+
+    @property
+    def backup_type(self) -> str:
+        """``full`` or ``incremental`` (a manifest written before incrementals existed is full)."""
+        return "incremental" if self.depends_on else "full"
+
+    @property
+    def chain(self) -> list[str]:
+        """The ids a restore of this backup needs, oldest (the full) first, this backup last."""
+        return [*(self.dump.get("chain") or []), self.backup_id] if self.depends_on else [self.backup_id]
 
     def validate(self) -> Manifest:
         problems = []
@@ -108,6 +123,15 @@ class Manifest:
                 problems.append(f"object {obj.name}: negative size")
             if obj.name == MANIFEST_NAME or ".." in obj.name.split("/") or obj.name.startswith("/"):
                 problems.append(f"object name {obj.name!r} is not allowed")
+        if self.depends_on is not None:
+            chain = self.dump.get("chain")
+            if self.kind != "base":
+                problems.append(f"depends_on is set on a {self.kind} backup (only base backups are incremental)")
+            if not isinstance(chain, list) or not chain or chain[-1] != self.depends_on:
+                problems.append("dump.chain must list the ids from the full up to depends_on")
+            elif not all(isinstance(i, str) and is_backup_id(i) and i < self.backup_id for i in chain) \
+                    or chain != sorted(set(chain)):
+                problems.append("dump.chain must hold older backup ids, oldest first, each once")
         for table, count in self.row_counts.items():
             if not isinstance(count, int) or count < 0:
                 problems.append(f"row count of {table} is not a non-negative integer")

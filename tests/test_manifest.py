@@ -2,6 +2,7 @@
 
 import base64
 import hashlib
+import json
 import os
 from datetime import datetime, timezone
 
@@ -43,6 +44,38 @@ def test_round_trip_through_json():
 def test_invalid_manifests_are_refused(changes, needle):
     with pytest.raises(ManifestError, match=needle):
         _manifest(**changes).validate()
+
+
+def _incremental(**changes):
+    fields = dict(kind="base", backup_id="20261128T020000Z", depends_on="20261127T020000Z",
+                  dump={"backup_type": "incremental", "chain": ["20261126T020000Z", "20261127T020000Z"]})
+    fields.update(changes)
+    return _manifest(**fields)
+
+
+def test_an_incremental_base_backup_names_its_parent_and_chain_through_json():
+    manifest = Manifest.from_json(_incremental().to_json())
+    assert manifest.depends_on == "20261127T020000Z" and manifest.backup_type == "incremental"
+    assert manifest.chain == ["20261126T020000Z", "20261127T020000Z", "20261128T020000Z"]
+    assert json.loads(manifest.to_json())["depends_on"] == "20261127T020000Z"
+
+
+def test_a_manifest_written_before_incrementals_loads_as_full():
+    old = json.loads(_manifest(kind="base").to_json())
+    del old["depends_on"]     # what every manifest written before this field looks like
+    manifest = Manifest.from_dict(old)
+    assert manifest.depends_on is None and manifest.backup_type == "full" and manifest.chain == [manifest.backup_id]
+
+
+@pytest.mark.parametrize(("changes", "needle"), [
+    ({"kind": "logical"}, "only base backups are incremental"),
+    ({"dump": {"chain": []}}, "up to depends_on"),
+    ({"dump": {"chain": ["20261126T020000Z"]}}, "up to depends_on"),
+    ({"dump": {"chain": ["20261129T020000Z", "20261127T020000Z"]}}, "older backup ids"),
+])
+def test_an_inconsistent_chain_is_refused(changes, needle):
+    with pytest.raises(ManifestError, match=needle):
+        _incremental(**changes).validate()
 
 
 def test_backup_ids_are_sortable_utc_times():

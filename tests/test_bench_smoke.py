@@ -71,6 +71,30 @@ def test_pitr_bench_runs_and_writes_its_figures(tmp_path):
     assert "vs pgBackRest" in result.stdout
 
 
+@pytest.mark.slow
+def test_incremental_bench_runs_and_writes_its_figures(tmp_path):
+    """bench/incremental_bench.py (PostgreSQL 18: full vs incremental base backups, PITR from a chain) at a
+    tiny scale with a chain of 2; about 30-60 s."""
+    output = tmp_path / "incremental.json"
+    result = subprocess.run(
+        [sys.executable, "bench/incremental_bench.py", "--scale", "0.05", "--min-size-mb", "1", "--repeat", "1",
+         "--chain", "2", "--output", str(output)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    figures = json.loads(output.read_text())
+    assert figures["machine"]["postgresql_server"].startswith("18.")
+    assert len(figures["runs"]["backup"]["full"]) == 1 and len(figures["runs"]["backup"]["incremental"]) == 2
+    for run in figures["runs"]["backup"]["incremental"]:
+        assert 0 < run["stored_bytes"] < figures["runs"]["backup"]["full"][0]["stored_bytes"]
+    assert set(figures["runs"]["pitr"]) == {"full", "chain", "chain-link"}
+    for name in ("chain", "chain-link"):
+        (chain,) = figures["runs"]["pitr"][name]
+        assert chain["backups"] == 3 and chain["stages"]["combine"] > 0
+    assert all(r["row_counts_match"] for runs in figures["runs"]["pitr"].values() for r in runs)
+    assert set(figures["results"]["targets"]) == {"time", "size", "pitr", "pitr-link"}
+    assert "PITR from" in result.stdout
+
+
 def _printed(capsys, table, rows, rule=0) -> list[str]:
     from bench.common import print_table
 
@@ -80,7 +104,7 @@ def _printed(capsys, table, rows, rule=0) -> list[str]:
 
 def test_bench_tables_keep_their_printed_format(capsys):
     """The columns the README's measured runs were copied from, character for character."""
-    from bench import backup_bench, pitr_bench, restore_bench
+    from bench import backup_bench, incremental_bench, pitr_bench, restore_bench
 
     assert _printed(capsys, backup_bench.TABLE, [["pgdr", 12.234, 0.3212, 0.88, 276699999, 276.7, "yes"]]) == [
         "variant           median s  vs seed  vs -Fc     size bytes       MB  parallel restore",
@@ -93,6 +117,13 @@ def test_bench_tables_keep_their_printed_format(capsys):
     assert _printed(capsys, pitr_bench.RESTORE_TABLE, [["pgbackrest", 23.6, 1.0, True, [23.6]]])[::2] == [
         "PITR restore  median s  vs pgBackRest  rows match  runs",
         "pgbackrest        23.6          1.00x  True        [23.6]"]
+    assert _printed(capsys, incremental_bench.BACKUP_TABLE,
+                    [["incremental", 4.21, 0.2134, 12.3, 0.0452, [4.2, 4.3]]])[::2] == [
+        "base backup       median s  vs full  stored MB  size vs full  runs",
+        "incremental            4.2    0.21x       12.3        0.045x  [4.2, 4.3]"]
+    assert _printed(capsys, incremental_bench.PITR_TABLE, [["chain (link)", 41.2, 1.112, True, [41.2]]])[::2] == [
+        "PITR from         median s  vs full  rows match  runs",
+        "chain (link)          41.2    1.11x  True        [41.2]"]
 
 
 def test_bench_repeats_alternate_the_order_and_medians_skip_missing_figures():

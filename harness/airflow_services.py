@@ -318,6 +318,9 @@ def services_environ(home: Path, api_port: int, extra_env: dict[str, str] | None
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
         "PYTHONUNBUFFERED": "1",
+        # four-eyes approval waits for a second person; a test that wants it (tests/test_approval.py)
+        # turns it on in extra_env with its approvers
+        "AIRFLOW_VAR_PGDR_FOUR_EYES": "false",
     })
     env.update(extra_env or {})
     return env

@@ -147,7 +147,10 @@ def _seconds(value) -> str:
 
 
 def restore_alert(record: dict, log_url: str | None) -> dict:
-    """A manual restore's outcome: what was restored where, by whom, how long; or why it failed."""
+    """A manual restore's outcome: what was restored where, by whom (who asked, who approved), how long;
+    or why it failed or was not approved."""
+    from pgdr.alerts.approval import approval_facts, outcome_text
+
     plan = record.get("plan") or {}
     names = plan.get("names") or {}
     request = plan.get("request") or record.get("requested") or {}
@@ -155,7 +158,14 @@ def restore_alert(record: dict, log_url: str | None) -> dict:
     facts = [("Database", record["database"]), ("Mode", request.get("mode")),
              ("Backup", plan.get("backup_id") or request.get("backup")),
              ("Target", f"{plan.get('target_conn_id', '?')} / {names.get('target_database', '?')}" if plan else None),
-             ("Triggered by", record.get("triggered_by")), ("Run", record.get("run_id"))]
+             ("Triggered by", record.get("triggered_by")), *approval_facts(record.get("approval")),
+             ("Run", record.get("run_id"))]
+    if record["status"] in ("rejected", "timed_out") or (record["status"] == "refused" and outcome_text(
+            record.get("approval"))):
+        return build_alert(severity="warning", title=f"pgdr: restore of {record['database']} not approved",
+                           facts=facts, details=outcome_text(record.get("approval")),
+                           next_step="trigger pg_restore again if the restore is still wanted; a second person "
+                                     "approves it (docs/operations.md#four-eyes-approval)", log_url=log_url)
     if record["status"] != "succeeded":
         # say what is true: a restore task killed part-way is cleaned up by the report (or the next run),
         # and what could not be undone is named
@@ -248,8 +258,17 @@ def rule_line(rule: dict) -> str:
     return f"{rule['rule']}: " + ", ".join(parts) + f" ({rule.get('seconds', 0):.1f} s)"
 
 
-def data_retention_alert(reports: list[dict], missing: list[str], *, dry_run: bool, log_url: str | None) -> dict:
-    """The run's outcome as Block Kit: counts per rule and database, never a row."""
+def data_retention_alert(reports: list[dict], missing: list[str], *, dry_run: bool, log_url: str | None,
+                         approval: dict | None = None) -> dict:
+    """The run's outcome as Block Kit: counts per rule and database, never a row; who asked and who approved."""
+    from pgdr.alerts.approval import approval_facts, outcome_text
+
+    asked = [("Triggered by", approval.get("requested_by"))] if approval else []
+    if outcome_text(approval):
+        return build_alert(severity="warning", title="pgdr: data retention not approved",
+                           facts=[*asked, *approval_facts(approval)], details=outcome_text(approval),
+                           next_step="trigger pg_data_retention again if it is still wanted; a second person "
+                                     "approves it (docs/operations.md#four-eyes-approval)", log_url=log_url)
     failed = [r for r in reports if r.get("status") != "ok"]
     lines = []
     for report in reports:
@@ -268,7 +287,8 @@ def data_retention_alert(reports: list[dict], missing: list[str], *, dry_run: bo
     mode = "dry run, nothing changed" if dry_run else "acted"
     if failed or missing:
         return build_alert(severity="critical", title="pgdr: data retention failed",
-                           facts=[("Mode", mode), ("Failed", ", ".join([r["database"] for r in failed] + missing))],
+                           facts=[("Mode", mode), ("Failed", ", ".join([r["database"] for r in failed] + missing)),
+                                  *asked, *approval_facts(approval)],
                            details="\n".join(lines),
                            next_step=f"read the task log and the report; a refused policy changed nothing. "
                                      f"See {RUNBOOK}#data-retention-failed", log_url=log_url)
@@ -278,5 +298,6 @@ def data_retention_alert(reports: list[dict], missing: list[str], *, dry_run: bo
                               ("Rows matched", totals["matched"]),
                               (f"{word}archived".capitalize(), totals["archived"]),
                               (f"{word}deleted".capitalize(), totals["deleted"]),
-                              (f"{word}soft-deleted".capitalize(), totals["soft_deleted"])],
+                              (f"{word}soft-deleted".capitalize(), totals["soft_deleted"]), *asked,
+                              *approval_facts(approval)],
                        details="\n".join(lines), log_url=log_url)

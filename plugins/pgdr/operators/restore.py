@@ -169,6 +169,7 @@ class RestoreReportOperator(RestoreOperatorBase):
     success or failure, and fails when the restore did."""
 
     def execute(self, context) -> dict[str, Any]:
+        from pgdr.alerts.approval import outcome_text
         from pgdr.alerts.messages import restore_alert
         from pgdr.alerts.slack import send_alert
         from pgdr.restore.plan import RestorePlan
@@ -182,8 +183,11 @@ class RestoreReportOperator(RestoreOperatorBase):
         outcome = ti.xcom_pull(task_ids="restore")
         error = ti.xcom_pull(task_ids="restore", key=ERROR_KEY) or ti.xcom_pull(task_ids="prepare", key=ERROR_KEY)
         database = (plan.database if plan else None) or context["params"].get("database") or "unknown"
+        # four-eyes (the approve task): who asked, who approved; a rejection or timeout means the restore never ran
+        approval = ti.xcom_pull(task_ids="approve", key="decision") if "approve" in self.dag.task_ids else None
+        not_approved = outcome_text(approval) if plan is not None and outcome is None else None
         healed = []
-        if plan is not None and outcome is None:
+        if plan is not None and outcome is None and not not_approved:
             # the restore task ended without its own cleanup (killed, its worker lost): heal what it left
             try:
                 healed = self.heal_interrupted(database, context, run_id=ti.run_id)
@@ -195,6 +199,9 @@ class RestoreReportOperator(RestoreOperatorBase):
         params.pop("confirm", None)
         if outcome and not error:
             status = "succeeded"
+        elif not_approved:
+            status = {"rejected": "rejected", "timed_out": "timed_out"}.get(approval["status"], "refused")
+            error = not_approved
         else:
             refused = plan is None and ti.xcom_pull(task_ids="prepare", key=REFUSED_KEY) is not None
             status = "refused" if refused else "failed"
@@ -202,6 +209,7 @@ class RestoreReportOperator(RestoreOperatorBase):
         record = {
             "kind": "restore", "status": status, "database": database, "dag_id": ti.dag_id, "run_id": ti.run_id,
             "triggered_by": getattr(dag_run, "triggering_user_name", None) or "unknown",
+            "approved_by": (approval or {}).get("approved_by"), "approval": approval,
             "requested": params, "plan": plan.to_dict() if plan else None, "result": outcome,
             "error": safe_error(error) if error else error,
             "interrupted_restore_cleanup": healed,

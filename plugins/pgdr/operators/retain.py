@@ -73,7 +73,7 @@ class ApplyDataPolicyOperator(DatabaseOperator):
             dry_run = effective_dry_run(context)
             conn_id = settings.retention_conn_ids.get(database, database)
             report.update(dry_run=dry_run, connection=conn_id, legal_floor_years=settings.legal_floor_years,
-                          phi_tables=list(settings.phi_tables))
+                          phi_tables=list(settings.phi_tables), approval=approval_decision(context))
             self.log.info("data retention of %s (%s) through %s", database,
                           "DRY RUN: nothing will change" if dry_run else "acting for real", conn_id)
             path = policy_path(settings.data_retention_policy)
@@ -127,6 +127,15 @@ class ApplyDataPolicyOperator(DatabaseOperator):
             return None
 
 
+def approval_decision(context) -> dict | None:
+    """The four-eyes decision of this run (the ``approve`` task's XCom): who asked, who approved."""
+    dag = getattr(context.get("ti"), "task", None)
+    dag = getattr(dag, "dag", None)
+    if dag is not None and "approve" not in dag.task_ids:
+        return None
+    return context["ti"].xcom_pull(task_ids="approve", key="decision")
+
+
 class DataRetentionReportOperator(PgdrBaseOperator):
     """Collects every database's retention report of this run, posts one Slack message with the counts
     per rule, and fails the run when a database failed or wrote no report."""
@@ -137,6 +146,7 @@ class DataRetentionReportOperator(PgdrBaseOperator):
         super().__init__(**kwargs)
 
     def execute(self, context) -> dict[str, Any]:
+        from pgdr.alerts.approval import outcome_text
         from pgdr.alerts.messages import data_retention_alert
         from pgdr.alerts.slack import AlreadyAlerted, send_alert
         from pgdr.retain.data import collect_reports
@@ -149,9 +159,12 @@ class DataRetentionReportOperator(PgdrBaseOperator):
         except Exception as err:
             self._settings_failed(err, ti, when)
             raise
+        approval = approval_decision(context)
+        if outcome_text(approval):
+            return self._not_approved(approval, ti, when)
         reports, missing = collect_reports(self.store, settings.s3_prefix, when, ti.run_id, settings.databases)
         dry_run = effective_dry_run(context)
-        payload = data_retention_alert(reports, missing, dry_run=dry_run, log_url=ti.log_url)
+        payload = data_retention_alert(reports, missing, dry_run=dry_run, log_url=ti.log_url, approval=approval)
         send_alert(payload, settings.slack_conn_id)
         failed = [r["database"] for r in reports if r.get("status") != "ok"] + list(missing)
         if failed:
@@ -160,6 +173,21 @@ class DataRetentionReportOperator(PgdrBaseOperator):
                                  f"s3://{self.store.bucket}/{folder}/{when}/")
         return {"databases": [r["database"] for r in reports], "dry_run": dry_run,
                 "rules": sum(len(r.get("rules", [])) for r in reports)}
+
+    def _not_approved(self, approval: dict, ti, when: str):
+        """Rejected or timed out: nothing ran; the run's record and one alert say so, and who asked."""
+        from pgdr.alerts.approval import outcome_text
+        from pgdr.alerts.messages import data_retention_alert
+        from pgdr.alerts.slack import AlreadyAlerted, send_alert
+        from pgdr.store.layout import data_retention_failure_key
+        from pgdr.store.manifest import utc_now_iso
+
+        key = self.store.put_json(data_retention_failure_key(self.store.prefix, when), {
+            "kind": "data_retention", "run_id": ti.run_id, "status": approval["status"],
+            "error": outcome_text(approval), "approval": approval, "finished_at": utc_now_iso(), "databases": None})
+        send_alert(data_retention_alert([], [], dry_run=False, log_url=ti.log_url, approval=approval),
+                   self.settings.slack_conn_id)
+        raise AlreadyAlerted(f"data retention not approved: {outcome_text(approval)}; see s3://{self.store.bucket}/{key}")
 
     def _settings_failed(self, err: Exception, ti, when: str) -> None:
         """Invalid settings stop every task of the run: still write the run's report and alert, through

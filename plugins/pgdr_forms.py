@@ -23,7 +23,10 @@ import os
 import re
 from pathlib import Path
 
+# fastapi at module level: FastAPI resolves the route's annotations (strings here) in this module's globals
 from airflow.plugins_manager import AirflowPlugin  # noqa: TID253 - a plugin module is Airflow surface
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse
 
 DOCS_PREFIX = "/pgdr-docs"
 # the DAGs whose trigger requests pgdr checks first; the path Airflow's REST API and UI post to
@@ -137,9 +140,7 @@ class TriggerFormRefusals:
         await JSONResponse({"detail": refusal}, status_code=400)(scope, replay, send)
 
 
-def _docs_app():
-    from fastapi import FastAPI, HTTPException, Request
-    from fastapi.responses import HTMLResponse
+def _docs_app() -> FastAPI:
     from markdown_it import MarkdownIt
 
     app = FastAPI(title="pgdr documentation", docs_url=None, redoc_url=None, openapi_url=None)

@@ -345,3 +345,100 @@ def expire_run_now(store, dry_run: bool = False) -> dict:
     from pgdr.retain import backups as expire
 
     return expire.run(store=store, database=CONN_ID, settings=_settings_from_env(), dry_run=dry_run, log=log)
+
+
+def _synthetic_base(s3, prefix: str, when: datetime, chain: list[str], lock_until: datetime | None = None) -> str:
+    """A small base backup directory dated ``when``: a tar and a backup_manifest object, its manifest (full, or
+    incremental on the last of ``chain``: the manifest contract's depends_on and dump.chain) and a good marker."""
+    backup_id = _bid(when)
+    target = f"{prefix}/{CONN_ID}/base/{backup_id}"
+    lock = {"ObjectLockMode": "GOVERNANCE", "ObjectLockRetainUntilDate": lock_until} if lock_until else {}
+    objects = []
+    for name, body in (("data.tar.zst", b"tar " * 200), ("backup_manifest", b"{}")):
+        s3.put_object(Bucket=BUCKET, Key=f"{target}/{name}", Body=body, ChecksumAlgorithm="SHA256", **SSE, **lock)
+        objects.append({"name": name, "key": f"{target}/{name}", "size": len(body)})
+    manifest = {"backup_id": backup_id, "kind": "base", "database": CONN_ID, "started_at": when.isoformat(),
+                "finished_at": (when + timedelta(minutes=3)).isoformat(), "objects": objects,
+                "depends_on": chain[-1] if chain else None,
+                "dump": {"backup_type": "incremental" if chain else "full", "chain": list(chain)}}
+    s3.put_object(Bucket=BUCKET, Key=f"{target}/manifest.json", Body=json.dumps(manifest).encode(),
+                  ChecksumAlgorithm="SHA256", **SSE, **lock)
+    s3.put_object(Bucket=BUCKET, Key=f"{target}/verification.json", ChecksumAlgorithm="SHA256", **SSE,
+                  Body=json.dumps({"status": "good", "verified_at": when.isoformat()}).encode())
+    return backup_id
+
+
+def test_base_backup_chains_are_kept_whole_deleted_whole_and_their_fulls_locked_as_long(stack, airflow_db, pgdr_env):
+    """A month's keeper that is an incremental keeps its full (before, the full was deleted: the parent id was
+    read as a list of characters); a chain outside every window goes whole; a locked incremental keeps its
+    full, whose lock is extended to the incremental's."""
+    from pgdr.retain.gfs import add_months
+
+    prefix = pgdr_env["AIRFLOW_VAR_PGDR_S3_PREFIX"]
+    s3 = stack.s3.client()
+    store = _store(stack, prefix)
+    now = datetime.now(timezone.utc)
+    m3, m2 = _month_start(now, 3) + timedelta(hours=2), _month_start(now, 2) + timedelta(hours=2)
+
+    def chain(start: datetime, days: int, lock_last: datetime | None = None) -> list[str]:
+        ids: list[str] = []
+        for n in range(days):
+            last = n == days - 1
+            ids.append(_synthetic_base(s3, prefix, start + timedelta(days=n), ids, lock_last if last else None))
+        return ids
+
+    a = chain(m3, 3)                                   # A0 the first of month -3: its keeper
+    b = chain(m2 - timedelta(days=1), 3)               # B0 the last day of month -3, B1 the first of month -2
+    c = chain(m3 + timedelta(days=10), 2)              # nothing keeps it
+    locked_until = now + timedelta(days=20)
+    d = chain(m3 + timedelta(days=14), 2, lock_last=locked_until)   # D1 locked by S3
+    newest = chain(now - timedelta(days=2), 2)
+
+    report = expire_run_now(store)
+    reasons = {b_["backup_id"]: b_["reasons"] for b_ in report["backups"]}
+    left = {e.backup_id for e in store.catalog(CONN_ID, "base") if e.complete}
+    assert left == {a[0], b[0], b[1], d[0], d[1], *newest}, report["backups"]
+    assert f"monthly: first of {m2:%Y-%m}" in reasons[b[1]]
+    assert reasons[b[0]] == [f"needed by kept backup {b[1]}"]
+    assert f"needed by kept backup {d[1]}" in reasons[d[0]] and reasons[d[1]][0].startswith("locked until ")
+    for gone in (a[1], a[2], b[2], *c):   # every version, not hidden behind a delete marker
+        assert not s3.list_object_versions(Bucket=BUCKET, Prefix=f"{prefix}/{CONN_ID}/base/{gone}/").get("Versions")
+    assert not report["errors"]
+
+    def lock_of(backup_id: str) -> datetime:
+        return s3.head_object(Bucket=BUCKET, Key=f"{prefix}/{CONN_ID}/base/{backup_id}/manifest.json")[
+            "ObjectLockRetainUntilDate"]
+
+    # the full below a month's keeper is locked as long as the keeper; a locked incremental's full at least as long
+    month_end = add_months(m2.year, m2.month, 12)
+    assert lock_of(b[1]) >= month_end - timedelta(seconds=1) and lock_of(b[0]) >= month_end - timedelta(seconds=1)
+    assert lock_of(d[0]) >= locked_until - timedelta(seconds=1)
+
+
+def test_a_sealed_incremental_locks_its_chain_at_least_as_long_as_itself(stack, pgdr_env):
+    """The full was locked for its own role when written; the incremental on it is a month's first, locked a
+    year: once it is sealed, the full and the incremental between are locked as long (no retention run needed)."""
+    from types import SimpleNamespace
+
+    from pgdr.retain.object_lock import lock_chain_as_long
+
+    prefix = pgdr_env["AIRFLOW_VAR_PGDR_S3_PREFIX"]
+    s3 = stack.s3.client()
+    store = _store(stack, prefix)
+    now = datetime.now(timezone.utc)
+    full = _synthetic_base(s3, prefix, now - timedelta(days=3), [], lock_until=now + timedelta(days=27))
+    middle = _synthetic_base(s3, prefix, now - timedelta(days=2), [full], lock_until=now + timedelta(days=28))
+    year = now + timedelta(days=365)
+    last = _synthetic_base(s3, prefix, now - timedelta(days=1), [full, middle], lock_until=year)
+    extended = lock_chain_as_long(store, CONN_ID, SimpleNamespace(backup_id=last, depends_on=middle,
+                                                                  dump={"chain": [full, middle]}))
+    # every version under it, as retention extends (the tar, both manifests, the verification marker)
+    assert [(e["backup_id"], e["objects"]) for e in extended] == [(full, 4), (middle, 4)]
+    for piece in (full, middle):
+        for name in ("data.tar.zst", "backup_manifest", "manifest.json"):
+            head = s3.head_object(Bucket=BUCKET, Key=f"{prefix}/{CONN_ID}/base/{piece}/{name}")
+            assert head["ObjectLockRetainUntilDate"] >= year - timedelta(seconds=1)
+    # a full, or a bucket whose pieces already hold long enough: nothing to do
+    assert lock_chain_as_long(store, CONN_ID, SimpleNamespace(backup_id=full, depends_on=None, dump={})) == []
+    assert lock_chain_as_long(store, CONN_ID, SimpleNamespace(backup_id=last, depends_on=middle,
+                                                              dump={"chain": [full, middle]})) == []

@@ -14,6 +14,7 @@ from pgdr.retain.gfs import (
     Backup,
     Policy,
     add_months,
+    deletion_order,
     lock_targets,
     lock_until_at_write,
     month_index,
@@ -34,15 +35,21 @@ def histories(draw):
     policy = Policy(draw(st.integers(1, 40)), draw(st.integers(0, 14)), draw(st.integers(0, 8)))
     now = NOW + timedelta(hours=draw(st.integers(0, 24 * 400)))
     backups: list[Backup] = []
-    for kind in ("logical", "files"):
+    for kind in ("logical", "files", "base"):
         ages = draw(st.lists(st.integers(0, 9 * 365 * 24), min_size=0, max_size=40, unique=True))
         ids: list[str] = []
+        chain: list[str] = []   # base: the pieces so far of the newest chain (the full first)
         for age in sorted(ages, reverse=True):
             finished = now - timedelta(hours=age)
             status = draw(st.sampled_from([GOOD, GOOD, GOOD, BAD, UNVERIFIED]))
             complete = draw(st.integers(0, 9)) > 0
             depends = (tuple(draw(st.lists(st.sampled_from(ids), max_size=2, unique=True)))
                        if ids and kind == "files" else ())
+            if kind == "base" and complete:
+                # an incremental depends on every earlier piece of its chain (retain.backups._depends_on)
+                incremental = bool(chain) and draw(st.integers(0, 3)) > 0
+                depends = tuple(chain) if incremental else ()
+                chain = [*chain, bid(finished)] if incremental else [bid(finished)]
             leased = ("manual__x",) if draw(st.integers(0, 19)) == 0 else ()
             locked = now + timedelta(days=3) if draw(st.integers(0, 19)) == 0 else None
             backup = Backup(kind, bid(finished), finished, status if complete else UNVERIFIED, complete, depends,
@@ -74,7 +81,21 @@ def _check(backups, now, policy):
             assert _valid(reason, b, d, by_key, backups, now, policy), (reason, b)
         if d.keep:
             for dep in b.depends_on:
-                assert by_key[(b.kind, dep)].keep, "a kept backup keeps what it depends on"
+                if (b.kind, dep) in by_key:
+                    assert by_key[(b.kind, dep)].keep, "a kept backup keeps what it depends on (its whole chain)"
+    # what is deleted goes after everything depending on it: an incremental before its full
+    order = [d.backup.key for d in deletion_order(decisions)]
+    assert sorted(order) == sorted(d.backup.key for d in decisions if not d.keep)
+    for position, key in enumerate(order):
+        for dep in by_key[key].backup.depends_on:
+            if (key[0], dep) in order:
+                assert order.index((key[0], dep)) > position, "a piece deleted before a backup depending on it"
+    # the pieces of a chain stay locked at least as long as what is built on them
+    targets = lock_targets(decisions, policy, now)
+    for (kind, backup_id), until in targets.items():
+        for dep in by_key[(kind, backup_id)].backup.depends_on:
+            if (kind, dep) in targets:
+                assert targets[(kind, dep)] >= until
     # exactly one keeper per month and year slot that has a good backup
     for kind in {b.kind for b in backups}:
         good = [b for b in backups if b.kind == kind and b.complete and b.status == GOOD]
@@ -199,3 +220,57 @@ def test_a_hidden_backup_is_never_an_orphan_and_is_kept_whatever_its_age():
     decisions = {d.backup.backup_id: d for d in plan([hidden, newest], NOW, POLICY)}
     assert decisions[hidden.backup_id].keep and decisions[hidden.backup_id].reasons == [HIDDEN_REASON]
     assert decisions[newest.backup_id].keep
+
+
+def _chain(start: datetime, days: int, status=GOOD) -> list[Backup]:
+    """A full at ``start`` and a daily incremental after it for ``days - 1`` days, each depending on the
+    whole chain before it."""
+    backups: list[Backup] = []
+    for n in range(days):
+        when = start + timedelta(days=n)
+        backups.append(Backup("base", bid(when), when, status, depends_on=tuple(b.backup_id for b in backups)))
+    return backups
+
+
+def test_a_monthly_incremental_keeps_its_whole_chain_and_the_chain_stays_locked_as_long():
+    """GFS picks the first good base backup of March, an incremental: its full and the incremental between
+    are kept with it, and locked at least until the month's keeper expires."""
+    february = _chain(datetime(2026, 2, 27, 1, tzinfo=timezone.utc), 5)   # Feb 27 full, 28, Mar 1, 2, 3
+    newer = _chain(NOW - timedelta(days=2), 3)
+    decisions = {d.backup.backup_id: d for d in plan(february + newer, NOW, POLICY)}
+    march1 = february[2]
+    assert "monthly: first of 2026-03" in decisions[march1.backup_id].reasons
+    for piece in february[:2]:
+        assert decisions[piece.backup_id].keep
+        assert f"needed by kept backup {march1.backup_id}" in decisions[piece.backup_id].reasons
+    assert [decisions[b.backup_id].keep for b in february[3:]] == [False, False]   # built on March 1, unneeded
+    targets = lock_targets(list(decisions.values()), POLICY, NOW)
+    month_end = targets[("base", march1.backup_id)]
+    assert month_end == datetime(2027, 3, 1, tzinfo=timezone.utc)
+    assert all(targets[("base", b.backup_id)] >= month_end for b in february[:2])
+
+
+def test_an_old_chain_goes_as_a_whole_incrementals_first_and_never_while_one_is_kept():
+    old = _chain(datetime(2026, 8, 10, 1, tzinfo=timezone.utc), 4)     # outside the windows (not a month's first)
+    first_of_august = _chain(datetime(2026, 8, 1, 1, tzinfo=timezone.utc), 1)
+    newest = _chain(NOW - timedelta(days=1), 2)
+    decisions = plan(first_of_august + old + newest, NOW, POLICY)
+    assert [d.backup.backup_id for d in deletion_order(decisions)] == [b.backup_id for b in reversed(old)]
+    # the same chain with its last incremental leased by a restore: nothing of it goes
+    leased = [*old[:-1], Backup(**{**old[-1].__dict__, "leased_by": ("manual__restore",)})]
+    decisions = {d.backup.backup_id: d for d in plan(first_of_august + leased + newest, NOW, POLICY)}
+    assert all(decisions[b.backup_id].keep for b in old)
+    reasons = decisions[old[0].backup_id].reasons
+    assert f"needed by kept backup {old[-1].backup_id}" in reasons and all(r.startswith("needed by") for r in reasons)
+
+
+def test_a_locked_incremental_keeps_its_full_locked_as_long():
+    """S3 refuses to delete the incremental until its lock runs out: its full stays, locked at least as long."""
+    chain = _chain(datetime(2026, 8, 10, 1, tzinfo=timezone.utc), 2)
+    locked_until = NOW + timedelta(days=40)
+    locked = Backup(**{**chain[1].__dict__, "locked_until": locked_until})
+    newest = _chain(NOW - timedelta(days=1), 1)
+    decisions = plan([chain[0], locked, *newest], NOW, POLICY)
+    by_id = {d.backup.backup_id: d for d in decisions}
+    assert by_id[chain[0].backup_id].keep and by_id[locked.backup_id].keep
+    assert lock_targets(decisions, POLICY, NOW)[("base", chain[0].backup_id)] >= locked_until

@@ -39,8 +39,15 @@ class Found:
 
 
 def _depends_on(document: dict) -> tuple[str, ...]:
+    dump = document.get("dump") or {}
+    parent = document.get("depends_on")
+    if isinstance(parent, str):
+        # an incremental base backup names its parent; it restores only with every earlier piece of its
+        # chain (dump.chain: the full up to the parent), so it depends on each of them directly: a piece
+        # already gone does not let the retention of the ones before it slip
+        return tuple(str(x) for x in (dump.get("chain") or [parent]))
     # file backups name the backups holding their unchanged files' content
-    found = document.get("depends_on") or (document.get("dump") or {}).get("depends_on") or []
+    found = parent or dump.get("depends_on") or []
     return tuple(str(x) for x in found)
 
 
@@ -171,6 +178,8 @@ def run(*, store, database: str, settings, now: datetime | None = None, dry_run:
     found, decisions = plan_backups(store, database, now, policy, log)
     by_key = {f.backup.key: f for f in found}
     deleted, errors, freed = [], [], 0
+    needed_by = gfs.dependents([f.backup for f in found])
+    undeleted: set[tuple[str, str]] = set()   # failed to delete, or held back: what they depend on stays
     restored = []
     for item in found:
         if item.backup.hidden:
@@ -181,17 +190,25 @@ def run(*, store, database: str, settings, now: datetime | None = None, dry_run:
             log.warning("backup %s/%s was hidden by a delete marker (%d objects): %s", item.backup.kind,
                         item.backup.backup_id, len(item.hidden_keys),
                         "would restore it" if dry_run else "restored" if not problems else "restore FAILED")
-    for decision in decisions:
-        if decision.keep:
+    for decision in gfs.deletion_order(decisions):   # an incremental before its chain, the full last
+        key = decision.backup.key
+        item = by_key[key]
+        stuck = [dependent[1] for dependent in needed_by.get(key, ()) if dependent in undeleted]
+        if stuck:
+            # never a full gone while an incremental built on it stays: the next run tries again
+            undeleted.add(key)
+            errors.append(f"{key[0]}/{key[1]} not deleted: {', '.join(sorted(stuck))} depending on it could not "
+                          "be deleted")
             continue
-        item = by_key[decision.backup.key]
         if not dry_run:
             bytes_freed, problems = _delete_backup(store, item)
             freed += bytes_freed
             errors.extend(problems)
+            if problems:
+                undeleted.add(key)
         else:
             freed += sum(v.size for v in item.versions)
-        deleted.append(decision.backup.key)
+        deleted.append(key)
     extended = extend_locks(store, found, decisions, policy, now, dry_run)
 
     wal, receiver = wal_expire.expire_wal(store=store, database=database, found=found, decisions=decisions,

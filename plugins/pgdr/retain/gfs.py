@@ -16,7 +16,10 @@ Rules (per kind: logical, base, files, config are independent):
   bad stands in while none is verified yet);
 - a backup leased by a running restore is kept, and so is one whose Object Lock date is still
   in the future (S3 would refuse the delete);
-- a kept backup keeps every backup it depends on (incremental file backups), transitively;
+- a kept backup keeps every backup it depends on (incremental file backups), transitively; an
+  incremental base backup (PostgreSQL 17+) depends on every earlier piece of its chain (the full and
+  each incremental up to its parent), so a kept incremental keeps its whole chain and a full goes only
+  together with every incremental after it, which :func:`deletion_order` deletes first;
 - a backup hidden by a delete marker (its manifest or another object soft-deleted: a mistaken
   ``aws s3 rm``, a lifecycle rule) while a version of its manifest remains is not an orphan: it is
   kept in the run that finds it (which restores it, see :mod:`pgdr.retain.backups`) and alerted on;
@@ -173,6 +176,24 @@ def plan(backups: list[Backup], now: datetime, policy: Policy) -> list[Decision]
     return list(decisions.values())
 
 
+def deletion_order(decisions: list[Decision]) -> list[Decision]:
+    """The backups to delete, each before every backup it depends on (an incremental before the pieces of
+    its chain, the full last), so a run stopped half way never leaves a backup whose chain is gone. A backup
+    depends only on older ones of its kind, so this is newest first."""
+    doomed = [d for d in decisions if not d.keep]
+    return sorted(doomed, key=lambda d: (d.backup.kind, d.backup.finished, d.backup.backup_id), reverse=True)
+
+
+def dependents(backups: list[Backup]) -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """For each backup, the backups (same kind) that depend on it: an incremental's full and middle pieces,
+    a file backup's content holders."""
+    found: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for backup in backups:
+        for dep in backup.depends_on:
+            found.setdefault((backup.kind, dep), []).append(backup.key)
+    return found
+
+
 def expiry(backup: Backup, role: list[str], policy: Policy) -> datetime:
     """The moment the kept roles (reasons) of a backup run out: the date its objects may be locked to."""
     when = backup.finished.astimezone(timezone.utc)
@@ -213,10 +234,13 @@ def summary(decisions: list[Decision]) -> dict[str, int]:
 
 
 def lock_targets(decisions: list[Decision], policy: Policy, now: datetime) -> dict[tuple[str, str], datetime]:
-    """The Object Lock date each kept backup should have now: its own GFS expiry, and at least that
-    of every kept backup that depends on it. Only dates still in the future are returned."""
+    """The Object Lock date each kept backup should have now: its own GFS expiry (or the lock it already
+    has, when known and later), and at least that of every kept backup that depends on it, so the pieces
+    of an incremental chain stay locked as long as the last of them. Only dates still in the future are
+    returned."""
     by_key = {d.backup.key: d for d in decisions}
-    targets = {d.backup.key: expiry(d.backup, d.reasons, policy) for d in decisions if d.keep and d.backup.complete}
+    targets = {d.backup.key: max(expiry(d.backup, d.reasons, policy), d.backup.locked_until or now)
+               for d in decisions if d.keep and d.backup.complete}
     changed = True
     while changed:
         changed = False

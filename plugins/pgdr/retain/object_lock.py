@@ -10,9 +10,10 @@ from __future__ import annotations
 import functools
 from datetime import datetime
 
+from pgdr.core.units import iso_utc
 from pgdr.retain.gfs import GOOD, Backup, Policy, lock_until_at_write
 from pgdr.store.catalog import entries_from_keys
-from pgdr.store.layout import backup_prefix, kind_prefix, marker_key
+from pgdr.store.layout import backup_prefix, kind_prefix, manifest_key, marker_key
 from pgdr.store.manifest import backup_id_time
 
 
@@ -48,3 +49,29 @@ def gfs_lock_date(policy: Policy):
 def lock_date_from_settings(settings):
     """:func:`gfs_lock_date` of the configured GFS policy (``pgdr_keep_*``)."""
     return gfs_lock_date(Policy.from_settings(settings))
+
+
+def lock_chain_as_long(store, database: str, manifest) -> list[dict]:
+    """Once an incremental base backup is sealed: every earlier piece of its chain (``dump["chain"]``, the full
+    first) locked at least until the incremental's own date, read from its sealed ``manifest.json``. The
+    full was locked when it was written, for its own GFS role; an incremental built on it later may be
+    locked longer (a month's first), and a restore of it needs the full as long. Retention's run does the
+    same for every kept chain (:func:`pgdr.retain.gfs.lock_targets`); this closes the gap until then.
+    Returns what was extended (backup id, objects, date); nothing on a bucket without Object Lock or for a full."""
+    if not getattr(manifest, "depends_on", None) or not store.object_lock_enabled:
+        return []
+    head = store.head(manifest_key(backup_prefix(store.prefix, database, "base", manifest.backup_id))) or {}
+    until = head.get("ObjectLockRetainUntilDate")
+    if until is None:
+        return []
+    extended = []
+    for piece in manifest.dump.get("chain") or []:
+        prefix = backup_prefix(store.prefix, database, "base", piece) + "/"
+        versions = [v for v in store.list_versions(prefix) if not v.delete_marker]
+        short = [v for v in versions if (store.retention_of(v.key, v.version_id) or datetime.min.replace(
+            tzinfo=until.tzinfo)) < until]
+        for version in short:
+            store.set_retention(version.key, version.version_id, until)
+        if short:
+            extended.append({"backup_id": piece, "objects": len(short), "until": iso_utc(until)})
+    return extended

@@ -5,6 +5,7 @@ drill, and the page's escaping. The same figures as gauges (pgdr.report.metrics)
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
 
 from pgdr.report.history import BackupPoint, DrillPoint, History, VerifyPoint
@@ -39,6 +40,14 @@ def test_a_base_backup_with_continuous_wal_opens_a_continuous_window_to_the_newe
     assert status.continuous and status.window_from == f"base {oldest_base.backup_id} + WAL"
     assert status.window_seconds == (newest_wal - oldest_base.finished_at).total_seconds()
     assert status.wal_lag_seconds == 40
+    # the logical snapshot before the base backup's end opens it; point-in-time recovery starts later
+    earlier = _backup("logical", 80)
+    status = database_status(DatabaseFacts(DB, {"logical": earlier, "base": oldest_base}, facts.pitr, newest_wal),
+                             _history([earlier, oldest_base]))
+    assert status.window_start == earlier.started_at and status.pitr_start == oldest_base.finished_at
+    html = re.sub(r"<[^>]+>", "", render_status(Status(NOW, "b", "p", [status])))
+    assert f"Any moment from {oldest_base.finished_at:%Y-%m-%d %H:%M} UTC on (base backup " in html
+    assert "before that, the logical backups&#39; snapshots" in html
 
 
 def test_logical_backups_alone_give_a_window_of_their_moments_and_no_wal_lag():

@@ -88,7 +88,9 @@ class DatabaseStatus:
     window_start: datetime | None
     window_end: datetime | None
     window_from: str            # what opens the window: "base <id> + WAL", "logical <id>" or MISSING
-    continuous: bool            # True: every moment in the window is reachable (base backup + WAL)
+    continuous: bool            # True: a base backup and continuous WAL reach every moment from pitr_start on
+    pitr_start: datetime | None   # where point-in-time recovery begins (before it: logical snapshots only)
+    pitr_base: str | None         # the base backup it starts from
     newest_wal_at: datetime | None
     wal_lag_seconds: float | None
     wal_gap: str | None
@@ -158,6 +160,8 @@ def database_status(facts: DatabaseFacts, history: History) -> DatabaseStatus:
     return DatabaseStatus(
         database=facts.database, window_start=start, window_end=end, window_from=opened_by,
         continuous=facts.pitr is not None and facts.pitr.end is not None,
+        pitr_start=facts.pitr.start if facts.pitr else None,
+        pitr_base=facts.pitr.base_backup_id if facts.pitr else None,
         newest_wal_at=facts.newest_wal_at,
         wal_lag_seconds=max(0.0, (now - facts.newest_wal_at).total_seconds()) if facts.newest_wal_at else None,
         wal_gap=facts.wal_gap, kinds=statuses, verification=verification,

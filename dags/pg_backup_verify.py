@@ -14,8 +14,11 @@ Every six hours, per protected database (mapped task group `verify`), each check
   offered for restore. See docs/operations.md.
 
 Then `history_page` renders the backup history page (sizes, durations, verification results and
-drill RTOs over time) to `<prefix>/reports/index.html`, whatever the checks found. See
-docs/history-page.md.
+drill RTOs over time) to `<prefix>/reports/index.html`, whatever the checks found, and sends the
+recovery gauges (recovery window, newest good backup's age per kind, WAL lag, the last drill's RTO,
+verification failures) through Airflow's metrics (StatsD or OpenTelemetry, as `[metrics]` says).
+See docs/history-page.md and docs/operations.md ("Metrics"); the same figures are live in the UI
+under "Recovery status".
 """
 
 from datetime import timedelta

@@ -1,12 +1,15 @@
-"""The recovery status figures (pgdr.report.status) decided from what was read, without services:
+"""The recovery status figures (pgdr.report.status) decided from what was read, without Airflow:
 the window from logical backups and from a base backup with continuous WAL, the worst-case loss,
 the newest good backup of each kind beside a newer one not yet verified, the last verification and
-drill, and the page's escaping. The same figures as gauges (pgdr.report.metrics)."""
+drill, and the page's escaping; the same figures as gauges (pgdr.report.metrics); and, read from a
+real S3 server (moto), a WAL gap that cuts the oldest base backup off."""
 
 from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta, timezone
+
+import pytest
 
 from pgdr.report.history import BackupPoint, DrillPoint, History, VerifyPoint
 from pgdr.report.metrics import gauges, name_part
@@ -111,3 +114,58 @@ def test_the_page_escapes_what_it_shows_and_links_the_history():
                          history_href="history")
     assert "<script>" not in html and "&lt;script&gt;" in html and "bucket&lt;b&gt;" in html
     assert 'href="history"' in html and "No verified backup: nothing can be restored yet." in html
+
+
+# --- read from a real S3 server: a WAL gap cuts the oldest base backup off -----------------------
+
+SYSID = "7312345678901234567"
+
+
+@pytest.fixture(scope="module")
+def s3():
+    from harness.s3_server import start_s3_server
+
+    server = start_s3_server()
+    try:
+        server.create_bucket("status-unit")
+        yield server
+    finally:
+        server.stop()
+
+
+def _base(store, backup_id: str, start_segment: str, status: str = "good") -> None:
+    from pgdr.store.manifest import Manifest, ObjectEntry
+    from pgdr.store.manifest import backup_prefix as prefix_of
+
+    started = datetime.strptime(backup_id, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    prefix = prefix_of(store.prefix, DB, "base", backup_id)
+    log_no, seg_no = int(start_segment[8:16], 16), int(start_segment[16:], 16)
+    store.put_manifest(prefix, Manifest(
+        backup_id=backup_id, kind="base", database=DB, dbname="care_commons", started_at=started.isoformat(),
+        finished_at=(started + timedelta(minutes=1)).isoformat(), server_version="15.8", server_version_num=150008,
+        system_identifier=SYSID,
+        objects=[ObjectEntry("data.tar.zst", f"{prefix}/data.tar.zst", 10, "0" * 64, "base_tar")],
+        row_counts={}, tool_versions={}, encryption={"sse": "AES256"},
+        wal={"start_wal_file": start_segment, "start_lsn": f"{log_no:X}/{seg_no << 24 | 0x28:X}", "timeline": 1,
+             "system_identifier": SYSID}))
+    store.put_json(f"{prefix}/verification.json", {"status": status, "verified_at": started.isoformat()})
+
+
+def test_a_wal_gap_moves_the_window_to_the_first_base_backup_past_it(s3):
+    from pgdr.report.status import collect_status
+    from pgdr.wal.names import wal_key
+    from tests.support.s3 import plain_store
+
+    store = plain_store(s3.client(), "gap", bucket="status-unit")
+    _base(store, "20261201T000000Z", "000000010000000000000002")
+    _base(store, "20261202T000000Z", "000000010000000000000005")
+    for n in (2, 3, 5, 6):   # segment 4 never arrived
+        store.put_bytes(wal_key(store.prefix, DB, f"00000001000000000000000{n}", SYSID), b"wal", "application/zstd")
+    status, _ = collect_status(store, databases=[DB], rto_budget_seconds=3600)
+    (d,) = status.databases
+    newest = max(m for _, m in store.list_objects(f"{store.prefix}/{DB}/wal/"))
+    assert d.wal_gap == "000000010000000000000004" and d.pitr_base == "20261202T000000Z"
+    assert d.window_start == datetime(2026, 12, 2, 0, 1, tzinfo=timezone.utc) and d.window_end == newest
+    assert d.continuous and d.newest_wal_at == newest
+    html = render_status(status)
+    assert "WAL gap at segment <code>000000010000000000000004</code>" in html

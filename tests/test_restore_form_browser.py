@@ -11,11 +11,16 @@ form opened red with its Trigger button disabled, and no restore could be starte
 - every kind and mode can be filled and submitted: the run is created with exactly what was typed
   (the DAG is paused for these, so none of them touches the live database);
 - a bad value is refused by the api-server with a message naming the field, shown in the form, and
-  no run is created.
+  no run is created; three bad fields at once are all named in one message, in plain words, without
+  the regex (pgdr's check, plugins/pgdr_forms.py, answers before Airflow's jsonschema); a user who may
+  not trigger the DAG gets Airflow's 403, not pgdr's message;
+- the documentation linked from the DAGs opens in the browser for a logged-in user (/pgdr-docs);
+- pg_backup_daily's graph names each task's kind ("logical backup", "seal base backup") and its mapped
+  tasks are listed by database name, not [0].
 
-Screenshots of each step are kept under the module's temporary directory (``screens/``). Other
-bad values (a relative target_dir, a table without its schema, ...) are refused by the same
-validation; tests/test_dag_integrity.py checks each field's schema without a browser.
+Screenshots of each step are kept under the module's temporary directory (``screens/``), or under
+``PGDR_SCREENS_DIR`` when set. Other bad values (a relative target_dir, a table without its schema,
+...) are refused by the same validation; tests/test_forms_readable.py checks them without a browser.
 """
 
 from __future__ import annotations
@@ -52,6 +57,9 @@ SECTION = {"database": "What to restore", "backup": "What to restore", "point_in
 DEFAULT_CONF = {"database": CONN_ID, "backup": "latest", "point_in_time": None, "kind": "database",
                 "mode": "new_database", "tables": None, "target_conn_id": None, "target_database": None,
                 "target_dir": None, "confirm": None}
+VIEWER = "vera_viewer"   # may read every DAG, may not trigger one
+# what a person should never have to read: a jsonschema dump or a regex
+NOT_PLAIN = re.compile(r"\^\(|\^\[|\)\?\$|\]\*|\]\{|does not match|Failed validating|On instance")
 KIND_LABEL = {"files": "Uploaded files", "config": "Configuration files"}
 MODE_LABEL = {"replace": "Replace the live database", "tables": "Single tables"}
 
@@ -62,6 +70,7 @@ class Deployment:
     api: ApiClient
     screens: Path
     source: dict  # the database's fingerprint when the backup was taken
+    backup_run: str  # the pg_backup_daily run that took it
 
 
 def _restored_databases(cluster) -> set[str]:
@@ -76,15 +85,16 @@ def deployment(stack, tmp_path_factory):
     env.update({"AIRFLOW_VAR_PGDR_STAGING_DIR": str(home / "staging"),
                 "AIRFLOW_VAR_PGDR_S3_PREFIX": f"form/{os.urandom(4).hex()}"})
     restored_before = _restored_databases(stack.cluster)
-    services = start_airflow_services(home, env)
+    services = start_airflow_services(home, env, users={VIEWER: "viewer"})
     try:
         api = services.api()
         wait_for_dags(services, api, {"pg_backup_daily", "pg_restore"})
         source = fingerprint(stack.cluster, DBNAME)
-        wait_for_run(services, api, "pg_backup_daily", trigger(api, "pg_backup_daily", {}))
-        screens = home / "screens"
-        screens.mkdir()
-        yield Deployment(services, api, screens, source)
+        backup_run = trigger(api, "pg_backup_daily", {})
+        wait_for_run(services, api, "pg_backup_daily", backup_run)
+        screens = Path(os.environ.get("PGDR_SCREENS_DIR") or home / "screens")
+        screens.mkdir(parents=True, exist_ok=True)
+        yield Deployment(services, api, screens, source, backup_run)
     finally:
         services.stop()
         for name in _restored_databases(stack.cluster) - restored_before:
@@ -177,6 +187,10 @@ def test_the_default_form_is_valid_submits_and_the_restore_brings_every_row_back
     labels = [text.strip() for text in dialog.locator("label").all_text_contents()]
     assert sorted(text.rstrip("* ") for text in labels if text.endswith("*")) == ["Backup", "Database", "Kind", "Mode"]
     page.screenshot(path=deployment.screens / "default-form.png", full_page=True)
+    for section in ("What to restore", "Where to restore it"):   # each section's fields as a person reads them
+        _expand(dialog, section)
+        dialog.get_by_role("button", name=section, exact=True).scroll_into_view_if_needed()
+        page.screenshot(path=deployment.screens / f"form-{section.lower().replace(' ', '-')}.png", full_page=True)
     response = _submit(page, dialog)
     assert response.status == 200, response.text()
     run = response.json()
@@ -193,7 +207,8 @@ CASES = {
     "replace": {"mode": "replace", "confirm": f"RESTORE {CONN_ID}"},
     "tables as of a time with an offset": {"mode": "tables", "tables": ["public.visits", "public.clients"],
                                            "point_in_time": "2026-11-26T09:30:00-05:00"},
-    "point in time latest": {"point_in_time": "latest", "target_database": "cc_latest"},
+    # into a new cluster: a target database with a point in time is refused in the form (pgdr's check)
+    "point in time latest": {"point_in_time": "latest"},
     "files": {"kind": "files", "target_dir": "/srv/restore/files"},
     "config into a non-empty directory": {"kind": "config", "target_dir": "/srv/restore/config",
                                           "confirm": f"RESTORE {CONN_ID}"},
@@ -234,9 +249,69 @@ def test_a_bad_value_is_refused_with_a_message_naming_the_field_and_nothing_runs
     _fill(dialog, field, value)
     response = _submit(page, dialog)
     assert response.status == 400, response.text()
-    shown = dialog.get_by_text(f"Invalid input for param {field}")
+    shown = dialog.get_by_text(f"Check param {field}: restore refused, nothing was changed")
     shown.wait_for()
-    assert repr(value) in shown.inner_text(), shown.inner_text()
+    assert repr(value) in shown.inner_text() and not NOT_PLAIN.search(shown.inner_text()), shown.inner_text()
     shown.scroll_into_view_if_needed()
     page.screenshot(path=deployment.screens / f"refused-{field}.png")
     assert _runs(deployment.api) == runs_before
+
+
+def test_three_bad_fields_are_all_named_at_once_in_plain_words_and_nothing_runs(deployment, page, paused):
+    runs_before = _runs(deployment.api)
+    dialog = _open_form(page, deployment)
+    _keep_paused(dialog)
+    for field, value in BAD.items():
+        _fill(dialog, field, value)
+    response = _submit(page, dialog)
+    assert response.status == 400, response.text()
+    shown = dialog.get_by_text("Check params backup, confirm and point_in_time: restore refused, nothing was "
+                               "changed: 3 problems to fix:")
+    shown.wait_for()
+    text = shown.inner_text()
+    for words in ("backup '2026-11-26' is neither 'latest' nor a backup id",
+                  "confirm 'yes' is not the confirmation: type exactly 'RESTORE care_commons_db'",
+                  "point_in_time '2026-11-26T14:30:00' has no time zone"):
+        assert words in text, text
+    assert not NOT_PLAIN.search(text) and "Invalid input" not in text, text
+    shown.scroll_into_view_if_needed()
+    page.screenshot(path=deployment.screens / "refused-three-fields.png")
+    assert _runs(deployment.api) == runs_before
+
+
+def test_a_user_who_may_not_trigger_gets_airflows_403_not_pgdrs_check(deployment):
+    viewer = deployment.services.api(user=VIEWER)
+    response = viewer.post("/api/v2/dags/pg_restore/dagRuns", expect=403,
+                           body={"logical_date": None, "conf": {"backup": "2026-11-26", "confirm": "yes"}})
+    assert "restore refused" not in response.text and CONN_ID not in response.text
+
+
+def test_the_dag_documentation_links_open_for_a_logged_in_user(deployment, page, browser):
+    page.goto(f"{deployment.services.base_url}/pgdr-docs/RUNBOOK_DISASTER_RECOVERY.md")
+    page.get_by_role("heading").first.wait_for()
+    assert page.title() == "RUNBOOK_DISASTER_RECOVERY.md"
+    page.screenshot(path=deployment.screens / "docs-runbook.png")
+    page.goto(f"{deployment.services.base_url}/pgdr-docs/")
+    assert page.get_by_role("link", name="retention.md").count() == 1
+    stranger = browser.new_context()
+    try:
+        assert stranger.request.get(f"{deployment.services.base_url}/pgdr-docs/retention.md").status == 401
+    finally:
+        stranger.close()
+
+
+def test_the_backup_graph_names_each_kind_and_mapped_tasks_by_database(deployment, page):
+    run = deployment.backup_run
+    instances = deployment.api.get(f"/api/v2/dags/pg_backup_daily/dagRuns/{run}/taskInstances",
+                                   params={"limit": 100})["task_instances"]
+    shown = {(ti["task_id"], ti["task_display_name"], ti["rendered_map_index"]) for ti in instances
+             if ti["map_index"] >= 0 and ti["state"] == "success"}
+    assert ("backup.dump_and_upload", "logical backup", CONN_ID) in shown, shown
+    assert ("backup.verify_and_seal", "seal logical backup", CONN_ID) in shown, shown
+    page.goto(f"{deployment.services.base_url}/dags/pg_backup_daily/runs/{run}/tasks/backup.dump_and_upload/mapped")
+    cell = page.get_by_role("cell", name=CONN_ID, exact=True)
+    cell.first.wait_for()
+    page.screenshot(path=deployment.screens / "mapped-by-database.png", full_page=True)
+    page.goto(f"{deployment.services.base_url}/dags/pg_backup_daily/runs/{run}?mode=graph")
+    page.get_by_text("seal logical backup").first.wait_for()
+    page.screenshot(path=deployment.screens / "backup-run-task-instances.png", full_page=True)

@@ -84,3 +84,24 @@ def test_each_restore_field_opens_with_its_format_and_says_what_it_is_for(restor
                "point_in_time": "Kind database only", "confirm": "Mode replace, or"}
     for name, words in applies.items():
         assert words in restore_params.get_param(name).description, name
+
+
+def test_the_middleware_hands_every_other_request_on_untouched_body_and_all():
+    """A request pgdr does not answer (another path, another DAG, a caller without a valid token) reaches
+    Airflow with its body exactly as sent: the middleware reads it once and replays it."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from pgdr_forms import TriggerFormRefusals  # plugins/ is on sys.path (tests/conftest.py), as in Airflow
+
+    async def echo(request):
+        return JSONResponse({"path": request.url.path, "body": (await request.body()).decode()})
+
+    app = TriggerFormRefusals(Starlette(routes=[Route("/{rest:path}", echo, methods=["GET", "POST"])]))
+    body = '{"conf": {"backup": "2026-11-26", "confirm": "yes"}}'
+    with TestClient(app) as client:
+        for path in ("/api/v2/dags/pg_restore/dagRuns", "/api/v2/dags/pg_backup_daily/dagRuns", "/elsewhere"):
+            response = client.post(path, content=body, headers={"Authorization": "Bearer not-a-token"})
+            assert response.status_code == 200 and response.json() == {"path": path, "body": body}

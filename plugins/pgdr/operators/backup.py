@@ -103,7 +103,9 @@ class PhysicalBackupOperator(_ServerBackupOperator):
     Returns (XCom) the backup's id, key prefix and draft manifest (kind ``base``, with its WAL
     range); nothing local. A copy pg_verifybackup rejects is never uploaded; on any failure the
     staging copy and any uploaded objects are removed and no manifest is written. Skipped when
-    ``pgdr_physical_backups`` is false.
+    ``pgdr_physical_backups`` is false. On PostgreSQL 17+ it is an incremental against the newest good
+    base backup while the chain policy allows (pgdr_incremental_backups, pgdr_full_backup_days,
+    pgdr_max_incremental_chain; :mod:`pgdr.backup.chain`), else a full, the reason logged and in the manifest.
 
     :param conn_id: the protected postgres connection id (templated)
     """

@@ -30,8 +30,10 @@ from pgdr.report.history import (
     drill_point,
     format_duration,
     format_size,
+    parse_time,
     report_time,
     verify_point,
+    with_chain_sizes,
 )
 from pgdr.report.history_page import main, render_page
 from tests.support.dags import run_dag, task_states
@@ -149,7 +151,7 @@ def test_the_latest_panel_shows_the_newest_backup_of_each_kind_the_latest_verifi
     assert cells == ["logical", history.backups[3].backup_id, "12.4 MB", "43.0 s", "1 d 05 h", "good"]
     (base,) = dom.find("tr", data_kind="base")
     assert [c["text"].strip() for c in Dom.descendants(base, "td")] == [
-        "base", "20261126T020500Z", "50.0 MB", "2 min 00 s", "1 d 05 h", "unverified"]
+        "base", "20261126T020500Z", "50.0 MB full", "2 min 00 s", "1 d 05 h", "unverified"]
     (verify,) = dom.find("p", **{"class": "latest-verify"})
     assert "2026-11-27 08:00 UTC" in verify["text"] and "integrity: ok" in verify["text"]
     (drill,) = dom.find("p", **{"class": "latest-drill"})
@@ -200,6 +202,84 @@ def test_everything_interpolated_is_escaped_and_nothing_is_fetched():
     assert dom.chart("verify")["attrs"]["data-database"] == hostile
     for fetch in ("http:", "https:", "src=", "url(", "@import", "<link"):
         assert fetch not in render_page(_history()), fetch
+
+
+# --- incremental base backups (PostgreSQL 17+) -----------------------------------------------------
+
+def _chain_history() -> History:
+    """A full base backup of 50 MB and two daily incrementals of 2 and 3 MB after it."""
+    ids = ["20261124T020000Z", "20261125T020000Z", "20261126T020000Z"]
+    sizes = [50 << 20, 2 << 20, 3 << 20]
+    points = []
+    for n, (bid_, size) in enumerate(zip(ids, sizes, strict=True)):
+        started = parse_time(bid_)
+        points.append(BackupPoint("care_commons_db", "base", bid_, started, started + timedelta(seconds=30 - n),
+                                  size, 2, "good", backup_type="incremental" if n else "full",
+                                  chain=tuple(ids[:n]), chain_size_bytes=sum(sizes[:n + 1]) if n else None))
+    return _history(backups=[b for b in _history().backups if b.kind != "base"] + points)
+
+
+def test_incremental_base_backups_show_their_own_size_and_their_chain_total():
+    dom = Dom(render_page(_chain_history()))
+    (base,) = dom.find("tr", data_kind="base")
+    (size,) = Dom.descendants(base, "td", "size")
+    assert " ".join(size["text"].split()) == "3.0 MB incremental, chain of 3: 55.0 MB"
+    assert (size["attrs"]["data-type"], size["attrs"]["data-bytes"], size["attrs"]["data-chain-bytes"]) == (
+        "incremental", str(3 << 20), str(55 << 20))
+    # the stored-size plot tells fulls from incrementals; the chain plot shows what a restore downloads
+    points = Dom.descendants(dom.chart("size", data_kind="base"), "circle", "point")
+    assert [p["attrs"]["class"] for p in points] == ["point good full", "point good incremental",
+                                                    "point good incremental"]
+    assert points[2]["text"] == ("20261126T020000Z: 3.0 MB in 2 objects, incremental on 20261125T020000Z; chain of "
+                                 "3 from full 20261124T020000Z: 55.0 MB (good)")
+    chain = Dom.descendants(dom.chart("chain", data_kind="base"), "circle", "point")
+    assert [p["text"] for p in chain] == [
+        "20261124T020000Z: a restore downloads 50.0 MB (the full alone)",
+        "20261125T020000Z: a restore downloads 52.0 MB (its chain of 2)",
+        "20261126T020000Z: a restore downloads 55.0 MB (its chain of 3)"]
+    ys = [float(p["attrs"]["cy"]) for p in chain]
+    assert ys == sorted(ys, reverse=True)   # each piece adds to what a restore needs
+    # only full backups: no chain plot, the size cell says full
+    assert not Dom(render_page(_history())).find("svg", data_chart="chain")
+
+
+def test_the_manifest_contract_reads_as_full_or_incremental_and_chain_totals_need_every_piece():
+    full = {"started_at": "2026-11-24T02:00:00+00:00", "objects": [{"size": 100}, {"size": 5}]}
+    assert backup_point("db", "base", "20261124T020000Z", full, None).backup_type == "full"   # an old manifest
+    incremental = {**full, "objects": [{"size": 7}], "depends_on": "20261125T020000Z",
+                   "dump": {"backup_type": "incremental", "chain": ["20261124T020000Z", "20261125T020000Z"]}}
+    point = backup_point("db", "base", "20261126T020000Z", incremental, {"status": "good"})
+    assert (point.backup_type, point.chain, point.size_bytes) == (
+        "incremental", ("20261124T020000Z", "20261125T020000Z"), 7)
+    shown = with_chain_sizes([point], {"20261124T020000Z": 105, "20261125T020000Z": 9})
+    assert shown[0].chain_size_bytes == 121 and shown[0].restore_size_bytes == 121
+    assert with_chain_sizes([point], {"20261124T020000Z": 105})[0].chain_size_bytes is None   # a piece not found
+    hostile = {**incremental, "depends_on": "<script>", "dump": {"chain": ["<b>x</b>"]}}
+    assert backup_point("db", "base", "20261126T020000Z", hostile, None).backup_type == "full"
+
+
+def test_collect_totals_a_chain_whose_full_is_older_than_the_window(stack):
+    """The page shows 7 days; the chain's full is 10 days old: read for its size, not shown as a point."""
+    import os
+
+    from pgdr.store.layout import backup_prefix, manifest_key
+    from tests.support.s3 import plain_store
+
+    store = plain_store(stack.s3.client(), f"t/{os.urandom(4).hex()}")
+    full_id, inc1, inc2 = (backup_id(NOW - timedelta(days=d)) for d in (10, 2, 1))
+    for bid_, size, chain in ((full_id, 1000, []), (inc1, 40, [full_id]), (inc2, 60, [full_id, inc1])):
+        manifest = {"started_at": parse_time(bid_).isoformat(), "objects": [{"size": size}],
+                    "depends_on": chain[-1] if chain else None,
+                    "dump": {"backup_type": "incremental" if chain else "full", "chain": chain}}
+        store.put_json(manifest_key(backup_prefix(store.prefix, "db", "base", bid_)), manifest)
+    history = collect(store, databases=["db"], rto_budget_seconds=3600, days=7, now=NOW)
+    assert {p.backup_id: (p.backup_type, p.chain_size_bytes) for p in history.backups} == {
+        inc1: ("incremental", 1040), inc2: ("incremental", 1100)}
+    assert not history.unreadable
+
+
+def backup_id(when: datetime) -> str:
+    return when.strftime("%Y%m%dT%H%M%SZ")
 
 
 def test_an_empty_history_says_so():

@@ -14,6 +14,7 @@ error could quote a row) reaches the page.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import re
@@ -53,6 +54,20 @@ class BackupPoint:
     size_bytes: int
     objects: int
     status: str  # good | bad | unverified
+    # base backups (PostgreSQL 17+): "incremental" holds only the blocks changed since ``chain[-1]``; a
+    # restore needs every piece of ``chain`` (the full first) too. Other kinds and older manifests: full.
+    backup_type: str = "full"
+    chain: tuple[str, ...] = ()
+    chain_size_bytes: int | None = None   # the chain's stored size with this backup; None: a piece is not found
+
+    @property
+    def incremental(self) -> bool:
+        return self.backup_type == "incremental"
+
+    @property
+    def restore_size_bytes(self) -> int | None:
+        """What a restore of this backup downloads: its own size, or its whole chain's."""
+        return self.chain_size_bytes if self.incremental else self.size_bytes
 
     @property
     def duration_seconds(self) -> float | None:
@@ -153,9 +168,39 @@ def backup_point(database: str, kind: str, backup_id: str, manifest: dict, marke
     status = "unverified"
     if isinstance(marker, dict) and marker.get("status") in ("good", "bad"):
         status = marker["status"]
+    backup_type, chain = "full", ()
+    parent = word(manifest.get("depends_on"), None)
+    dump = manifest.get("dump") if isinstance(manifest.get("dump"), dict) else {}
+    if parent is not None:
+        pieces = dump.get("chain") if isinstance(dump.get("chain"), list) else [parent]
+        chain = tuple(word(piece, MISSING) for piece in pieces)
+        backup_type = "incremental"
     return BackupPoint(database=database, kind=kind, backup_id=backup_id, started_at=started,
                        finished_at=parse_time(manifest.get("finished_at")), size_bytes=int(sum(sizes)),
-                       objects=len(sizes), status=status)
+                       objects=len(sizes), status=status, backup_type=backup_type, chain=chain)
+
+
+def manifest_size(manifest) -> int | None:
+    """The stored size a manifest lists (the sum of its objects'), None when it cannot be read as one."""
+    objects = manifest.get("objects") if isinstance(manifest, dict) else None
+    if not isinstance(objects, list):
+        return None
+    sizes = [as_number(obj.get("size")) if isinstance(obj, dict) else None for obj in objects]
+    return None if any(size is None for size in sizes) else int(sum(sizes))
+
+
+def with_chain_sizes(points: list[BackupPoint], sizes: dict[str, int | None]) -> list[BackupPoint]:
+    """Each incremental with its chain's stored size: its own and every earlier piece's, from ``points``
+    (the same database and kind) or ``sizes`` (pieces read only for this); None when a piece is not found."""
+    known = {**sizes, **{p.backup_id: p.size_bytes for p in points}}
+    result = []
+    for point in points:
+        if point.incremental:
+            pieces = [known.get(piece) for piece in point.chain]
+            total = None if any(size is None for size in pieces) else sum(pieces) + point.size_bytes
+            point = dataclasses.replace(point, chain_size_bytes=total)
+        result.append(point)
+    return result
 
 
 def verify_point(document: dict, at: datetime | None = None) -> VerifyPoint | None:
@@ -226,6 +271,7 @@ def collect(store, *, databases: Iterable[str], rto_budget_seconds: float, days:
         for kind in KINDS:
             base = kind_prefix(store.prefix, database, kind)
             complete = [e for e in entries_from_keys(store.list_keys(base), base) if e.complete]
+            points: list[BackupPoint] = []
             for position, entry in enumerate(complete):
                 newest = position == len(complete) - 1
                 started = parse_time(entry.backup_id)
@@ -240,7 +286,15 @@ def collect(store, *, databases: Iterable[str], rto_budget_seconds: float, days:
                 if point is None:
                     history.unreadable.append(manifest_key(prefix))
                 else:
-                    history.backups.append(point)
+                    points.append(point)
+            # the pieces of a shown incremental's chain that fall before the window: read for their size only
+            shown, listed = {p.backup_id for p in points}, {e.backup_id for e in complete}
+            earlier: dict[str, int | None] = {}
+            for piece in sorted({piece for p in points for piece in p.chain} - shown):
+                document = read(manifest_key(backup_prefix(store.prefix, database, kind, piece))) \
+                    if piece in listed else None
+                earlier[piece] = manifest_size(document)
+            history.backups.extend(with_chain_sizes(points, earlier))
 
     wanted = set(history.databases)
     # each folder's documents of its own kind (a missing "kind" means that one); other kinds there,

@@ -66,6 +66,7 @@ class KindCharts:
     kind: str
     size: Chart
     duration: Chart
+    chain: Chart | None = None   # base backups with incrementals: what a restore of each downloads
 
 
 @dataclass(frozen=True)
@@ -99,10 +100,29 @@ def latest_backups(points: list[BackupPoint], now: datetime) -> list[LatestBacku
             for kind in kinds]
 
 
+def size_tip(point: BackupPoint) -> str:
+    """A size chart point's tooltip; an incremental's says what it was taken against and its chain's size."""
+    tip = f"{point.backup_id}: {format_size(point.size_bytes)} in {point.objects} objects"
+    if point.incremental:
+        tip += (f", incremental on {point.chain[-1] if point.chain else MISSING}; chain of {len(point.chain) + 1} "
+                f"from full {point.chain[0] if point.chain else MISSING}: {format_size(point.chain_size_bytes)}")
+    elif point.kind == "base":
+        tip += ", full"
+    return f"{tip} ({point.status})"
+
+
 def kind_charts(database: str, kind: str, backups: list[BackupPoint]) -> KindCharts:
     series = sorted((p for p in backups if p.kind == kind), key=lambda p: p.started_at)
-    sizes = [(p.started_at, float(p.size_bytes), p.status,
-              f"{p.backup_id}: {format_size(p.size_bytes)} in {p.objects} objects ({p.status})") for p in series]
+    sizes = [(p.started_at, float(p.size_bytes), f"{p.status} {p.backup_type}" if kind == "base" else p.status,
+              size_tip(p)) for p in series]
+    chain = None
+    if any(p.incremental for p in series):
+        restore = [(p.started_at, float(p.restore_size_bytes), f"{p.status} {p.backup_type}",
+                    f"{p.backup_id}: a restore downloads {format_size(p.restore_size_bytes)} "
+                    f"({'its chain of ' + str(len(p.chain) + 1) if p.incremental else 'the full alone'})")
+                   for p in series if p.restore_size_bytes is not None]
+        chain = line_chart("chain", f"{kind} backup chain size of {database} over time (what a restore downloads)",
+                           restore, format_size, database=database, kind=kind)
     durations = [(p.started_at, p.duration_seconds, p.status,
                   f"{p.backup_id}: {format_duration(p.duration_seconds)} ({p.status})")
                  for p in series if p.duration_seconds is not None]
@@ -111,7 +131,8 @@ def kind_charts(database: str, kind: str, backups: list[BackupPoint]) -> KindCha
         line_chart("size", f"{kind} backup size of {database} over time", sizes, format_size,
                    database=database, kind=kind),
         line_chart("duration", f"{kind} backup duration of {database} over time", durations, format_duration,
-                   database=database, kind=kind))
+                   database=database, kind=kind),
+        chain)
 
 
 def section(history: History, database: str) -> Section:

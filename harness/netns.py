@@ -44,8 +44,17 @@ def netns_available() -> str | None:
         return "the ip command (iproute2) is missing"
     if made.returncode != 0:
         return f"ip netns add refused: {made.stderr.strip()}"
-    _ip("netns", "delete", probe, check=False)
-    return None
+    try:
+        # a veth pair into it too: a namespace without a way in is of no use
+        peer = f"pgprobe{os.getpid() % 100000}"
+        paired = _ip("link", "add", f"{peer}h", "type", "veth", "peer", "name", f"{peer}n", "netns", probe,
+                     check=False)
+        if paired.returncode != 0:
+            return f"ip link add type veth refused: {paired.stderr.strip()}"
+        _ip("link", "delete", f"{peer}h", check=False)
+        return None
+    finally:
+        _ip("netns", "delete", probe, check=False)
 
 
 @dataclass

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -70,10 +71,41 @@ def deployment(stack, tmp_path_factory):
     celery = start_celery_stack(home, env, workers=WORKERS, concurrency=2)
     try:
         api = celery.api()
-        wait_for_dags(celery.services, api, {"pg_backup_daily", "pg_backup_verify"})
+        wait_for_dags(celery.services, api, {"pg_backup_daily"})
         yield Deployment(celery, api, prefix)
     finally:
+        family = _every_process(celery)
         celery.stop()
+    # the teardown leaves nothing behind: no process, no listening port, no network namespace
+    import psutil
+
+    def running(proc) -> bool:
+        try:
+            return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    left = [p.pid for p in family if running(p)]
+    assert not left, f"processes left after stop: {left}"
+    for port in (celery.redis.port, celery.services.api_port):
+        with socket.create_server(("127.0.0.1", port)):
+            pass
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
+    assert not [w.network.name for w in celery.workers.values() if w.network and w.network.name in names]
+
+
+def _every_process(celery: CeleryStack) -> list:
+    import psutil
+
+    family = []
+    for proc in [celery.redis.process, *celery.services.processes.values(),
+                 *(w.process for w in celery.workers.values() if w.alive())]:
+        try:
+            main = psutil.Process(proc.pid)
+            family += [main, *main.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            pass
+    return family
 
 
 class TableLock:
@@ -195,10 +227,16 @@ def killed_run(deployment, stack):
 
 
 def test_each_worker_reaches_only_the_services_it_is_given(deployment, stack):
-    """In a network namespace of its own, a worker reaches the cluster through its forwarder, not 127.0.0.1."""
+    """Each worker has its own process group, home and staging directory; in a network namespace of its
+    own (where the machine allows), it reaches the cluster through its forwarder, not 127.0.0.1."""
     celery = deployment.celery
+    homes = {w.home for w in celery.workers.values()}
+    stagings = {w.staging_dir for w in celery.workers.values()}
+    groups = {os.getpgid(w.process.pid) for w in celery.workers.values()}
+    assert len(homes) == len(stagings) == len(groups) == len(WORKERS)
     if celery.isolation != "netns":
-        pytest.skip(f"workers share the host's network here ({celery.isolation}): separate processes only")
+        # no network namespaces on this machine: separate processes, homes and staging directories only
+        return
     for worker in celery.workers.values():
         probe = ("import socket, sys\n"
                  "for host in sys.argv[2:]:\n"

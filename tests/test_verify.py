@@ -303,3 +303,34 @@ def test_on_pg18_an_incremental_whose_chain_lost_or_spoiled_a_piece_is_reported_
     result = check_integrity(store, PG18_DB, bindir18(), "run-3", log)
     assert result["status"] == "failed" and FULL in result["summary"] and result["backup_id"] == INC2
     assert _markers(store)[INC2] == "bad"
+
+
+def test_on_pg18_a_tar_pgdr_wrote_with_pax_headers_is_verified_the_unpacked_way(stack, pg18_chain, tmp_path, caplog):
+    """Base backups of 18 taken before pgdr's tars were plain ustar carry a pax header per member, which
+    PostgreSQL's tar reader refuses: they are still verified (unpacked, as on 15-17), not reported bad."""
+    import io
+    import logging
+    import shutil
+    import tarfile
+
+    import zstandard
+
+    from pgdr.core.compression import TarZstWriter
+    from pgdr.verify.backups import verify_backup
+    from tests.support.pg18_backups import bindir18
+
+    old = tmp_path / FULL
+    old.mkdir()
+    shutil.copyfile(pg18_chain[FULL] / "backup_manifest", old / "backup_manifest")
+    plain = zstandard.ZstdDecompressor().stream_reader(io.BytesIO((pg18_chain[FULL] / "data.tar.zst").read_bytes()))
+    with tarfile.open(fileobj=io.BytesIO(plain.read())) as source, open(old / "data.tar.zst", "wb") as handle, \
+            TarZstWriter(handle, 1) as writer:
+        for member in source:
+            member.mtime += 0.5   # tarfile writes a pax header for a sub-second mtime
+            writer.add_stream(member, source.extractfile(member) if member.isfile() else None)
+    store = _pg18_store(stack, pg18_chain, pieces=(FULL,), replace={FULL: old})
+    with caplog.at_level(logging.INFO, logger="test_verify.pax"):
+        problems, _ = verify_backup(store, PG18_DB, "base", FULL, bindir18(), logging.getLogger("test_verify.pax"))
+    assert problems == []
+    assert any("its tar has pax headers" in r.getMessage() for r in caplog.records)
+    assert any(f"pg_verifybackup passed on base backup {FULL}" in r.getMessage() for r in caplog.records)

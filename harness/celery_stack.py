@@ -248,6 +248,11 @@ def start_celery_stack(home: Path, extra_env: dict[str, str] | None = None, *,
     """Redis, a metadata cluster, Airflow's four services on Celery and ``workers`` Celery workers, each
     with its own home and staging directory under ``home`` and, when ``isolate_network`` (None: when the
     machine allows it), its own network namespace; stops whatever started on failure."""
+    import importlib.util
+
+    if importlib.util.find_spec("airflow.providers.celery") is None:
+        raise RuntimeError("apache-airflow-providers-celery is not installed (requirements.txt pins it with celery "
+                           "and redis): pip install -r requirements.txt")
     home = Path(home)
     home.mkdir(parents=True, exist_ok=True)
     policy_dir = home / "policy"

@@ -71,7 +71,26 @@ class FourEyesApprovalOperator(PgdrBaseOperator, ApprovalOperator):
                       why, requested_by or "unknown", ", ".join(approvers), settings.approval_timeout_hours)
         context["ti"].xcom_push(key=DECISION_KEY, value={"status": "waiting", "requested_by": requested_by,
                                                          "approvers": approvers, "approved_by": None, "why": why})
+        self.tell_approvers(context, approvers)
         return super().execute(context)
+
+    def tell_approvers(self, context, approvers: list[str]) -> None:
+        """Slack: what waits for whom, and the link to Airflow's required-actions page."""
+        from pgdr.alerts.messages import build_alert
+        from pgdr.alerts.slack import send_alert
+
+        try:
+            link = self.generate_link_to_ui_from_context(context=context)
+        except ValueError:   # no [api] base_url configured: the message still names the run
+            link = None
+        try:
+            send_alert(build_alert(severity="warning", title=f"pgdr: {self.subject}",
+                                   facts=[("Run", context["ti"].run_id), ("Who may approve", ", ".join(approvers))],
+                                   details=self.body.replace("**", ""),
+                                   next_step=f"approve or reject it in Airflow: {link or 'Required actions'}"),
+                       self.settings.slack_conn_id)
+        except Exception as err:  # noqa: BLE001 - the request stands in Airflow's Required actions either way
+            self.log.warning("could not tell the approvers on Slack: %s", type(err).__name__)
 
     def role_members(self, role: str) -> list[str]:
         """The members of ``pgdr_approver_role`` (SimpleAuthManager's configured users only)."""

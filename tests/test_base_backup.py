@@ -107,6 +107,9 @@ def test_the_manifest_describes_a_base_backup_of_the_source_cluster(stack, base_
     assert tar["raw_size"] == manifest["dump"]["raw_size"] > tar["size"]
     assert roles["backup_manifest"]["compression"] == "none"
     assert manifest["encryption"]["sse"] == "AES256"
+    # PostgreSQL 15: always a full, saying why (the chain fields of docs/backup-format.md)
+    assert manifest["depends_on"] is None and manifest["dump"]["backup_type"] == "full"
+    assert manifest["dump"]["chain"] == [] and "PostgreSQL 15" in manifest["dump"]["backup_type_reason"]
 
 
 def test_objects_are_encrypted_and_match_the_manifest_hashes(stack, base_run):

@@ -140,6 +140,13 @@ def _ship(stack, prefix: str, directory: Path) -> None:
     ship_once(store, CONN_ID, directory, load_state(directory, CONN_ID), store.log)
 
 
+def _keep_shipping(stack, prefix: str, directory: Path, stop: threading.Event) -> None:
+    while True:
+        _ship(stack, prefix, directory)
+        if stop.wait(5):
+            return
+
+
 def _newest_wal(stack, prefix: str):
     listed = stack.s3.client().list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/{CONN_ID}/wal/")["Contents"]
     return max(o["LastModified"] for o in listed if not o["Key"].endswith(".history.zst"))
@@ -161,30 +168,54 @@ def deployment(stack, airflow_db, tmp_path_factory):
     statsd_env = {"AIRFLOW__METRICS__STATSD_ON": "True", "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
                   "AIRFLOW__METRICS__STATSD_PORT": str(statsd.port), "AIRFLOW__METRICS__STATSD_PREFIX": "airflow"}
     supervisor, thread = _receiver(stack, wal_root / CONN_ID)
-    services = None
+    # Airflow's services start while the backups are taken (they read S3 only when the page is opened)
+    starting: dict = {}
+
+    def start() -> None:
+        try:
+            starting["services"] = start_airflow_services(home / "airflow", env, users=USERS)
+        except BaseException as err:  # noqa: BLE001 - raised again in the fixture's thread
+            starting["error"] = err
+
+    starter = threading.Thread(target=start, daemon=True)
     try:
         with environment(env):
+            starter.start()   # here, so no variable changes while it copies the environment
             for dag_id in ("pg_backup_daily", "pg_restore_test"):
                 dag_run = run_dag(dag_id)
                 assert str(dag_run.state) == "success", (dag_id, task_states(dag_run))
         stack.cluster.execute("SELECT pg_switch_wal()")
-        _ship(stack, prefix, wal_root / CONN_ID)
-        newest_wal = _newest_wal(stack, prefix)
+        # shipping goes on while verify runs, as pg_wal_archive does, so its WAL check finds it current
+        shipping = threading.Event()
+        shipper = threading.Thread(target=_keep_shipping, args=(stack, prefix, wal_root / CONN_ID, shipping),
+                                   daemon=True)
+        shipper.start()
         # the six-hourly verify, in a process of its own with Airflow's StatsD settings, as a worker runs it:
         # it marks the backups good and its history_page task sends the gauges
-        with environment({**env, **statsd_env}):
-            dag_run, output = run_dag_in_child("pg_backup_verify")
+        try:
+            with environment({**env, **statsd_env}):
+                dag_run, output = run_dag_in_child("pg_backup_verify")
+        finally:
+            shipping.set()
+            shipper.join(60)
         verify_states = task_states(dag_run)
-        assert str(dag_run.state) == "success", (verify_states, output[-3000:])
+        assert str(dag_run.state) == "success", ({k: v for k, v in verify_states.items() if v != "success"},
+                                                 output[-3000:])
+        newest_wal = _newest_wal(stack, prefix)
         client = stack.s3.client()
         manifests = {m["kind"]: m for m in json_records(client, f"{prefix}/{CONN_ID}/", suffix="/manifest.json")}
         (drill,) = json_records(client, f"{prefix}/reports/drill/")
-        services = start_airflow_services(home / "airflow", env, users=USERS)
+        starter.join()
+        if "error" in starting:
+            raise starting["error"]
+        services = starting["services"]
         api = services.api()
         yield Deployment(services, api, screens, prefix, manifests, drill, newest_wal, statsd, verify_states)
     finally:
-        if services is not None:
-            services.stop()
+        if starter.ident is not None:
+            starter.join()
+        if "services" in starting:
+            starting["services"].stop()
         supervisor.stop()
         thread.join(30)
         statsd.close()

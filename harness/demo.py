@@ -153,8 +153,8 @@ class Demo:
         from harness.demo_load import kill_server
 
         say("")
-        say(f"write load: 4 application connections committing audit events for {self.load_seconds:.0f} s; a row "
-            "counts as acknowledged only once its COMMIT returned")
+        say(f"write load: 4 connections of the application's role committing audit events for {self.load_seconds:.0f} "
+            "s; a row counts as acknowledged only once its COMMIT returned")
         load.start()
         started = time.monotonic()
         while time.monotonic() - started < self.load_seconds:
@@ -195,7 +195,9 @@ class Demo:
             "stopped")
         say("")
         conf = {"database": CONN_ID, "point_in_time": "latest"}
-        say(f"running pg_restore through Airflow with {json.dumps(conf)} (point in time: a new cluster) ...")
+        say(f"running pg_restore through Airflow with {json.dumps(conf)} ...")
+        say("  (point in time: the newest base backup and the WAL archive replayed into a NEW cluster; nothing live is "
+            "touched, so no second person's approval is asked: pgdr_four_eyes guards replacing a live database)")
         state, log_text, seconds = run_dag(self.workdir, "pg_restore", conf)
         return print_recovery(self, state, log_text, seconds, shipped_at)
 

@@ -142,6 +142,7 @@ def history_page(demo) -> None:
     say(f"  - s3://<pgdr_s3_bucket>/<pgdr_s3_prefix>/reports/index.html (here s3://{BUCKET}/pgdr/reports/index.html): "
         "pg_backup_verify uploads it every six hours; it stays readable when Airflow itself is gone")
     say("  - `make report` renders it to report.html from S3 (`make report UPLOAD=1` uploads it too)")
-    say("  - the recovery status page in the Airflow UI (the pgdr plugin), live")
+    say("  - in the Airflow UI: Recovery status in the navigation (/pgdr/: recovery window, worst-case loss, newest "
+        "good backups; /pgdr/history: this page), read live from the bucket")
     if not keep:
         say("  (this demo's copy goes with the cleanup; set PGDR_DEMO_REPORT=history.html to keep it)")

@@ -22,6 +22,8 @@ from pgdr.report.history import parse_time
 from tests.support.dags import environment, run_dag, run_dag_in_child, task_states
 from tests.support.s3 import json_records
 
+pytestmark = pytest.mark.slow   # three DAG runs and a verify in a child: over a minute
+
 PREFIX = "airflow"
 
 

@@ -169,3 +169,23 @@ def test_a_wal_gap_moves_the_window_to_the_first_base_backup_past_it(s3):
     assert d.continuous and d.newest_wal_at == newest
     html = render_status(status)
     assert "WAL gap at segment <code>000000010000000000000004</code>" in html
+
+
+def test_the_plugin_page_says_plainly_when_the_store_cannot_be_read(monkeypatch):
+    """An unreachable S3 endpoint: a 503 page with one redacted line, no traceback, no credentials."""
+    import json
+
+    import pgdr_plugin
+    from harness.pg_cluster import free_port
+
+    secret = "aws-Secret-Never-Shown-9d2"
+    monkeypatch.setenv("AIRFLOW_VAR_PGDR_DATABASES", json.dumps([DB]))
+    monkeypatch.setenv("AIRFLOW_VAR_PGDR_S3_BUCKET", "status-unit")
+    monkeypatch.setenv("AIRFLOW_CONN_BACKUP_S3", json.dumps({
+        "conn_type": "aws", "login": "AKIDEXAMPLE", "password": secret,
+        "extra": {"endpoint_url": f"http://127.0.0.1:{free_port()}", "region_name": "us-east-1",
+                  "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2}}}))
+    response = pgdr_plugin._read(pgdr_plugin._status_page)
+    body = response.body.decode()
+    assert response.status_code == 503 and "The backup store cannot be read: Could not connect to the endpoint" in body
+    assert secret not in body and "Traceback" not in body and f'data-database="{DB}"' not in body

@@ -478,6 +478,36 @@ def test_summarize_wal_off_gets_a_full_with_the_reason_and_the_step(chain, caplo
     assert reason in caplog.text
 
 
+@needs_pg18
+def test_an_incremental_the_server_refuses_is_taken_again_as_a_full_in_the_same_run(chain, tmp_path):
+    """The parent's backup_manifest names another database system (as after a rebuild pgdr could not see):
+    pg_basebackup refuses the incremental, and the same run takes a full and says why."""
+    import json
+    import re
+
+    from pgdr.backup.chain import BackupChoice, Parent
+    from pgdr.backup.pg_basebackup import PhysicalBackup, manifest_checksum_ok
+    from pgdr.core.pgtools import PgTarget
+
+    store, cluster, full = chain["store"], chain["source"].cluster, chain["full"]
+    body = store.get_bytes(_tar_key(store, full).replace("data.tar.zst", "backup_manifest"))
+    other = re.sub(rb'"System-Identifier": \d+', b'"System-Identifier": 1234567890123456789', body)
+    at = other.rfind(b'"Manifest-Checksum"')
+    other = other[:at] + f'"Manifest-Checksum": "{hashlib.sha256(other[:at]).hexdigest()}"}}\n'.encode()
+    assert other != body and manifest_checksum_ok(other) and json.loads(other)["System-Identifier"]
+    target = PgTarget(conn_id=CONN_ID, host=cluster.host, port=cluster.port, user="postgres", dbname=DBNAME)
+    with PhysicalBackup(target=target, connect=lambda: cluster.connect(DBNAME), workdir=tmp_path / "work",
+                        bindir=cluster.bindir, level=1, part_size=64 << 20, label="pgdr-refused", log=log,
+                        choose=lambda state: BackupChoice(Parent(full.backup_id, [full.backup_id], other),
+                                                          "incremental against the full")) as backup:
+        copy = backup.run()
+    assert copy.choice.parent is None
+    assert copy.choice.reason.startswith(f"the server could not take an incremental against {full.backup_id}")
+    assert "a full backup was taken instead" in copy.choice.reason
+    assert "system identifier in backup manifest" in copy.choice.reason   # the server's own words
+    assert copy.choice.describe()["backup_type"] == "full"
+
+
 def test_postgresql_15_base_backups_stay_full(stack, tmp_path):
     """A base backup of a PostgreSQL 15 cluster with incrementals on (the default) is full, saying why (the choice
     never looks for a parent below 17: tests above show what a parent would change)."""

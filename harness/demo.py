@@ -47,7 +47,7 @@ class Demo:
         self.load_seconds = load_seconds
         self.wal_root = workdir / "wal"
         self.pitr_root = workdir / "pitr"
-        self.stack = self.receiver = self.archive = self.load = None
+        self.stack = self.receiver = self.archive = self.trickle = self.load = None
         self.ports: dict[str, int] = {}
 
     # -- the site
@@ -92,6 +92,12 @@ class Demo:
         say(f"  streaming (flushed up to {flushed}); on the primary: synchronous_standby_names = '{SLOT}', "
             "sync_state = sync")
         say("  from now on a COMMIT returns only after the receiver has flushed its WAL to its own disk")
+        from harness.demo_load import WriteLoad
+
+        # a live system always writes a little: one commit a second from the application, all along
+        self.trickle = WriteLoad(self.app_params(), writers=1, rows_per_commit=1, pause=1.0)
+        self.trickle.start()
+        say("  the application commits one audit event a second from now on")
 
     def start_archive(self) -> None:
         from harness import airflow_env
@@ -168,8 +174,16 @@ class Demo:
         say(f"KILLED the primary: SIGKILL to all {killed} of its processes while the writers were committing; "
             f"data directory {data_dir} deleted")
         load.stop()
-        say(f"  the application saw {len(load.acknowledged):,} rows acknowledged; {len(load.in_doubt)} rows had their "
-            "COMMIT sent but never answered (in doubt: either outcome is correct)")
+        self.trickle.stop()
+        say(f"  the application saw {len(self.acknowledged()):,} rows acknowledged since the receiver became "
+            f"synchronous; {len(self.in_doubt())} rows had their COMMIT sent but never answered (in doubt: either "
+            "outcome is correct)")
+
+    def acknowledged(self) -> list[str]:
+        return [row for load in (self.trickle, self.load) if load is not None for row in load.acknowledged]
+
+    def in_doubt(self) -> list[str]:
+        return [row for load in (self.trickle, self.load) if load is not None for row in load.in_doubt]
 
     def recover(self) -> int:
         from harness.demo_report import print_recovery
@@ -218,7 +232,8 @@ class Demo:
     def close(self) -> None:
         from harness.demo_wal import stop_receiver
 
-        steps = [lambda: self.load and self.load.stop(timeout=5), lambda: self.archive and self.archive.kill(),
+        steps = [lambda: self.load and self.load.stop(timeout=5), lambda: self.trickle and self.trickle.stop(timeout=5),
+                 lambda: self.archive and self.archive.kill(),
                  lambda: stop_receiver(self.receiver), lambda: remove_recovered(self.pitr_root),
                  lambda: self.stack and self.stack.stop()]
         for step in steps:

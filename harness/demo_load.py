@@ -24,13 +24,14 @@ INSERT = ("INSERT INTO audit_events (event_id, event_type, resource, action, res
 
 
 class WriteLoad:
-    """``writers`` connections each committing ``rows_per_commit`` audit events per transaction until
-    :meth:`stop` or until the server goes away under them."""
+    """``writers`` connections each committing ``rows_per_commit`` audit events per transaction (then
+    waiting ``pause`` seconds) until :meth:`stop` or until the server goes away under them."""
 
-    def __init__(self, connect_params: dict, writers: int = 4, rows_per_commit: int = 5) -> None:
+    def __init__(self, connect_params: dict, writers: int = 4, rows_per_commit: int = 5, pause: float = 0.0) -> None:
         self.connect_params = connect_params
         self.writers = writers
         self.rows_per_commit = rows_per_commit
+        self.pause = pause   # seconds between a writer's commits (0: as fast as the server answers)
         self.acknowledged: list[str] = []   # event ids, appended only after COMMIT returned
         self.in_doubt: list[str] = []       # COMMIT sent, no answer: the server died first
         self.commits = 0
@@ -77,6 +78,8 @@ class WriteLoad:
                 with self._lock:
                     self.acknowledged.extend(ids)
                     self.commits += 1
+                if self.pause:
+                    self._stop.wait(self.pause)
         finally:
             conn.close()
 

@@ -92,18 +92,18 @@ def print_recovery(demo, state: str, log_text: str, run_seconds: float, shipped_
     if state != "success" or record is None or record.get("status") != "succeeded":
         return demo._failed("pg_restore", state, log_text)
     outcome = record["result"]
-    load = demo.load
+    acknowledged, in_doubt = demo.acknowledged(), demo.in_doubt()
     conn = connect_recovered(outcome, RESTORE_ROLE, DBNAME)
     try:
-        recovered = found(conn, load.acknowledged)
+        recovered = found(conn, acknowledged)
         answered_at = time.monotonic()
-        doubtful_back = found(conn, load.in_doubt) if load.in_doubt else set()
+        doubtful_back = found(conn, in_doubt) if in_doubt else set()
         with conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM audit_events WHERE event_type = 'demo.check_in'")
             (demo_rows,) = cur.fetchone()
     finally:
         conn.close()
-    lost = len(load.acknowledged) - len(recovered)
+    lost = len(acknowledged) - len(recovered)
     seconds = outcome.get("seconds") or {}
     say(f"  recovered into a new cluster on port {outcome['port']} (data {outcome['data_dir']}), base backup "
         f"{outcome['base_backup_id']}, WAL {outcome['wal_first']} .. {outcome['wal_last']}"
@@ -111,8 +111,8 @@ def print_recovery(demo, state: str, log_text: str, run_seconds: float, shipped_
         f"{outcome.get('last_transaction_time')}")
     say(f"  record: s3://{BUCKET}/{key}")
     say("")
-    say(f"RESULT: acknowledged {len(load.acknowledged)}, recovered {len(recovered)}, lost {lost}")
-    say(f"  (in doubt at the kill: {len(load.in_doubt)} rows, {len(doubtful_back)} came back; rows of the load in the "
+    say(f"RESULT: acknowledged {len(acknowledged)}, recovered {len(recovered)}, lost {lost}")
+    say(f"  (in doubt at the kill: {len(in_doubt)} rows, {len(doubtful_back)} came back; rows of the load in the "
         f"recovered database: {demo_rows}, none that was never written: "
         f"{demo_rows == len(recovered) + len(doubtful_back)})")
     rto = answered_at - demo.killed_at

@@ -11,14 +11,14 @@ Every six hours, per protected database (mapped task group `verify`), each check
 - `bucket_posture`: default encryption, versioning, Object Lock, public access block;
 - `report`: the JSON report to `<prefix>/reports/verify/`, Slack alerts on change (with reminders),
   and the run ends failed when a check failed. A backup that fails is marked bad and never
-  offered for restore. See docs/operations.md.
+  offered for restore. See [operations](/pgdr-docs/operations.md).
 
 Then `history_page` renders the backup history page (sizes, durations, verification results and
 drill RTOs over time) to `<prefix>/reports/index.html`, whatever the checks found, and sends the
 recovery gauges (recovery window, newest good backup's age per kind, WAL lag, the last drill's RTO,
 verification failures) through Airflow's metrics (StatsD or OpenTelemetry, as `[metrics]` says).
-See docs/history-page.md and docs/operations.md ("Metrics"); the same figures are live in the UI
-under "Recovery status".
+See [history page](/pgdr-docs/history-page.md) and [operations](/pgdr-docs/operations.md) ("Metrics");
+the same figures are live in the UI under "Recovery status".
 """
 
 from datetime import timedelta
@@ -42,6 +42,8 @@ from pgdr.operators.verify import (
 )
 from pgdr.settings import deadline_minutes
 
+BY_DATABASE = "{{ task.conn_id }}"
+
 with DeadlineDAG(
     dag_id="pg_backup_verify",
     description="Prove every six hours that the off-site backups are complete, intact, encrypted and fresh",
@@ -63,20 +65,24 @@ with DeadlineDAG(
 ) as dag:
     databases = ProtectedDatabasesOperator(task_id="protected_databases", retries=0)
 
+    # each mapped task is labelled with its database (connection id), not [0]
     @task_group(group_id="verify")
     def verify_database(conn_id: str):
+        labelled = {"conn_id": conn_id, "map_index_template": BY_DATABASE}
         checks = [
-            FreshnessCheckOperator(task_id="freshness", conn_id=conn_id, retries=0),
-            IntegrityCheckOperator(task_id="integrity", conn_id=conn_id),
-            DeepCheckOperator(task_id="deep_check", conn_id=conn_id),
-            BucketPostureOperator(task_id="bucket_posture", conn_id=conn_id, retries=0),
-            WalCheckOperator(task_id="wal", conn_id=conn_id, retries=0),
+            FreshnessCheckOperator(task_id="freshness", retries=0, **labelled),
+            IntegrityCheckOperator(task_id="integrity", **labelled),
+            DeepCheckOperator(task_id="deep_check", **labelled),
+            BucketPostureOperator(task_id="bucket_posture", retries=0, **labelled),
+            WalCheckOperator(task_id="wal", retries=0, **labelled),
         ]
-        checks >> VerificationReportOperator(task_id="report", conn_id=conn_id, trigger_rule="all_done", retries=0)
+        checks >> VerificationReportOperator(task_id="report", trigger_rule="all_done", retries=0, **labelled)
 
     verified = verify_database.expand(conn_id=databases.output)
     # a teardown: it runs after the reports whatever they found (all done), and the run's state stays
     # the reports', so a failed check still fails the run while the page shows it
     verified >> HistoryPageOperator(task_id="history_page", retries=0).as_teardown()
-    DropExpiredReplacedOperator.partial(task_id="drop_expired_replaced").expand(conn_id=databases.output)
-    RecordMarkerOperator.partial(task_id="record_marker", retries=0).expand(conn_id=databases.output)
+    DropExpiredReplacedOperator.partial(task_id="drop_expired_replaced", map_index_template=BY_DATABASE).expand(
+        conn_id=databases.output)
+    RecordMarkerOperator.partial(task_id="record_marker", retries=0, map_index_template=BY_DATABASE).expand(
+        conn_id=databases.output)

@@ -37,6 +37,8 @@ DEFAULT_TEXT = {
     "keep_daily_days": "30", "keep_monthly_months": "12", "keep_yearly_years": "7", "pitr_window_days": "7",
     "object_lock_mode": "GOVERNANCE", "file_dirs": "{}", "config_files": "{}", "secret_files": "[]",
     "config_key_conn_id": "pgdr_config_key",
+    "incremental_backups": "true", "full_backup_days": "7", "max_incremental_chain": "6",
+    "four_eyes": "true", "approvers": "[]", "approver_role": "", "approval_timeout_hours": "24",
 }
 DEFAULT_VALUE = {
     "databases": ("care_commons_db",), "s3_bucket": "pgdr-backups", "s3_prefix": "pgdr",
@@ -59,6 +61,8 @@ DEFAULT_VALUE = {
     "keep_daily_days": 30, "keep_monthly_months": 12, "keep_yearly_years": 7, "pitr_window_days": 7.0,
     "object_lock_mode": "GOVERNANCE", "file_dirs": {}, "config_files": {}, "secret_files": (),
     "config_key_conn_id": "pgdr_config_key",
+    "incremental_backups": True, "full_backup_days": 7.0, "max_incremental_chain": 6,
+    "four_eyes": True, "approvers": (), "approver_role": "", "approval_timeout_hours": 24.0,
 }
 
 

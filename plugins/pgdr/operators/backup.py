@@ -183,6 +183,13 @@ class SealBackupOperator(PgdrBaseOperator):
         self.log.info("sealed backup %s of %s: s3://%s/%s (%d objects, %s)", manifest.backup_id,
                       manifest.database, self.store.bucket, manifest_key, len(manifest.objects),
                       human_bytes(manifest.total_size))
+        if manifest.depends_on:
+            from pgdr.retain.object_lock import lock_chain_as_long
+
+            # a restore of this incremental needs every earlier piece as long as this one is kept
+            for extended in lock_chain_as_long(self.store, manifest.database, manifest):
+                self.log.info("chain piece %s: %d objects locked until %s, as long as this incremental",
+                              extended["backup_id"], extended["objects"], extended["until"])
         from airflow.sdk import Asset
 
         extra = {"database": manifest.database, "kind": manifest.kind, "backup_id": manifest.backup_id,

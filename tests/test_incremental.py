@@ -417,6 +417,30 @@ def test_a_damaged_piece_of_the_chain_fails_the_recovery_and_nothing_is_left(cha
 
 
 @needs_pg18
+def test_a_damaged_earlier_piece_is_refused_when_the_restore_is_planned_and_marked_bad(chain):
+    """prepare checks every piece of the chain, not only the newest: the damaged full is named, marked bad,
+    and the restore refused before any task downloads or creates anything."""
+    from pgdr.restore.plan import refuse_damaged_chain
+    from pgdr.restore.request import RestoreRefused
+
+    store, full, second = chain["store"], chain["full"], chain["second"]
+    _, manifest, prefix, _, _ = plan(store, chain["after_second"].isoformat(), only=second.backup_id)
+    assert manifest.backup_id == second.backup_id and len(manifest.chain) == 3
+    entries = store.catalog(CONN_ID, "base")
+    assert len(refuse_damaged_chain(store, CONN_ID, manifest, prefix, entries, mark=lambda *a: None)) == 3
+    key = _tar_key(store, full)
+    original = store.get_bytes(key)
+    marked = []
+    store.client.put_object(Bucket=store.bucket, Key=key, Body=original[:-100], ServerSideEncryption="AES256")
+    try:
+        with pytest.raises(RestoreRefused, match=f"backup {full.backup_id} of {CONN_ID} is damaged"):
+            refuse_damaged_chain(store, CONN_ID, manifest, prefix, entries, mark=lambda *a: marked.append(a))
+    finally:
+        store.client.put_object(Bucket=store.bucket, Key=key, Body=original, ServerSideEncryption="AES256")
+    assert [(kind, backup_id) for _, kind, backup_id, _ in marked] == [("base", full.backup_id)]
+
+
+@needs_pg18
 def test_a_missing_piece_of_the_chain_is_refused_clearly_and_nothing_is_restored(chain, pitr_root):
     from pgdr.restore.pitr_cluster import RecoveryFailed
     from pgdr.restore.request import RestoreRefused

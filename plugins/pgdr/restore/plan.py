@@ -120,6 +120,18 @@ def refuse_damaged(store, database: str, manifest: Manifest, prefix: str, entrie
         + (f"the newest good backup is {other}" if other else "there is no other good backup"), field="backup")
 
 
+def refuse_damaged_chain(store, database: str, manifest: Manifest, prefix: str, entries: list[BackupEntry], *,
+                         mark: Callable[[str, str, str, list[dict]], None]) -> list[Manifest]:
+    """Every earlier piece of an incremental base backup checked as the backup itself is (a damaged one
+    marked bad and the restore refused, naming it); returns the chain's manifests, the full first."""
+    from pgdr.restore.pitr_fetch import chain_manifests
+
+    pieces = chain_manifests(store, manifest, prefix)
+    for piece, piece_prefix in pieces[:-1]:
+        refuse_damaged(store, database, piece, piece_prefix, entries, kind="base", mark=mark)
+    return [piece for piece, _ in pieces]
+
+
 def server_facts(conn) -> dict:
     version_num, superuser, createdb, createrole = one(conn, """
         SELECT current_setting('server_version_num')::int, rolsuper, rolcreatedb, rolcreaterole
@@ -390,8 +402,15 @@ class Planner:
         target, manifest, prefix, wal, entries = pitr_choice(self.store, database, request.point_in_time,
                                                              only=manifest.backup_id)
         refuse_damaged(self.store, database, manifest, prefix, entries, kind="base", mark=self.mark)
+        needed = pitr_needed(manifest, len(wal.segments), wal.segment_size)
+        if manifest.depends_on:
+            from pgdr.restore.pitr_fetch import chain_space_needed
+
+            # an incremental restores with every earlier piece: each checked now, the disk sized for them all
+            pieces = refuse_damaged_chain(self.store, database, manifest, prefix, entries, mark=self.mark)
+            needed = max(needed, chain_space_needed(pieces) + len(wal.segments) * wal.segment_size * 2)
         data_dir = check_pitr_target(settings.pitr_data_dir, pitr_name(manifest.dbname, self.when), settings.pitr_port,
-                                     pitr_needed(manifest, len(wal.segments), wal.segment_size))
+                                     needed)
         names, target_conn_id = RestoreNames(manifest.dbname, manifest.dbname, None, None), ""
         if request.mode == "tables":
             unknown = [t for t in request.tables if "." not in t]

@@ -117,8 +117,8 @@ def print_recovery(demo, state: str, log_text: str, run_seconds: float, shipped_
         f"{demo_rows == len(recovered) + len(doubtful_back)})")
     rto = answered_at - demo.killed_at
     base = sum(seconds.get(step, 0) for step in ("download_base", "unpack_base", "verify_base"))
-    say(f"RTO: {rto:.1f} s from the kill to the recovered database answering: the last WAL shipped "
-        f"{shipped_at - demo.killed_at:.1f} s after the kill (pg_wal_archive's final ship), the pg_restore run "
+    say(f"RTO: {rto:.1f} s from the kill to the recovered database answering: pg_wal_archive's run had shipped the "
+        f"last WAL and ended {shipped_at - demo.killed_at:.1f} s after the kill, then the pg_restore run "
         f"{run_seconds:.1f} s (base backup {base:.1f} s, WAL "
         f"{seconds.get('fetch_wal', 0):.1f} s, replay and start {seconds.get('recover', 0):.1f} s, the rest Airflow)")
     say("  (a person noticing and triggering the restore is not in this figure; the budget, pgdr_rto_budget_minutes, "

@@ -25,6 +25,8 @@ the WAL receiver directory and staging pruned; the report to `<prefix>/reports/r
 **Dry run**: only the scheduled monthly run acts for real. Every other run (manual, a backfill, a
 run started by another DAG or by an asset) follows its `dry_run` field (default on: counts what
 each rule would touch, changes nothing); to act from the CLI: `-c '{"dry_run": false}'`.
+A run that acts outside the schedule first waits in `approve` for a second person (four-eyes;
+the one who triggered it cannot approve it): [four-eyes approval](/pgdr-docs/operations.md#four-eyes-approval).
 See [retention](/pgdr-docs/retention.md).
 """
 
@@ -34,6 +36,7 @@ import pendulum
 from airflow.sdk import DAG, Param, TaskGroup
 
 from pgdr.alerts.slack import on_task_failure
+from pgdr.operators.approval import RetentionApprovalOperator
 from pgdr.operators.base import ProtectedDatabasesOperator
 from pgdr.operators.retain import ApplyDataPolicyOperator, BackupRetentionOperator, DataRetentionReportOperator
 
@@ -57,14 +60,20 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
     databases = ProtectedDatabasesOperator(task_id="protected_databases")
+    # four-eyes: a run that acts for real outside the schedule waits for a second person; a dry run or
+    # the scheduled run skips it at once, hence none_failed below (a rejection or timeout fails approve)
+    approve = RetentionApprovalOperator(task_id="approve")
+    databases >> approve
 
     with TaskGroup("data"):
         # each mapped task labelled with its database in the grid and graph, not [0]
-        applied = ApplyDataPolicyOperator.partial(task_id="apply_policy", map_index_template="{{ task.conn_id }}"
+        applied = ApplyDataPolicyOperator.partial(task_id="apply_policy", trigger_rule="none_failed",
+                                                  map_index_template="{{ task.conn_id }}"
                                                   ).expand(conn_id=databases.output)
-        applied >> DataRetentionReportOperator(task_id="report", trigger_rule="all_done")
+        approve >> applied >> DataRetentionReportOperator(task_id="report", trigger_rule="all_done")
 
     # backup retention (GFS, WAL, Object Lock): task group "backups"
     with TaskGroup("backups"):
-        BackupRetentionOperator.partial(task_id="expire", map_index_template="{{ task.conn_id }}").expand(
+        approve >> BackupRetentionOperator.partial(task_id="expire", trigger_rule="none_failed",
+                                                   map_index_template="{{ task.conn_id }}").expand(
             conn_id=databases.output)

@@ -19,7 +19,10 @@ With a **point in time** (`latest`, an ISO time or an LSN) the newest good base 
 restored into a new cluster and the WAL archive replayed up to it (`latest` includes the partial
 segment the WAL receiver shipped last: every acknowledged commit).
 
-`prepare` checks everything and changes nothing; `restore` does the work and compares every
+`prepare` checks everything and changes nothing; `approve` (four-eyes) then waits for a second
+person when the restore replaces the live database or overwrites a non-empty directory (the one who
+triggered the run cannot approve it; skipped otherwise, see
+[four-eyes approval](/pgdr-docs/operations.md#four-eyes-approval)); `restore` does the work and compares every
 table's row count with the manifest; `report` writes the record to
 `<prefix>/reports/restore/` and posts it to Slack. See
 [the disaster recovery runbook](/pgdr-docs/RUNBOOK_DISASTER_RECOVERY.md) (all of pgdr's
@@ -32,6 +35,7 @@ import pendulum
 from airflow.sdk import DAG, Param
 
 from pgdr.alerts.slack import on_task_failure
+from pgdr.operators.approval import RestoreApprovalOperator
 from pgdr.operators.restore import PrepareRestoreOperator, RestoreBackupOperator, RestoreReportOperator
 from pgdr.settings import protected_databases_at_parse
 
@@ -132,6 +136,9 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
     prepare = PrepareRestoreOperator(task_id="prepare")
-    restore = RestoreBackupOperator(task_id="restore", plan=prepare.output)
+    # four-eyes: a replace, or files over a non-empty directory, waits for a second person; any other
+    # restore skips it at once, hence none_failed on restore (a rejection or timeout fails approve)
+    approve = RestoreApprovalOperator(task_id="approve", plan=prepare.output)
+    restore = RestoreBackupOperator(task_id="restore", plan=prepare.output, trigger_rule="none_failed")
     report = RestoreReportOperator(task_id="report", trigger_rule="all_done", on_failure_callback=on_task_failure)
-    prepare >> restore >> report
+    prepare >> approve >> restore >> report

@@ -61,6 +61,9 @@ class Stack:
             "AIRFLOW_VAR_PGDR_RESTORE_CONN_IDS": json.dumps({CONN_ID: RESTORE_CONN_ID}),
             # physical backups need a WAL receiver; the tests and bench that exercise them turn them on
             "AIRFLOW_VAR_PGDR_PHYSICAL_BACKUPS": "false",
+            # dag.test() runs have no second person to approve a replace or a retention run that acts;
+            # tests/test_approval.py turns four-eyes approval on and answers it through the api-server
+            "AIRFLOW_VAR_PGDR_FOUR_EYES": "false",
         }
 
     def stop(self) -> None:

@@ -115,7 +115,9 @@ def test_restore_is_manual_only_with_a_sectioned_trigger_form(dagbag):
     required = {name for name in params if "null" not in params.get_param(name).schema["type"]}
     assert required == {"database", "backup", "kind", "mode"}
     assert all(params[name] is None for name in set(params) - required)
-    assert [t.task_id for t in dag.tasks] == ["prepare", "restore", "report"]
+    assert [t.task_id for t in dag.tasks] == ["prepare", "approve", "restore", "report"]
+    # the restore runs after an approval or after the approval task skipped itself (none needed)
+    assert dag.get_task("restore").trigger_rule == "none_failed"
     assert dag.get_task("report").trigger_rule == "all_done"
 
 

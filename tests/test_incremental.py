@@ -386,6 +386,14 @@ def test_the_pitr_drill_restores_a_chain_and_its_record_says_so(chain, stack, pi
     assert _nothing_left(pitr_root) == []
 
 
+def _replace(store, key: str, body: bytes) -> None:
+    """Put ``body`` at ``key`` as pgdr writes objects (its metadata kept, S3's SHA-256 computed), so only the
+    bytes differ from what was stored."""
+    metadata = store.client.head_object(Bucket=store.bucket, Key=key)["Metadata"]
+    store.client.put_object(Bucket=store.bucket, Key=key, Body=body, ServerSideEncryption="AES256",
+                            ChecksumAlgorithm="SHA256", Metadata=metadata)
+
+
 def _tar_key(store, manifest) -> str:
     from pgdr.store.manifest import backup_prefix
 
@@ -405,13 +413,13 @@ def test_a_damaged_piece_of_the_chain_fails_the_recovery_and_nothing_is_left(cha
     original = store.get_bytes(key)
     damaged = bytearray(original)
     damaged[len(damaged) // 2] ^= 0xFF
-    store.client.put_object(Bucket=store.bucket, Key=key, Body=bytes(damaged), ServerSideEncryption="AES256")
+    _replace(store, key, bytes(damaged))
     try:
         run = recovery(store, chain["after_second"].isoformat(), pitr_root, "damaged")
         with pytest.raises(RecoveryFailed) as refused:
             run.run()
     finally:
-        store.client.put_object(Bucket=store.bucket, Key=key, Body=original, ServerSideEncryption="AES256")
+        _replace(store, key, original)
     assert first.backup_id in str(refused.value) or "sha256" in str(refused.value), refused.value
     assert _nothing_left(pitr_root) == []
 
@@ -431,12 +439,12 @@ def test_a_damaged_earlier_piece_is_refused_when_the_restore_is_planned_and_mark
     key = _tar_key(store, full)
     original = store.get_bytes(key)
     marked = []
-    store.client.put_object(Bucket=store.bucket, Key=key, Body=original[:-100], ServerSideEncryption="AES256")
+    _replace(store, key, original[:-100])
     try:
         with pytest.raises(RestoreRefused, match=f"backup {full.backup_id} of {CONN_ID} is damaged"):
             refuse_damaged_chain(store, CONN_ID, manifest, prefix, entries, mark=lambda *a: marked.append(a))
     finally:
-        store.client.put_object(Bucket=store.bucket, Key=key, Body=original, ServerSideEncryption="AES256")
+        _replace(store, key, original)
     assert [(kind, backup_id) for _, kind, backup_id, _ in marked] == [("base", full.backup_id)]
 
 
@@ -464,7 +472,7 @@ def test_a_missing_piece_of_the_chain_is_refused_clearly_and_nothing_is_restored
         _, manifest, _, _, _ = plan(store, chain["after_second"].isoformat())
         assert manifest.backup_id == chain["full"].backup_id
     finally:
-        store.client.put_object(Bucket=store.bucket, Key=key, Body=original, ServerSideEncryption="AES256")
+        _replace(store, key, original)
 
 
 @needs_pg18

@@ -177,11 +177,19 @@ def tar_zstd(source: Path, target: Path, level: int, part_size: int, log: loggin
     return archive.raw_size, archive.digest
 
 
-def unpack_base_backup(archive: Path, data_dir: Path) -> None:
+def _wal_segment(name: str) -> bool:
+    """A file inside the copy's pg_wal/ (its streamed WAL), not the directory itself."""
+    parts = name.split("/")
+    return "pg_wal" in parts[:-1]
+
+
+def unpack_base_backup(archive: Path, data_dir: Path, *, without_wal: bool = False) -> None:
     """Unpack ``data.tar.zst`` into the new directory ``data_dir`` (0700); a member that would land outside
-    it, or an archive cut short or corrupt, is refused (:class:`pgdr.core.compression.ArchiveError`)."""
+    it, or an archive cut short or corrupt, is refused (:class:`pgdr.core.compression.ArchiveError`).
+    ``without_wal``: the files in pg_wal/ are read and checked but not written (an earlier piece of an
+    incremental chain: pg_combinebackup takes the WAL of the newest piece only)."""
     data_dir.mkdir(parents=True, mode=0o700)
-    extract_tar_zst(archive, data_dir)
+    extract_tar_zst(archive, data_dir, skip=_wal_segment if without_wal else None)
     # the tar may hold the data directory itself rather than its contents
     if not (data_dir / "PG_VERSION").exists():
         inner = [p for p in data_dir.iterdir() if (p / "PG_VERSION").exists()]

@@ -309,11 +309,12 @@ def read_tar_zst(source, copy_to=None) -> Iterator[tarfile.TarFile]:
             handle.close()
 
 
-def extract_tar_zst(source, target: Path) -> int:
+def extract_tar_zst(source, target: Path, skip: Callable[[str], bool] | None = None) -> int:
     """Unpack the tar.zst at ``source`` into the directory ``target`` (made 0700 when missing); returns the
     number of members. A member that would land outside ``target`` (an absolute name, ``..``, a link
     pointing out of it, a device file) is refused with :class:`ArchiveError` (tarfile's ``data`` filter),
-    as is a cut or corrupt archive; what was unpacked before the refusal stays for the caller to remove."""
+    as is a cut or corrupt archive; what was unpacked before the refusal stays for the caller to remove.
+    ``skip(name)`` true: that member is read (and checked) but not written."""
     target = Path(target)
     target.mkdir(parents=True, mode=0o700, exist_ok=True)
     refusal = f"refusing an archive member that would land outside {target}"
@@ -322,7 +323,8 @@ def extract_tar_zst(source, target: Path) -> int:
         # tarfile's data filter would strip the slash off an absolute name; pgdr never writes one
         if member.name.startswith("/"):
             raise ArchiveError(f"{refusal}: an absolute name")
-        return tarfile.data_filter(member, path)
+        checked = tarfile.data_filter(member, path)
+        return None if skip is not None and skip(member.name) else checked
 
     with read_tar_zst(source) as tar:
         try:

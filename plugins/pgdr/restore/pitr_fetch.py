@@ -158,7 +158,7 @@ def check_space(path: Path, needed: int, what: str) -> None:
 
 
 def _download_unpack(store, manifest: Manifest, prefix: str, into: Path, staging: Path,
-                     seconds: dict[str, float], piece: str | None = None) -> None:
+                     seconds: dict[str, float], piece: str | None = None, without_wal: bool = False) -> None:
     """One piece: its tar downloaded (size and sha256 checked), unpacked into ``into``, the download removed;
     the time of each step added to ``seconds``."""
     tar_obj = next((o for o in manifest.objects if o.role == "base_tar"), None)
@@ -170,7 +170,7 @@ def _download_unpack(store, manifest: Manifest, prefix: str, into: Path, staging
         download_object(store, object_key(prefix, tar_obj.name), tar_obj, archive)
         seconds["download_base"] = round(seconds.get("download_base", 0) + time.monotonic() - mark, 3)
         mark = time.monotonic()
-        unpack_base_backup(archive, into)
+        unpack_base_backup(archive, into, without_wal=without_wal)
         seconds["unpack_base"] = round(seconds.get("unpack_base", 0) + time.monotonic() - mark, 3)
     except (ObjectHashError, ArchiveError) as err:
         if piece is None:
@@ -202,8 +202,10 @@ def fetch_base(store, manifest: Manifest, prefix: str, data_dir: Path, bindir: P
             dirs = []
             for number, (piece, piece_prefix) in enumerate(pieces, 1):
                 dirs.append(staging / piece.backup_id)
+                # the WAL each piece streamed is not combined: only the newest piece's is written
                 _download_unpack(store, piece, piece_prefix, dirs[-1], staging, seconds,
-                                 piece=f"piece {number} of {len(pieces)} of the chain of {manifest.backup_id}")
+                                 piece=f"piece {number} of {len(pieces)} of the chain of {manifest.backup_id}",
+                                 without_wal=number < len(pieces))
             mark = time.monotonic()
             combine(bindir, dirs, data_dir, log)
             seconds["combine"] = round(time.monotonic() - mark, 3)

@@ -44,7 +44,8 @@ UNIT_TESTS := $(addprefix tests/test_,alert_policy.py data_policy.py errors.py f
 test-unit: venv
 	$(PYTEST) $(UNIT_TESTS)
 
-## a throwaway cluster, S3 endpoint and Slack receiver; runs pg_backup_daily through Airflow
+## the whole promise on throwaway services: a synchronous WAL receiver, backups, verification, the primary killed
+## under load, PITR to latest (lost 0, RTO); removes everything
 demo: venv
 	$(BIN)/python -m harness.demo
 

@@ -127,6 +127,46 @@ def backup_child(spec_path: str) -> int:
     return 0
 
 
+def restore_child(spec_path: str) -> int:
+    """pgdr's point-in-time recovery to 'latest' from one base backup (a full, or the newest incremental of a
+    chain): the pg_restore DAG's plan (plan_point_in_time, pinned to that backup as prepare leases it) and
+    PointInTimeRecovery.run(): each piece downloaded (sha256 checked) and unpacked, pg_combinebackup for a
+    chain, pg_verifybackup, the WAL fetched and checked, recovery; then the probe query."""
+    spec, log = common.child_start(spec_path)
+    store = common.child_store(spec, STORE_PREFIX, log)
+    from pgdr.restore.pitr import PointInTimeRecovery
+    from pgdr.restore.pitr_fetch import plan_point_in_time
+    from pgdr.store.layout import manifest_key
+    from pgdr.store.manifest import backup_prefix
+
+    def load(backup_id: str):
+        prefix = backup_prefix(STORE_PREFIX, DATABASE, "base", backup_id)
+        return store.read_manifest(manifest_key(prefix)), prefix
+
+    t0 = time.perf_counter()
+    target, manifest, prefix, wal, _ = plan_point_in_time(store, DATABASE, "latest", load, only=spec["backup_id"])
+    plan_seconds = time.perf_counter() - t0
+    recovery = PointInTimeRecovery(
+        store=store, manifest=manifest, prefix=prefix, wal=wal, target=target,
+        data_dir=Path(spec["data_root"]) / spec["name"], port=spec["port"], os_user=spec["os_user"],
+        login="postgres", bindir=Path(spec["bindir"]), jobs=2, log=log, listen_addresses="127.0.0.1",
+        keep_hours=1.0)
+    outcome = recovery.run()
+    mark = time.perf_counter()
+    wait_promoted(Path(outcome["socket_dir"]), outcome["port"], 60)
+    probe_seconds = time.perf_counter() - mark
+    seconds = time.perf_counter() - t0
+    stages = {"plan": round(plan_seconds, 3), **{k: v for k, v in outcome["seconds"].items() if k != "total"},
+              "probe": round(probe_seconds, 3)}
+    common.write_result(spec, {
+        "seconds": seconds, "stages": stages, "pitr_run_seconds": outcome["seconds"].get("total"),
+        "backups": len(manifest.chain) if manifest.depends_on else 1, "base_backup_id": manifest.backup_id,
+        "socket_dir": outcome["socket_dir"], "port": outcome["port"], "data_dir": outcome["data_dir"],
+        "wal_segments": len(wal.segments), "wal_first": wal.first, "wal_last": wal.last,
+        **{"cpu_seconds": {k: round(v, 2) for k, v in common.child_usage().items()}}})
+    return 0
+
+
 class Bench:
     def __init__(self, args) -> None:
         self.args = args
@@ -138,14 +178,17 @@ class Bench:
         self.database: dict = {}
         self.backups: dict[str, list[dict]] = {"full": [], "incremental": []}
         self.changes: list[dict] = []
-        # PITR from the full alone, and from the chain once per pg_combinebackup mode ("chain" = copy)
-        self.variants = ("full", *("chain" if m == "copy" else f"chain-{m}" for m in args.combine_modes))
+        # PITR from the full alone, and from the chain once per pg_combinebackup mode ("chain" = copy);
+        # pgdr's own restore combines in copy mode only
+        self.variants = ("full", "chain") if args.engine == "pgdr" else (
+            "full", *("chain" if m == "copy" else f"chain-{m}" for m in args.combine_modes))
         self.pitr: dict[str, list[dict]] = {name: [] for name in self.variants}
         self.rounds = 0
         self.restores_running: list[Path] = []
         self.s3 = None
         self.store = None
         self.backup_ids = 0
+        self.ships: list[dict] = []
         self.ids_from = dt.datetime.now(dt.timezone.utc)
 
     # -- the cluster -------------------------------------------------------------------------
@@ -222,9 +265,8 @@ class Bench:
 
     def backup_pgdr(self, directory: Path, parent: Path | None) -> dict:
         """pgdr's run_base_backup in a child (full when ``parent`` is None, else incremental as pgdr chooses);
-        then its data.tar.zst downloaded into ``directory`` for the recoveries (untimed)."""
+        the recoveries read it from S3 through pgdr's restore."""
         from harness.stack import BACKUP_PASSWORD, BACKUP_ROLE
-        from pgdr.store.layout import object_key
         from pgdr.store.manifest import new_backup_id
 
         common.settle(self.cluster)
@@ -240,10 +282,8 @@ class Bench:
         wanted = "incremental" if parent is not None else "full"
         if result["backup_type"] != wanted:
             raise RuntimeError(f"pgdr took a {result['backup_type']} backup where a {wanted} was expected")
-        self.store.download(object_key(result["prefix"], "data.tar.zst"), directory / "data.tar.zst")
-        (directory / "data.tar.zst").chmod(0o644)
         shutil.rmtree(run_dir / "staging", ignore_errors=True)
-        return {**result, "seconds": round(result["seconds"], 3),
+        return {**result, "backup_id": spec["backup_id"], "seconds": round(result["seconds"], 3),
                 "process_wall_seconds": round(child["wall_seconds"], 2)}
 
     def backup_tools(self, directory: Path, parent: Path | None) -> dict:
@@ -329,6 +369,58 @@ class Bench:
         return {"seconds": round(seconds, 3), "stages": {k: round(v, 3) for k, v in stages.items()},
                 "backups": len(chain), "row_counts_match": recovered == source}
 
+    def ship_wal(self) -> None:
+        """The archived WAL into S3 by pgdr's shipper (pgdr.wal.ship.ship_once over the archive directory:
+        zstd, hashes, the cluster in the metadata, as pg_wal_archive stores it); untimed."""
+        import logging
+
+        from pgdr.wal.local import load_state
+        from pgdr.wal.ship import ship_once
+
+        t0 = time.perf_counter()
+        shipped = ship_once(self.store, DATABASE, self.archive, load_state(self.archive, DATABASE),
+                            logging.getLogger("incremental_bench"))
+        self.ships.append({"objects": len(shipped["uploaded"]), "raw_bytes": shipped["raw_bytes"],
+                           "stored_bytes": shipped["stored_bytes"], "seconds": round(time.perf_counter() - t0, 2)})
+
+    def forget_wal(self) -> None:
+        """After a repeat (its objects deleted from S3): the archived segments and the shipper's state go,
+        so the next repeat ships only its own WAL."""
+        for path in self.archive.iterdir():
+            path.unlink()
+
+    def recover_pgdr(self, name: str, backup_id: str, expected: dict[str, int]) -> dict:
+        """pgdr's PITR to 'latest' from ``backup_id`` (restore_child), timed in the child to the probe query;
+        the recovered cluster's row counts are then compared (untimed) and it is stopped and removed."""
+        import psycopg2
+
+        from harness.pg_cluster import free_port
+        from pgdr.restore.pitr_cluster import stop_recovered
+
+        run_dir = common.fresh_dir(self.work / "child" / f"restore-{name}")
+        data_root = self.work / "restore"
+        data_dir = data_root / name
+        spec = {**common.s3_spec(self.s3, "pgdr-incremental-bench", PART_MB * MiB), "backup_id": backup_id,
+                "data_root": str(data_root), "name": name, "port": free_port(), "os_user": server_user(),
+                "bindir": str(self.bindir)}
+        self.restores_running.append(data_dir)
+        os.sync()
+        try:
+            result, child = common.run_spec_child(__file__, "--child-restore", spec, run_dir,
+                                                  what="pgdr point-in-time recovery")
+            conn = psycopg2.connect(host=result["socket_dir"], port=result["port"], user="postgres",
+                                    dbname="care_commons")
+            result["row_counts_match"] = common.row_counts(conn) == expected
+        finally:
+            if (data_dir / "postmaster.pid").exists():
+                stop_recovered(str(data_dir), server_user(), self.bindir)
+            for path in (data_dir, *(data_dir.with_name(name + s) for s in (".sock", ".wal", ".download"))):
+                shutil.rmtree(path, ignore_errors=True)
+            data_dir.with_name(name + ".log").unlink(missing_ok=True)
+            self.restores_running.remove(data_dir)
+        return {**result, "seconds": round(result["seconds"], 3),
+                "process_wall_seconds": round(child["wall_seconds"], 2)}
+
     # -- the measurement -----------------------------------------------------------------------
 
     def measure(self) -> None:
@@ -349,20 +441,30 @@ class Bench:
                     f"heap; {incremental['seconds']:.1f} s, {mb(incremental['stored_bytes']):.1f} MB stored")
             self.cluster.execute(f"INSERT INTO {PROBE_TABLE} DEFAULT VALUES", dbname="care_commons")
             wait_archived(self.cluster)
+            if self.store is not None:
+                self.ship_wal()
+                expected = common.row_counts(self.cluster.connect("care_commons"))
+                ids = {"full": self.backups["full"][-1]["backup_id"],
+                       "chain": self.backups["incremental"][-1]["backup_id"]}
             for variant in (self.variants if repeat % 2 else tuple(reversed(self.variants))):
-                result = self.recover(variant, chain if variant.startswith("chain") else chain[:1])
+                if self.store is not None:
+                    result = self.recover_pgdr(f"r{repeat}-{variant}", ids[variant], expected)
+                else:
+                    result = self.recover(variant, chain if variant.startswith("chain") else chain[:1])
                 self.pitr[variant].append(result)
                 say(f"  PITR from {variant}: {result['seconds']:.1f} s ({result['stages']}), rows match: "
                     f"{result['row_counts_match']}")
             shutil.rmtree(base, ignore_errors=True)
             if self.store is not None:   # the next repeat starts a new chain; moto's memory stays flat
                 common.delete_prefix(self.store.client, self.store.bucket, f"{STORE_PREFIX}/{DATABASE}/")
+                self.forget_wal()
 
     def stop(self) -> None:
         common.stop_all()
         for root in self.restores_running:
-            if (root / "data" / "postmaster.pid").exists():
-                common.run_tracked(as_server([self.bindir / "pg_ctl", "-D", root / "data", "-m", "immediate", "stop"]))
+            data = root if self.store is not None else root / "data"
+            if (data / "postmaster.pid").exists():
+                common.run_tracked(as_server([self.bindir / "pg_ctl", "-D", data, "-m", "immediate", "stop"]))
         if self.cluster is not None:
             self.cluster.destroy()
         if self.s3 is not None:
@@ -489,9 +591,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="pg_combinebackup modes, one PITR from the chain each: copy, copy-file-range, link "
                              "(default copy,link)")
     common.add_run_arguments(parser, "incremental", "keep the work directory; servers are always stopped")
-    common.add_child_arguments(parser, "backup")
+    common.add_child_arguments(parser, "backup", "restore")
     args = parser.parse_args(argv)
-    child = common.run_child_mode(args, {"backup": backup_child})
+    child = common.run_child_mode(args, {"backup": backup_child, "restore": restore_child})
     if child is not None:
         return child
     if args.repeat < 1 or args.chain < 1:
@@ -521,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
             "database": bench.database,
             "machine": info,
             "results": summary,
-            "runs": {"backup": bench.backups, "pitr": bench.pitr},
+            "runs": {"backup": bench.backups, "pitr": bench.pitr, "wal_shipped": bench.ships},
         }
         common.write_results(document, args.output, "incremental", finished_at)
         return 0

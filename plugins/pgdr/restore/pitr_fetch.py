@@ -138,12 +138,12 @@ def chain_manifests(store, manifest: Manifest, prefix: str) -> list[tuple[Manife
 
 def chain_space_needed(pieces: list[Manifest]) -> int:
     """Bytes a chain's recovery needs beside the WAL: every piece unpacked, the combined data directory (at
-    most the pieces together), and the largest download, held while it is unpacked. A full alone: itself
-    unpacked plus its download."""
+    most the pieces together), and the downloads held at once: the one being unpacked and the next one,
+    which downloads meanwhile (the two largest, to be safe). A full alone: itself unpacked plus its download."""
     tars = [next((o for o in m.objects if o.role == "base_tar"), None) for m in pieces]
     unpacked = sum((t.raw_size or t.size) if t else 0 for t in tars)
-    largest = max((t.size for t in tars if t), default=0)
-    return unpacked * (2 if len(pieces) > 1 else 1) + largest
+    held = sum(sorted((t.size for t in tars if t), reverse=True)[:2])
+    return unpacked * (2 if len(pieces) > 1 else 1) + held
 
 
 def check_space(path: Path, needed: int, what: str) -> None:
@@ -157,37 +157,98 @@ def check_space(path: Path, needed: int, what: str) -> None:
                              "nothing was restored (free space there or set pgdr_pitr_data_dir elsewhere)")
 
 
-def _download_unpack(store, manifest: Manifest, prefix: str, into: Path, staging: Path,
-                     seconds: dict[str, float], piece: str | None = None, without_wal: bool = False) -> None:
-    """One piece: its tar downloaded (size and sha256 checked), unpacked into ``into``, the download removed;
-    the time of each step added to ``seconds``."""
+def _damaged(manifest: Manifest, piece: str, err: Exception) -> RecoveryFailed:
+    """A damaged piece of a chain, named, so the verdict can be marked on the right backup."""
+    return RecoveryFailed(f"base backup {manifest.backup_id}, {piece}, is damaged ({err}); nothing was restored")
+
+
+_SECONDS_LOCK = threading.Lock()   # the download ahead and the unpack add their times at once
+
+
+def _add_seconds(seconds: dict[str, float], key: str, since: float) -> None:
+    with _SECONDS_LOCK:
+        seconds[key] = round(seconds.get(key, 0) + time.monotonic() - since, 3)
+
+
+def _download(store, manifest: Manifest, prefix: str, staging: Path, seconds: dict[str, float],
+              piece: str | None = None) -> Path:
+    """One piece's tar downloaded into ``staging`` (size and sha256 checked); its time added to
+    ``seconds["download_base"]``. What arrived is removed when the check fails."""
     tar_obj = next((o for o in manifest.objects if o.role == "base_tar"), None)
     if tar_obj is None:
         raise RecoveryFailed(f"base backup {manifest.backup_id} lists no base_tar object")
     archive = staging / f"{manifest.backup_id}.tar.zst"
+    mark = time.monotonic()
     try:
-        mark = time.monotonic()
         download_object(store, object_key(prefix, tar_obj.name), tar_obj, archive)
-        seconds["download_base"] = round(seconds.get("download_base", 0) + time.monotonic() - mark, 3)
-        mark = time.monotonic()
+    except ObjectHashError as err:
+        archive.unlink(missing_ok=True)
+        if piece is None:   # a lone base backup's error goes as it is
+            raise
+        raise _damaged(manifest, piece, err) from err
+    except BaseException:
+        archive.unlink(missing_ok=True)
+        raise
+    _add_seconds(seconds, "download_base", mark)
+    return archive
+
+
+def _unpack(manifest: Manifest, archive: Path, into: Path, seconds: dict[str, float], piece: str | None = None,
+            without_wal: bool = False) -> None:
+    """A downloaded tar unpacked into ``into``, then removed; its time added to ``seconds["unpack_base"]``."""
+    mark = time.monotonic()
+    try:
         unpack_base_backup(archive, into, without_wal=without_wal)
-        seconds["unpack_base"] = round(seconds.get("unpack_base", 0) + time.monotonic() - mark, 3)
-    except (ObjectHashError, ArchiveError) as err:
+    except ArchiveError as err:
         if piece is None:
             raise
-        # a damaged piece of a chain: named, so the verdict can be marked on the right backup
-        raise RecoveryFailed(f"base backup {manifest.backup_id}, {piece}, is damaged ({err}); nothing was "
-                             "restored") from err
+        raise _damaged(manifest, piece, err) from err
     finally:
         archive.unlink(missing_ok=True)
+    _add_seconds(seconds, "unpack_base", mark)
+
+
+def _fetch_chain(store, pieces: list[tuple[Manifest, str]], staging: Path, seconds: dict[str, float],
+                 newest: str) -> list[Path]:
+    """Every piece of a chain downloaded (checked) and unpacked into its own directory under ``staging``, the
+    full first; each next piece downloads while the one before it unpacks (one download ahead: at most two
+    tars held at once). The unpacks stay one at a time: they are mostly per-file Python work, and two of
+    them on threads were slower than one after the other (bench/README.md). ``seconds["download_base"]``
+    sums the downloads, which overlap the unpacks after the first; ``seconds["download_wait"]`` is the
+    time the unpacking waited for them. A failure waits for the download under way (its tar goes with
+    ``staging``, which the caller removes) and is raised; a download not yet started never starts."""
+    def label(number: int) -> str:
+        return f"piece {number} of {len(pieces)} of the chain of {newest}"
+
+    dirs: list[Path] = []
+    waited = 0.0
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pgdr-base-download") as pool:
+        ahead = pool.submit(_download, store, *pieces[0], staging, seconds, label(1))
+        try:
+            for number, (piece, _) in enumerate(pieces, 1):
+                mark = time.monotonic()
+                archive = ahead.result()
+                waited += time.monotonic() - mark
+                if number < len(pieces):
+                    ahead = pool.submit(_download, store, *pieces[number], staging, seconds, label(number + 1))
+                dirs.append(staging / piece.backup_id)
+                # the WAL each piece streamed is not combined: only the newest piece's is written
+                _unpack(piece, archive, dirs[-1], seconds, label(number), without_wal=number < len(pieces))
+        except BaseException:
+            ahead.cancel()
+            raise
+        finally:
+            seconds["download_wait"] = round(waited, 3)
+    return dirs
 
 
 def fetch_base(store, manifest: Manifest, prefix: str, data_dir: Path, bindir: Path, seconds: dict[str, float],
                log: logging.Logger) -> None:
     """Download the base backup's tar (checked), unpack it into ``data_dir`` and prove it with
     pg_verifybackup; the time of each step goes into ``seconds``. An incremental: every piece of its chain
-    downloaded (checked) and unpacked beside ``data_dir``, combined into it by pg_combinebackup, the pieces
-    removed. A piece missing or damaged fails before anything is combined; the caller removes ``data_dir``."""
+    downloaded (checked) and unpacked beside ``data_dir`` (:func:`_fetch_chain`), combined into it by
+    pg_combinebackup, the pieces removed. A piece missing or damaged fails before anything is combined;
+    the caller removes ``data_dir``."""
     pieces = chain_manifests(store, manifest, prefix) if manifest.depends_on else [(manifest, prefix)]
     what = "point-in-time recovery from " + (
         f"the chain of {len(pieces)} base backups {pieces[0][0].backup_id} .. {manifest.backup_id}"
@@ -196,16 +257,13 @@ def fetch_base(store, manifest: Manifest, prefix: str, data_dir: Path, bindir: P
     staging = data_dir.with_name(data_dir.name + ".download")
     staging.mkdir(parents=True)
     try:
+        mark = time.monotonic()
         if len(pieces) == 1:
-            _download_unpack(store, manifest, prefix, data_dir, staging, seconds)
+            _unpack(manifest, _download(store, manifest, prefix, staging, seconds), data_dir, seconds)
         else:
-            dirs = []
-            for number, (piece, piece_prefix) in enumerate(pieces, 1):
-                dirs.append(staging / piece.backup_id)
-                # the WAL each piece streamed is not combined: only the newest piece's is written
-                _download_unpack(store, piece, piece_prefix, dirs[-1], staging, seconds,
-                                 piece=f"piece {number} of {len(pieces)} of the chain of {manifest.backup_id}",
-                                 without_wal=number < len(pieces))
+            dirs = _fetch_chain(store, pieces, staging, seconds, manifest.backup_id)
+        seconds["fetch_base"] = round(time.monotonic() - mark, 3)
+        if len(pieces) > 1:
             mark = time.monotonic()
             combine(bindir, dirs, data_dir, log)
             seconds["combine"] = round(time.monotonic() - mark, 3)

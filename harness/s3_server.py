@@ -76,7 +76,11 @@ class S3Server:
 
 def start_s3_server(port: int | None = None) -> S3Server:
     port = port or free_port()
-    env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY)
+    # moto keeps every object under its key buffer size (about 5 MB by default) in memory, and a test session
+    # stores thousands (WAL segments, partial versions, dumps): spooled to temporary files past 256 KiB, a
+    # session's objects take disk, not the RAM the clusters and Airflow need (an OOM kill took a 14 GB server)
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
+               MOTO_S3_DEFAULT_KEY_BUFFER_SIZE=str(256 << 10))
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,

@@ -163,7 +163,8 @@ def test_the_stored_backup_passes_the_verification_format_check(stack, base_run)
     altered.wal = {**altered.wal, "end_lsn": "FF/0"}
     prefix = manifest["objects"][0]["key"].rsplit("/", 1)[0]
     check = FORMAT_CHECKS["base"][0]  # the cheap one; pg_verifybackup on the unpacked tar follows it
-    assert [c.__name__ for c in FORMAT_CHECKS["base"]] == ["base_manifest_check", "base_verifybackup_check"]
+    assert [c.__name__ for c in FORMAT_CHECKS["base"]] == ["base_manifest_check", "base_chain_check",
+                                                          "base_verifybackup_check"]
     found = check(store, altered, prefix, pg_bindir(), logging.getLogger("t"))
     assert [p["problem"] for p in found] == ["backup_manifest WAL range differs from the manifest's"]
 

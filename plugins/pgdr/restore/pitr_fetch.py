@@ -268,7 +268,9 @@ def fetch_base(store, manifest: Manifest, prefix: str, data_dir: Path, bindir: P
             combine(bindir, dirs, data_dir, log)
             seconds["combine"] = round(time.monotonic() - mark, 3)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        mark = time.monotonic()
+        shutil.rmtree(staging, ignore_errors=True)   # a chain's unpacked pieces: as many files as the full each
+        seconds["remove_staging"] = round(time.monotonic() - mark, 3)
     mark = time.monotonic()
     result = subprocess.run([tool_path(bindir, "pg_verifybackup"), "--no-parse-wal", str(data_dir)],
                             capture_output=True, text=True)

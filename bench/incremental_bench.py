@@ -19,9 +19,9 @@ times:
    ``pg_basebackup --incremental=<the previous backup's backup_manifest>``.
 3. ``pg_switch_wal()`` and a wait for the archiver (untimed); then two point-in-time recoveries to
    the end of the archived WAL, in alternating order, each timed from the start to a promoted server
-   answering a query: from the full alone (unpack, recovery replays every change since the full),
-   and from the full plus its incrementals (unpack each, ``pg_combinebackup``, recovery from the
-   newest incremental's end). The recovered row counts are compared with the source's (untimed).
+   answering a query: from the full alone (recovery replays every change since the full), and from
+   the full plus its incrementals (each unpacked, ``pg_combinebackup``, recovery from the newest
+   incremental's end). The recovered row counts are compared with the source's (untimed).
 
 Two engines take the backups (``--engine``):
 
@@ -33,8 +33,12 @@ Two engines take the backups (``--engine``):
     PhysicalBackupOperator runs it), uploading to a moto S3 server on the same cores, with
     ``pgdr.backup.chain.ChainPolicy`` (a full first: ``enabled=False``; then incrementals against the
     newest sealed backup, which pgdr chooses itself), each manifest sealed with ``put_manifest``
-    (untimed). Its ``data.tar.zst`` objects are then downloaded (untimed) for the recoveries, which
-    run as above. Needs pgdr's incremental backups (``pgdr.backup.chain``).
+    (untimed). The archived WAL is shipped to moto by ``pgdr.wal.ship.ship_once`` (untimed), and the
+    recoveries are pgdr's own, in a child process: ``plan_point_in_time`` pinned to the full or to the
+    chain's newest incremental (as the pg_restore DAG's prepare leases it), then
+    ``PointInTimeRecovery.run()``: every piece downloaded (sha256 checked) and unpacked,
+    ``pg_combinebackup``, ``pg_verifybackup``, the WAL fetched and checked, recovery; its recorded
+    stage seconds are reported.
 
 pgBackRest is not compared: Debian 12's pgbackrest 2.45 does not support PostgreSQL 18.
 
@@ -589,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
                              "pgdr.backup.base.run_base_backup with its chain policy, uploading to moto S3")
     parser.add_argument("--combine-modes", default="copy,link",
                         help="pg_combinebackup modes, one PITR from the chain each: copy, copy-file-range, link "
-                             "(default copy,link)")
+                             "(default copy,link; --engine tools only: pgdr's restore combines in copy mode)")
     common.add_run_arguments(parser, "incremental", "keep the work directory; servers are always stopped")
     common.add_child_arguments(parser, "backup", "restore")
     args = parser.parse_args(argv)

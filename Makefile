@@ -40,7 +40,7 @@ test-fast: venv
 UNIT_TESTS := $(addprefix tests/test_,alert_policy.py data_policy.py errors.py fetch.py fswatch.py gfs.py history_charts.py layering.py \
 	lint.py manifest.py markers.py pitr_plan.py restore_alert.py restore_plan.py rto_table.py settings.py wal_checks_unit.py \
 	wal_names.py core_checksums.py core_compression.py restore_tables.py wal_continuity.py wal_gaps.py \
-	wal_primary_check.py support_package.py support_tcp_proxy.py store_door.py pg_majors.py)
+	wal_primary_check.py support_package.py support_tcp_proxy.py store_door.py pg_majors.py pitr_chain_space.py approval_unit.py)
 test-unit: venv
 	$(PYTEST) $(UNIT_TESTS)
 

@@ -94,8 +94,14 @@ def _ended(airflow, dag_id, run_id, timeout: float = RUN_TIMEOUT) -> dict:
 
 
 def _awaiting(airflow, dag_id, run_id) -> dict:
-    return _wait(airflow, dag_id, run_id, lambda run, states: states.get("approve") == "awaiting_input",
-                 "awaiting_input")
+    found = _wait(airflow, dag_id, run_id, lambda run, states: states.get("approve") == "awaiting_input",
+                  "awaiting_input")
+    # a person reads the request before answering. An answer within about a second of the pause races
+    # Airflow 3.3's scheduler: the resume is queued before the executor's event for the paused try is
+    # processed, and the scheduler marks the task failed ("finished with state success, but the task
+    # instance's state attribute is queued"); nothing is changed then, but the answer is lost
+    time.sleep(5)
+    return found
 
 
 def _hitl(dag_id: str, run_id: str) -> str:

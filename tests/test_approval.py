@@ -99,8 +99,9 @@ def _awaiting(airflow, dag_id, run_id) -> dict:
     # a person reads the request before answering. An answer within about a second of the pause races
     # Airflow 3.3's scheduler: the resume is queued before the executor's event for the paused try is
     # processed, and the scheduler marks the task failed ("finished with state success, but the task
-    # instance's state attribute is queued"); nothing is changed then, but the answer is lost
-    time.sleep(5)
+    # instance's state attribute is queued"); nothing is changed then, but the answer is lost. Under a loaded
+    # CI machine the executor's event took over 5 s to be processed
+    time.sleep(15)
     return found
 
 
